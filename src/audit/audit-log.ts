@@ -1,0 +1,97 @@
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { encodeFields } from '../crypto/aead';
+import { KeyManager, SYSTEM_TENANT } from '../crypto/key-manager';
+import { AuditEntry, AuditRow, AuditSealer, GENESIS_HASH, VaultStore } from '../store/vault-store';
+
+export type VerifyResult =
+  | { ok: true; rows: number; headSeq: number; headHash: string }
+  | { ok: false; rows: number; firstBadSeq: number; reason: string };
+
+/** The audit row was not written; callers must refuse the request (fail closed). */
+export class AuditUnavailableError extends Error {
+  constructor(override readonly cause: unknown) {
+    super('audit log cannot be written');
+    this.name = 'AuditUnavailableError';
+  }
+}
+
+/**
+ * Hash-chained audit log: each row's HMAC covers its fields, its sequence number and the previous
+ * row's HMAC, under the vault's audit key. Editing, deleting or reordering a row breaks the chain.
+ */
+export class AuditLog {
+  constructor(
+    private readonly store: VaultStore,
+    private readonly keys: KeyManager,
+  ) {}
+
+  async sealer(): Promise<AuditSealer> {
+    const { version, key } = await this.keys.activeKey(SYSTEM_TENANT, 'audit');
+    return { keyVersion: version, seal: (prevHash, seq, entry) => auditMac(key, prevHash, seq, entry, version) };
+  }
+
+  /** Appends one row; throws AuditUnavailableError when it cannot be made durable. */
+  async append(entry: AuditEntry): Promise<AuditRow> {
+    try {
+      return await this.store.appendAudit({ entry, sealer: await this.sealer() });
+    } catch (err) {
+      throw new AuditUnavailableError(err);
+    }
+  }
+
+  async verify(pageSize = 1000): Promise<VerifyResult> {
+    let expectedSeq = 1;
+    let prevHash: Buffer = GENESIS_HASH;
+    let rows = 0;
+    for (;;) {
+      const page = await this.store.auditRows(expectedSeq - 1, pageSize);
+      if (page.length === 0) break;
+      for (const row of page) {
+        const bad = await this.checkRow(row, expectedSeq, prevHash);
+        if (bad) return { ok: false, rows, firstBadSeq: bad.seq, reason: bad.reason };
+        rows++;
+        expectedSeq = row.seq + 1;
+        prevHash = row.hash;
+      }
+    }
+    return { ok: true, rows, headSeq: expectedSeq - 1, headHash: prevHash.toString('hex') };
+  }
+
+  private async checkRow(row: AuditRow, expectedSeq: number, prevHash: Buffer): Promise<{ seq: number; reason: string } | undefined> {
+    if (row.seq !== expectedSeq) return { seq: expectedSeq, reason: `row ${expectedSeq} is missing` };
+    if (!safeEqual(row.prevHash, prevHash)) return { seq: row.seq, reason: 'does not link to the previous row' };
+    const key = await this.keys.keyVersion(SYSTEM_TENANT, 'audit', row.keyVersion);
+    if (!key) return { seq: row.seq, reason: `audit key version ${row.keyVersion} is unknown` };
+    if (!safeEqual(auditMac(key, row.prevHash, row.seq, row, row.keyVersion), row.hash)) {
+      return { seq: row.seq, reason: 'content does not match its HMAC (edited)' };
+    }
+    return undefined;
+  }
+}
+
+export function auditMac(key: Buffer, prevHash: Buffer, seq: number, e: AuditEntry, keyVersion: number): Buffer {
+  return createHmac('sha256', key)
+    .update(prevHash)
+    .update(
+      encodeFields('pii-vault/audit/v1', [
+        seq,
+        keyVersion,
+        e.ts,
+        e.requestId,
+        e.principal,
+        e.tenant ?? '',
+        e.action,
+        JSON.stringify(e.types),
+        JSON.stringify(e.tokens),
+        e.purpose ?? '',
+        e.outcome,
+        e.reason ?? '',
+        JSON.stringify(e.subjects),
+      ]),
+    )
+    .digest();
+}
+
+function safeEqual(a: Buffer, b: Buffer): boolean {
+  return a.length === b.length && timingSafeEqual(a, b);
+}

@@ -1,0 +1,57 @@
+import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+
+export const KEY_BYTES = 32;
+export const NONCE_BYTES = 12;
+export const TAG_BYTES = 16;
+
+export interface Sealed {
+  nonce: Buffer;
+  ciphertext: Buffer;
+  tag: Buffer;
+}
+
+/** AES-256-GCM with a fresh random 96-bit nonce. `aad` binds the ciphertext to where it is stored. */
+export function seal(key: Buffer, plaintext: Buffer, aad: Buffer): Sealed {
+  const nonce = randomBytes(NONCE_BYTES);
+  const cipher = createCipheriv('aes-256-gcm', key, nonce);
+  cipher.setAAD(aad);
+  const ciphertext = Buffer.concat([cipher.update(plaintext), cipher.final()]);
+  return { nonce, ciphertext, tag: cipher.getAuthTag() };
+}
+
+/** Opens a sealed value; throws IntegrityError when any byte, the key or the AAD differs. */
+export function open(key: Buffer, sealed: Sealed, aad: Buffer): Buffer {
+  if (sealed.nonce.length !== NONCE_BYTES || sealed.tag.length !== TAG_BYTES) {
+    throw new IntegrityError('malformed nonce or tag');
+  }
+  try {
+    const decipher = createDecipheriv('aes-256-gcm', key, sealed.nonce, { authTagLength: TAG_BYTES });
+    decipher.setAAD(aad);
+    decipher.setAuthTag(sealed.tag);
+    return Buffer.concat([decipher.update(sealed.ciphertext), decipher.final()]);
+  } catch {
+    throw new IntegrityError('authentication failed');
+  }
+}
+
+export class IntegrityError extends Error {
+  constructor(reason: string) {
+    super(`integrity check failed: ${reason}`);
+    this.name = 'IntegrityError';
+  }
+}
+
+/**
+ * Unambiguous encoding of labelled fields for AAD and MAC inputs: each field is
+ * length-prefixed, so ("ab","c") and ("a","bc") never encode the same.
+ */
+export function encodeFields(label: string, fields: ReadonlyArray<string | number>): Buffer {
+  const parts: Buffer[] = [];
+  for (const field of [label, ...fields.map(String)]) {
+    const bytes = Buffer.from(field, 'utf8');
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(bytes.length);
+    parts.push(len, bytes);
+  }
+  return Buffer.concat(parts);
+}

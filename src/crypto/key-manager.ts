@@ -1,0 +1,136 @@
+import { EncryptionContext, KeyProvider, KeyPurpose, KeyUnavailableError } from './key-provider';
+import { IntegrityError } from './aead';
+import type { DataKeyRecord, VaultStore } from '../store/vault-store';
+
+export interface DataKey {
+  readonly version: number;
+  readonly key: Buffer;
+}
+
+export interface KeyCacheOptions {
+  /** How long an unwrapped key stays in memory. */
+  ttlMs: number;
+  /** How many unwrapped keys are kept at most. */
+  maxEntries: number;
+}
+
+/** The tenant used for keys that belong to the vault itself (the audit chain key). */
+export const SYSTEM_TENANT = '_system';
+
+/**
+ * Finds, creates and unwraps per-tenant data keys. Unwrapped keys live only in this bounded,
+ * expiring cache; the KEK is asked on a miss, never per request.
+ */
+export class KeyManager {
+  private readonly cache = new Map<string, { key: Buffer; expires: number }>();
+  private readonly pending = new Map<string, Promise<Buffer>>();
+
+  constructor(
+    private readonly store: VaultStore,
+    private readonly provider: KeyProvider,
+    private readonly options: KeyCacheOptions = { ttlMs: 15 * 60_000, maxEntries: 10_000 },
+  ) {}
+
+  /** The active key of a tenant and purpose, created (version 1) on first use. */
+  async activeKey(tenant: string, purpose: KeyPurpose): Promise<DataKey> {
+    let record = await this.store.activeDataKey(tenant, purpose);
+    if (!record) record = await this.createFirstKey(tenant, purpose);
+    return { version: record.version, key: await this.unwrapCached(record) };
+  }
+
+  /** A specific version, for decrypting what it encrypted; undefined when it no longer exists. */
+  async keyVersion(tenant: string, purpose: KeyPurpose, version: number): Promise<Buffer | undefined> {
+    const cached = this.cacheGet(cacheKey(tenant, purpose, version));
+    if (cached) return cached;
+    const record = await this.store.dataKey(tenant, purpose, version);
+    if (!record || !record.wrapped) return undefined;
+    return this.unwrapCached(record);
+  }
+
+  /** Drops every unwrapped key from memory (key rotation, shutdown). */
+  clear(): void {
+    for (const entry of this.cache.values()) entry.key.fill(0);
+    this.cache.clear();
+  }
+
+  private async createFirstKey(tenant: string, purpose: KeyPurpose): Promise<DataKeyRecord> {
+    const { plaintext, wrapped } = await this.provider.generateDataKey(context(tenant, purpose, 1));
+    const record: DataKeyRecord = {
+      tenant,
+      purpose,
+      version: 1,
+      state: 'active',
+      kekId: wrapped.kekId,
+      wrapped: wrapped.blob,
+      createdAt: Date.now(),
+      encryptions: 0,
+    };
+    if (await this.store.insertDataKey(record)) {
+      this.cachePut(cacheKey(tenant, purpose, 1), plaintext);
+      return record;
+    }
+    // Another request or process created it first: use theirs.
+    plaintext.fill(0);
+    const winner = await this.store.activeDataKey(tenant, purpose);
+    if (!winner) throw new KeyUnavailableError(`no active ${purpose} key for tenant after creation`);
+    return winner;
+  }
+
+  private async unwrapCached(record: DataKeyRecord): Promise<Buffer> {
+    const id = cacheKey(record.tenant, record.purpose, record.version);
+    const cached = this.cacheGet(id);
+    if (cached) return cached;
+    // Concurrent misses for one key share one unwrap call.
+    let inflight = this.pending.get(id);
+    if (!inflight) {
+      inflight = this.unwrap(record).finally(() => this.pending.delete(id));
+      this.pending.set(id, inflight);
+    }
+    return inflight;
+  }
+
+  private async unwrap(record: DataKeyRecord): Promise<Buffer> {
+    if (!record.wrapped) throw new KeyUnavailableError(`key version ${record.version} was destroyed`);
+    let key: Buffer;
+    try {
+      key = await this.provider.unwrap(
+        { kekId: record.kekId, blob: record.wrapped },
+        context(record.tenant, record.purpose, record.version),
+      );
+    } catch (err) {
+      if (err instanceof IntegrityError) {
+        throw new KeyUnavailableError(`cannot unwrap ${record.purpose} key v${record.version}: wrong master key or tampered key record`);
+      }
+      throw err;
+    }
+    this.cachePut(cacheKey(record.tenant, record.purpose, record.version), key);
+    return key;
+  }
+
+  private cacheGet(id: string): Buffer | undefined {
+    const entry = this.cache.get(id);
+    if (!entry) return undefined;
+    if (entry.expires <= Date.now()) {
+      this.cache.delete(id);
+      return undefined;
+    }
+    return entry.key;
+  }
+
+  private cachePut(id: string, key: Buffer): void {
+    if (this.cache.size >= this.options.maxEntries) {
+      // Evict the oldest insertion; Map iteration order is insertion order.
+      const oldest = this.cache.keys().next().value;
+      if (oldest !== undefined) this.cache.delete(oldest);
+    }
+    this.cache.set(id, { key, expires: Date.now() + this.options.ttlMs });
+  }
+}
+
+export function context(tenant: string, purpose: KeyPurpose, version: number): EncryptionContext {
+  return { tenant, purpose, version: String(version) };
+}
+
+function cacheKey(tenant: string, purpose: KeyPurpose, version: number): string {
+  return `${tenant}\u0000${purpose}\u0000${version}`;
+}

@@ -1,0 +1,303 @@
+import { isSupportedCountry, parsePhoneNumberFromString, type CountryCode } from 'libphonenumber-js';
+import { DATA_TYPES, DomainValidationError, type DataType, type Preserve, type TokenFormat } from './types';
+
+export interface NormalizeOptions {
+  /** ISO 3166 alpha-2 default region for national phone numbers, e.g. 'US'. When absent only
+   * international numbers (leading `+` or `00`) are accepted. */
+  phoneRegion?: string;
+}
+
+export interface DataTypeSpec {
+  readonly type: DataType;
+  /** Validates and returns the canonical form stored and fingerprinted. Throws
+   * DomainValidationError('invalid_value', msg); msg never includes the value or any part of it. */
+  normalize(raw: string, options?: NormalizeOptions): string;
+  /** Masked display of a normalized value. */
+  mask(normalized: string): string;
+  readonly defaultFormat: TokenFormat;
+  readonly defaultPreserve: Preserve;
+  /** Token formats allowed for this type, and for each the preserve options allowed. */
+  readonly formats: Partial<Record<TokenFormat, readonly Preserve[]>>;
+}
+
+/** Longest raw input accepted by any type, checked before any other work. */
+export const MAX_RAW_LENGTH = 4096;
+
+const OPAQUE_FORMATS = { random: ['none'], uuid: ['none'] } as const;
+
+const CONTROL_CHARS = /\p{Cc}/u;
+const CONTROL_CHARS_EXCEPT_TAB_NEWLINE = /[^\P{Cc}\t\n\r]/u;
+
+function invalid(message: string): never {
+  throw new DomainValidationError('invalid_value', message);
+}
+
+/** Checks shared by every type. `multiline` types (text, address) may contain \t, \n and \r. */
+function guardRaw(type: DataType, raw: unknown, multiline = false): string {
+  if (typeof raw !== 'string') invalid(`${type} value must be a string`);
+  if (raw.length === 0) invalid(`${type} value must not be empty`);
+  if (raw.length > MAX_RAW_LENGTH) invalid(`${type} value must be at most ${MAX_RAW_LENGTH} characters`);
+  const forbidden = multiline ? CONTROL_CHARS_EXCEPT_TAB_NEWLINE : CONTROL_CHARS;
+  if (forbidden.test(raw)) invalid(`${type} value must not contain control characters`);
+  return raw;
+}
+
+function stripSpacesAndDashes(s: string): string {
+  return s.replace(/[ -]/g, '');
+}
+
+function collapseWhitespace(s: string): string {
+  return s.trim().replace(/\s+/gu, ' ');
+}
+
+function stars(n: number): string {
+  return '*'.repeat(Math.max(0, n));
+}
+
+/** Keeps the last `keep` characters, replaces the others with `*`. */
+function maskAllButLast(s: string, keep: number): string {
+  return stars(s.length - keep) + s.slice(-keep);
+}
+
+// ---------------------------------------------------------------- checksums
+
+export function luhnValid(digits: string): boolean {
+  if (!/^\d+$/.test(digits)) return false;
+  let sum = 0;
+  for (let i = 0; i < digits.length; i++) {
+    let d = digits.charCodeAt(digits.length - 1 - i) - 48;
+    if (i % 2 === 1) {
+      d *= 2;
+      if (d > 9) d -= 9;
+    }
+    sum += d;
+  }
+  return sum % 10 === 0;
+}
+
+/** ISO 13616 mod-97 check of an upper-case IBAN without spaces. */
+export function ibanValid(normalized: string): boolean {
+  if (!/^[A-Z]{2}[0-9]{2}[A-Z0-9]+$/.test(normalized)) return false;
+  const rearranged = normalized.slice(4) + normalized.slice(0, 4);
+  let remainder = 0;
+  for (const ch of rearranged) {
+    // Letters expand to two digits (A=10 … Z=35); folding digit by digit keeps numbers small.
+    const value = ch >= 'A' ? String(ch.charCodeAt(0) - 55) : ch;
+    for (const digit of value) remainder = (remainder * 10 + Number(digit)) % 97;
+  }
+  return remainder === 1;
+}
+
+// ---------------------------------------------------------------- pan
+
+function normalizePan(raw: string): string {
+  const digits = stripSpacesAndDashes(guardRaw('pan', raw));
+  if (!/^\d{12,19}$/.test(digits)) invalid('pan must be 12 to 19 digits');
+  if (!luhnValid(digits)) invalid('pan fails the Luhn check');
+  return digits;
+}
+
+// ---------------------------------------------------------------- ssn
+
+function normalizeSsn(raw: string): string {
+  const digits = stripSpacesAndDashes(guardRaw('ssn', raw));
+  if (!/^\d{9}$/.test(digits)) invalid('ssn must be 9 digits');
+  const area = digits.slice(0, 3);
+  if (area === '000' || area === '666' || area[0] === '9') invalid('ssn area number is not assignable');
+  if (digits.slice(3, 5) === '00') invalid('ssn group number must not be 00');
+  if (digits.slice(5) === '0000') invalid('ssn serial number must not be 0000');
+  return digits;
+}
+
+function maskSsn(normalized: string): string {
+  return `***-**-${normalized.slice(-4)}`;
+}
+
+// ---------------------------------------------------------------- email
+
+const DOMAIN_LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
+
+function normalizeEmail(raw: string): string {
+  const value = guardRaw('email', raw).trim();
+  const parts = value.split('@');
+  if (parts.length !== 2) invalid('email must contain exactly one @');
+  const [local, rawDomain] = parts as [string, string];
+  if (local.length < 1 || local.length > 64) invalid('email local part must be 1 to 64 characters');
+  if (/\s/u.test(local)) invalid('email local part must not contain whitespace');
+  const domain = rawDomain.toLowerCase();
+  const labels = domain.split('.');
+  if (labels.length < 2) invalid('email domain must have at least two labels');
+  if (!labels.every((label) => DOMAIN_LABEL.test(label))) invalid('email domain has an invalid label');
+  if (!/^[a-z]{2,}$/.test(labels[labels.length - 1]!)) invalid('email top-level domain must be letters only');
+  const normalized = `${local}@${domain}`;
+  if (normalized.length > 254) invalid('email must be at most 254 characters');
+  return normalized;
+}
+
+function maskEmail(normalized: string): string {
+  const at = normalized.lastIndexOf('@');
+  const firstChar = Array.from(normalized)[0] ?? '';
+  return `${firstChar}***@${normalized.slice(at + 1)}`;
+}
+
+// ---------------------------------------------------------------- phone
+
+function phoneRegion(options?: NormalizeOptions): CountryCode | undefined {
+  if (options?.phoneRegion === undefined) return undefined;
+  const region = options.phoneRegion.toUpperCase();
+  if (!isSupportedCountry(region)) invalid('phone region is not a supported ISO 3166 alpha-2 code');
+  return region;
+}
+
+function normalizePhone(raw: string, options?: NormalizeOptions): string {
+  let value = guardRaw('phone', raw).trim();
+  // Only formatting characters: this also rules out extensions, which E.164 cannot carry.
+  if (!/^\+?[0-9 ().\/-]+$/.test(value)) invalid('phone must contain only digits and formatting characters');
+  if (value.startsWith('00')) value = `+${value.slice(2)}`;
+  const defaultCountry = phoneRegion(options);
+  if (!value.startsWith('+') && defaultCountry === undefined) {
+    invalid('phone must be international (+ or 00) when no default region is given');
+  }
+  const parsed = parsePhoneNumberFromString(value, { defaultCountry, extract: false });
+  if (parsed === undefined || !parsed.isValid()) invalid('phone is not a valid number');
+  return parsed.number;
+}
+
+function maskPhone(normalized: string): string {
+  return `+${maskAllButLast(normalized.slice(1), 4)}`;
+}
+
+// ---------------------------------------------------------------- name
+
+function normalizeName(raw: string): string {
+  const value = collapseWhitespace(guardRaw('name', raw).normalize('NFC'));
+  if (value.length < 1 || value.length > 200) invalid('name must be 1 to 200 characters');
+  if (!/\p{L}/u.test(value)) invalid('name must contain a letter');
+  return value;
+}
+
+function maskName(normalized: string): string {
+  return normalized
+    .split(' ')
+    .map((word) => {
+      const chars = Array.from(word);
+      return (chars[0] ?? '') + stars(chars.length - 1);
+    })
+    .join(' ');
+}
+
+// ---------------------------------------------------------------- dob
+
+const MIN_DOB_YEAR = 1870;
+
+function daysInMonth(year: number, month: number): number {
+  return new Date(Date.UTC(year, month, 0)).getUTCDate();
+}
+
+/** Normalizes a date of birth; `now` is injectable for tests. */
+export function normalizeDob(raw: string, now: Date = new Date()): string {
+  const value = guardRaw('dob', raw);
+  const match = /^(\d{4})-(\d{2})-(\d{2})$/.exec(value);
+  if (!match) invalid('dob must be formatted YYYY-MM-DD');
+  const [year, month, day] = [Number(match[1]), Number(match[2]), Number(match[3])];
+  if (month < 1 || month > 12 || day < 1 || day > daysInMonth(year, month)) invalid('dob is not a calendar date');
+  if (year < MIN_DOB_YEAR) invalid(`dob year must be ${MIN_DOB_YEAR} or later`);
+  // Same-width ISO dates compare correctly as strings.
+  if (value > now.toISOString().slice(0, 10)) invalid('dob must not be in the future');
+  return value;
+}
+
+function maskDob(normalized: string): string {
+  return `${normalized.slice(0, 4)}-**-**`;
+}
+
+// ---------------------------------------------------------------- address
+
+function normalizeAddress(raw: string): string {
+  const value = guardRaw('address', raw, true)
+    .normalize('NFC')
+    .split(/\r\n|\r|\n/)
+    .map(collapseWhitespace)
+    .filter((line) => line.length > 0)
+    .join('\n');
+  if (value.length < 1 || value.length > 500) invalid('address must be 1 to 500 characters');
+  if (!/[\p{L}\p{N}]/u.test(value)) invalid('address must contain a letter or digit');
+  return value;
+}
+
+/** Keeps the last comma- or line-separated component (city, country); stars letters and digits
+ * elsewhere. A single-component address has nothing safe to keep, so it is starred entirely. */
+function maskAddress(normalized: string): string {
+  const cut = Math.max(normalized.lastIndexOf(','), normalized.lastIndexOf('\n'));
+  const starLettersAndDigits = (s: string) => s.replace(/[\p{L}\p{M}\p{N}]/gu, '*');
+  if (cut < 0) return starLettersAndDigits(normalized);
+  return starLettersAndDigits(normalized.slice(0, cut)) + normalized.slice(cut);
+}
+
+// ---------------------------------------------------------------- iban
+
+function normalizeIban(raw: string): string {
+  const value = guardRaw('iban', raw).replace(/ /g, '').toUpperCase();
+  if (value.length < 15 || value.length > 34) invalid('iban must be 15 to 34 characters');
+  if (!/^[A-Z]{2}[0-9]{2}[A-Z0-9]+$/.test(value)) invalid('iban must be a country code, check digits and letters or digits');
+  if (!ibanValid(value)) invalid('iban fails the mod-97 check');
+  return value;
+}
+
+function maskIban(normalized: string): string {
+  return normalized.slice(0, 2) + maskAllButLast(normalized.slice(2), 4);
+}
+
+// ---------------------------------------------------------------- text
+
+const TEXT_MASK_MAX = 16;
+
+function normalizeText(raw: string): string {
+  const value = guardRaw('text', raw, true).normalize('NFC');
+  if (value.length > MAX_RAW_LENGTH) invalid(`text must be at most ${MAX_RAW_LENGTH} characters`);
+  return value;
+}
+
+function maskText(normalized: string): string {
+  const masked = Array.from(normalized, (ch) => (/\s/u.test(ch) ? ch : '*'));
+  return masked.length > TEXT_MASK_MAX ? `${masked.slice(0, TEXT_MASK_MAX).join('')}…` : masked.join('');
+}
+
+// ---------------------------------------------------------------- catalogue
+
+function opaqueSpec(
+  type: DataType,
+  normalize: DataTypeSpec['normalize'],
+  mask: DataTypeSpec['mask'],
+): DataTypeSpec {
+  return { type, normalize, mask, defaultFormat: 'random', defaultPreserve: 'none', formats: OPAQUE_FORMATS };
+}
+
+export const DATA_TYPE_SPECS: Record<DataType, DataTypeSpec> = {
+  pan: {
+    type: 'pan',
+    normalize: normalizePan,
+    mask: (normalized) => maskAllButLast(normalized, 4),
+    defaultFormat: 'pan',
+    defaultPreserve: 'last4',
+    formats: { ...OPAQUE_FORMATS, pan: ['none', 'last4', 'bin6', 'bin6last4'], digits: ['none', 'last4'] },
+  },
+  ssn: {
+    ...opaqueSpec('ssn', normalizeSsn, maskSsn),
+    formats: { ...OPAQUE_FORMATS, digits: ['none', 'last4'] },
+  },
+  email: {
+    ...opaqueSpec('email', normalizeEmail, maskEmail),
+    formats: { ...OPAQUE_FORMATS, email: ['none', 'domain'] },
+  },
+  phone: opaqueSpec('phone', normalizePhone, maskPhone),
+  name: opaqueSpec('name', normalizeName, maskName),
+  dob: opaqueSpec('dob', (raw) => normalizeDob(raw), maskDob),
+  address: opaqueSpec('address', normalizeAddress, maskAddress),
+  iban: opaqueSpec('iban', normalizeIban, maskIban),
+  text: opaqueSpec('text', normalizeText, maskText),
+};
+
+export function isDataType(x: unknown): x is DataType {
+  return typeof x === 'string' && (DATA_TYPES as readonly string[]).includes(x);
+}

@@ -1,0 +1,26 @@
+export const DATA_TYPES = ['pan', 'ssn', 'email', 'phone', 'name', 'dob', 'address', 'iban', 'text'] as const;
+export type DataType = (typeof DATA_TYPES)[number];
+
+export const TOKEN_FORMATS = ['random', 'uuid', 'pan', 'digits', 'email'] as const;
+export type TokenFormat = (typeof TOKEN_FORMATS)[number];
+
+/** Which parts of the value a format-preserving token keeps. `domain` applies to `email` tokens. */
+export const PRESERVE_OPTIONS = ['none', 'last4', 'bin6', 'bin6last4', 'domain'] as const;
+export type Preserve = (typeof PRESERVE_OPTIONS)[number];
+
+export const REVEAL_LEVELS = ['plain', 'masked', 'redacted'] as const;
+export type Reveal = (typeof REVEAL_LEVELS)[number];
+
+/** Thrown by pure domain code; the message never contains the value. */
+export class DomainValidationError extends Error {
+  constructor(
+    readonly code: 'invalid_value' | 'unsupported_format',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'DomainValidationError';
+  }
+}
+
+/** Source of randomness, injectable so token formats can be tested deterministically. */
+export type RandomBytes = (size: number) => Buffer;

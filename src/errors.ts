@@ -1,0 +1,43 @@
+/**
+ * The one catalogue of error codes the vault returns. Each code is stable (clients branch on it),
+ * has one HTTP status and a default human message. Messages never carry a submitted value.
+ */
+export const ERROR_CATALOGUE = {
+  malformed_json: { status: 400, message: 'The request body is not valid JSON.' },
+  invalid_request: { status: 400, message: 'The request does not match the schema.' },
+  invalid_value: { status: 400, message: 'A value is not valid for its data type.' },
+  unsupported_format: { status: 400, message: 'The token format or preserve option does not apply to this data type.' },
+  too_many_items: { status: 400, message: 'Too many items in one request.' },
+  unauthorized: { status: 401, message: 'A valid API key is required (Authorization: Bearer <key>).' },
+  forbidden: { status: 403, message: 'The policy does not allow this action.' },
+  not_found: { status: 404, message: 'No such resource.' },
+  method_not_allowed: { status: 405, message: 'This method is not allowed on this path.' },
+  token_collision: { status: 409, message: 'Could not allocate a unique token for this format; use a wider format.' },
+  payload_too_large: { status: 413, message: 'The request body is too large.' },
+  unsupported_media_type: { status: 415, message: 'The request body must be application/json.' },
+  internal_error: { status: 500, message: 'Internal error.' },
+  audit_unavailable: { status: 503, message: 'The audit log cannot be written; the request was refused.' },
+  store_unavailable: { status: 503, message: 'The database is not available.' },
+  key_unavailable: { status: 503, message: 'The encryption keys are not available.' },
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CATALOGUE;
+
+/** Per-item outcome codes in a detokenize response (not request-level errors). */
+export const ITEM_ERROR_CODES = ['not_found', 'forbidden', 'expired', 'integrity_failed'] as const;
+export type ItemErrorCode = (typeof ITEM_ERROR_CODES)[number];
+
+/** An error meant for the caller: a stable code, a safe message, optional structured details. */
+export class VaultError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly details?: Record<string, unknown>;
+
+  constructor(code: ErrorCode, message?: string, details?: Record<string, unknown>) {
+    super(message ?? ERROR_CATALOGUE[code].message);
+    this.name = 'VaultError';
+    this.code = code;
+    this.status = ERROR_CATALOGUE[code].status;
+    this.details = details;
+  }
+}

@@ -1,0 +1,53 @@
+import { readFileSync } from 'node:fs';
+import { PolicyDocument, PolicyError, validatePolicy } from './policy';
+
+export function loadPolicyFile(path: string): PolicyDocument {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new PolicyError(`${path}: ${code === 'ENOENT' ? 'not found' : code ?? 'not valid JSON'}`);
+  }
+  try {
+    return validatePolicy(parsed);
+  } catch (err) {
+    throw new PolicyError(`${path}: ${(err as Error).message}`);
+  }
+}
+
+export const STARTER_PRINCIPALS = ['billing', 'gateway', 'support', 'security'] as const;
+
+/**
+ * The policy `init` writes: billing tokenizes but never sees values; the gateway adapter sees PANs
+ * in plain for purpose `charge` only; support sees masked values; security reads audit and metadata.
+ */
+export function starterPolicy(keyHashes: Record<(typeof STARTER_PRINCIPALS)[number], string>): PolicyDocument {
+  const createdAt = new Date().toISOString();
+  const principal = (role: (typeof STARTER_PRINCIPALS)[number]) => ({
+    roles: [role],
+    tenants: ['default'],
+    apiKeys: [{ sha256: keyHashes[role], createdAt }],
+  });
+  return {
+    version: 1,
+    roles: {
+      billing: [{ actions: ['tokenize', 'read-metadata', 'delete'], types: ['*'] }],
+      gateway: [{ actions: ['detokenize'], types: ['pan'], reveal: 'plain', purposes: ['charge'] }],
+      support: [
+        { actions: ['detokenize'], types: ['*'], reveal: 'masked' },
+        { actions: ['read-metadata'], types: ['*'] },
+      ],
+      security: [
+        { actions: ['audit:read', 'keys:read'] },
+        { actions: ['read-metadata'], types: ['*'] },
+      ],
+    },
+    principals: {
+      billing: principal('billing'),
+      gateway: principal('gateway'),
+      support: principal('support'),
+      security: principal('security'),
+    },
+  };
+}

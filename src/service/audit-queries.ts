@@ -1,0 +1,27 @@
+import type { AuditListResponse, AuditVerifyResponse } from '../contract/schemas';
+import { VaultError } from '../errors';
+import { mayEver } from '../policy/policy';
+import { Caller, VaultDeps, auditEntry } from './context';
+
+export const DEFAULT_AUDIT_PAGE = 100;
+export const MAX_AUDIT_PAGE = 1000;
+
+async function requireAuditRead(deps: VaultDeps, caller: Caller, action: string): Promise<void> {
+  const allowed = mayEver(deps.policy(), caller.principal, 'audit:read');
+  await deps.audit.append(auditEntry(deps, caller, { action, outcome: allowed ? 'allow' : 'deny', reason: allowed ? null : 'no grant' }));
+  if (!allowed) throw new VaultError('forbidden', 'This caller may not read the audit log.');
+}
+
+export async function listAudit(deps: VaultDeps, caller: Caller, after: number, limit: number): Promise<AuditListResponse> {
+  await requireAuditRead(deps, caller, 'audit:read');
+  const rows = await deps.store.auditRows(after, limit);
+  return {
+    items: rows.map(({ prevHash: _prev, hash, ...row }) => ({ ...row, hash: hash.toString('hex') })),
+    next: rows.length === limit ? rows[rows.length - 1].seq : null,
+  };
+}
+
+export async function verifyAudit(deps: VaultDeps, caller: Caller): Promise<AuditVerifyResponse> {
+  await requireAuditRead(deps, caller, 'audit:verify');
+  return deps.audit.verify();
+}

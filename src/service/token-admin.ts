@@ -1,0 +1,71 @@
+import { IntegrityError } from '../crypto/aead';
+import type { TokenMetadata } from '../contract/schemas';
+import { VaultError } from '../errors';
+import { Action, decide, principalCoversTenant } from '../policy/policy';
+import type { TokenRecord } from '../store/vault-store';
+import { Caller, VaultDeps, auditEntry } from './context';
+import { openSubject } from './record-crypto';
+
+/** Metadata of one token (never its value). */
+export async function readMetadata(deps: VaultDeps, caller: Caller, token: string): Promise<TokenMetadata> {
+  const record = await authorisedRecord(deps, caller, token, 'read-metadata');
+  await deps.audit.append(
+    auditEntry(deps, caller, { action: 'read-metadata', outcome: 'allow', tenant: record.tenant, types: [record.type], tokens: [token] }),
+  );
+  return {
+    token: record.token,
+    type: record.type,
+    tenant: record.tenant,
+    format: record.format,
+    createdAt: new Date(record.createdAt).toISOString(),
+    expiresAt: record.expiresAt === null ? null : new Date(record.expiresAt).toISOString(),
+    keyVersion: record.keyVersion,
+    subject: await readSubject(deps, record),
+    metadata: record.metadata,
+  };
+}
+
+/** Deletes one token and its ciphertext; the deletion is audited in the same transaction. */
+export async function deleteToken(deps: VaultDeps, caller: Caller, token: string): Promise<void> {
+  const record = await authorisedRecord(deps, caller, token, 'delete');
+  const entry = auditEntry(deps, caller, { action: 'delete', outcome: 'allow', tenant: record.tenant, types: [record.type], tokens: [token] });
+  const deleted = await deps.store.deleteToken(record.tenant, token, { entry, sealer: await deps.audit.sealer() });
+  if (!deleted) throw new VaultError('not_found', 'No such token.');
+}
+
+/**
+ * Loads a token the caller may act on. Missing tokens and tokens of other tenants look the same
+ * (not_found); a policy denial is audited before it is reported.
+ */
+async function authorisedRecord(deps: VaultDeps, caller: Caller, token: string, action: Action): Promise<TokenRecord> {
+  const record = (await deps.store.findTokens([token])).get(token);
+  const visible = record && principalCoversTenant(caller.principal, record.tenant);
+  const decision = visible ? decide(deps.policy(), caller.principal, action, { tenant: record.tenant, type: record.type }) : undefined;
+  if (!visible || !decision?.allow) {
+    await deps.audit.append(
+      auditEntry(deps, caller, {
+        action,
+        outcome: 'deny',
+        tenant: visible ? record.tenant : null,
+        types: visible ? [record.type] : [],
+        tokens: [token],
+        reason: visible && decision && !decision.allow ? decision.reason : 'not found',
+      }),
+    );
+    if (!visible) throw new VaultError('not_found', 'No such token.');
+    throw new VaultError('forbidden', `Not allowed to ${action} this token.`);
+  }
+  return record;
+}
+
+async function readSubject(deps: VaultDeps, record: TokenRecord): Promise<string | null> {
+  if (!record.subjectSealed) return null;
+  const key = await deps.keys.keyVersion(record.tenant, 'data', record.keyVersion);
+  if (!key) return null;
+  try {
+    return openSubject(key, record.subjectSealed, record.tenant, record.token, record.keyVersion);
+  } catch (err) {
+    if (err instanceof IntegrityError) return null;
+    throw err;
+  }
+}

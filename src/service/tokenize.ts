@@ -1,0 +1,100 @@
+import { seal } from '../crypto/aead';
+import { DATA_TYPE_SPECS } from '../domain/data-types';
+import { checkFormat, generateToken } from '../domain/token-formats';
+import { DataType, DomainValidationError, Preserve, TokenFormat } from '../domain/types';
+import type { TokenizeItem, TokenizeRequest, TokenizeResponse } from '../contract/schemas';
+import { VaultError } from '../errors';
+import { decide } from '../policy/policy';
+import { TokenRecord } from '../store/vault-store';
+import { Caller, VaultDeps, auditEntry } from './context';
+import { fingerprint, sealSubject, subjectHash, valueAad } from './record-crypto';
+
+export const DEFAULT_TENANT = 'default';
+
+interface PreparedItem {
+  type: DataType;
+  normalized: string;
+  format: TokenFormat;
+  preserve: Preserve;
+  item: TokenizeItem;
+}
+
+/**
+ * Tokenizes a batch atomically: every item is authorised and validated before anything is
+ * stored, and the records are written in one transaction together with their audit row.
+ */
+export async function tokenize(deps: VaultDeps, caller: Caller, request: TokenizeRequest): Promise<TokenizeResponse> {
+  const tenant = request.tenant ?? DEFAULT_TENANT;
+  await authorise(deps, caller, tenant, request.items);
+  const prepared = request.items.map((item, index) => prepare(item, index, deps.phoneRegion));
+
+  const dataKey = await deps.keys.activeKey(tenant, 'data');
+  const needsFingerprintKey = request.items.some((i) => i.deterministic || i.subject !== undefined);
+  const fingerprintKey = needsFingerprintKey ? (await deps.keys.activeKey(tenant, 'fingerprint')).key : undefined;
+  const now = deps.now();
+
+  const buildRecord = (p: PreparedItem): TokenRecord => {
+    const token = generateToken(p.format, p.preserve, p.normalized);
+    const sealed = seal(dataKey.key, Buffer.from(p.normalized, 'utf8'), valueAad(tenant, p.type, token, dataKey.version));
+    const subject = p.item.subject;
+    return {
+      token,
+      tenant,
+      type: p.type,
+      format: p.format,
+      keyVersion: dataKey.version,
+      ...sealed,
+      fingerprint: p.item.deterministic ? fingerprint(fingerprintKey!, p.type, p.normalized) : null,
+      subjectHash: subject !== undefined ? subjectHash(fingerprintKey!, subject) : null,
+      subjectSealed: subject !== undefined ? sealSubject(dataKey.key, subject, tenant, token, dataKey.version) : null,
+      metadata: p.item.metadata ?? null,
+      createdAt: now,
+      expiresAt: p.item.ttlSeconds !== undefined ? now + p.item.ttlSeconds * 1000 : null,
+    };
+  };
+  const records = prepared.map(buildRecord);
+
+  const entry = auditEntry(deps, caller, {
+    action: 'tokenize',
+    outcome: 'allow',
+    tenant,
+    types: distinct(prepared.map((p) => p.type)),
+    subjects: distinct(records.flatMap((r) => (r.subjectHash ? [r.subjectHash.toString('hex')] : []))),
+  });
+  const sealer = await deps.audit.sealer();
+  const tokens = await deps.store.insertTokens(records, { entry, sealer }, (index) => buildRecord(prepared[index]), now);
+  return { items: tokens.map((token, i) => ({ token, type: prepared[i].type })) };
+}
+
+async function authorise(deps: VaultDeps, caller: Caller, tenant: string, items: TokenizeItem[]): Promise<void> {
+  const policy = deps.policy();
+  const types = distinct(items.map((i) => i.type));
+  for (const type of types) {
+    const decision = decide(policy, caller.principal, 'tokenize', { tenant, type });
+    if (!decision.allow) {
+      await deps.audit.append(auditEntry(deps, caller, { action: 'tokenize', outcome: 'deny', tenant, types, reason: decision.reason }));
+      const index = items.findIndex((i) => i.type === type);
+      throw new VaultError('forbidden', `Not allowed to tokenize ${type} values for tenant ${tenant}.`, { index });
+    }
+  }
+}
+
+function prepare(item: TokenizeItem, index: number, phoneRegion: string | undefined): PreparedItem {
+  const spec = DATA_TYPE_SPECS[item.type];
+  const format = item.format ?? spec.defaultFormat;
+  const preserve = item.preserve ?? (format === spec.defaultFormat ? spec.defaultPreserve : 'none');
+  try {
+    checkFormat(item.type, format, preserve);
+    const normalized = spec.normalize(item.value, { phoneRegion });
+    return { type: item.type, normalized, format, preserve, item };
+  } catch (err) {
+    if (err instanceof DomainValidationError) {
+      throw new VaultError(err.code, `items[${index}]: ${err.message}`, { index, type: item.type });
+    }
+    throw err;
+  }
+}
+
+export function distinct<T>(values: T[]): T[] {
+  return [...new Set(values)];
+}

@@ -1,0 +1,60 @@
+/** Versioned schema changes, applied in order at start; never edit one that has shipped. */
+export const SQLITE_MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> = [
+  {
+    version: 1,
+    sql: `
+      CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+
+      CREATE TABLE data_keys (
+        tenant TEXT NOT NULL,
+        purpose TEXT NOT NULL CHECK (purpose IN ('data', 'fingerprint', 'audit')),
+        version INTEGER NOT NULL CHECK (version >= 1),
+        state TEXT NOT NULL CHECK (state IN ('active', 'decrypt-only', 'retired', 'destroyed')),
+        kek_id TEXT NOT NULL,
+        wrapped BLOB,
+        created_at INTEGER NOT NULL,
+        encryptions INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (tenant, purpose, version)
+      );
+      CREATE UNIQUE INDEX data_keys_one_active ON data_keys (tenant, purpose) WHERE state = 'active';
+
+      CREATE TABLE tokens (
+        token TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        type TEXT NOT NULL,
+        format TEXT NOT NULL,
+        key_version INTEGER NOT NULL,
+        nonce BLOB NOT NULL,
+        ciphertext BLOB NOT NULL,
+        tag BLOB NOT NULL,
+        fingerprint BLOB,
+        subject_hash BLOB,
+        subject_sealed BLOB,
+        metadata TEXT,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER
+      );
+      CREATE UNIQUE INDEX tokens_fingerprint ON tokens (tenant, type, fingerprint) WHERE fingerprint IS NOT NULL;
+      CREATE INDEX tokens_subject ON tokens (tenant, subject_hash) WHERE subject_hash IS NOT NULL;
+      CREATE INDEX tokens_key_version ON tokens (tenant, key_version);
+
+      CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY,
+        ts TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        principal TEXT NOT NULL,
+        tenant TEXT,
+        action TEXT NOT NULL,
+        types TEXT NOT NULL,
+        tokens TEXT NOT NULL,
+        purpose TEXT,
+        outcome TEXT NOT NULL,
+        reason TEXT,
+        subjects TEXT NOT NULL,
+        key_version INTEGER NOT NULL,
+        prev_hash BLOB NOT NULL,
+        hash BLOB NOT NULL
+      );
+    `,
+  },
+];

@@ -1,0 +1,318 @@
+import Database from 'better-sqlite3';
+import type { KeyPurpose } from '../crypto/key-provider';
+import type { DataType, TokenFormat } from '../domain/types';
+import { SQLITE_MIGRATIONS } from './sqlite-migrations';
+import {
+  AuditRow,
+  DataKeyRecord,
+  DataKeyState,
+  GENESIS_HASH,
+  MAX_TOKEN_ATTEMPTS,
+  PendingAudit,
+  Retokenize,
+  StoreUnavailableError,
+  TokenCollisionError,
+  TokenRecord,
+  VaultStore,
+} from './vault-store';
+
+interface TokenRow {
+  token: string;
+  tenant: string;
+  type: string;
+  format: string;
+  key_version: number;
+  nonce: Buffer;
+  ciphertext: Buffer;
+  tag: Buffer;
+  fingerprint: Buffer | null;
+  subject_hash: Buffer | null;
+  subject_sealed: Buffer | null;
+  metadata: string | null;
+  created_at: number;
+  expires_at: number | null;
+}
+
+interface DataKeyRow {
+  tenant: string;
+  purpose: string;
+  version: number;
+  state: string;
+  kek_id: string;
+  wrapped: Buffer | null;
+  created_at: number;
+  encryptions: number;
+}
+
+interface AuditDbRow {
+  seq: number;
+  ts: string;
+  request_id: string;
+  principal: string;
+  tenant: string | null;
+  action: string;
+  types: string;
+  tokens: string;
+  purpose: string | null;
+  outcome: string;
+  reason: string | null;
+  subjects: string;
+  key_version: number;
+  prev_hash: Buffer;
+  hash: Buffer;
+}
+
+/**
+ * The embedded store: one SQLite file in WAL mode with synchronous=FULL, so a commit is on disk
+ * before it is acknowledged. better-sqlite3 is synchronous; each method is one short transaction.
+ */
+export class SqliteStore implements VaultStore {
+  readonly db: Database.Database;
+  private readonly stmts;
+
+  constructor(readonly file: string) {
+    try {
+      this.db = new Database(file);
+      this.db.pragma('journal_mode = WAL');
+      this.db.pragma('synchronous = FULL');
+      this.db.pragma('busy_timeout = 5000');
+      this.db.pragma('secure_delete = ON');
+      this.db.pragma('foreign_keys = ON');
+    } catch (err) {
+      throw new StoreUnavailableError(`cannot open database ${file}: ${(err as Error).message}`, err);
+    }
+    this.migrateNow();
+    this.stmts = this.prepare();
+  }
+
+  async migrate(): Promise<void> {
+    this.migrateNow();
+  }
+
+  /** Applies pending migrations; each in its own transaction with its version record. */
+  private migrateNow(): void {
+    this.db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)');
+    const applied = new Set(
+      (this.db.prepare('SELECT version FROM schema_migrations').all() as { version: number }[]).map((r) => r.version),
+    );
+    for (const migration of SQLITE_MIGRATIONS) {
+      if (applied.has(migration.version)) continue;
+      this.db.transaction(() => {
+        this.db.exec(migration.sql);
+        this.db.prepare('INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)').run(migration.version, new Date().toISOString());
+      })();
+    }
+  }
+
+  /** Durability settings as the database reports them (checked at start-up). */
+  settings(): { journalMode: string; synchronous: number } {
+    return {
+      journalMode: String(this.db.pragma('journal_mode', { simple: true })),
+      synchronous: Number(this.db.pragma('synchronous', { simple: true })),
+    };
+  }
+
+  private prepare() {
+    const db = this.db;
+    return {
+      activeKey: db.prepare("SELECT * FROM data_keys WHERE tenant = ? AND purpose = ? AND state = 'active'"),
+      key: db.prepare('SELECT * FROM data_keys WHERE tenant = ? AND purpose = ? AND version = ?'),
+      insertKey: db.prepare(
+        `INSERT INTO data_keys (tenant, purpose, version, state, kek_id, wrapped, created_at, encryptions)
+         VALUES (@tenant, @purpose, @version, @state, @kekId, @wrapped, @createdAt, @encryptions) ON CONFLICT DO NOTHING`,
+      ),
+      countEncryptions: db.prepare("UPDATE data_keys SET encryptions = encryptions + ? WHERE tenant = ? AND purpose = 'data' AND version = ?"),
+      insertToken: db.prepare(
+        `INSERT INTO tokens (token, tenant, type, format, key_version, nonce, ciphertext, tag, fingerprint, subject_hash, subject_sealed, metadata, created_at, expires_at)
+         VALUES (@token, @tenant, @type, @format, @keyVersion, @nonce, @ciphertext, @tag, @fingerprint, @subjectHash, @subjectSealed, @metadata, @createdAt, @expiresAt)
+         ON CONFLICT DO NOTHING`,
+      ),
+      byFingerprint: db.prepare('SELECT token, expires_at FROM tokens WHERE tenant = ? AND type = ? AND fingerprint = ?'),
+      deleteByToken: db.prepare('DELETE FROM tokens WHERE token = ?'),
+      deleteOfTenant: db.prepare('DELETE FROM tokens WHERE token = ? AND tenant = ?'),
+      token: db.prepare('SELECT * FROM tokens WHERE token = ?'),
+      auditHead: db.prepare('SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1'),
+      insertAudit: db.prepare(
+        `INSERT INTO audit (seq, ts, request_id, principal, tenant, action, types, tokens, purpose, outcome, reason, subjects, key_version, prev_hash, hash)
+         VALUES (@seq, @ts, @requestId, @principal, @tenant, @action, @types, @tokens, @purpose, @outcome, @reason, @subjects, @keyVersion, @prevHash, @hash)`,
+      ),
+      auditAfter: db.prepare('SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT ?'),
+    };
+  }
+
+  async ping(): Promise<void> {
+    this.run(() => this.db.prepare('SELECT 1').get());
+  }
+
+  async close(): Promise<void> {
+    if (this.db.open) this.db.close();
+  }
+
+  async activeDataKey(tenant: string, purpose: KeyPurpose): Promise<DataKeyRecord | undefined> {
+    const row = this.run(() => this.stmts.activeKey.get(tenant, purpose) as DataKeyRow | undefined);
+    return row && toDataKey(row);
+  }
+
+  async dataKey(tenant: string, purpose: KeyPurpose, version: number): Promise<DataKeyRecord | undefined> {
+    const row = this.run(() => this.stmts.key.get(tenant, purpose, version) as DataKeyRow | undefined);
+    return row && toDataKey(row);
+  }
+
+  async insertDataKey(record: DataKeyRecord): Promise<boolean> {
+    return this.run(() => this.stmts.insertKey.run(record).changes === 1);
+  }
+
+  async insertTokens(records: TokenRecord[], audit: PendingAudit, retokenize: Retokenize, now: number): Promise<string[]> {
+    return this.run(() =>
+      this.db.transaction(() => {
+        const tokens = records.map((record, index) => this.insertOne(record, index, retokenize, now));
+        const perVersion = new Map<string, number>();
+        for (const r of records) {
+          const key = `${r.tenant}\u0000${r.keyVersion}`;
+          perVersion.set(key, (perVersion.get(key) ?? 0) + 1);
+        }
+        for (const [key, count] of perVersion) {
+          const [tenant, version] = key.split('\u0000');
+          this.stmts.countEncryptions.run(count, tenant, Number(version));
+        }
+        audit.entry.tokens = tokens;
+        this.appendAuditNow(audit);
+        return tokens;
+      })(),
+    );
+  }
+
+  private insertOne(first: TokenRecord, index: number, retokenize: Retokenize, now: number): string {
+    let record = first;
+    for (let attempt = 0; attempt < MAX_TOKEN_ATTEMPTS; attempt++) {
+      if (this.stmts.insertToken.run(toTokenParams(record)).changes === 1) return record.token;
+      if (record.fingerprint) {
+        const existing = this.stmts.byFingerprint.get(record.tenant, record.type, record.fingerprint) as
+          | { token: string; expires_at: number | null }
+          | undefined;
+        if (existing && (existing.expires_at === null || existing.expires_at > now)) return existing.token;
+        if (existing) {
+          // An expired deterministic token gives way to a fresh one.
+          this.stmts.deleteByToken.run(existing.token);
+          continue;
+        }
+      }
+      record = retokenize(index);
+    }
+    throw new TokenCollisionError();
+  }
+
+  async findTokens(tokens: readonly string[]): Promise<Map<string, TokenRecord>> {
+    return this.run(() => {
+      const found = new Map<string, TokenRecord>();
+      for (const token of tokens) {
+        if (found.has(token)) continue;
+        const row = this.stmts.token.get(token) as TokenRow | undefined;
+        if (row) found.set(token, toTokenRecord(row));
+      }
+      return found;
+    });
+  }
+
+  async deleteToken(tenant: string, token: string, audit: PendingAudit): Promise<boolean> {
+    return this.run(() =>
+      this.db.transaction(() => {
+        const deleted = this.stmts.deleteOfTenant.run(token, tenant).changes === 1;
+        if (deleted) this.appendAuditNow(audit);
+        return deleted;
+      })(),
+    );
+  }
+
+  async appendAudit(audit: PendingAudit): Promise<AuditRow> {
+    return this.run(() => this.db.transaction(() => this.appendAuditNow(audit))());
+  }
+
+  private appendAuditNow({ entry, sealer }: PendingAudit): AuditRow {
+    const head = this.stmts.auditHead.get() as { seq: number; hash: Buffer } | undefined;
+    const seq = (head?.seq ?? 0) + 1;
+    const prevHash = head?.hash ?? GENESIS_HASH;
+    const hash = sealer.seal(prevHash, seq, entry, sealer.keyVersion);
+    const row: AuditRow = { ...entry, seq, keyVersion: sealer.keyVersion, prevHash, hash };
+    this.stmts.insertAudit.run({
+      ...row,
+      types: JSON.stringify(row.types),
+      tokens: JSON.stringify(row.tokens),
+      subjects: JSON.stringify(row.subjects),
+    });
+    return row;
+  }
+
+  async auditRows(afterSeq: number, limit: number): Promise<AuditRow[]> {
+    return this.run(() => (this.stmts.auditAfter.all(afterSeq, limit) as AuditDbRow[]).map(toAuditRow));
+  }
+
+  /** Maps SQLite's busy/full/IO failures to StoreUnavailableError; other errors pass through. */
+  private run<T>(fn: () => T): T {
+    try {
+      return fn();
+    } catch (err) {
+      const code = (err as { code?: string }).code ?? '';
+      if (/^SQLITE_(BUSY|LOCKED|FULL|IOERR|CANTOPEN|READONLY|CORRUPT|NOTADB)/.test(code) || !this.db.open) {
+        throw new StoreUnavailableError(`database unavailable (${code || 'closed'})`, err);
+      }
+      throw err;
+    }
+  }
+}
+
+function toTokenParams(r: TokenRecord) {
+  return { ...r, metadata: r.metadata ? JSON.stringify(r.metadata) : null };
+}
+
+function toTokenRecord(row: TokenRow): TokenRecord {
+  return {
+    token: row.token,
+    tenant: row.tenant,
+    type: row.type as DataType,
+    format: row.format as TokenFormat,
+    keyVersion: row.key_version,
+    nonce: row.nonce,
+    ciphertext: row.ciphertext,
+    tag: row.tag,
+    fingerprint: row.fingerprint,
+    subjectHash: row.subject_hash,
+    subjectSealed: row.subject_sealed,
+    metadata: row.metadata ? JSON.parse(row.metadata) : null,
+    createdAt: row.created_at,
+    expiresAt: row.expires_at,
+  };
+}
+
+function toDataKey(row: DataKeyRow): DataKeyRecord {
+  return {
+    tenant: row.tenant,
+    purpose: row.purpose as KeyPurpose,
+    version: row.version,
+    state: row.state as DataKeyState,
+    kekId: row.kek_id,
+    wrapped: row.wrapped,
+    createdAt: row.created_at,
+    encryptions: row.encryptions,
+  };
+}
+
+function toAuditRow(row: AuditDbRow): AuditRow {
+  return {
+    seq: row.seq,
+    ts: row.ts,
+    requestId: row.request_id,
+    principal: row.principal,
+    tenant: row.tenant,
+    action: row.action,
+    types: JSON.parse(row.types),
+    tokens: JSON.parse(row.tokens),
+    purpose: row.purpose,
+    outcome: row.outcome as AuditRow['outcome'],
+    reason: row.reason,
+    subjects: JSON.parse(row.subjects),
+    keyVersion: row.key_version,
+    prevHash: row.prev_hash,
+    hash: row.hash,
+  };
+}
