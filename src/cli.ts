@@ -1,0 +1,135 @@
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { CONFIG_FILE, ConfigOverrides, loadConfig } from './config';
+import { InitResult, initDataDir } from './init';
+import { openVault } from './open-vault';
+import { startServer } from './server';
+
+const USAGE = `Usage:
+  pii-vault init  --data-dir DIR [--json] [--force]   create a vault; prints the starter API keys once
+  pii-vault serve --data-dir DIR [--port N] [--host H] serve the HTTP API (default 127.0.0.1:8080)
+  pii-vault start --data-dir DIR [--port N] [--host H] init if needed, then serve (what \`npm start\` runs)
+  pii-vault audit verify --data-dir DIR [--json]     check the audit hash chain (exit 0 intact, 1 broken)
+`;
+
+class UsageError extends Error {}
+
+const OPTIONS = {
+  'data-dir': { type: 'string' },
+  port: { type: 'string' },
+  host: { type: 'string' },
+  json: { type: 'boolean', default: false },
+  force: { type: 'boolean', default: false },
+  help: { type: 'boolean', short: 'h', default: false },
+} as const;
+
+export async function main(argv: string[]): Promise<void> {
+  // Everything the vault writes (database, WAL, keys, policy) is for its own user only.
+  process.umask(0o077);
+  try {
+    process.exitCode = await run(argv);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`pii-vault: ${err.message}\n\n${USAGE}`);
+      process.exitCode = 2;
+      return;
+    }
+    process.stderr.write(`pii-vault: ${(err as Error).message}\n`);
+    process.exitCode = 1;
+  }
+}
+
+async function run(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const { values, positionals } = parsed;
+  const command = positionals.join(' ');
+  if (values.help || command === '' || command === 'help') {
+    process.stdout.write(USAGE);
+    return command === '' && !values.help ? 2 : 0;
+  }
+  const dataDir = values['data-dir'];
+  if (!dataDir) throw new UsageError('--data-dir is required');
+  switch (command) {
+    case 'init':
+      printInit(await initDataDir(dataDir, { force: values.force }), values.json);
+      return 0;
+    case 'serve':
+      return serve(dataDir, overrides(values));
+    case 'start':
+      if (!existsSync(join(resolve(dataDir), CONFIG_FILE))) printInit(await initDataDir(dataDir), false);
+      return serve(dataDir, overrides(values));
+    case 'audit verify':
+      return auditVerify(dataDir, values.json);
+    default:
+      throw new UsageError(`unknown command "${command}"`);
+  }
+}
+
+function overrides(values: { port?: string; host?: string }): ConfigOverrides {
+  const result: ConfigOverrides = {};
+  if (values.port !== undefined) {
+    if (!/^\d{1,5}$/.test(values.port) || Number(values.port) > 65535) throw new UsageError('--port must be 0–65535');
+    result.port = Number(values.port);
+  }
+  if (values.host !== undefined) result.host = values.host;
+  return result;
+}
+
+function printInit(result: InitResult, json: boolean): void {
+  if (json) {
+    process.stdout.write(JSON.stringify({ apiKeys: result.apiKeys, dataDir: result.dataDir }) + '\n');
+    return;
+  }
+  const lines = [
+    result.kept.length ? `Re-issued starter API keys for the vault in ${result.dataDir} (kept: ${result.kept.join(', ')})` : `Created a vault in ${result.dataDir}`,
+    'API keys (shown only now; store them in your secrets manager):',
+    ...Object.entries(result.apiKeys).map(([id, key]) => `  ${id.padEnd(9)} ${key}`),
+    `Serve it with: pii-vault serve --data-dir ${result.dataDir}`,
+  ];
+  process.stdout.write(lines.join('\n') + '\n');
+}
+
+async function serve(dataDir: string, flags: ConfigOverrides): Promise<number> {
+  const config = loadConfig(dataDir, flags);
+  const running = await startServer(config);
+  process.stdout.write(`listening on ${running.url}\n`);
+  running.logger.info({ url: running.url, dataDir: config.dataDir }, 'vault started');
+
+  const shutdown = (signal: string) => {
+    running.logger.info({ signal }, 'shutting down');
+    running.close().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.once('SIGTERM', () => shutdown('SIGTERM'));
+  process.once('SIGINT', () => shutdown('SIGINT'));
+  process.on('SIGHUP', () => {
+    try {
+      running.opened.reloadPolicy();
+      running.logger.info('policy reloaded');
+    } catch (err) {
+      running.logger.error({ err: { message: (err as Error).message } }, 'policy reload failed; the previous policy stays in force');
+    }
+  });
+  return new Promise<number>(() => undefined);
+}
+
+async function auditVerify(dataDir: string, json: boolean): Promise<number> {
+  const opened = await openVault(loadConfig(dataDir));
+  try {
+    const result = await opened.audit.verify();
+    if (json) process.stdout.write(JSON.stringify(result) + '\n');
+    else if (result.ok) process.stdout.write(`audit chain intact: ${result.rows} rows, head #${result.headSeq} ${result.headHash}\n`);
+    else process.stdout.write(`audit chain BROKEN at row #${result.firstBadSeq}: ${result.reason} (${result.rows} rows verified before it)\n`);
+    return result.ok ? 0 : 1;
+  } finally {
+    await opened.close();
+  }
+}
