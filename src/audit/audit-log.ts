@@ -1,19 +1,13 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { encodeFields } from '../crypto/aead';
 import { KeyManager, SYSTEM_TENANT } from '../crypto/key-manager';
-import { AuditEntry, AuditRow, AuditSealer, GENESIS_HASH, VaultStore } from '../store/vault-store';
+import { AuditEntry, AuditRow, AuditSealer, AuditUnavailableError, GENESIS_HASH, VaultStore } from '../store/vault-store';
 
 export type VerifyResult =
   | { ok: true; rows: number; headSeq: number; headHash: string }
   | { ok: false; rows: number; firstBadSeq: number; reason: string };
 
-/** The audit row was not written; callers must refuse the request (fail closed). */
-export class AuditUnavailableError extends Error {
-  constructor(override readonly cause: unknown) {
-    super('audit log cannot be written');
-    this.name = 'AuditUnavailableError';
-  }
-}
+export { AuditUnavailableError };
 
 /**
  * Hash-chained audit log: each row's HMAC covers its fields, its sequence number and the previous
@@ -35,7 +29,7 @@ export class AuditLog {
     try {
       return await this.store.appendAudit({ entry, sealer: await this.sealer() });
     } catch (err) {
-      throw new AuditUnavailableError(err);
+      throw err instanceof AuditUnavailableError ? err : new AuditUnavailableError(err);
     }
   }
 

@@ -1,6 +1,7 @@
 import express, { NextFunction, Request, Response } from 'express';
 import helmet from 'helmet';
 import { v4 as uuidv4 } from 'uuid';
+import { MAX_ITEMS } from '../contract/schemas';
 import { VaultError } from '../errors';
 import type { Logger } from '../logger';
 import { bearerToken } from '../policy/authenticator';
@@ -110,10 +111,21 @@ function authenticate(vault: Vault) {
   };
 }
 
+function rejectOversizedBatch(body: unknown): void {
+  const batch = body as { items?: unknown; tokens?: unknown } | null;
+  for (const field of ['items', 'tokens'] as const) {
+    const list = batch?.[field];
+    if (Array.isArray(list) && list.length > MAX_ITEMS) {
+      throw new VaultError('too_many_items', `${field}: at most ${MAX_ITEMS} per request, got ${list.length}.`);
+    }
+  }
+}
+
 function handle(vault: Vault, route: Route) {
   return async (req: Request, res: Response) => {
     if (route.body) {
       if (!req.is('application/json')) throw new VaultError('unsupported_media_type');
+      rejectOversizedBatch(req.body);
       validate(route.body, req.body, 'body');
     } else if (req.body !== undefined && Object.keys(req.body as object).length > 0) {
       throw new VaultError('invalid_request', 'This operation takes no request body.');

@@ -4,6 +4,7 @@ import type { DataType, TokenFormat } from '../domain/types';
 import { SQLITE_MIGRATIONS } from './sqlite-migrations';
 import {
   AuditRow,
+  AuditUnavailableError,
   DataKeyRecord,
   DataKeyState,
   GENESIS_HASH,
@@ -234,12 +235,17 @@ export class SqliteStore implements VaultStore {
     const prevHash = head?.hash ?? GENESIS_HASH;
     const hash = sealer.seal(prevHash, seq, entry, sealer.keyVersion);
     const row: AuditRow = { ...entry, seq, keyVersion: sealer.keyVersion, prevHash, hash };
-    this.stmts.insertAudit.run({
-      ...row,
-      types: JSON.stringify(row.types),
-      tokens: JSON.stringify(row.tokens),
-      subjects: JSON.stringify(row.subjects),
-    });
+    try {
+      this.stmts.insertAudit.run({
+        ...row,
+        types: JSON.stringify(row.types),
+        tokens: JSON.stringify(row.tokens),
+        subjects: JSON.stringify(row.subjects),
+      });
+    } catch (err) {
+      // Whatever the cause, the enclosing transaction rolls back: no change without its audit row.
+      throw new AuditUnavailableError(err);
+    }
     return row;
   }
 

@@ -117,5 +117,13 @@ export class StoreUnavailableError extends Error {
   }
 }
 
+/** The audit row was not written; callers must refuse the request (fail closed). */
+export class AuditUnavailableError extends Error {
+  constructor(override readonly cause: unknown) {
+    super('audit log cannot be written');
+    this.name = 'AuditUnavailableError';
+  }
+}
+
 export const GENESIS_HASH = Buffer.alloc(32);
 export const MAX_TOKEN_ATTEMPTS = 10;

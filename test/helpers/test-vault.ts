@@ -1,0 +1,45 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import supertest from 'supertest';
+import { loadConfig, VaultConfig } from '../../src/config';
+import { createApp } from '../../src/http/app';
+import { initDataDir, StarterKeys } from '../../src/init';
+import { createLogger } from '../../src/logger';
+import { OpenedVault, openVault } from '../../src/open-vault';
+
+export interface TestVault {
+  dir: string;
+  config: VaultConfig;
+  keys: Required<StarterKeys>;
+  opened: OpenedVault;
+  http: ReturnType<typeof supertest>;
+  /** Headers for a starter principal. */
+  as(principal: keyof Required<StarterKeys>): Record<string, string>;
+  close(): Promise<void>;
+}
+
+export function tempDir(prefix = 'pii-vault-test-'): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+/** A vault on a fresh data dir (real SQLite file, local master key) driven in-process by supertest. */
+export async function createTestVault(): Promise<TestVault> {
+  const dir = join(tempDir(), 'data');
+  const { apiKeys } = await initDataDir(dir, { env: {} });
+  const config = loadConfig(dir, {}, {});
+  const opened = await openVault(config);
+  const app = createApp({ vault: opened.vault, logger: createLogger('silent') });
+  return {
+    dir,
+    config,
+    keys: apiKeys as Required<StarterKeys>,
+    opened,
+    http: supertest(app),
+    as: (principal) => ({ Authorization: `Bearer ${apiKeys[principal]}` }),
+    close: async () => {
+      await opened.close();
+      rmSync(join(dir, '..'), { recursive: true, force: true });
+    },
+  };
+}

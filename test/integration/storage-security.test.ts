@@ -1,0 +1,137 @@
+import { expect } from 'chai';
+import { existsSync, readFileSync } from 'node:fs';
+import { createTestVault, TestVault } from '../helpers/test-vault';
+
+const CANARIES = [
+  { type: 'pan', value: '4000 0566 5566 5556', stored: '4000056655665556' },
+  { type: 'ssn', value: '219-09-9999', stored: '219099999' },
+  { type: 'email', value: 'canary.person@canary-mail.example', stored: 'canary.person@canary-mail.example' },
+  { type: 'name', value: 'Zebulon Canarywood', stored: 'Zebulon Canarywood' },
+  { type: 'text', value: 'the-canary-sings-at-midnight', stored: 'the-canary-sings-at-midnight' },
+];
+
+function fileBytes(path: string): Buffer {
+  return existsSync(path) ? readFileSync(path) : Buffer.alloc(0);
+}
+
+describe('storage security', () => {
+  let v: TestVault;
+  beforeEach(async () => {
+    v = await createTestVault();
+  });
+  afterEach(() => v.close());
+
+  const tokenize = async (items: object[]) =>
+    (await v.http.post('/v1/tokenize').set(v.as('billing')).send({ items })).body.items.map((i: { token: string }) => i.token) as string[];
+  const charge = (tokens: string[]) => v.http.post('/v1/detokenize').set(v.as('gateway')).send({ tokens, purpose: 'charge' });
+  const db = () => v.opened.store.db;
+
+  it('never writes a plaintext value or subject id to the database, WAL or shm file', async () => {
+    await tokenize(CANARIES.map((c) => ({ type: c.type, value: c.value, deterministic: true, subject: 'canary-subject-77' })));
+    await v.http.post('/v1/detokenize').set(v.as('support')).send({ tokens: ['tok_x'] });
+    const file = v.opened.store.file;
+    const bytes = Buffer.concat([fileBytes(file), fileBytes(`${file}-wal`), fileBytes(`${file}-shm`)]);
+    expect(bytes.length).to.be.greaterThan(0);
+    for (const needle of [...CANARIES.flatMap((c) => [c.value, c.stored]), 'canary-subject-77']) {
+      expect(bytes.includes(Buffer.from(needle)), needle).to.equal(false);
+      expect(bytes.includes(Buffer.from(needle, 'utf16le')), needle).to.equal(false);
+      expect(bytes.includes(Buffer.from(Buffer.from(needle).toString('base64'))), needle).to.equal(false);
+    }
+  });
+
+  it('keeps values out of audit rows; subject ids appear only as HMACs', async () => {
+    await tokenize([{ type: 'pan', value: '4000056655665556', subject: 'cust_secret_42' }]);
+    const rows = JSON.stringify(db().prepare('SELECT * FROM audit').all());
+    expect(rows).not.to.contain('4000056655665556');
+    expect(rows).not.to.contain('cust_secret_42');
+    const tokenizeRow = (await v.opened.store.auditRows(0, 100)).find((r) => r.action === 'tokenize')!;
+    expect(tokenizeRow.subjects).to.have.length(1);
+    expect(tokenizeRow.subjects[0]).to.match(/^[0-9a-f]{64}$/);
+  });
+
+  describe('tampering gives integrity_failed, never a wrong value', () => {
+    let tokens: string[];
+    beforeEach(async () => {
+      tokens = await tokenize([
+        { type: 'pan', value: '4111111111111111' },
+        { type: 'pan', value: '5555555555554444' },
+      ]);
+    });
+
+    for (const column of ['nonce', 'ciphertext', 'tag']) {
+      it(`when one bit of the ${column} flips`, async () => {
+        const row = db().prepare(`SELECT ${column} AS b FROM tokens WHERE token = ?`).get(tokens[0]) as { b: Buffer };
+        const flipped = Buffer.from(row.b);
+        flipped[flipped.length - 1] ^= 0x01;
+        db().prepare(`UPDATE tokens SET ${column} = ? WHERE token = ?`).run(flipped, tokens[0]);
+        const res = await charge(tokens);
+        expect(res.body.items[0]).to.deep.equal({ token: tokens[0], error: { code: 'integrity_failed' } });
+        expect(res.body.items[1].value).to.equal('5555555555554444');
+      });
+    }
+
+    it("when another row's ciphertext, nonce and tag are copied in", async () => {
+      db()
+        .prepare(
+          `UPDATE tokens SET (nonce, ciphertext, tag) = (SELECT nonce, ciphertext, tag FROM tokens WHERE token = ?) WHERE token = ?`,
+        )
+        .run(tokens[1], tokens[0]);
+      const res = await charge([tokens[0]]);
+      expect(res.body.items[0]).to.deep.equal({ token: tokens[0], error: { code: 'integrity_failed' } });
+    });
+
+    it('when the row is moved to another tenant', async () => {
+      v.opened.vault.deps.policy().principals.gateway.tenants = ['*'];
+      db().prepare("UPDATE tokens SET tenant = 'acme' WHERE token = ?").run(tokens[0]);
+      const res = await charge([tokens[0]]);
+      expect(res.body.items[0].error.code).to.equal('integrity_failed');
+    });
+
+    it('when the key version is changed', async () => {
+      db().prepare('UPDATE tokens SET key_version = 2 WHERE token = ?').run(tokens[0]);
+      const res = await charge([tokens[0]]);
+      expect(res.body.items[0].error.code).to.equal('integrity_failed');
+    });
+
+    it('when the wrapped data key is altered, detokenize fails closed with key_unavailable', async () => {
+      const row = db().prepare("SELECT wrapped FROM data_keys WHERE tenant = 'default' AND purpose = 'data'").get() as { wrapped: Buffer };
+      const flipped = Buffer.from(row.wrapped);
+      flipped[5] ^= 0x80;
+      db().prepare("UPDATE data_keys SET wrapped = ? WHERE tenant = 'default' AND purpose = 'data'").run(flipped);
+      v.opened.keys.clear();
+      const res = await charge([tokens[0]]);
+      expect(res.status).to.equal(503);
+      expect(res.body.error.code).to.equal('key_unavailable');
+      expect(JSON.stringify(res.body)).not.to.contain('4111111111111111');
+    });
+  });
+
+  describe('fail closed when the audit log cannot be written', () => {
+    let token: string;
+    beforeEach(async () => {
+      [token] = await tokenize([{ type: 'pan', value: '4111111111111111' }]);
+      db().exec("CREATE TRIGGER audit_broken BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'disk says no'); END");
+    });
+
+    it('detokenize returns 503 audit_unavailable and no value', async () => {
+      const res = await charge([token]);
+      expect(res.status).to.equal(503);
+      expect(res.body.error.code).to.equal('audit_unavailable');
+      expect(JSON.stringify(res.body)).not.to.contain('4111');
+    });
+
+    it('tokenize returns 503 and stores nothing', async () => {
+      const before = (db().prepare('SELECT count(*) AS n FROM tokens').get() as { n: number }).n;
+      const res = await v.http.post('/v1/tokenize').set(v.as('billing')).send({ items: [{ type: 'pan', value: '5555555555554444' }] });
+      expect(res.status).to.equal(503);
+      expect((db().prepare('SELECT count(*) AS n FROM tokens').get() as { n: number }).n).to.equal(before);
+    });
+
+    it('metadata reads and deletes are refused too', async () => {
+      expect((await v.http.get(`/v1/tokens/${token}`).set(v.as('security'))).status).to.equal(503);
+      expect((await v.http.delete(`/v1/tokens/${token}`).set(v.as('billing'))).status).to.equal(503);
+      db().exec('DROP TRIGGER audit_broken');
+      expect((await v.http.get(`/v1/tokens/${token}`).set(v.as('security'))).status).to.equal(200);
+    });
+  });
+});
