@@ -1,0 +1,162 @@
+import { expect } from 'chai';
+import Database from 'better-sqlite3';
+import { existsSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { cli, serve, ServerProcess } from '../helpers/processes';
+import { tempDir } from '../helpers/test-vault';
+
+type Keys = Record<'billing' | 'gateway' | 'support' | 'security', string>;
+
+describe('end to end: the real CLI and server process', function () {
+  this.timeout(60_000);
+  let root: string;
+  let dir: string;
+  let keys: Keys;
+  let server: ServerProcess | undefined;
+
+  before(() => {
+    root = tempDir('pii-vault-e2e-');
+    dir = join(root, 'vault');
+    const init = cli(['init', '--data-dir', dir, '--json']);
+    expect(init.status, init.stderr).to.equal(0);
+    const parsed = JSON.parse(init.stdout);
+    keys = parsed.apiKeys;
+    expect(parsed.dataDir).to.equal(dir);
+  });
+  afterEach(async () => {
+    await server?.stop('SIGKILL');
+    server = undefined;
+  });
+  after(() => rmSync(root, { recursive: true, force: true }));
+
+  const call = async (path: string, key: string, body?: object) => {
+    const res = await fetch(`${server!.url}${path}`, {
+      method: body ? 'POST' : 'GET',
+      headers: { Authorization: `Bearer ${key}`, ...(body ? { 'Content-Type': 'application/json' } : {}) },
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    return { status: res.status, body: (await res.json()) as any };
+  };
+
+  it('init creates a private data dir, a 0600 key file and prints four API keys once', () => {
+    expect(statSync(dir).mode & 0o777).to.equal(0o700);
+    expect(statSync(join(dir, 'master.key')).mode & 0o777).to.equal(0o600);
+    expect(Object.keys(keys).sort()).to.deep.equal(['billing', 'gateway', 'security', 'support']);
+    for (const key of Object.values(keys)) expect(key).to.match(/^pvk_[A-Za-z0-9_-]{43}$/);
+    const stored = readFileSync(join(dir, 'policy.json'), 'utf8');
+    for (const key of Object.values(keys)) expect(stored).not.to.contain(key);
+  });
+
+  it('init refuses an existing data dir and changes nothing', () => {
+    const before = readFileSync(join(dir, 'policy.json'), 'utf8');
+    const again = cli(['init', '--data-dir', dir]);
+    expect(again.status).to.not.equal(0);
+    expect(again.stderr).to.match(/already holds a vault.*--force/);
+    expect(readFileSync(join(dir, 'policy.json'), 'utf8')).to.equal(before);
+  });
+
+  it('serves all four roles as the starter policy says', async () => {
+    server = await serve(dir);
+    expect(server.url).to.match(/^http:\/\/127\.0\.0\.1:\d+$/);
+    const tok = await call('/v1/tokenize', keys.billing, {
+      items: [
+        { type: 'pan', value: '4111 1111 1111 1111' },
+        { type: 'email', value: 'jane@example.com' },
+      ],
+    });
+    expect(tok.status).to.equal(200);
+    const [pan, email] = tok.body.items.map((i: { token: string }) => i.token);
+
+    const gateway = await call('/v1/detokenize', keys.gateway, { tokens: [pan, email], purpose: 'charge' });
+    expect(gateway.body.items[0]).to.include({ value: '4111111111111111', reveal: 'plain' });
+    expect(gateway.body.items[1].error.code).to.equal('forbidden');
+    const support = await call('/v1/detokenize', keys.support, { tokens: [pan] });
+    expect(support.body.items[0]).to.include({ value: '************1111', reveal: 'masked' });
+    expect((await call('/v1/detokenize', keys.billing, { tokens: [pan] })).status).to.equal(403);
+    expect((await call('/v1/detokenize', keys.security, { tokens: [pan] })).status).to.equal(403);
+    expect((await call(`/v1/tokens/${pan}`, keys.security)).body.type).to.equal('pan');
+    expect((await call('/v1/audit/verify', keys.security)).body.ok).to.equal(true);
+    expect((await call('/v1/audit', 'pvk_wrong')).status).to.equal(401);
+
+    // Logs are JSON lines and carry neither values nor keys.
+    const logs = server.output();
+    expect(logs).not.to.contain('4111111111111111');
+    expect(logs).not.to.contain('4111 1111');
+    for (const key of Object.values(keys)) expect(logs).not.to.contain(key);
+
+    expect(await server.stop('SIGTERM')).to.equal(0);
+    server = undefined;
+  });
+
+  it('keeps every token across a restart', async () => {
+    server = await serve(dir);
+    const tok = await call('/v1/tokenize', keys.billing, { items: [{ type: 'pan', value: '5555555555554444' }] });
+    await server.stop('SIGKILL');
+    server = await serve(dir);
+    const res = await call('/v1/detokenize', keys.gateway, { tokens: [tok.body.items[0].token], purpose: 'charge' });
+    expect(res.body.items[0].value).to.equal('5555555555554444');
+  });
+
+  it('init --force re-issues the starter keys and keeps keys, records and audit', async () => {
+    server = await serve(dir);
+    const tok = await call('/v1/tokenize', keys.billing, { items: [{ type: 'ssn', value: '123-45-6789' }] });
+    await server.stop();
+    const keyFile = readFileSync(join(dir, 'master.key'));
+    const forced = cli(['init', '--data-dir', dir, '--force', '--json']);
+    expect(forced.status, forced.stderr).to.equal(0);
+    const newKeys: Keys = JSON.parse(forced.stdout).apiKeys;
+    expect(readFileSync(join(dir, 'master.key')).equals(keyFile)).to.equal(true);
+    server = await serve(dir);
+    expect((await call('/v1/audit', keys.security)).status).to.equal(401);
+    const res = await call('/v1/detokenize', newKeys.support, { tokens: [tok.body.items[0].token] });
+    expect(res.body.items[0].value).to.equal('***-**-6789');
+    expect((await call('/v1/audit/verify', newKeys.security)).body.ok).to.equal(true);
+    keys = newKeys;
+  });
+
+  it('audit verify exits 0 on an intact chain and non-zero naming the first edited row', () => {
+    const ok = cli(['audit', 'verify', '--data-dir', dir]);
+    expect(ok.status, ok.stderr).to.equal(0);
+    expect(ok.stdout).to.match(/intact/);
+    const db = new Database(join(dir, 'vault.db'));
+    db.prepare("UPDATE audit SET principal = 'mallory' WHERE seq = 2").run();
+    db.close();
+    const bad = cli(['audit', 'verify', '--data-dir', dir, '--json']);
+    expect(bad.status).to.equal(1);
+    expect(JSON.parse(bad.stdout)).to.include({ ok: false, firstBadSeq: 2 });
+  });
+
+  it('refuses to start with a wrong master key, and explains', async () => {
+    const other = join(root, 'other');
+    expect(cli(['init', '--data-dir', other]).status).to.equal(0);
+    writeFileSync(join(other, 'master.key'), readFileSync(join(dir, 'master.key')), { mode: 0o600 });
+    const res = cli(['serve', '--data-dir', other, '--port', '0']);
+    expect(res.status).to.equal(1);
+    expect(res.stderr).to.match(/master key does not open this database/);
+  });
+
+  it('refuses a master key file others can read', () => {
+    const loose = join(root, 'loose');
+    expect(cli(['init', '--data-dir', loose]).status).to.equal(0);
+    require('node:fs').chmodSync(join(loose, 'master.key'), 0o644);
+    const res = cli(['serve', '--data-dir', loose, '--port', '0']);
+    expect(res.status).to.equal(1);
+    expect(res.stderr).to.match(/chmod 600/);
+  });
+
+  it('start initialises on first run and then just serves', async () => {
+    const fresh = join(root, 'fresh');
+    server = await serve(fresh, { command: 'start' });
+    expect(server.output()).to.match(/billing\s+pvk_/);
+    expect(existsSync(join(fresh, 'vault.db'))).to.equal(true);
+    await server.stop();
+    server = await serve(fresh, { command: 'start' });
+    expect(server.output()).not.to.match(/pvk_/);
+  });
+
+  it('prints usage and exits 2 on a bad command line', () => {
+    expect(cli(['frobnicate', '--data-dir', dir]).status).to.equal(2);
+    expect(cli(['serve']).stderr).to.match(/--data-dir is required/);
+    expect(cli(['serve', '--data-dir', dir, '--port', 'abc']).status).to.equal(2);
+  });
+});

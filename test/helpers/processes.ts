@@ -1,0 +1,55 @@
+import { ChildProcess, spawn, spawnSync, SpawnSyncReturns } from 'node:child_process';
+import { join } from 'node:path';
+
+export const CLI = join(__dirname, '..', '..', '..', 'bin', 'pii-vault.js');
+
+/** Runs the real CLI to completion. */
+export function cli(args: string[], env: NodeJS.ProcessEnv = {}): SpawnSyncReturns<string> {
+  return spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 30_000 });
+}
+
+export interface ServerProcess {
+  url: string;
+  proc: ChildProcess;
+  output(): string;
+  /** Sends a signal and resolves with the exit code. */
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+/** Starts `pii-vault serve` (or `start`) as a real process and waits for its `listening on` line. */
+export function serve(dataDir: string, { command = 'serve', env = {} }: { command?: string; env?: NodeJS.ProcessEnv } = {}): Promise<ServerProcess> {
+  const proc = spawn(process.execPath, [CLI, command, '--data-dir', dataDir, '--port', '0'], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL');
+      reject(new Error(`server did not start:\n${out}`));
+    }, 20_000);
+    const onData = (chunk: Buffer) => {
+      out += chunk.toString();
+      const match = /^listening on (http:\/\/\S+)$/m.exec(out);
+      if (match) {
+        clearTimeout(timer);
+        resolve({
+          url: match[1],
+          proc,
+          output: () => out,
+          stop: async (signal = 'SIGTERM') => {
+            if (proc.exitCode === null) proc.kill(signal);
+            return exited;
+          },
+        });
+      }
+    };
+    proc.stdout!.on('data', onData);
+    proc.stderr!.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    proc.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`server exited with ${code} before listening:\n${out}`));
+    });
+  });
+}
