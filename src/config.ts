@@ -58,13 +58,18 @@ export function loadConfig(dataDir: string, overrides: ConfigOverrides = {}, env
   let raw: Record<string, unknown>;
   try {
     raw = JSON.parse(readFileSync(file, 'utf8'));
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new ConfigError(`${file}: must be a JSON object`);
   } catch (err) {
+    if (err instanceof ConfigError) throw err;
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') throw new ConfigError(`${file} not found; run \`pii-vault init --data-dir ${dataDir}\` first`);
     throw new ConfigError(`${file}: ${code ?? 'not valid JSON'}`);
   }
   if (env.PII_VAULT_HOST) raw.host = env.PII_VAULT_HOST;
-  if (env.PII_VAULT_PORT) raw.port = Number(env.PII_VAULT_PORT);
+  if (env.PII_VAULT_PORT) {
+    if (!/^\d{1,5}$/.test(env.PII_VAULT_PORT)) throw new ConfigError('PII_VAULT_PORT (/port) must be a whole number 0–65535');
+    raw.port = Number(env.PII_VAULT_PORT);
+  }
   if (env.PII_VAULT_LOG_LEVEL) raw.logLevel = env.PII_VAULT_LOG_LEVEL;
   if (overrides.host !== undefined) raw.host = overrides.host;
   if (overrides.port !== undefined) raw.port = overrides.port;

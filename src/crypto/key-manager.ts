@@ -47,9 +47,11 @@ export class KeyManager {
     return this.unwrapCached(record);
   }
 
-  /** Drops every unwrapped key from memory (key rotation, shutdown). */
+  /**
+   * Drops every unwrapped key from memory. The buffers are not zeroed: requests in flight may
+   * still hold them, and sealing under a zeroed key would be far worse than a key left to the GC.
+   */
   clear(): void {
-    for (const entry of this.cache.values()) entry.key.fill(0);
     this.cache.clear();
   }
 

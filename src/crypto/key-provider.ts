@@ -52,6 +52,9 @@ export abstract class KeyProvider {
   /** Whether the KEK can be used right now (for /readyz). */
   abstract healthy(): Promise<boolean>;
 
+  /** Whether a key wrapped under this KEK id is this provider's to unwrap. */
+  abstract owns(kekId: string): boolean;
+
   protected abstract _generateDataKey(context: EncryptionContext): Promise<{ plaintext: Buffer; wrapped: WrappedKey }>;
   protected abstract _wrap(plaintext: Buffer, context: EncryptionContext): Promise<WrappedKey>;
   protected abstract _unwrap(wrapped: WrappedKey, context: EncryptionContext): Promise<Buffer>;

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { IntegrityError, KEY_BYTES, encodeFields, open, seal } from './aead';
 import { EncryptionContext, KeyProvider, KeyUnavailableError, ProviderDescription, WrappedKey } from './key-provider';
 
@@ -49,11 +49,12 @@ export class MasterKeyring {
     } catch {
       throw new KeyUnavailableError(`master key file ${path} is not valid JSON`);
     }
-    if (parsed.format !== KEYRING_FORMAT || !Array.isArray(parsed.keys)) {
+    if (typeof parsed !== 'object' || parsed === null || parsed.format !== KEYRING_FORMAT || !Array.isArray(parsed.keys)) {
       throw new KeyUnavailableError(`master key file ${path} is not a ${KEYRING_FORMAT} keyring`);
     }
     const keys = new Map<number, Buffer>();
     for (const entry of parsed.keys) {
+      if (typeof entry !== 'object' || entry === null) throw new KeyUnavailableError(`master key file ${path} has an invalid key entry`);
       const key = Buffer.from(String(entry.key), 'base64');
       if (!Number.isInteger(entry.version) || entry.version < 1 || key.length !== KEY_BYTES) {
         throw new KeyUnavailableError(`master key file ${path} has an invalid key entry`);
@@ -71,7 +72,15 @@ export class MasterKeyring {
       active: this.active,
       keys: [...this.keys].map(([version, key]) => ({ version, key: key.toString('base64'), createdAt: new Date().toISOString() })),
     };
-    writeFileSync(path, JSON.stringify(file, null, 2) + '\n', { mode: 0o600, flag: exclusive ? 'wx' : 'w' });
+    const text = JSON.stringify(file, null, 2) + '\n';
+    if (exclusive) {
+      writeFileSync(path, text, { mode: 0o600, flag: 'wx' });
+      return;
+    }
+    // Replace atomically through a fresh 0600 file, so the key is never briefly readable or half-written.
+    const tmp = `${path}.${process.pid}.tmp`;
+    writeFileSync(tmp, text, { mode: 0o600, flag: 'wx' });
+    renameSync(tmp, path);
   }
 
   key(version: number): Buffer | undefined {
@@ -81,7 +90,7 @@ export class MasterKeyring {
 
 /** The embedded default KEK: wraps data keys with AES-256-GCM under a local master key. */
 export class LocalKeyProvider extends KeyProvider {
-  constructor(private readonly keyring: MasterKeyring) {
+  constructor(private keyring: MasterKeyring) {
     super();
   }
 
@@ -91,6 +100,15 @@ export class LocalKeyProvider extends KeyProvider {
 
   async healthy(): Promise<boolean> {
     return this.keyring.key(this.keyring.active) !== undefined;
+  }
+
+  owns(kekId: string): boolean {
+    return kekId.startsWith('local:');
+  }
+
+  /** Swaps in a re-read keyring (after a new master-key version was added). */
+  replaceKeyring(keyring: MasterKeyring): void {
+    this.keyring = keyring;
   }
 
   protected async _generateDataKey(context: EncryptionContext) {

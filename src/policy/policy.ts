@@ -56,8 +56,9 @@ const PrincipalSchema = Type.Object(
 export const PolicySchema = Type.Object(
   {
     version: Type.Literal(1),
-    roles: Type.Record(Type.String({ pattern: '^[a-z][a-z0-9_-]{0,63}$' }), Type.Array(GrantSchema)),
-    principals: Type.Record(Type.String({ pattern: '^[a-z][a-z0-9_-]{0,63}$' }), PrincipalSchema),
+    // additionalProperties: false makes names outside the pattern an error instead of unvalidated.
+    roles: Type.Record(Type.String({ pattern: '^[a-z][a-z0-9_-]{0,63}$' }), Type.Array(GrantSchema), { additionalProperties: false }),
+    principals: Type.Record(Type.String({ pattern: '^[a-z][a-z0-9_-]{0,63}$' }), PrincipalSchema, { additionalProperties: false }),
   },
   { additionalProperties: false },
 );
@@ -123,6 +124,7 @@ export function decide(
   request: { tenant: string; type?: DataType; purpose?: string },
 ): Decision {
   if (!principalCoversTenant(principal, request.tenant)) return { allow: false, reason: 'tenant not granted' };
+  if (VALUE_ACTIONS.has(action) && request.type === undefined) return { allow: false, reason: 'no data type given' };
   let best: Reveal | undefined;
   let purposeMismatch = false;
   for (const grant of grantsOf(policy, principal)) {

@@ -14,7 +14,9 @@ async function requireAuditRead(deps: VaultDeps, caller: Caller, action: string)
 
 export async function listAudit(deps: VaultDeps, caller: Caller, after: number, limit: number): Promise<AuditListResponse> {
   await requireAuditRead(deps, caller, 'audit:read');
-  const rows = await deps.store.auditRows(after, limit);
+  // A principal scoped to some tenants sees only their rows; `*` sees every row, the vault's own too.
+  const tenants = caller.principal.tenants.includes('*') ? undefined : caller.principal.tenants;
+  const rows = await deps.store.auditRows(after, limit, tenants);
   return {
     items: rows.map(({ prevHash: _prev, hash, ...row }) => ({ ...row, hash: hash.toString('hex') })),
     next: rows.length === limit ? rows[rows.length - 1].seq : null,

@@ -8,7 +8,9 @@ import {
   DataKeyRecord,
   DataKeyState,
   GENESIS_HASH,
+  JobRecord,
   MAX_TOKEN_ATTEMPTS,
+  ReencryptedRecord,
   PendingAudit,
   Retokenize,
   StoreUnavailableError,
@@ -138,6 +140,27 @@ export class SqliteStore implements VaultStore {
          VALUES (@seq, @ts, @requestId, @principal, @tenant, @action, @types, @tokens, @purpose, @outcome, @reason, @subjects, @keyVersion, @prevHash, @hash)`,
       ),
       auditAfter: db.prepare('SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT ?'),
+      auditAfterForTenants: db.prepare('SELECT * FROM audit WHERE seq > ? AND tenant IN (SELECT value FROM json_each(?)) ORDER BY seq LIMIT ?'),
+      allKeys: db.prepare('SELECT * FROM data_keys ORDER BY tenant, purpose, version'),
+      countsByKey: db.prepare('SELECT tenant, key_version AS version, count(*) AS n FROM tokens GROUP BY tenant, key_version'),
+      countAtVersion: db.prepare('SELECT count(*) AS n FROM tokens WHERE tenant = ? AND key_version = ?'),
+      demoteActive: db.prepare("UPDATE data_keys SET state = 'decrypt-only' WHERE tenant = ? AND purpose = ? AND state = 'active'"),
+      updateWrapped: db.prepare('UPDATE data_keys SET kek_id = ?, wrapped = ? WHERE tenant = ? AND purpose = ? AND version = ? AND kek_id = ?'),
+      changeState: db.prepare(
+        'UPDATE data_keys SET state = @to, wrapped = CASE WHEN @to = \'destroyed\' THEN NULL ELSE wrapped END WHERE tenant = @tenant AND purpose = @purpose AND version = @version AND state = @from',
+      ),
+      behind: db.prepare('SELECT * FROM tokens WHERE tenant = ? AND key_version != ? AND token > ? ORDER BY token LIMIT ?'),
+      replaceCiphertext: db.prepare(
+        `UPDATE tokens SET key_version = @keyVersion, nonce = @nonce, ciphertext = @ciphertext, tag = @tag, subject_sealed = @subjectSealed
+         WHERE token = @token AND key_version = @fromVersion`,
+      ),
+      jobProgress: db.prepare('UPDATE jobs SET done = done + ?, failed = failed + ?, updated_at = ? WHERE id = ?'),
+      insertJob: db.prepare(
+        `INSERT INTO jobs (id, kind, tenants, state, total, done, failed, requested_by, created_at, updated_at, finished_at, error)
+         VALUES (@id, @kind, @tenants, @state, @total, @done, @failed, @requestedBy, @createdAt, @updatedAt, @finishedAt, @error)`,
+      ),
+      job: db.prepare('SELECT * FROM jobs WHERE id = ?'),
+      unfinishedJobs: db.prepare("SELECT * FROM jobs WHERE state = 'running' ORDER BY created_at"),
     };
   }
 
@@ -225,6 +248,94 @@ export class SqliteStore implements VaultStore {
     );
   }
 
+  async listDataKeys(): Promise<DataKeyRecord[]> {
+    return this.run(() => (this.stmts.allKeys.all() as DataKeyRow[]).map(toDataKey));
+  }
+
+  async recordCountsByKey(): Promise<Map<string, number>> {
+    const rows = this.run(() => this.stmts.countsByKey.all() as { tenant: string; version: number; n: number }[]);
+    return new Map(rows.map((r) => [`${r.tenant}/${r.version}`, r.n]));
+  }
+
+  async countRecordsAtVersion(tenant: string, version: number): Promise<number> {
+    return this.run(() => (this.stmts.countAtVersion.get(tenant, version) as { n: number }).n);
+  }
+
+  async rotateDataKey(next: DataKeyRecord, audit: PendingAudit): Promise<boolean> {
+    return this.run(() =>
+      this.db.transaction(() => {
+        if (this.stmts.key.get(next.tenant, next.purpose, next.version)) return false;
+        this.stmts.demoteActive.run(next.tenant, next.purpose);
+        this.stmts.insertKey.run(next);
+        this.appendAuditNow(audit);
+        return true;
+      })(),
+    );
+  }
+
+  async updateWrappedKey(tenant: string, purpose: KeyPurpose, version: number, fromKekId: string, kekId: string, wrapped: Buffer): Promise<boolean> {
+    return this.run(() => this.stmts.updateWrapped.run(kekId, wrapped, tenant, purpose, version, fromKekId).changes === 1);
+  }
+
+  async changeDataKeyState(
+    key: { tenant: string; purpose: KeyPurpose; version: number },
+    from: DataKeyState,
+    to: DataKeyState,
+    audit: PendingAudit,
+  ): Promise<boolean> {
+    return this.run(() =>
+      this.db.transaction(() => {
+        const changed = this.stmts.changeState.run({ ...key, from, to }).changes === 1;
+        if (changed) this.appendAuditNow(audit);
+        return changed;
+      })(),
+    );
+  }
+
+  async recordsBehind(tenant: string, activeVersion: number, afterToken: string, limit: number): Promise<TokenRecord[]> {
+    return this.run(() => (this.stmts.behind.all(tenant, activeVersion, afterToken, limit) as TokenRow[]).map(toTokenRecord));
+  }
+
+  async replaceCiphertexts(updates: ReencryptedRecord[], jobId: string, failed: number, now: number): Promise<number> {
+    return this.run(() =>
+      this.db.transaction(() => {
+        let swapped = 0;
+        for (const update of updates) swapped += this.stmts.replaceCiphertext.run(update).changes;
+        this.stmts.jobProgress.run(swapped, failed, now, jobId);
+        return swapped;
+      })(),
+    );
+  }
+
+  async insertJob(job: JobRecord): Promise<void> {
+    this.run(() => this.stmts.insertJob.run({ ...job, tenants: JSON.stringify(job.tenants) }));
+  }
+
+  async job(id: string): Promise<JobRecord | undefined> {
+    const row = this.run(() => this.stmts.job.get(id) as JobRow | undefined);
+    return row && toJob(row);
+  }
+
+  async updateJob(id: string, fields: Partial<Pick<JobRecord, 'state' | 'total' | 'done' | 'failed' | 'updatedAt' | 'finishedAt' | 'error'>>): Promise<void> {
+    const columns: Record<string, string> = {
+      state: 'state',
+      total: 'total',
+      done: 'done',
+      failed: 'failed',
+      updatedAt: 'updated_at',
+      finishedAt: 'finished_at',
+      error: 'error',
+    };
+    const keys = Object.keys(fields).filter((k) => k in columns);
+    if (keys.length === 0) return;
+    const sql = `UPDATE jobs SET ${keys.map((k) => `${columns[k]} = @${k}`).join(', ')} WHERE id = @id`;
+    this.run(() => this.db.prepare(sql).run({ ...fields, id }));
+  }
+
+  async unfinishedJobs(): Promise<JobRecord[]> {
+    return this.run(() => (this.stmts.unfinishedJobs.all() as JobRow[]).map(toJob));
+  }
+
   async appendAudit(audit: PendingAudit): Promise<AuditRow> {
     return this.run(() => this.db.transaction(() => this.appendAuditNow(audit))());
   }
@@ -249,8 +360,13 @@ export class SqliteStore implements VaultStore {
     return row;
   }
 
-  async auditRows(afterSeq: number, limit: number): Promise<AuditRow[]> {
-    return this.run(() => (this.stmts.auditAfter.all(afterSeq, limit) as AuditDbRow[]).map(toAuditRow));
+  async auditRows(afterSeq: number, limit: number, tenants?: readonly string[]): Promise<AuditRow[]> {
+    const rows = this.run(() =>
+      tenants
+        ? (this.stmts.auditAfterForTenants.all(afterSeq, JSON.stringify(tenants), limit) as AuditDbRow[])
+        : (this.stmts.auditAfter.all(afterSeq, limit) as AuditDbRow[]),
+    );
+    return rows.map(toAuditRow);
   }
 
   /** Maps SQLite's busy/full/IO failures to StoreUnavailableError; other errors pass through. */
@@ -265,6 +381,38 @@ export class SqliteStore implements VaultStore {
       throw err;
     }
   }
+}
+
+interface JobRow {
+  id: string;
+  kind: string;
+  tenants: string;
+  state: string;
+  total: number;
+  done: number;
+  failed: number;
+  requested_by: string;
+  created_at: number;
+  updated_at: number;
+  finished_at: number | null;
+  error: string | null;
+}
+
+function toJob(row: JobRow): JobRecord {
+  return {
+    id: row.id,
+    kind: row.kind as JobRecord['kind'],
+    tenants: JSON.parse(row.tenants),
+    state: row.state as JobRecord['state'],
+    total: row.total,
+    done: row.done,
+    failed: row.failed,
+    requestedBy: row.requested_by,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+    finishedAt: row.finished_at,
+    error: row.error,
+  };
 }
 
 function toTokenParams(r: TokenRecord) {

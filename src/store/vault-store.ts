@@ -24,6 +24,32 @@ export interface TokenRecord {
   expiresAt: number | null;
 }
 
+export interface ReencryptedRecord {
+  token: string;
+  fromVersion: number;
+  keyVersion: number;
+  nonce: Buffer;
+  ciphertext: Buffer;
+  tag: Buffer;
+  subjectSealed: Buffer | null;
+}
+
+export interface JobRecord {
+  id: string;
+  kind: 'reencrypt';
+  /** Tenants the job covers. */
+  tenants: string[];
+  state: 'running' | 'completed' | 'failed';
+  total: number;
+  done: number;
+  failed: number;
+  requestedBy: string;
+  createdAt: number;
+  updatedAt: number;
+  finishedAt: number | null;
+  error: string | null;
+}
+
 export type DataKeyState = 'active' | 'decrypt-only' | 'retired' | 'destroyed';
 
 export interface DataKeyRecord {
@@ -98,8 +124,39 @@ export interface VaultStore {
   /** Deletes a token of the tenant with its audit row; false (and no row) when there is none. */
   deleteToken(tenant: string, token: string, audit: PendingAudit): Promise<boolean>;
 
+  /** Every data key record (all tenants, purposes and versions). */
+  listDataKeys(): Promise<DataKeyRecord[]>;
+  /** How many records each (tenant, data key version) encrypts; key `${tenant}/${version}`. */
+  recordCountsByKey(): Promise<Map<string, number>>;
+  countRecordsAtVersion(tenant: string, version: number): Promise<number>;
+  /** Demotes the active key of (tenant, purpose) to decrypt-only and makes `next` active, with its audit row. */
+  rotateDataKey(next: DataKeyRecord, audit: PendingAudit): Promise<boolean>;
+  /** Replaces a key's wrapping if it is still wrapped by `fromKekId`. */
+  updateWrappedKey(tenant: string, purpose: KeyPurpose, version: number, fromKekId: string, kekId: string, wrapped: Buffer): Promise<boolean>;
+  /** Moves a key from one state to another (destroy also drops its wrapped material), with its audit row. */
+  changeDataKeyState(
+    key: { tenant: string; purpose: KeyPurpose; version: number },
+    from: DataKeyState,
+    to: DataKeyState,
+    audit: PendingAudit,
+  ): Promise<boolean>;
+
+  /** Records of a tenant not encrypted under `activeVersion`, in token order after `afterToken`. */
+  recordsBehind(tenant: string, activeVersion: number, afterToken: string, limit: number): Promise<TokenRecord[]>;
+  /**
+   * Swaps re-encrypted ciphertexts in, each only if the record still has its old key version,
+   * and adds the batch to the job's progress, in one transaction. Returns how many were swapped.
+   */
+  replaceCiphertexts(updates: ReencryptedRecord[], jobId: string, failed: number, now: number): Promise<number>;
+
+  insertJob(job: JobRecord): Promise<void>;
+  job(id: string): Promise<JobRecord | undefined>;
+  updateJob(id: string, fields: Partial<Pick<JobRecord, 'state' | 'total' | 'done' | 'failed' | 'updatedAt' | 'finishedAt' | 'error'>>): Promise<void>;
+  unfinishedJobs(): Promise<JobRecord[]>;
+
   appendAudit(audit: PendingAudit): Promise<AuditRow>;
-  auditRows(afterSeq: number, limit: number): Promise<AuditRow[]>;
+  /** Audit rows after a sequence number; with `tenants`, only rows of those tenants. */
+  auditRows(afterSeq: number, limit: number, tenants?: readonly string[]): Promise<AuditRow[]>;
 }
 
 export class TokenCollisionError extends Error {

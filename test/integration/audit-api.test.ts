@@ -35,13 +35,25 @@ describe('audit API', () => {
     for (let i = 0; i < 5; i++) await v.http.get(`/v1/tokens/${token}`).set(v.as('support'));
     const first = await v.http.get('/v1/audit?limit=3').set(v.as('security'));
     expect(first.status).to.equal(200);
-    expect(first.body.items.map((r: { seq: number }) => r.seq)).to.deep.equal([1, 2, 3]);
-    expect(first.body.next).to.equal(3);
+    // Row 1 is the vault's own (init, no tenant): a principal scoped to `default` does not see it.
+    expect(first.body.items.map((r: { seq: number }) => r.seq)).to.deep.equal([2, 3, 4]);
+    expect(first.body.next).to.equal(4);
     const second = await v.http.get(`/v1/audit?after=${first.body.next}&limit=3`).set(v.as('security'));
-    expect(second.body.items[0].seq).to.equal(4);
+    expect(second.body.items[0].seq).to.equal(5);
     expect(second.body.items[0].hash).to.match(/^[0-9a-f]{64}$/);
     const denied = await v.http.get('/v1/audit').set(v.as('support'));
     expect(denied.status).to.equal(403);
+  });
+
+  it("shows a tenant-scoped principal only its tenants' rows", async () => {
+    const policy = v.opened.vault.deps.policy();
+    policy.principals.billing.tenants = ['default', 'acme'];
+    await v.http.post('/v1/tokenize').set(v.as('billing')).send({ tenant: 'acme', items: [{ type: 'text', value: 'x' }] });
+    const scoped = await v.http.get('/v1/audit?limit=1000').set(v.as('security'));
+    expect(scoped.body.items.every((r: { tenant: string }) => r.tenant === 'default')).to.equal(true);
+    policy.principals.security.tenants = ['*'];
+    const all = await v.http.get('/v1/audit?limit=1000').set(v.as('security'));
+    expect(all.body.items.map((r: { tenant: string | null }) => r.tenant)).to.include.members(['acme', null, 'default']);
   });
 
   it('verifies an intact chain and names the first edited or deleted row', async () => {

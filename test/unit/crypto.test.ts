@@ -60,6 +60,10 @@ class CountingProvider extends KeyProvider {
     return this.inner.describe();
   }
 
+  override owns(kekId: string): boolean {
+    return this.inner.owns(kekId);
+  }
+
   override healthy(): Promise<boolean> {
     return this.inner.healthy();
   }
@@ -84,6 +88,9 @@ class CountingProvider extends KeyProvider {
 class ShortKeyProvider extends KeyProvider {
   override describe(): ProviderDescription {
     return { kind: 'short', kekId: 'short:v1' };
+  }
+  override owns(kekId: string): boolean {
+    return kekId === 'short:v1';
   }
   override async healthy(): Promise<boolean> {
     return true;
@@ -489,6 +496,23 @@ describe('crypto / MasterKeyring', () => {
     const second = MasterKeyring.generate();
     second.save(path, false);
     expect(MasterKeyring.load(path).key(1)!.equals(second.key(1)!)).to.equal(true);
+  });
+
+  it('save with exclusive=false leaves the file at mode 0600 even if it existed with 0644', () => {
+    const path = fresh();
+    writeFileSync(path, 'old', { mode: 0o644 });
+    chmodSync(path, 0o644);
+    MasterKeyring.generate().save(path, false);
+    expect(statSync(path).mode & 0o777).to.equal(0o600);
+  });
+
+  it('load refuses JSON null and null entries with KeyUnavailableError', () => {
+    const a = fresh();
+    writeKeyring(a, 'null');
+    expectLoadError(a, /keyring/);
+    const b = fresh();
+    writeKeyring(b, { format: 'pii-vault-master-keyring/1', active: 1, keys: [null] });
+    expectLoadError(b, /invalid key entry/);
   });
 
   it('no file is left behind by a failed load', () => {

@@ -1,0 +1,177 @@
+import {
+  DecryptCommand,
+  DescribeKeyCommand,
+  EncryptCommand,
+  GenerateDataKeyCommand,
+  KMSClient,
+  ReEncryptCommand,
+} from '@aws-sdk/client-kms';
+import { IntegrityError } from './aead';
+import { EncryptionContext, KeyProvider, KeyUnavailableError, ProviderDescription, WrappedKey } from './key-provider';
+
+export interface AwsKmsSettings {
+  /** Key id, key ARN, alias (`alias/name`) or alias ARN. */
+  keyId: string;
+  region?: string;
+  /** Endpoint override (a VPC endpoint, or the dev KMS for tests and local runs). */
+  endpoint?: string;
+  /** Per-attempt timeout. */
+  timeoutMs?: number;
+  /** Attempts per call, with the SDK's exponential backoff between them (throttling included). */
+  maxAttempts?: number;
+}
+
+/** KMS could not be used: unreachable, throttled, denied, disabled or missing key. Maps to 503. */
+export class KmsUnavailableError extends KeyUnavailableError {
+  constructor(readonly reason: string) {
+    super(`AWS KMS is unavailable: ${reason}`);
+    this.name = 'KmsUnavailableError';
+  }
+}
+
+const HEALTH_TTL_MS = 5_000;
+
+/**
+ * KEK in AWS KMS: GenerateDataKey for new data keys, Decrypt to unwrap, Encrypt or ReEncrypt to
+ * rewrap. Every call carries the encryption context (tenant, purpose, version), so a wrapped key
+ * moved to another tenant or purpose does not unwrap. Credentials come from the SDK's default chain.
+ */
+export class AwsKmsKeyProvider extends KeyProvider {
+  private arn: string | undefined;
+  private health: { ok: boolean; at: number } | undefined;
+
+  constructor(
+    private readonly keyId: string,
+    private readonly client: KMSClient,
+  ) {
+    super();
+  }
+
+  static fromSettings(settings: AwsKmsSettings): AwsKmsKeyProvider {
+    const timeout = settings.timeoutMs ?? 2_000;
+    const client = new KMSClient({
+      region: settings.region,
+      endpoint: settings.endpoint,
+      maxAttempts: settings.maxAttempts ?? 3,
+      requestHandler: { connectionTimeout: timeout, requestTimeout: timeout },
+    });
+    return new AwsKmsKeyProvider(settings.keyId, client);
+  }
+
+  /** Resolves the key to its ARN and checks it is enabled (DescribeKey); call once at start-up. */
+  async init(): Promise<this> {
+    const out = await this.call(() => this.client.send(new DescribeKeyCommand({ KeyId: this.keyId })));
+    const meta = out.KeyMetadata;
+    if (!meta?.Arn) throw new KmsUnavailableError(`key ${this.keyId} has no ARN`);
+    if (meta.Enabled === false || (meta.KeyState && meta.KeyState !== 'Enabled')) {
+      throw new KmsUnavailableError(`key ${meta.Arn} is ${meta.KeyState ?? 'disabled'}`);
+    }
+    this.arn = meta.Arn;
+    return this;
+  }
+
+  describe(): ProviderDescription {
+    return { kind: 'aws-kms', kekId: this.requireArn() };
+  }
+
+  owns(kekId: string): boolean {
+    return kekId.startsWith('arn:aws:kms:');
+  }
+
+  async healthy(): Promise<boolean> {
+    const now = Date.now();
+    if (this.health && now - this.health.at < HEALTH_TTL_MS) return this.health.ok;
+    const ok = await this.client.send(new DescribeKeyCommand({ KeyId: this.requireArn() })).then(
+      (out) => out.KeyMetadata?.KeyState === 'Enabled',
+      () => false,
+    );
+    this.health = { ok, at: now };
+    return ok;
+  }
+
+  /** Moves a KMS-wrapped key under this provider's key without the plaintext leaving KMS. */
+  async reEncrypt(wrapped: WrappedKey, context: EncryptionContext): Promise<WrappedKey> {
+    const ctx = toKmsContext(context);
+    const out = await this.call(() =>
+      this.client.send(
+        new ReEncryptCommand({
+          CiphertextBlob: wrapped.blob,
+          SourceKeyId: wrapped.kekId,
+          SourceEncryptionContext: ctx,
+          DestinationKeyId: this.requireArn(),
+          DestinationEncryptionContext: ctx,
+        }),
+      ),
+    );
+    return { kekId: out.KeyId ?? this.requireArn(), blob: Buffer.from(out.CiphertextBlob!) };
+  }
+
+  protected async _generateDataKey(context: EncryptionContext) {
+    const out = await this.call(() =>
+      this.client.send(
+        new GenerateDataKeyCommand({ KeyId: this.requireArn(), KeySpec: 'AES_256', EncryptionContext: toKmsContext(context) }),
+      ),
+    );
+    return {
+      plaintext: Buffer.from(out.Plaintext!),
+      wrapped: { kekId: out.KeyId ?? this.requireArn(), blob: Buffer.from(out.CiphertextBlob!) },
+    };
+  }
+
+  protected async _wrap(plaintext: Buffer, context: EncryptionContext): Promise<WrappedKey> {
+    const out = await this.call(() =>
+      this.client.send(new EncryptCommand({ KeyId: this.requireArn(), Plaintext: plaintext, EncryptionContext: toKmsContext(context) })),
+    );
+    return { kekId: out.KeyId ?? this.requireArn(), blob: Buffer.from(out.CiphertextBlob!) };
+  }
+
+  protected async _unwrap(wrapped: WrappedKey, context: EncryptionContext): Promise<Buffer> {
+    const out = await this.call(() =>
+      this.client.send(new DecryptCommand({ CiphertextBlob: wrapped.blob, KeyId: wrapped.kekId, EncryptionContext: toKmsContext(context) })),
+    );
+    return Buffer.from(out.Plaintext!);
+  }
+
+  private requireArn(): string {
+    if (!this.arn) throw new KmsUnavailableError('the KMS key was not resolved at start-up');
+    return this.arn;
+  }
+
+  /** Runs one SDK call, translating its failures into errors that carry no raw stack to callers. */
+  private async call<T>(send: () => Promise<T>): Promise<T> {
+    try {
+      const result = await send();
+      this.health = { ok: true, at: Date.now() };
+      return result;
+    } catch (err) {
+      throw translateKmsError(err);
+    }
+  }
+}
+
+function toKmsContext(context: EncryptionContext): Record<string, string> {
+  return { tenant: context.tenant, purpose: context.purpose, version: context.version };
+}
+
+/** KMS errors → IntegrityError (the wrapped key or its context is wrong) or KmsUnavailableError. */
+export function translateKmsError(err: unknown): Error {
+  const name = (err as { name?: string }).name ?? '';
+  switch (name) {
+    case 'InvalidCiphertextException':
+    case 'IncorrectKeyException':
+      return new IntegrityError('KMS refused the wrapped key or its encryption context');
+    case 'AccessDeniedException':
+    case 'UnrecognizedClientException':
+    case 'InvalidSignatureException':
+      return new KmsUnavailableError('access denied to the key (check the credentials and key policy)');
+    case 'NotFoundException':
+      return new KmsUnavailableError('key not found');
+    case 'DisabledException':
+    case 'KMSInvalidStateException':
+      return new KmsUnavailableError('key is disabled or pending deletion');
+    case 'ThrottlingException':
+      return new KmsUnavailableError('throttled by KMS after retries');
+    default:
+      return new KmsUnavailableError(`unreachable (${name || 'network error'})`);
+  }
+}

@@ -1,0 +1,338 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { expect } from 'chai';
+import { AuditLog, AuditUnavailableError, auditMac } from '../../src/audit/audit-log';
+import { KeyManager, SYSTEM_TENANT } from '../../src/crypto/key-manager';
+import { LocalKeyProvider, MasterKeyring } from '../../src/crypto/local-key-provider';
+import { SqliteStore } from '../../src/store/sqlite-store';
+import { type AuditEntry, GENESIS_HASH } from '../../src/store/vault-store';
+
+// ---------------------------------------------------------------- helpers
+
+async function rejection(promise: Promise<unknown>): Promise<unknown> {
+  try {
+    await promise;
+  } catch (err) {
+    return err;
+  }
+  throw new Error('expected a rejection');
+}
+
+function entry(i: number): AuditEntry {
+  return {
+    ts: new Date(Date.UTC(2024, 0, 1, 0, 0, i)).toISOString(),
+    requestId: `req-${i}`,
+    principal: i % 3 === 0 ? 'gateway' : 'billing',
+    tenant: i % 5 === 0 ? null : 'default',
+    action: i % 2 === 0 ? 'detokenize' : 'tokenize',
+    types: ['pan'],
+    tokens: [`tok_${i}`],
+    purpose: i % 3 === 0 ? 'charge' : null,
+    outcome: i % 7 === 0 ? 'deny' : 'allow',
+    reason: i % 7 === 0 ? 'no grant' : null,
+    subjects: i % 4 === 0 ? [`subject-hmac-${i}`] : [],
+  };
+}
+
+interface Harness {
+  store: SqliteStore;
+  keys: KeyManager;
+  audit: AuditLog;
+  ring: MasterKeyring;
+}
+
+describe('audit / hash-chained log (SqliteStore)', () => {
+  let dir: string;
+  let n = 0;
+  let open: SqliteStore[] = [];
+
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'pii-vault-audit-'));
+  });
+  afterEach(async () => {
+    for (const s of open) await s.close();
+    open = [];
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  function harness(): Harness {
+    const store = new SqliteStore(join(dir, `audit-${++n}.db`));
+    open.push(store);
+    const ring = MasterKeyring.generate();
+    const keys = new KeyManager(store, new LocalKeyProvider(ring));
+    return { store, keys, audit: new AuditLog(store, keys), ring };
+  }
+
+  async function withRows(count: number): Promise<Harness> {
+    const h = harness();
+    for (let i = 1; i <= count; i++) await h.audit.append(entry(i));
+    return h;
+  }
+
+  const sql = (h: Harness, statement: string, ...params: unknown[]) => h.store.db.prepare(statement).run(...params);
+  const hashOf = (h: Harness, seq: number) =>
+    (h.store.db.prepare('SELECT hash FROM audit WHERE seq = ?').get(seq) as { hash: Buffer }).hash;
+
+  it('50 appended rows verify ok, with rows 50 and the head hash of row 50', async () => {
+    const h = await withRows(50);
+    const result = await h.audit.verify();
+    expect(result).to.deep.equal({ ok: true, rows: 50, headSeq: 50, headHash: hashOf(h, 50).toString('hex') });
+  });
+
+  it('an empty log verifies ok with zero rows and the genesis head', async () => {
+    const h = harness();
+    expect(await h.audit.verify()).to.deep.equal({ ok: true, rows: 0, headSeq: 0, headHash: GENESIS_HASH.toString('hex') });
+  });
+
+  it('append numbers rows 1, 2, 3… and links each to the previous hash (the first to the 32-zero-byte genesis)', async () => {
+    const h = harness();
+    const r1 = await h.audit.append(entry(1));
+    const r2 = await h.audit.append(entry(2));
+    const r3 = await h.audit.append(entry(3));
+    expect([r1.seq, r2.seq, r3.seq]).to.deep.equal([1, 2, 3]);
+    expect(r1.prevHash.equals(Buffer.alloc(32))).to.equal(true);
+    expect(r2.prevHash.equals(r1.hash)).to.equal(true);
+    expect(r3.prevHash.equals(r2.hash)).to.equal(true);
+    expect(r1.keyVersion).to.equal(1);
+    expect(r1.hash.length).to.equal(32);
+    // The hash is the HMAC under the vault's audit key, not a plain digest.
+    const { key } = await h.keys.activeKey(SYSTEM_TENANT, 'audit');
+    expect(auditMac(key, r2.prevHash, 2, entry(2), 1).equals(r2.hash)).to.equal(true);
+    // What the store returns is what append returned.
+    const [s1, s2] = await h.store.auditRows(0, 2);
+    expect(s1).to.deep.equal(r1);
+    expect(s2).to.deep.equal(r2);
+  });
+
+  it('verification pages through the log: any page size gives the same result and finds tampering across pages', async () => {
+    const h = await withRows(50);
+    const full = await h.audit.verify();
+    for (const pageSize of [1, 7, 49, 50, 51]) expect(await h.audit.verify(pageSize), String(pageSize)).to.deep.equal(full);
+    sql(h, "UPDATE audit SET action = 'delete' WHERE seq = 36");
+    for (const pageSize of [1, 7, 35, 36, 1000]) {
+      const r = await h.audit.verify(pageSize);
+      expect(r.ok, String(pageSize)).to.equal(false);
+      expect(!r.ok && r.firstBadSeq).to.equal(36);
+    }
+  });
+
+  it('a second AuditLog with a cold key cache (another process) verifies the chain', async () => {
+    const h = await withRows(20);
+    const cold = new AuditLog(h.store, new KeyManager(h.store, new LocalKeyProvider(h.ring)));
+    expect((await cold.verify()).ok).to.equal(true);
+    // And it extends the same chain.
+    await cold.append(entry(21));
+    expect(await h.audit.verify()).to.include({ ok: true, rows: 21 });
+  });
+
+  describe('tampering is detected at the first bad row', () => {
+    it('an edited principal of row 20 → ok:false, firstBadSeq 20', async () => {
+      const h = await withRows(50);
+      sql(h, "UPDATE audit SET principal = 'mallory' WHERE seq = 20");
+      const r = await h.audit.verify();
+      expect(r).to.deep.equal({ ok: false, rows: 19, firstBadSeq: 20, reason: 'content does not match its HMAC (edited)' });
+    });
+
+    it('an edit of any single column of row 20 → firstBadSeq 20; restoring it verifies ok again', async () => {
+      const h = await withRows(50);
+      const edits: Record<string, unknown> = {
+        ts: '2030-01-01T00:00:00.000Z',
+        request_id: 'req-forged',
+        principal: 'mallory',
+        tenant: 'other',
+        action: 'tokenize',
+        types: '["ssn"]',
+        tokens: '["tok_other"]',
+        purpose: 'refund',
+        outcome: 'deny',
+        reason: 'forged',
+        subjects: '["x"]',
+        hash: Buffer.alloc(32, 1),
+        prev_hash: Buffer.alloc(32, 2),
+      };
+      const original = h.store.db.prepare('SELECT * FROM audit WHERE seq = 20').get() as Record<string, unknown>;
+      for (const [column, value] of Object.entries(edits)) {
+        sql(h, `UPDATE audit SET ${column} = ? WHERE seq = 20`, value);
+        const r = await h.audit.verify();
+        expect(r.ok, column).to.equal(false);
+        expect(!r.ok && r.firstBadSeq, column).to.equal(20);
+        sql(h, `UPDATE audit SET ${column} = ? WHERE seq = 20`, original[column]);
+        expect((await h.audit.verify()).ok, `${column} restored`).to.equal(true);
+      }
+    });
+
+    it('a deleted row 10 → firstBadSeq 10, reported missing', async () => {
+      const h = await withRows(50);
+      sql(h, 'DELETE FROM audit WHERE seq = 10');
+      const r = await h.audit.verify();
+      expect(r.ok).to.equal(false);
+      expect(!r.ok && r.firstBadSeq).to.equal(10);
+      expect(!r.ok && r.reason).to.match(/missing/);
+      expect(r.rows).to.equal(9);
+    });
+
+    it('a deleted row 1 → firstBadSeq 1', async () => {
+      const h = await withRows(50);
+      sql(h, 'DELETE FROM audit WHERE seq = 1');
+      const r = await h.audit.verify();
+      expect(r.ok).to.equal(false);
+      expect(!r.ok && r.firstBadSeq).to.equal(1);
+      expect(!r.ok && r.reason).to.match(/missing/);
+    });
+
+    it('the hashes of two rows swapped → firstBadSeq is the earlier row', async () => {
+      const h = await withRows(50);
+      const h5 = hashOf(h, 5);
+      const h30 = hashOf(h, 30);
+      sql(h, 'UPDATE audit SET hash = ? WHERE seq = 5', h30);
+      sql(h, 'UPDATE audit SET hash = ? WHERE seq = 30', h5);
+      const r = await h.audit.verify();
+      expect(r.ok).to.equal(false);
+      expect(!r.ok && r.firstBadSeq).to.equal(5);
+    });
+
+    it('two adjacent rows swapped (seq renumbered) → firstBadSeq is the earlier position', async () => {
+      const h = await withRows(50);
+      sql(h, 'UPDATE audit SET seq = -1 WHERE seq = 12');
+      sql(h, 'UPDATE audit SET seq = 12 WHERE seq = 13');
+      sql(h, 'UPDATE audit SET seq = 13 WHERE seq = -1');
+      const r = await h.audit.verify();
+      expect(r.ok).to.equal(false);
+      expect(!r.ok && r.firstBadSeq).to.equal(12);
+    });
+
+    it('a changed key_version → ok:false at that row (unknown audit key version)', async () => {
+      const h = await withRows(50);
+      sql(h, 'UPDATE audit SET key_version = 2 WHERE seq = 20');
+      const r = await h.audit.verify();
+      expect(r.ok).to.equal(false);
+      expect(!r.ok && r.firstBadSeq).to.equal(20);
+      expect(!r.ok && r.reason).to.match(/key version 2/);
+    });
+
+    it('a row whose chain was recomputed under another key → firstBadSeq at that row', async () => {
+      const h = await withRows(50);
+      const forged = auditMac(Buffer.alloc(32, 9), hashOf(h, 19), 20, { ...entry(20), principal: 'mallory' }, 1);
+      sql(h, "UPDATE audit SET principal = 'mallory', hash = ? WHERE seq = 20", forged);
+      const r = await h.audit.verify();
+      expect(r.ok).to.equal(false);
+      expect(!r.ok && r.firstBadSeq).to.equal(20);
+    });
+
+    it('a forged row appended after the head → firstBadSeq 51', async () => {
+      const h = await withRows(50);
+      sql(
+        h,
+        `INSERT INTO audit (seq, ts, request_id, principal, tenant, action, types, tokens, purpose, outcome, reason, subjects, key_version, prev_hash, hash)
+         VALUES (51, 'x', 'r', 'mallory', 'default', 'detokenize', '[]', '[]', NULL, 'allow', NULL, '[]', 1, ?, ?)`,
+        hashOf(h, 50),
+        Buffer.alloc(32, 7),
+      );
+      const r = await h.audit.verify();
+      expect(r.ok).to.equal(false);
+      expect(!r.ok && r.firstBadSeq).to.equal(51);
+      expect(r.rows).to.equal(50);
+    });
+
+    it('a destroyed audit key (wrapped = NULL) makes every row unverifiable from row 1', async () => {
+      const h = await withRows(5);
+      sql(h, "UPDATE data_keys SET wrapped = NULL, state = 'destroyed' WHERE tenant = ? AND purpose = 'audit'", SYSTEM_TENANT);
+      const cold = new AuditLog(h.store, new KeyManager(h.store, new LocalKeyProvider(h.ring)));
+      const r = await cold.verify();
+      expect(r.ok).to.equal(false);
+      expect(!r.ok && r.firstBadSeq).to.equal(1);
+    });
+  });
+
+  describe('fail closed', () => {
+    it('append rejects with AuditUnavailableError when the store refuses the insert, and writes nothing', async () => {
+      const h = await withRows(3);
+      h.store.db.exec("CREATE TRIGGER audit_refuse BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'x'); END");
+      const err = await rejection(h.audit.append(entry(4)));
+      expect(err).to.be.instanceOf(AuditUnavailableError);
+      expect((err as AuditUnavailableError).cause).to.be.instanceOf(Error);
+      expect((err as Error).message).to.equal('audit log cannot be written');
+      expect(await h.audit.verify()).to.include({ ok: true, rows: 3 });
+      h.store.db.exec('DROP TRIGGER audit_refuse');
+      expect((await h.audit.append(entry(4))).seq).to.equal(4);
+    });
+
+    it('append rejects with AuditUnavailableError when the database is closed', async () => {
+      const h = harness();
+      await h.audit.append(entry(1));
+      await h.store.close();
+      expect(await rejection(h.audit.append(entry(2)))).to.be.instanceOf(AuditUnavailableError);
+    });
+
+    it('append rejects with AuditUnavailableError when the audit key cannot be unwrapped', async () => {
+      const h = await withRows(1);
+      const wrong = new AuditLog(h.store, new KeyManager(h.store, new LocalKeyProvider(MasterKeyring.generate())));
+      expect(await rejection(wrong.append(entry(2)))).to.be.instanceOf(AuditUnavailableError);
+      expect(await h.audit.verify()).to.include({ ok: true, rows: 1 });
+    });
+  });
+});
+
+describe('audit / auditMac', () => {
+  const key = Buffer.alloc(32, 0x07);
+  const prev = Buffer.alloc(32);
+  const base: AuditEntry = {
+    ts: '2024-01-02T03:04:05.000Z',
+    requestId: 'req-1',
+    principal: 'gateway',
+    tenant: 'default',
+    action: 'detokenize',
+    types: ['pan'],
+    tokens: ['tok_a', 'tok_b'],
+    purpose: 'charge',
+    outcome: 'allow',
+    reason: null,
+    subjects: ['ab12'],
+  };
+
+  it('golden vector: the MAC of a fixed row is the checked-in value (a change breaks every existing chain)', () => {
+    expect(auditMac(key, prev, 1, base, 1).toString('hex')).to.equal('a50d6aaa9a70a89f72f044afce362d8d726dde9ad108d926d98ef556532f569b');
+  });
+
+  it('is a deterministic 256-bit value', () => {
+    const a = auditMac(key, prev, 1, base, 1);
+    expect(a.length).to.equal(32);
+    expect(auditMac(key, Buffer.from(prev), 1, { ...base }, 1).equals(a)).to.equal(true);
+  });
+
+  it('changes when any field, the sequence number, the key version, the previous hash or the key changes', () => {
+    const baseMac = auditMac(key, prev, 1, base, 1).toString('hex');
+    const variants: Record<string, string> = {
+      ts: auditMac(key, prev, 1, { ...base, ts: '2024-01-02T03:04:06.000Z' }, 1).toString('hex'),
+      requestId: auditMac(key, prev, 1, { ...base, requestId: 'req-2' }, 1).toString('hex'),
+      principal: auditMac(key, prev, 1, { ...base, principal: 'support' }, 1).toString('hex'),
+      tenant: auditMac(key, prev, 1, { ...base, tenant: 'other' }, 1).toString('hex'),
+      'tenant null': auditMac(key, prev, 1, { ...base, tenant: null }, 1).toString('hex'),
+      action: auditMac(key, prev, 1, { ...base, action: 'tokenize' }, 1).toString('hex'),
+      types: auditMac(key, prev, 1, { ...base, types: ['ssn'] }, 1).toString('hex'),
+      'types order': auditMac(key, prev, 1, { ...base, types: ['pan', 'pan'] }, 1).toString('hex'),
+      tokens: auditMac(key, prev, 1, { ...base, tokens: ['tok_b', 'tok_a'] }, 1).toString('hex'),
+      'tokens split': auditMac(key, prev, 1, { ...base, tokens: ['tok_atok_b'] }, 1).toString('hex'),
+      purpose: auditMac(key, prev, 1, { ...base, purpose: 'refund' }, 1).toString('hex'),
+      'purpose null': auditMac(key, prev, 1, { ...base, purpose: null }, 1).toString('hex'),
+      outcome: auditMac(key, prev, 1, { ...base, outcome: 'deny' }, 1).toString('hex'),
+      reason: auditMac(key, prev, 1, { ...base, reason: 'no grant' }, 1).toString('hex'),
+      subjects: auditMac(key, prev, 1, { ...base, subjects: [] }, 1).toString('hex'),
+      seq: auditMac(key, prev, 2, base, 1).toString('hex'),
+      keyVersion: auditMac(key, prev, 1, base, 2).toString('hex'),
+      prevHash: auditMac(key, Buffer.alloc(32, 1), 1, base, 1).toString('hex'),
+      key: auditMac(Buffer.alloc(32, 0x08), prev, 1, base, 1).toString('hex'),
+    };
+    for (const [field, mac] of Object.entries(variants)) expect(mac, field).not.to.equal(baseMac);
+    expect(new Set(Object.values(variants)).size).to.equal(Object.keys(variants).length);
+  });
+
+  it('does not let characters shift between adjacent fields', () => {
+    const a = auditMac(key, prev, 1, { ...base, principal: 'gate', tenant: 'waydefault' }, 1);
+    const b = auditMac(key, prev, 1, { ...base, principal: 'gateway', tenant: 'default' }, 1);
+    expect(a.equals(b)).to.equal(false);
+    // seq 11 / keyVersion 1 vs seq 1 / keyVersion 11
+    expect(auditMac(key, prev, 11, base, 1).equals(auditMac(key, prev, 1, base, 11))).to.equal(false);
+  });
+});
