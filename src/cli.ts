@@ -5,18 +5,42 @@ import { CONFIG_FILE, ConfigOverrides, loadConfig } from './config';
 import { InitResult, initDataDir } from './init';
 import { openVault } from './open-vault';
 import { startServer } from './server';
+import { CliError, keysCommand } from './cli-keys';
+import { DEV_KMS_CREDENTIALS, startDevKms } from './dev-kms/server';
 
 const USAGE = `Usage:
   pii-vault init  --data-dir DIR [--json] [--force]   create a vault; prints the starter API keys once
   pii-vault serve --data-dir DIR [--port N] [--host H] serve the HTTP API (default 127.0.0.1:8080)
   pii-vault start --data-dir DIR [--port N] [--host H] init if needed, then serve (what \`npm start\` runs)
   pii-vault audit verify --data-dir DIR [--json]     check the audit hash chain (exit 0 intact, 1 broken)
+
+  pii-vault keys list      [--tenant T | --all] [--json]
+  pii-vault keys rotate    [--tenant T | --all] [--json]         new active data-key version
+  pii-vault keys rewrap    [--kms-key-id ID | --to-local] [--json] re-wrap every data key under the (new) KEK
+  pii-vault keys reencrypt [--tenant T | --all] [--wait] [--json] move records to the active data key
+  pii-vault keys retire    --version N [--tenant T]
+  pii-vault keys destroy   --version N [--tenant T] --confirm "destroy T/data/vN"
+     (keys commands call the API: PII_VAULT_URL, default http://127.0.0.1:8080, and
+      PII_VAULT_API_KEY, a key of a principal with keys:* grants, e.g. security)
+  pii-vault keys new-master-key --data-dir DIR          add a new active local master-key version
+
+  pii-vault dev-kms [--port N] [--host H] [--data FILE]  a KMS-compatible endpoint for tests and local runs (NOT for production)
 `;
 
 class UsageError extends Error {}
 
 const OPTIONS = {
   'data-dir': { type: 'string' },
+  url: { type: 'string' },
+  'api-key': { type: 'string' },
+  tenant: { type: 'string' },
+  all: { type: 'boolean', default: false },
+  version: { type: 'string' },
+  confirm: { type: 'string' },
+  'kms-key-id': { type: 'string' },
+  'to-local': { type: 'boolean', default: false },
+  wait: { type: 'boolean', default: false },
+  data: { type: 'string' },
   port: { type: 'string' },
   host: { type: 'string' },
   json: { type: 'boolean', default: false },
@@ -53,6 +77,25 @@ async function run(argv: string[]): Promise<number> {
     process.stdout.write(USAGE);
     return command === '' && !values.help ? 2 : 0;
   }
+  if (positionals[0] === 'keys') {
+    return keysCommand(positionals.slice(1).join(' '), {
+      url: values.url,
+      apiKey: values['api-key'],
+      tenant: values.tenant,
+      all: values.all,
+      version: values.version,
+      confirm: values.confirm,
+      kmsKeyId: values['kms-key-id'],
+      toLocal: values['to-local'],
+      wait: values.wait,
+      json: values.json,
+      dataDir: values['data-dir'],
+    }).catch((err) => {
+      if (err instanceof CliError) throw new Error(err.message);
+      throw err;
+    });
+  }
+  if (command === 'dev-kms') return devKms(values);
   const dataDir = values['data-dir'];
   if (!dataDir) throw new UsageError('--data-dir is required');
   switch (command) {
@@ -118,6 +161,17 @@ async function serve(dataDir: string, flags: ConfigOverrides): Promise<number> {
       running.logger.error({ err: { message: (err as Error).message } }, 'policy reload failed; the previous policy stays in force');
     }
   });
+  return new Promise<number>(() => undefined);
+}
+
+async function devKms(values: { port?: string; host?: string; data?: string }): Promise<number> {
+  const { port } = overrides({ port: values.port ?? '4599' });
+  const kms = await startDevKms({ port, host: values.host ?? '127.0.0.1', dataFile: values.data });
+  process.stdout.write(`dev KMS (NOT for production) listening on ${kms.url}\n`);
+  process.stdout.write(`  credentials: AWS_ACCESS_KEY_ID=${DEV_KMS_CREDENTIALS.accessKeyId} AWS_SECRET_ACCESS_KEY=${DEV_KMS_CREDENTIALS.secretAccessKey}\n`);
+  const stop = () => kms.close().then(() => process.exit(0));
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
   return new Promise<number>(() => undefined);
 }
 

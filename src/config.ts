@@ -17,11 +17,33 @@ export const ConfigSchema = Type.Object(
     databaseFile: Type.String({ default: 'vault.db', description: 'SQLite database, relative to the data dir.' }),
     keyProvider: Type.Object(
       {
-        type: Type.Literal('local', { default: 'local' }),
+        type: oneOf(['local', 'aws-kms'] as const, {
+          default: 'local',
+          description: 'Which KEK wraps new data keys: the local master key or an AWS KMS key.',
+        }),
         keyFile: Type.String({ default: 'master.key', description: 'Master keyring file (mode 0600), relative to the data dir. Ignored when PII_VAULT_MASTER_KEY is set.' }),
+        kms: Type.Object(
+          {
+            keyId: Type.Optional(Type.String({ minLength: 1, description: 'KMS key id, ARN, alias or alias ARN. Env PII_VAULT_KMS_KEY_ID.' })),
+            region: Type.Optional(Type.String({ description: 'AWS region; else the SDK default chain (AWS_REGION). Env PII_VAULT_KMS_REGION.' })),
+            endpoint: Type.Optional(Type.String({ description: 'Endpoint override (VPC endpoint, or the dev KMS). Env PII_VAULT_KMS_ENDPOINT.' })),
+            timeoutMs: Type.Integer({ minimum: 100, maximum: 60_000, default: 2_000, description: 'Per-attempt timeout of a KMS call.' }),
+            maxAttempts: Type.Integer({ minimum: 1, maximum: 10, default: 3, description: 'Attempts per KMS call, with exponential backoff.' }),
+          },
+          { additionalProperties: false, default: {} },
+        ),
       },
       { additionalProperties: false, default: {} },
     ),
+    dekMaxAgeDays: Type.Integer({ minimum: 1, maximum: 3650, default: 90, description: 'A data key older than this is rotated automatically.' }),
+    dekMaxEncryptions: Type.Integer({
+      minimum: 1,
+      maximum: 2 ** 31,
+      default: 2 ** 30,
+      description: 'A data key that encrypted this many values is rotated automatically (well under the 2^32 random-nonce limit of AES-GCM).',
+    }),
+    reencryptBatchSize: Type.Integer({ minimum: 1, maximum: 10_000, default: 200, description: 'Records per re-encryption transaction.' }),
+    reencryptPauseMs: Type.Integer({ minimum: 0, maximum: 60_000, default: 5, description: 'Pause between re-encryption batches, leaving room for live traffic.' }),
     policyFile: Type.String({ default: 'policy.json', description: 'Roles, grants and principals; reloaded on SIGHUP.' }),
     phoneRegion: Type.Optional(Type.String({ pattern: '^[A-Z]{2}$', description: 'Region (ISO 3166) for national phone numbers; unset accepts only +… numbers.' })),
     logLevel: oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'silent'] as const, {
@@ -71,6 +93,12 @@ export function loadConfig(dataDir: string, overrides: ConfigOverrides = {}, env
     raw.port = Number(env.PII_VAULT_PORT);
   }
   if (env.PII_VAULT_LOG_LEVEL) raw.logLevel = env.PII_VAULT_LOG_LEVEL;
+  const kmsEnv = { keyId: env.PII_VAULT_KMS_KEY_ID, region: env.PII_VAULT_KMS_REGION, endpoint: env.PII_VAULT_KMS_ENDPOINT };
+  if (Object.values(kmsEnv).some(Boolean)) {
+    const provider = (raw.keyProvider ??= {}) as Record<string, unknown>;
+    const kms = (provider.kms ??= {}) as Record<string, unknown>;
+    for (const [key, value] of Object.entries(kmsEnv)) if (value) kms[key] = value;
+  }
   if (overrides.host !== undefined) raw.host = overrides.host;
   if (overrides.port !== undefined) raw.port = overrides.port;
   const config = Value.Default(ConfigSchema, raw);

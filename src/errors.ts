@@ -7,18 +7,23 @@ export const ERROR_CATALOGUE = {
   invalid_request: { status: 400, message: 'The request does not match the schema.' },
   invalid_value: { status: 400, message: 'A value is not valid for its data type.' },
   unsupported_format: { status: 400, message: 'The token format or preserve option does not apply to this data type.' },
+  confirmation_required: { status: 400, message: 'This irreversible operation needs an explicit confirmation.' },
   too_many_items: { status: 400, message: 'Too many items in one request.' },
   unauthorized: { status: 401, message: 'A valid API key is required (Authorization: Bearer <key>).' },
   forbidden: { status: 403, message: 'The policy does not allow this action.' },
   not_found: { status: 404, message: 'No such resource.' },
   method_not_allowed: { status: 405, message: 'This method is not allowed on this path.' },
   token_collision: { status: 409, message: 'Could not allocate a unique token for this format; use a wider format.' },
+  key_active: { status: 409, message: 'The active key cannot be retired or destroyed; rotate first.' },
+  key_in_use: { status: 409, message: 'Records still use this key version; re-encrypt them first.' },
+  key_state_conflict: { status: 409, message: 'The key is not in a state that allows this operation.' },
   payload_too_large: { status: 413, message: 'The request body is too large.' },
   unsupported_media_type: { status: 415, message: 'The request body must be application/json.' },
   internal_error: { status: 500, message: 'Internal error.' },
   audit_unavailable: { status: 503, message: 'The audit log cannot be written; the request was refused.' },
   store_unavailable: { status: 503, message: 'The database is not available.' },
   key_unavailable: { status: 503, message: 'The encryption keys are not available.' },
+  kms_unavailable: { status: 503, message: 'AWS KMS is unavailable and the key needed is not cached; try again later.' },
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CATALOGUE;

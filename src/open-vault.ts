@@ -1,10 +1,15 @@
+import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { AuditLog } from './audit/audit-log';
-import { VaultConfig, dataPath } from './config';
+import { CONFIG_FILE, VaultConfig, dataPath } from './config';
+import { AwsKmsKeyProvider } from './crypto/aws-kms-key-provider';
 import { KeyManager, SYSTEM_TENANT } from './crypto/key-manager';
-import { KeyUnavailableError } from './crypto/key-provider';
+import { KeyProvider, KeyUnavailableError } from './crypto/key-provider';
 import { LocalKeyProvider, MasterKeyring } from './crypto/local-key-provider';
+import { RoutingKeyProvider } from './crypto/routing-key-provider';
 import { loadPolicyFile } from './policy/policy-file';
 import { PolicyDocument } from './policy/policy';
+import { KekControl, KekTarget } from './service/context';
 import { Vault } from './service/vault';
 import { SqliteStore } from './store/sqlite-store';
 
@@ -13,50 +18,62 @@ export interface OpenedVault {
   store: SqliteStore;
   keys: KeyManager;
   audit: AuditLog;
+  keks: KekControl;
   /** Re-reads the policy file; the old policy stays in force if the new one is invalid. */
   reloadPolicy(): PolicyDocument;
   close(): Promise<void>;
 }
 
-/** The master keyring: PII_VAULT_MASTER_KEY (base64) if set, else the key file. */
-export function loadKeyring(config: VaultConfig, env: NodeJS.ProcessEnv = process.env): MasterKeyring {
+const DAY_MS = 86_400_000;
+
+/** The master keyring: PII_VAULT_MASTER_KEY (base64) if set, else the key file if present. */
+export function loadKeyring(config: VaultConfig, env: NodeJS.ProcessEnv = process.env): MasterKeyring | undefined {
   if (env.PII_VAULT_MASTER_KEY) return MasterKeyring.fromBase64(env.PII_VAULT_MASTER_KEY);
-  return MasterKeyring.load(dataPath(config, config.keyProvider.keyFile));
+  const file = dataPath(config, config.keyProvider.keyFile);
+  if (config.keyProvider.type === 'aws-kms' && !existsSync(file)) return undefined;
+  return MasterKeyring.load(file);
 }
 
 /**
  * Builds a vault from its configuration and checks that it is usable: the database opens with its
- * durability settings, and the master key unwraps the vault's own audit key (a wrong key refuses
- * to start rather than writing anything under it).
+ * durability settings, and the KEK unwraps the vault's own audit key (a wrong key refuses to start
+ * rather than writing anything under it). Re-encryption jobs left running resume.
  */
 export async function openVault(config: VaultConfig): Promise<OpenedVault> {
-  const keyring = loadKeyring(config);
   let policy = loadPolicyFile(dataPath(config, config.policyFile));
+  const keks = await createKekControl(config);
   const store = new SqliteStore(dataPath(config, config.databaseFile));
   try {
-    const keys = new KeyManager(store, new LocalKeyProvider(keyring), {
+    const keys = new KeyManager(store, keks.provider, {
       ttlMs: config.keyCacheTtlSeconds * 1000,
       maxEntries: config.keyCacheMaxEntries,
     });
     const audit = new AuditLog(store, keys);
     await keys.activeKey(SYSTEM_TENANT, 'audit').catch((err: Error) => {
-      throw new KeyUnavailableError(`the master key does not open this database: ${err.message}`);
+      const which = keks.provider.describe().kind === 'local' ? 'master key' : 'KMS key';
+      throw new KeyUnavailableError(`the ${which} does not open this database: ${err.message}`);
     });
     const vault = new Vault({
       store,
       keys,
       audit,
+      keks,
       policy: () => policy,
       phoneRegion: config.phoneRegion,
+      rotation: { maxAgeMs: config.dekMaxAgeDays * DAY_MS, maxEncryptions: config.dekMaxEncryptions },
+      reencrypt: { batchSize: config.reencryptBatchSize, pauseMs: config.reencryptPauseMs },
       now: Date.now,
     });
+    await vault.jobs.resumeAll();
     return {
       vault,
       store,
       keys,
       audit,
+      keks,
       reloadPolicy: () => (policy = loadPolicyFile(dataPath(config, config.policyFile))),
       close: async () => {
+        await vault.jobs.stop();
         keys.clear();
         await store.close();
       },
@@ -65,4 +82,48 @@ export async function openVault(config: VaultConfig): Promise<OpenedVault> {
     await store.close();
     throw err;
   }
+}
+
+/** The configured KEKs: the primary wraps, every available one unwraps what it once wrapped. */
+async function createKekControl(config: VaultConfig): Promise<KekControl> {
+  const keyring = loadKeyring(config);
+  const local = keyring && new LocalKeyProvider(keyring);
+  const kmsFor = (keyId: string) => AwsKmsKeyProvider.fromSettings({ ...config.keyProvider.kms, keyId }).init();
+  let kms: AwsKmsKeyProvider | undefined;
+  if (config.keyProvider.type === 'aws-kms') {
+    const keyId = config.keyProvider.kms.keyId;
+    if (!keyId) throw new KeyUnavailableError('keyProvider.type is aws-kms but no KMS key id is configured (keyProvider.kms.keyId or PII_VAULT_KMS_KEY_ID)');
+    kms = await kmsFor(keyId);
+  }
+  const primary: KeyProvider | undefined = config.keyProvider.type === 'aws-kms' ? kms : local;
+  if (!primary) throw new KeyUnavailableError('no key-encryption key is configured');
+  const provider = new RoutingKeyProvider(primary, [local, kms].filter((p): p is LocalKeyProvider | AwsKmsKeyProvider => !!p && p !== primary));
+
+  return {
+    provider,
+    reloadLocal() {
+      const fresh = loadKeyring(config);
+      if (local && fresh) local.replaceKeyring(fresh);
+    },
+    async switchPrimary(target: KekTarget) {
+      if (target.type === 'local') {
+        if (!local) throw new KeyUnavailableError('no local master key is available');
+        provider.setPrimary(local);
+      } else {
+        provider.setPrimary(await kmsFor(target.keyId));
+      }
+      rememberPrimary(config, target);
+    },
+  };
+}
+
+/** Records the primary KEK in config.json, so a restart keeps wrapping under it. */
+function rememberPrimary(config: VaultConfig, target: KekTarget): void {
+  const file = join(config.dataDir, CONFIG_FILE);
+  const raw = JSON.parse(readFileSync(file, 'utf8'));
+  raw.keyProvider = { ...(raw.keyProvider ?? {}), type: target.type };
+  if (target.type === 'aws-kms') raw.keyProvider.kms = { ...(raw.keyProvider.kms ?? {}), keyId: target.keyId };
+  const tmp = `${file}.${process.pid}.tmp`;
+  writeFileSync(tmp, JSON.stringify(raw, null, 2) + '\n', { mode: 0o600 });
+  renameSync(tmp, file);
 }

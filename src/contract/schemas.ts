@@ -151,3 +151,90 @@ export type TokenMetadata = Static<typeof TokenMetadataSchema>;
 export type AuditListResponse = Static<typeof AuditListResponseSchema>;
 export type AuditVerifyResponse = Static<typeof AuditVerifyResponseSchema>;
 export type AnySchema = TSchema;
+
+// ---- Key lifecycle ----
+
+export const KeyViewSchema = Type.Object({
+  tenant: Type.String(),
+  purpose: enumOf(['data', 'fingerprint', 'audit'] as const, 'What the key is for.'),
+  version: Type.Integer(),
+  state: enumOf(['active', 'decrypt-only', 'retired', 'destroyed'] as const, 'Lifecycle state.'),
+  kekId: Type.String({ description: 'The key-encryption key that wraps it (`local:vN` or a KMS key ARN).' }),
+  createdAt: Type.String({ format: 'date-time' }),
+  encryptions: Type.Integer({ description: 'Values encrypted under it so far.' }),
+  records: Type.Union([Type.Integer(), Type.Null()], { description: 'Records it encrypts now (data keys only).' }),
+});
+
+export const KeysQuerySchema = Type.Object(
+  {
+    tenant: Type.Optional(Type.String({ pattern: '^[a-z0-9_][a-z0-9_-]{0,63}$' })),
+    all: Type.Optional(enumOf(['true', 'false'] as const, 'Every tenant the caller covers.')),
+  },
+  { additionalProperties: false },
+);
+
+export const KeyScopeSchema = Type.Object(
+  {
+    tenant: Type.Optional(TenantId),
+    all: Type.Optional(Type.Boolean({ description: 'Every tenant the caller covers, instead of one.' })),
+  },
+  { additionalProperties: false },
+);
+
+export const RewrapRequestSchema = Type.Object(
+  {
+    target: Type.Optional(
+      Type.Union(
+        [
+          Type.Object({ type: Type.Literal('local') }, { additionalProperties: false }),
+          Type.Object({ type: Type.Literal('aws-kms'), keyId: Type.String({ minLength: 1, maxLength: 2048 }) }, { additionalProperties: false }),
+        ],
+        { description: 'Switch the primary KEK first (e.g. local master key → KMS); omitted, rewrap to the current one.' },
+      ),
+    ),
+  },
+  { additionalProperties: false },
+);
+
+export const RetireRequestSchema = Type.Object({ tenant: Type.Optional(TenantId) }, { additionalProperties: false });
+
+export const DestroyRequestSchema = Type.Object(
+  {
+    tenant: Type.Optional(TenantId),
+    confirm: Type.Optional(Type.String({ maxLength: 128, description: 'Must be exactly `destroy <tenant>/data/v<version>`.' })),
+  },
+  { additionalProperties: false },
+);
+
+export const KeyListResponseSchema = Type.Object({ keys: Type.Array(KeyViewSchema) });
+export const KeyChangeResponseSchema = Type.Object({ key: KeyViewSchema });
+export const RotateResponseSchema = Type.Object({
+  rotated: Type.Array(Type.Object({ tenant: Type.String(), purpose: Type.Literal('data'), version: Type.Integer(), previousVersion: Type.Union([Type.Integer(), Type.Null()]) })),
+});
+export const RewrapResponseSchema = Type.Object({
+  kekId: Type.String(),
+  rewrapped: Type.Integer(),
+  unchanged: Type.Integer(),
+  failed: Type.Array(Type.Object({ tenant: Type.String(), purpose: Type.String(), version: Type.Integer(), error: Type.String() })),
+});
+
+export const JobSchema = Type.Object({
+  id: Type.String(),
+  kind: Type.Literal('reencrypt'),
+  state: enumOf(['running', 'completed', 'failed'] as const, 'Job state.'),
+  tenants: Type.Array(Type.String()),
+  total: Type.Integer(),
+  done: Type.Integer(),
+  failed: Type.Integer({ description: 'Records whose ciphertext could not be opened (left as they were).' }),
+  ratePerSecond: Type.Integer(),
+  etaSeconds: Type.Union([Type.Integer(), Type.Null()]),
+  createdAt: Type.String({ format: 'date-time' }),
+  updatedAt: Type.String({ format: 'date-time' }),
+  finishedAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
+  error: Type.Union([Type.String(), Type.Null()]),
+});
+export const JobResponseSchema = Type.Object({ job: JobSchema });
+
+export type KeyScope = Static<typeof KeyScopeSchema>;
+export type RewrapRequest = Static<typeof RewrapRequestSchema>;
+export type DestroyRequest = Static<typeof DestroyRequestSchema>;

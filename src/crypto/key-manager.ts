@@ -1,10 +1,13 @@
 import { EncryptionContext, KeyProvider, KeyPurpose, KeyUnavailableError } from './key-provider';
 import { IntegrityError } from './aead';
-import type { DataKeyRecord, VaultStore } from '../store/vault-store';
+import type { DataKeyRecord, PendingAudit, VaultStore } from '../store/vault-store';
 
 export interface DataKey {
   readonly version: number;
   readonly key: Buffer;
+  /** How many values this version has encrypted, and when it was created (for automatic rotation). */
+  readonly encryptions: number;
+  readonly createdAt: number;
 }
 
 export interface KeyCacheOptions {
@@ -35,7 +38,36 @@ export class KeyManager {
   async activeKey(tenant: string, purpose: KeyPurpose): Promise<DataKey> {
     let record = await this.store.activeDataKey(tenant, purpose);
     if (!record) record = await this.createFirstKey(tenant, purpose);
-    return { version: record.version, key: await this.unwrapCached(record) };
+    return { version: record.version, key: await this.unwrapCached(record), encryptions: record.encryptions, createdAt: record.createdAt };
+  }
+
+  /**
+   * Makes a new version the active key of (tenant, purpose); the old one becomes decrypt-only.
+   * Returns undefined when another request or process rotated first (its version is then active).
+   */
+  async rotate(tenant: string, purpose: KeyPurpose, audit: PendingAudit): Promise<{ version: number; previous: number | undefined } | undefined> {
+    const existing = (await this.store.listDataKeys()).filter((k) => k.tenant === tenant && k.purpose === purpose);
+    const previous = existing.find((k) => k.state === 'active')?.version;
+    const version = Math.max(0, ...existing.map((k) => k.version)) + 1;
+    const { plaintext, wrapped } = await this.provider.generateDataKey(context(tenant, purpose, version));
+    const record: DataKeyRecord = {
+      tenant,
+      purpose,
+      version,
+      state: 'active',
+      kekId: wrapped.kekId,
+      wrapped: wrapped.blob,
+      createdAt: Date.now(),
+      encryptions: 0,
+    };
+    if (!(await this.store.rotateDataKey(record, audit))) return undefined;
+    this.cachePut(cacheKey(tenant, purpose, version), plaintext);
+    return { version, previous };
+  }
+
+  /** Forgets an unwrapped key (after it was destroyed). */
+  forget(tenant: string, purpose: KeyPurpose, version: number): void {
+    this.cache.delete(cacheKey(tenant, purpose, version));
   }
 
   /** A specific version, for decrypting what it encrypted; undefined when it no longer exists. */

@@ -83,6 +83,16 @@ export class MasterKeyring {
     renameSync(tmp, path);
   }
 
+  /** A copy of this keyring with one more version, which becomes active. */
+  withNewVersion(): MasterKeyring {
+    const version = Math.max(...this.keys.keys()) + 1;
+    return new MasterKeyring(version, new Map([...this.keys, [version, randomBytes(KEY_BYTES)]]));
+  }
+
+  versions(): number[] {
+    return [...this.keys.keys()];
+  }
+
   key(version: number): Buffer | undefined {
     return this.keys.get(version);
   }

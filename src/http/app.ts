@@ -42,10 +42,10 @@ export function createApp({ vault, logger, version = '0.0.0' }: AppOptions): exp
   });
   app.get('/readyz', async (_req, res) => {
     const checks = await vault.readiness();
-    const ok = checks.database && checks.keys;
+    const ok = Object.values(checks).every(Boolean);
     res.status(ok ? 200 : 503).json({
       status: ok ? 'ready' : 'unavailable',
-      checks: { database: checks.database ? 'ok' : 'unavailable', keys: checks.keys ? 'ok' : 'unavailable' },
+      checks: Object.fromEntries(Object.entries(checks).map(([name, up]) => [name, up ? 'ok' : 'unavailable'])),
     });
   });
   app.get('/openapi.json', (_req, res) => {

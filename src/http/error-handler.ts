@@ -1,5 +1,6 @@
 import type { NextFunction, Request, Response } from 'express';
 import { AuditUnavailableError } from '../audit/audit-log';
+import { KmsUnavailableError } from '../crypto/aws-kms-key-provider';
 import { KeyUnavailableError } from '../crypto/key-provider';
 import { ErrorCode, VaultError } from '../errors';
 import type { Logger } from '../logger';
@@ -21,6 +22,7 @@ export function toVaultError(err: unknown): VaultError {
   if (err instanceof VaultError) return err;
   if (err instanceof AuditUnavailableError) return new VaultError('audit_unavailable');
   if (err instanceof StoreUnavailableError) return new VaultError('store_unavailable');
+  if (err instanceof KmsUnavailableError) return new VaultError('kms_unavailable', `AWS KMS is unavailable (${err.reason}) and the key needed is not cached; try again later.`);
   if (err instanceof KeyUnavailableError) return new VaultError('key_unavailable');
   if (err instanceof TokenCollisionError) return new VaultError('token_collision');
   const bodyType = (err as { type?: string }).type;

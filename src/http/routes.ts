@@ -12,6 +12,20 @@ import {
   TokenizeRequest,
   TokenizeRequestSchema,
   TokenizeResponseSchema,
+  DestroyRequest,
+  DestroyRequestSchema,
+  JobResponseSchema,
+  JobSchema,
+  KeyChangeResponseSchema,
+  KeyListResponseSchema,
+  KeyScope,
+  KeyScopeSchema,
+  KeysQuerySchema,
+  RetireRequestSchema,
+  RewrapRequest,
+  RewrapRequestSchema,
+  RotateResponseSchema,
+  RewrapResponseSchema,
 } from '../contract/schemas';
 import { VaultError } from '../errors';
 import { DEFAULT_AUDIT_PAGE, MAX_AUDIT_PAGE } from '../service/audit-queries';
@@ -119,6 +133,96 @@ export const API_ROUTES: Route[] = [
     handler: ({ vault, caller }) => vault.verifyAudit(caller),
   },
 ];
+
+function versionParam(params: Record<string, string>): number {
+  if (!/^[1-9][0-9]{0,8}$/.test(params.version)) throw new VaultError('not_found', 'No such key version.');
+  return Number(params.version);
+}
+
+API_ROUTES.push(
+  {
+    method: 'get',
+    path: '/v1/keys',
+    operationId: 'listKeys',
+    summary: 'Every key version of a tenant (or all covered tenants) with state, KEK and record counts.',
+    action: 'keys:read',
+    query: KeysQuerySchema,
+    status: 200,
+    response: KeyListResponseSchema,
+    handler: ({ vault, caller, query }) => vault.listKeys(caller, { tenant: query.tenant, all: query.all === 'true' }),
+  },
+  {
+    method: 'post',
+    path: '/v1/keys/rotate',
+    operationId: 'rotateKeys',
+    summary: 'Make a new data-key version active at once; older versions stay decrypt-only.',
+    action: 'keys:rotate',
+    body: KeyScopeSchema,
+    status: 200,
+    response: RotateResponseSchema,
+    handler: ({ vault, caller, body }) => vault.rotateKeys(caller, body as KeyScope),
+  },
+  {
+    method: 'post',
+    path: '/v1/keys/rewrap',
+    operationId: 'rewrapKeys',
+    summary: 'Re-wrap every data key under the current (or a new) KEK; no record is touched.',
+    action: 'keys:rotate',
+    body: RewrapRequestSchema,
+    status: 200,
+    response: RewrapResponseSchema,
+    handler: ({ vault, caller, body }) => vault.rewrapKeys(caller, (body as RewrapRequest).target),
+  },
+  {
+    method: 'post',
+    path: '/v1/keys/reencrypt',
+    operationId: 'reencryptRecords',
+    summary: 'Start a background job moving records to the active data key; poll GET /v1/jobs/{id}.',
+    action: 'keys:rotate',
+    body: KeyScopeSchema,
+    status: 202,
+    response: JobResponseSchema,
+    handler: ({ vault, caller, body }) => vault.startReencrypt(caller, body as KeyScope),
+  },
+  {
+    method: 'get',
+    path: '/v1/jobs/:id',
+    operationId: 'getJob',
+    summary: 'Progress of a background job: done, failed, rate and ETA.',
+    action: 'keys:read',
+    status: 200,
+    response: JobSchema,
+    handler: ({ vault, caller, params }) => {
+      if (!/^[0-9a-f-]{36}$/.test(params.id)) throw new VaultError('not_found', 'No such job.');
+      return vault.jobStatus(caller, params.id);
+    },
+  },
+  {
+    method: 'post',
+    path: '/v1/keys/:version/retire',
+    operationId: 'retireKey',
+    summary: 'Retire a decrypt-only data-key version; refused while records still use it.',
+    action: 'keys:rotate',
+    body: RetireRequestSchema,
+    status: 200,
+    response: KeyChangeResponseSchema,
+    handler: ({ vault, caller, body, params }) => vault.retireKey(caller, (body as { tenant?: string }).tenant ?? 'default', versionParam(params)),
+  },
+  {
+    method: 'post',
+    path: '/v1/keys/:version/destroy',
+    operationId: 'destroyKey',
+    summary: 'Crypto-shred a retired data-key version (irreversible; needs `confirm`).',
+    action: 'keys:destroy',
+    body: DestroyRequestSchema,
+    status: 200,
+    response: KeyChangeResponseSchema,
+    handler: ({ vault, caller, body, params }) => {
+      const { tenant, confirm } = body as DestroyRequest;
+      return vault.destroyKey(caller, tenant ?? 'default', versionParam(params), confirm);
+    },
+  },
+);
 
 export const PUBLIC_ROUTES = [
   { path: '/healthz', summary: 'Liveness: the process answers.', response: HealthSchema },

@@ -20,13 +20,15 @@ export const STARTER_PRINCIPALS = ['billing', 'gateway', 'support', 'security'] 
 
 /**
  * The policy `init` writes: billing tokenizes but never sees values; the gateway adapter sees PANs
- * in plain for purpose `charge` only; support sees masked values; security reads audit and metadata.
+ * in plain for purpose `charge` only; support sees masked values; security reads audit and
+ * metadata and manages keys in every tenant, never seeing values.
  */
 export function starterPolicy(keyHashes: Record<(typeof STARTER_PRINCIPALS)[number], string>): PolicyDocument {
   const createdAt = new Date().toISOString();
   const principal = (role: (typeof STARTER_PRINCIPALS)[number]) => ({
     roles: [role],
-    tenants: ['default'],
+    // The security team manages keys and reads audit across every tenant.
+    tenants: role === 'security' ? ['*'] : ['default'],
     apiKeys: [{ sha256: keyHashes[role], createdAt }],
   });
   return {
@@ -39,7 +41,7 @@ export function starterPolicy(keyHashes: Record<(typeof STARTER_PRINCIPALS)[numb
         { actions: ['read-metadata'], types: ['*'] },
       ],
       security: [
-        { actions: ['audit:read', 'keys:read'] },
+        { actions: ['audit:read', 'keys:read', 'keys:rotate', 'keys:destroy'] },
         { actions: ['read-metadata'], types: ['*'] },
       ],
     },

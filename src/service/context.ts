@@ -1,13 +1,33 @@
 import type { AuditLog } from '../audit/audit-log';
 import type { KeyManager } from '../crypto/key-manager';
+import type { RoutingKeyProvider } from '../crypto/routing-key-provider';
 import type { PolicyDocument, Principal } from '../policy/policy';
 import type { AuditEntry, VaultStore } from '../store/vault-store';
+
+export type KekTarget = { type: 'local' } | { type: 'aws-kms'; keyId: string };
+
+/** Control over the key-encryption keys, for rewrap and KEK migration (local master key → KMS). */
+export interface KekControl {
+  readonly provider: RoutingKeyProvider;
+  /** Re-reads the local master keyring file, which may hold a new active version. */
+  reloadLocal(): void;
+  /** Makes the target wrap all new data keys, and records the choice in config.json. */
+  switchPrimary(target: KekTarget): Promise<void>;
+}
+
+export interface RotationPolicy {
+  maxAgeMs: number;
+  maxEncryptions: number;
+}
 
 /** What every use case needs; built once at start-up. */
 export interface VaultDeps {
   store: VaultStore;
   keys: KeyManager;
   audit: AuditLog;
+  keks: KekControl;
+  rotation: RotationPolicy;
+  reencrypt: { batchSize: number; pauseMs: number };
   /** The current policy (it can be reloaded while serving). */
   policy: () => PolicyDocument;
   /** Region for national phone numbers; unset means international format only. */
@@ -20,6 +40,9 @@ export interface Caller {
   principal: Principal;
   requestId: string;
 }
+
+/** The principal name under which the vault files what it does by itself (automatic rotation, jobs). */
+export const SYSTEM_CALLER: Caller = { principal: { id: 'system', roles: [], tenants: ['*'] }, requestId: 'system' };
 
 export function auditEntry(
   deps: VaultDeps,

@@ -7,6 +7,7 @@ import { VaultError } from '../errors';
 import { decide } from '../policy/policy';
 import { TokenRecord } from '../store/vault-store';
 import { Caller, VaultDeps, auditEntry } from './context';
+import { freshDataKey } from './keys';
 import { fingerprint, sealSubject, subjectHash, valueAad } from './record-crypto';
 
 export const DEFAULT_TENANT = 'default';
@@ -28,7 +29,7 @@ export async function tokenize(deps: VaultDeps, caller: Caller, request: Tokeniz
   await authorise(deps, caller, tenant, request.items);
   const prepared = request.items.map((item, index) => prepare(item, index, deps.phoneRegion));
 
-  const dataKey = await deps.keys.activeKey(tenant, 'data');
+  const dataKey = await freshDataKey(deps, tenant, prepared.length);
   const needsFingerprintKey = request.items.some((i) => i.deterministic || i.subject !== undefined);
   const fingerprintKey = needsFingerprintKey ? (await deps.keys.activeKey(tenant, 'fingerprint')).key : undefined;
   const now = deps.now();

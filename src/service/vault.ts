@@ -2,15 +2,21 @@ import type { DetokenizeRequest, TokenizeRequest } from '../contract/schemas';
 import { authenticate } from '../policy/authenticator';
 import type { Principal } from '../policy/policy';
 import { listAudit, verifyAudit } from './audit-queries';
-import { Caller, VaultDeps } from './context';
+import { Caller, KekTarget, VaultDeps } from './context';
 import { detokenize } from './detokenize';
 import { deleteToken, readMetadata } from './token-admin';
 import { tokenize } from './tokenize';
 import { SYSTEM_TENANT } from '../crypto/key-manager';
+import { destroyKey, listKeys, retireKey, rewrapKeys, rotateKeys, TenantScope } from './keys';
+import { ReencryptJobs } from './reencrypt-job';
 
 /** The use cases, bound to their dependencies: the only surface the HTTP layer and CLI call. */
 export class Vault {
-  constructor(readonly deps: VaultDeps) {}
+  readonly jobs: ReencryptJobs;
+
+  constructor(readonly deps: VaultDeps) {
+    this.jobs = new ReencryptJobs(deps);
+  }
 
   authenticate(apiKey: string | undefined): Principal | undefined {
     return authenticate(this.deps.policy(), apiKey);
@@ -40,16 +46,44 @@ export class Vault {
     return verifyAudit(this.deps, caller);
   }
 
-  /** Whether the database answers and the vault's own key can be unwrapped. */
-  async readiness(): Promise<{ database: boolean; keys: boolean }> {
-    const database = await this.deps.store.ping().then(
-      () => true,
-      () => false,
-    );
-    const keys = database && (await this.deps.keys.activeKey(SYSTEM_TENANT, 'audit').then(
-      () => true,
-      () => false,
-    ));
-    return { database, keys };
+  listKeys(caller: Caller, scope: TenantScope) {
+    return listKeys(this.deps, caller, scope);
+  }
+
+  rotateKeys(caller: Caller, scope: TenantScope) {
+    return rotateKeys(this.deps, caller, scope);
+  }
+
+  rewrapKeys(caller: Caller, target: KekTarget | undefined) {
+    return rewrapKeys(this.deps, caller, target);
+  }
+
+  retireKey(caller: Caller, tenant: string, version: number) {
+    return retireKey(this.deps, caller, tenant, version);
+  }
+
+  destroyKey(caller: Caller, tenant: string, version: number, confirm: string | undefined) {
+    return destroyKey(this.deps, caller, tenant, version, confirm);
+  }
+
+  async startReencrypt(caller: Caller, scope: TenantScope) {
+    return { job: await this.jobs.start(caller, scope) };
+  }
+
+  jobStatus(caller: Caller, id: string) {
+    return this.jobs.view(caller, id);
+  }
+
+  /** Whether the database answers, the vault's own key opens, and the primary KEK is reachable. */
+  async readiness(): Promise<{ database: boolean; keys: boolean; keyProvider: boolean }> {
+    const ok = (p: Promise<unknown>) =>
+      p.then(
+        () => true,
+        () => false,
+      );
+    const database = await ok(this.deps.store.ping());
+    const keys = database && (await ok(this.deps.keys.activeKey(SYSTEM_TENANT, 'audit')));
+    const keyProvider = await this.deps.keks.provider.healthy().catch(() => false);
+    return { database, keys, keyProvider };
   }
 }

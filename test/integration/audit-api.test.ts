@@ -32,6 +32,7 @@ describe('audit API', () => {
   });
 
   it('lists rows in order with paging, for security only', async () => {
+    v.opened.vault.deps.policy().principals.security.tenants = ['default'];
     for (let i = 0; i < 5; i++) await v.http.get(`/v1/tokens/${token}`).set(v.as('support'));
     const first = await v.http.get('/v1/audit?limit=3').set(v.as('security'));
     expect(first.status).to.equal(200);
@@ -48,6 +49,7 @@ describe('audit API', () => {
   it("shows a tenant-scoped principal only its tenants' rows", async () => {
     const policy = v.opened.vault.deps.policy();
     policy.principals.billing.tenants = ['default', 'acme'];
+    policy.principals.security.tenants = ['default'];
     await v.http.post('/v1/tokenize').set(v.as('billing')).send({ tenant: 'acme', items: [{ type: 'text', value: 'x' }] });
     const scoped = await v.http.get('/v1/audit?limit=1000').set(v.as('security'));
     expect(scoped.body.items.every((r: { tenant: string }) => r.tenant === 'default')).to.equal(true);

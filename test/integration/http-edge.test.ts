@@ -118,7 +118,7 @@ describe('HTTP edge: authentication, bad input, errors', () => {
   it('reports readiness of the database and keys', async () => {
     const res = await v.http.get('/readyz');
     expect(res.status).to.equal(200);
-    expect(res.body).to.deep.equal({ status: 'ready', checks: { database: 'ok', keys: 'ok' } });
+    expect(res.body).to.deep.equal({ status: 'ready', checks: { database: 'ok', keys: 'ok', keyProvider: 'ok' } });
   });
 
   it('serves an OpenAPI 3.1 document generated from the same schemas that validate requests', async () => {

@@ -49,11 +49,15 @@ describe('config / loadConfig', () => {
       host: '127.0.0.1',
       port: 8080,
       databaseFile: 'vault.db',
-      keyProvider: { type: 'local', keyFile: 'master.key' },
+      keyProvider: { type: 'local', keyFile: 'master.key', kms: { timeoutMs: 2000, maxAttempts: 3 } },
       policyFile: 'policy.json',
       logLevel: 'info',
       keyCacheTtlSeconds: 900,
       keyCacheMaxEntries: 10_000,
+      dekMaxAgeDays: 90,
+      dekMaxEncryptions: 2 ** 30,
+      reencryptBatchSize: 200,
+      reencryptPauseMs: 5,
       dataDir: resolve(dir),
     });
     expect(config.phoneRegion).to.equal(undefined);
@@ -61,7 +65,22 @@ describe('config / loadConfig', () => {
 
   it('defaults the fields of a partial keyProvider object', () => {
     const config = loadConfig(dataDir({ keyProvider: { keyFile: '/secrets/master.key' } }), {}, NO_ENV);
-    expect(config.keyProvider).to.deep.equal({ type: 'local', keyFile: '/secrets/master.key' });
+    expect(config.keyProvider).to.deep.equal({ type: 'local', keyFile: '/secrets/master.key', kms: { timeoutMs: 2000, maxAttempts: 3 } });
+  });
+
+  it('takes KMS settings from PII_VAULT_KMS_* environment variables', () => {
+    const config = loadConfig(dataDir({ keyProvider: { type: 'aws-kms' } }), {}, {
+      PII_VAULT_KMS_KEY_ID: 'alias/pii-vault',
+      PII_VAULT_KMS_REGION: 'eu-west-1',
+      PII_VAULT_KMS_ENDPOINT: 'http://127.0.0.1:4599',
+    });
+    expect(config.keyProvider.kms).to.deep.equal({
+      keyId: 'alias/pii-vault',
+      region: 'eu-west-1',
+      endpoint: 'http://127.0.0.1:4599',
+      timeoutMs: 2000,
+      maxAttempts: 3,
+    });
   });
 
   it('uses the values of config.json over the defaults', () => {
@@ -185,7 +204,10 @@ describe('config / loadConfig', () => {
 
   it('rejects other invalid values: key provider type, phone region, cache bounds', () => {
     const bad: Record<string, unknown>[] = [
-      { keyProvider: { type: 'aws-kms' } },
+      { keyProvider: { type: 'vault' } },
+      { keyProvider: { kms: { timeoutMs: 5 } } },
+      { dekMaxEncryptions: 2 ** 32 },
+      { reencryptBatchSize: 0 },
       { phoneRegion: 'us' },
       { phoneRegion: 'USA' },
       { keyCacheTtlSeconds: 0 },
@@ -223,11 +245,15 @@ describe('config / helpers', () => {
       host: '127.0.0.1',
       port: 8080,
       databaseFile: 'vault.db',
-      keyProvider: { type: 'local', keyFile: 'master.key' },
+      keyProvider: { type: 'local', keyFile: 'master.key', kms: { timeoutMs: 2000, maxAttempts: 3 } },
       policyFile: 'policy.json',
       logLevel: 'info',
       keyCacheTtlSeconds: 900,
       keyCacheMaxEntries: 10_000,
+      dekMaxAgeDays: 90,
+      dekMaxEncryptions: 2 ** 30,
+      reencryptBatchSize: 200,
+      reencryptPauseMs: 5,
     });
     expect(defaults).not.to.have.property('dataDir');
   });

@@ -215,7 +215,7 @@ function expectedStarter(principal: StarterPrincipal, action: Action, type: Data
       if (action === 'read-metadata') return allow('redacted');
       return deny();
     case 'security':
-      if (action === 'audit:read' || action === 'keys:read' || action === 'read-metadata') return allow('redacted');
+      if (['audit:read', 'keys:read', 'keys:rotate', 'keys:destroy', 'read-metadata'].includes(action)) return allow('redacted');
       return deny();
   }
 }
@@ -245,8 +245,8 @@ describe('policy / decide', () => {
       }
     }
     expect(checked).to.equal(4 * ACTIONS.length * DATA_TYPES.length * 3);
-    // billing 3 actions, gateway 1 cell, support 2 actions, security 3 actions; over all types and purposes.
-    expect(allowed).to.equal((3 + 2 + 3) * DATA_TYPES.length * 3 + 1);
+    // billing 3 actions, gateway 1 cell, support 2 actions, security 5 actions; over all types and purposes.
+    expect(allowed).to.equal((3 + 2 + 5) * DATA_TYPES.length * 3 + 1);
   });
 
   it('billing may tokenize every type but never detokenize any', () => {
@@ -278,12 +278,12 @@ describe('policy / decide', () => {
     }
   });
 
-  it('security has the type-less actions audit:read and keys:read (decided with no type) and nothing on values but metadata', () => {
+  it('security has the type-less actions audit:read and keys:* (decided with no type) and nothing on values but metadata', () => {
     const security = principalOf(policy, 'security');
-    for (const action of ['audit:read', 'keys:read'] as const) {
+    for (const action of ['audit:read', 'keys:read', 'keys:rotate', 'keys:destroy'] as const) {
       expect(decide(policy, security, action, { tenant: 'default' })).to.deep.equal({ allow: true, reveal: 'redacted' });
     }
-    for (const action of ['keys:rotate', 'keys:destroy', 'subject:export', 'subject:erase'] as const) {
+    for (const action of ['subject:export', 'subject:erase'] as const) {
       expect(decide(policy, security, action, { tenant: 'default' })).to.deep.equal({ allow: false, reason: 'no grant' });
     }
     for (const type of DATA_TYPES) {
@@ -291,18 +291,19 @@ describe('policy / decide', () => {
     }
   });
 
-  it('no starter principal gets a type-less action other than security\'s audit:read and keys:read', () => {
+  it('no starter principal gets a type-less action other than security\'s audit:read and keys:*', () => {
     for (const principal of STARTER_PRINCIPALS) {
       for (const action of ACTIONS.filter((a) => !VALUE_ACTIONS.has(a))) {
         const d = decide(policy, principalOf(policy, principal), action, { tenant: 'default' });
-        const want = principal === 'security' && (action === 'audit:read' || action === 'keys:read');
+        const want = principal === 'security' && ['audit:read', 'keys:read', 'keys:rotate', 'keys:destroy'].includes(action);
         expect(d.allow, `${principal} ${action}`).to.equal(want);
       }
     }
   });
 
   it('a tenant the principal does not cover is denied with reason "tenant not granted", whatever else matches', () => {
-    for (const principal of STARTER_PRINCIPALS) {
+    // security covers every tenant ("*"); the other three only `default`.
+    for (const principal of STARTER_PRINCIPALS.filter((p) => p !== 'security')) {
       for (const action of ACTIONS) {
         for (const tenant of ['other', 'Default', '', '*']) {
           const d = decide(policy, principalOf(policy, principal), action, { tenant, type: 'pan', purpose: 'charge' });
@@ -426,7 +427,7 @@ describe('policy / mayEver', () => {
       billing: ['tokenize', 'read-metadata', 'delete'],
       gateway: ['detokenize'],
       support: ['detokenize', 'read-metadata'],
-      security: ['audit:read', 'keys:read', 'read-metadata'],
+      security: ['audit:read', 'keys:read', 'keys:rotate', 'keys:destroy', 'read-metadata'],
     };
     for (const principal of STARTER_PRINCIPALS) {
       for (const action of ACTIONS) {
@@ -443,7 +444,7 @@ describe('policy / authenticate', () => {
 
   it('the right key yields its principal with its roles and tenants', () => {
     for (const id of STARTER_PRINCIPALS) {
-      expect(authenticate(policy, keys[id])).to.deep.equal({ id, roles: [id], tenants: ['default'] });
+      expect(authenticate(policy, keys[id])).to.deep.equal({ id, roles: [id], tenants: id === 'security' ? ['*'] : ['default'] });
     }
   });
 
@@ -608,14 +609,14 @@ describe('policy / loadPolicyFile', () => {
 });
 
 describe('policy / starterPolicy', () => {
-  it('has one principal per starter role, each on tenant default with exactly the given key hash', () => {
+  it('has one principal per starter role, on tenant default (security on every tenant) with exactly the given key hash', () => {
     const hashes = { billing: HASH, gateway: 'b'.repeat(64), support: 'c'.repeat(64), security: 'd'.repeat(64) };
     const doc = starterPolicy(hashes);
     expect(Object.keys(doc.principals).sort()).to.deep.equal([...STARTER_PRINCIPALS].sort());
     for (const id of STARTER_PRINCIPALS) {
       const p = doc.principals[id];
       expect(p.roles).to.deep.equal([id]);
-      expect(p.tenants).to.deep.equal(['default']);
+      expect(p.tenants).to.deep.equal(id === 'security' ? ['*'] : ['default']);
       expect(p.apiKeys.map((k) => k.sha256)).to.deep.equal([hashes[id]]);
     }
   });

@@ -1,0 +1,190 @@
+import { randomUUID } from 'node:crypto';
+import { IntegrityError, open, seal } from '../crypto/aead';
+import { VaultError } from '../errors';
+import type { JobRecord, ReencryptedRecord, TokenRecord } from '../store/vault-store';
+import { Caller, SYSTEM_CALLER, VaultDeps, auditEntry } from './context';
+import { authoriseTenants, TenantScope } from './keys';
+import { openSubject, sealSubject, valueAad } from './record-crypto';
+import type { DataKey } from '../crypto/key-manager';
+
+export interface JobView {
+  id: string;
+  kind: 'reencrypt';
+  state: JobRecord['state'];
+  tenants: string[];
+  total: number;
+  done: number;
+  failed: number;
+  ratePerSecond: number;
+  etaSeconds: number | null;
+  createdAt: string;
+  updatedAt: string;
+  finishedAt: string | null;
+  error: string | null;
+}
+
+/**
+ * Moves records from old data-key versions to the active one in small transactions, pausing
+ * between batches so live traffic keeps the database. Progress is persisted with each batch, so
+ * after a crash or restart `resumeAll` carries on where the job stood.
+ */
+export class ReencryptJobs {
+  private readonly running = new Map<string, Promise<void>>();
+  private stopping = false;
+
+  constructor(private readonly deps: VaultDeps) {}
+
+  async start(caller: Caller, scope: TenantScope): Promise<JobView> {
+    const tenants = await authoriseTenants(this.deps, caller, 'keys:rotate', scope);
+    const now = this.deps.now();
+    const job: JobRecord = {
+      id: randomUUID(),
+      kind: 'reencrypt',
+      tenants,
+      state: 'running',
+      total: await this.remaining(tenants),
+      done: 0,
+      failed: 0,
+      requestedBy: caller.principal.id,
+      createdAt: now,
+      updatedAt: now,
+      finishedAt: null,
+      error: null,
+    };
+    await this.deps.audit.append(
+      auditEntry(this.deps, caller, { action: 'keys:reencrypt', outcome: 'allow', tenant: tenants.length === 1 ? tenants[0] : null, reason: `job ${job.id} started: ${job.total} records` }),
+    );
+    await this.deps.store.insertJob(job);
+    this.launch(job);
+    return toJobView(job);
+  }
+
+  async view(caller: Caller, id: string): Promise<JobView> {
+    const job = await this.deps.store.job(id);
+    const visible = job && job.tenants.every((t) => caller.principal.tenants.includes('*') || caller.principal.tenants.includes(t));
+    if (!job || !visible) throw new VaultError('not_found', 'No such job.');
+    await authoriseTenants(this.deps, caller, 'keys:read', { tenant: job.tenants[0] ?? 'default' });
+    return toJobView(job);
+  }
+
+  /** Restarts the jobs a previous process left running. */
+  async resumeAll(): Promise<void> {
+    for (const job of await this.deps.store.unfinishedJobs()) this.launch(job);
+  }
+
+  /** Lets running jobs finish their current batch, then stops them (they resume at next start). */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    await Promise.allSettled([...this.running.values()]);
+  }
+
+  /** Resolves when a job started in this process has finished (tests, CLI `--wait`). */
+  async settled(id: string): Promise<void> {
+    await this.running.get(id);
+  }
+
+  private launch(job: JobRecord): void {
+    if (this.running.has(job.id)) return;
+    const run = this.run(job).finally(() => this.running.delete(job.id));
+    this.running.set(job.id, run);
+  }
+
+  private async run(job: JobRecord): Promise<void> {
+    try {
+      for (const tenant of job.tenants) {
+        if (!(await this.reencryptTenant(job, tenant))) return;
+      }
+      const final = await this.deps.store.job(job.id);
+      const now = this.deps.now();
+      await this.deps.store.updateJob(job.id, { state: 'completed', total: (final?.done ?? 0) + (final?.failed ?? 0), updatedAt: now, finishedAt: now });
+      await this.deps.audit.append(
+        auditEntry(this.deps, SYSTEM_CALLER, {
+          action: 'keys:reencrypt',
+          outcome: final?.failed ? 'partial' : 'allow',
+          reason: `job ${job.id} completed: ${final?.done ?? 0} re-encrypted, ${final?.failed ?? 0} could not be opened`,
+        }),
+      );
+    } catch (err) {
+      const now = this.deps.now();
+      await this.deps.store
+        .updateJob(job.id, { state: 'failed', error: (err as Error).message, updatedAt: now, finishedAt: now })
+        .catch(() => undefined);
+    }
+  }
+
+  /** Returns false when stopped part-way (the job stays `running`, to be resumed). */
+  private async reencryptTenant(job: JobRecord, tenant: string): Promise<boolean> {
+    let cursor = '';
+    for (;;) {
+      if (this.stopping) return false;
+      const active = await this.deps.keys.activeKey(tenant, 'data');
+      const batch = await this.deps.store.recordsBehind(tenant, active.version, cursor, this.deps.reencrypt.batchSize);
+      if (batch.length === 0) return true;
+      const updates: ReencryptedRecord[] = [];
+      let failed = 0;
+      for (const record of batch) {
+        const update = await this.reencryptOne(record, active);
+        if (update) updates.push(update);
+        else failed++;
+      }
+      await this.deps.store.replaceCiphertexts(updates, job.id, failed, this.deps.now());
+      cursor = batch[batch.length - 1].token;
+      if (this.deps.reencrypt.pauseMs > 0) await new Promise((resolve) => setTimeout(resolve, this.deps.reencrypt.pauseMs));
+    }
+  }
+
+  /** The record sealed under the active key, or undefined when its ciphertext cannot be opened. */
+  private async reencryptOne(record: TokenRecord, active: DataKey): Promise<ReencryptedRecord | undefined> {
+    const oldKey = await this.deps.keys.keyVersion(record.tenant, 'data', record.keyVersion);
+    if (!oldKey) return undefined;
+    try {
+      const value = open(oldKey, record, valueAad(record.tenant, record.type, record.token, record.keyVersion));
+      const sealed = seal(active.key, value, valueAad(record.tenant, record.type, record.token, active.version));
+      const subject = record.subjectSealed && openSubject(oldKey, record.subjectSealed, record.tenant, record.token, record.keyVersion);
+      return {
+        token: record.token,
+        fromVersion: record.keyVersion,
+        keyVersion: active.version,
+        ...sealed,
+        subjectSealed: subject ? sealSubject(active.key, subject, record.tenant, record.token, active.version) : null,
+      };
+    } catch (err) {
+      if (err instanceof IntegrityError) return undefined;
+      throw err;
+    }
+  }
+
+  private async remaining(tenants: string[]): Promise<number> {
+    const counts = await this.deps.store.recordCountsByKey();
+    let total = 0;
+    for (const tenant of tenants) {
+      const active = await this.deps.store.activeDataKey(tenant, 'data');
+      for (const [key, n] of counts) {
+        const [t, version] = key.split('/');
+        if (t === tenant && Number(version) !== active?.version) total += n;
+      }
+    }
+    return total;
+  }
+}
+
+function toJobView(job: JobRecord): JobView {
+  const elapsed = Math.max(1, job.updatedAt - job.createdAt) / 1000;
+  const rate = job.done / elapsed;
+  const left = Math.max(0, job.total - job.done - job.failed);
+  return {
+    id: job.id,
+    kind: job.kind,
+    state: job.state,
+    tenants: job.tenants,
+    total: job.total,
+    done: job.done,
+    failed: job.failed,
+    ratePerSecond: Math.round(rate),
+    etaSeconds: job.state !== 'running' ? 0 : rate > 0 ? Math.ceil(left / rate) : null,
+    createdAt: new Date(job.createdAt).toISOString(),
+    updatedAt: new Date(job.updatedAt).toISOString(),
+    finishedAt: job.finishedAt === null ? null : new Date(job.finishedAt).toISOString(),
+    error: job.error,
+  };
+}
