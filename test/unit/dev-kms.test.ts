@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -322,9 +322,10 @@ describe('dev KMS (real @aws-sdk/client-kms over HTTP)', function () {
     });
 
     it('rejects a request altered after signing with InvalidSignatureException', async () => {
-      const alterations: Record<string, (request: { body: string; headers: Record<string, string> }) => void> = {
+      type Request = { body: string | Uint8Array; headers: Record<string, string> };
+      const alterations: Record<string, (request: Request) => void> = {
         body: (r) => {
-          r.body = r.body.replace('}', ',"Limit":5}');
+          r.body = '{"Limit":5}'; // was {}
         },
         'signed header': (r) => {
           r.headers['x-amz-target'] = 'TrentService.ListAliases';
@@ -332,15 +333,13 @@ describe('dev KMS (real @aws-sdk/client-kms over HTTP)', function () {
       };
       for (const [what, alter] of Object.entries(alterations)) {
         const tampering = clientFor(kms);
-        tampering.middlewareStack.addRelativeTo(
-          (next: (args: unknown) => Promise<unknown>) => async (args: unknown) => {
-            const request = (args as { request: { body: string; headers: Record<string, string> } }).request;
-            alter(request);
-            request.headers['content-length'] = String(Buffer.byteLength(request.body));
-            return next(args);
-          },
-          { relation: 'after', toMiddleware: 'httpSigningMiddleware', name: 'tamper' },
-        );
+        type Middleware = Parameters<typeof tampering.middlewareStack.addRelativeTo>[0];
+        const tamper = (next: (args: { request: Request }) => Promise<unknown>) => async (args: { request: Request }) => {
+          alter(args.request);
+          args.request.headers['content-length'] = String(Buffer.byteLength(args.request.body));
+          return next(args);
+        };
+        tampering.middlewareStack.addRelativeTo(tamper as unknown as Middleware, { relation: 'after', toMiddleware: 'httpSigningMiddleware', name: 'tamper' });
         try {
           expect((await rejection(tampering.send(new ListKeysCommand({})))).name, what).to.equal('InvalidSignatureException');
         } finally {
@@ -385,12 +384,14 @@ describe('dev KMS (real @aws-sdk/client-kms over HTTP)', function () {
         keyId = (await c1.send(new CreateKeyCommand({ Description: 'durable' }))).KeyMetadata!.KeyId!;
         await c1.send(new CreateAliasCommand({ AliasName: 'alias/durable', TargetKeyId: keyId }));
         blob = (await c1.send(new EncryptCommand({ KeyId: 'alias/durable', Plaintext: utf8('persisted'), EncryptionContext: { k: 'v' } }))).CiphertextBlob;
-        await c1.send(new DisableKeyRotationCommand({ KeyId: keyId }));
+        await c1.send(new EnableKeyRotationCommand({ KeyId: keyId }));
+        await c1.send(new RotateKeyOnDemandCommand({ KeyId: keyId }));
       } finally {
         c1.destroy();
         await first.close();
       }
       expect(statSync(dataFile).mode & 0o777).to.equal(0o600);
+      expect(readdirSync(dir)).to.deep.equal(['kms.json']); // no temp files left behind
 
       const second = await startDevKms({ dataFile });
       const c2 = clientFor(second);
@@ -399,6 +400,9 @@ describe('dev KMS (real @aws-sdk/client-kms over HTTP)', function () {
         expect(KeyMetadata).to.include({ KeyId: keyId, Description: 'durable' });
         const dec = await c2.send(new DecryptCommand({ CiphertextBlob: blob, EncryptionContext: { k: 'v' } }));
         expect(text(dec.Plaintext)).to.equal('persisted');
+        expect((await c2.send(new GetKeyRotationStatusCommand({ KeyId: keyId }))).KeyRotationEnabled).to.equal(true);
+        const fresh = await c2.send(new EncryptCommand({ KeyId: keyId, Plaintext: utf8('after restart') }));
+        expect(blobVersion(fresh.CiphertextBlob)).to.equal(1);
       } finally {
         c2.destroy();
         await second.close();
