@@ -144,7 +144,9 @@ export class AwsKmsKeyProvider extends KeyProvider {
       this.health = { ok: true, at: Date.now() };
       return result;
     } catch (err) {
-      throw translateKmsError(err);
+      const translated = translateKmsError(err);
+      if (translated instanceof KmsUnavailableError) this.health = { ok: false, at: Date.now() };
+      throw translated;
     }
   }
 }
