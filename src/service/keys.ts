@@ -138,6 +138,8 @@ export async function destroyKey(deps: VaultDeps, caller: Caller, tenant: string
   }
   const key = await requireKey(deps, tenant, version);
   if (key.state !== 'retired') throw new VaultError('key_state_conflict', `Only a retired key can be destroyed; version ${version} is ${key.state}.`);
+  const records = await deps.store.countRecordsAtVersion(tenant, version);
+  if (records > 0) throw new VaultError('key_in_use', `${records} records still use key version ${version}; re-encrypt them first.`, { records });
   const entry = auditEntry(deps, caller, { action: 'keys:destroy', outcome: 'allow', tenant, reason: `data key v${version} destroyed (crypto-shred)` });
   if (!(await deps.store.changeDataKeyState({ tenant, purpose: 'data', version }, 'retired', 'destroyed', { entry, sealer: await deps.audit.sealer() }))) {
     throw new VaultError('key_state_conflict', `Key version ${version} changed state meanwhile; try again.`);

@@ -5,7 +5,7 @@ import { DataType, DomainValidationError, Preserve, TokenFormat } from '../domai
 import type { TokenizeItem, TokenizeRequest, TokenizeResponse } from '../contract/schemas';
 import { VaultError } from '../errors';
 import { decide } from '../policy/policy';
-import { TokenRecord } from '../store/vault-store';
+import { StaleDataKeyError, TokenRecord } from '../store/vault-store';
 import { Caller, VaultDeps, auditEntry } from './context';
 import { freshDataKey } from './keys';
 import { fingerprint, sealSubject, subjectHash, valueAad } from './record-crypto';
@@ -29,9 +29,26 @@ export async function tokenize(deps: VaultDeps, caller: Caller, request: Tokeniz
   await authorise(deps, caller, tenant, request.items);
   const prepared = request.items.map((item, index) => prepare(item, index, deps.phoneRegion));
 
-  const dataKey = await freshDataKey(deps, tenant, prepared.length);
   const needsFingerprintKey = request.items.some((i) => i.deterministic || i.subject !== undefined);
   const fingerprintKey = needsFingerprintKey ? (await deps.keys.activeKey(tenant, 'fingerprint')).key : undefined;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await sealAndStore(deps, caller, tenant, prepared, fingerprintKey);
+    } catch (err) {
+      // A rotation committed between reading the active key and storing: seal again under the new one.
+      if (!(err instanceof StaleDataKeyError) || attempt >= 3) throw err;
+    }
+  }
+}
+
+async function sealAndStore(
+  deps: VaultDeps,
+  caller: Caller,
+  tenant: string,
+  prepared: PreparedItem[],
+  fingerprintKey: Buffer | undefined,
+): Promise<TokenizeResponse> {
+  const dataKey = await freshDataKey(deps, tenant, prepared.length);
   const now = deps.now();
 
   const buildRecord = (p: PreparedItem): TokenRecord => {

@@ -13,6 +13,7 @@ import {
   ReencryptedRecord,
   PendingAudit,
   Retokenize,
+  StaleDataKeyError,
   StoreUnavailableError,
   TokenCollisionError,
   TokenRecord,
@@ -189,6 +190,10 @@ export class SqliteStore implements VaultStore {
   async insertTokens(records: TokenRecord[], audit: PendingAudit, retokenize: Retokenize, now: number): Promise<string[]> {
     return this.run(() =>
       this.db.transaction(() => {
+        for (const r of records) {
+          const key = this.stmts.key.get(r.tenant, 'data', r.keyVersion) as DataKeyRow | undefined;
+          if (key?.state !== 'active') throw new StaleDataKeyError();
+        }
         const tokens = records.map((record, index) => this.insertOne(record, index, retokenize, now));
         const perVersion = new Map<string, number>();
         for (const r of records) {

@@ -118,6 +118,8 @@ export interface VaultStore {
    * Stores the records atomically with the audit row; returns the token of each record in order.
    * A deterministic record whose fingerprint exists returns the existing token; a token collision
    * asks `retokenize` for a new one. The audit entry's tokens are set to the returned tokens.
+   * Throws StaleDataKeyError (and writes nothing) unless every record's key version is still the
+   * active one at commit, so no record can land under a key that is being retired.
    */
   insertTokens(records: TokenRecord[], audit: PendingAudit, retokenize: Retokenize, now: number): Promise<string[]>;
   findTokens(tokens: readonly string[]): Promise<Map<string, TokenRecord>>;
@@ -157,6 +159,17 @@ export interface VaultStore {
   appendAudit(audit: PendingAudit): Promise<AuditRow>;
   /** Audit rows after a sequence number; with `tenants`, only rows of those tenants. */
   auditRows(afterSeq: number, limit: number, tenants?: readonly string[]): Promise<AuditRow[]>;
+}
+
+/**
+ * The data key a batch was sealed under stopped being active before the batch committed (a
+ * rotation won the race); the caller seals again under the new active key.
+ */
+export class StaleDataKeyError extends Error {
+  constructor() {
+    super('the data key is no longer active');
+    this.name = 'StaleDataKeyError';
+  }
 }
 
 export class TokenCollisionError extends Error {

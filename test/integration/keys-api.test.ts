@@ -105,6 +105,27 @@ describe('key lifecycle API (local master key)', () => {
     expect(retire.body.error.code).to.equal('key_in_use');
   });
 
+  it('a tokenize that raced a rotation is sealed again under the new key, never stored under the old one', async () => {
+    const keys = v.opened.vault.deps.keys;
+    const original = keys.activeKey.bind(keys);
+    let raced = false;
+    keys.activeKey = async (tenant, purpose) => {
+      const key = await original(tenant, purpose);
+      if (purpose === 'data' && !raced) {
+        raced = true;
+        await v.http.post('/v1/keys/rotate').set(security()).send({}); // commits while this request holds v1
+      }
+      return key;
+    };
+    const res = await v.http.post('/v1/tokenize').set(v.as('billing')).send({ items: [{ type: 'text', value: 'raced' }] });
+    keys.activeKey = original;
+    expect(res.status).to.equal(200);
+    expect(raced).to.equal(true);
+    const meta = await v.http.get(`/v1/tokens/${res.body.items[0].token}`).set(security());
+    expect(meta.body.keyVersion).to.equal(2);
+    expect(await keyOf(1)).to.include({ records: 30 });
+  });
+
   it('rotates a data key automatically when it has encrypted too many values', async () => {
     v.opened.vault.deps.rotation.maxEncryptions = 35;
     const before = await keyOf(1);
