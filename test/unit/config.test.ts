@@ -4,15 +4,7 @@ import { join, resolve } from 'node:path';
 import { expect } from 'chai';
 import { CONFIG_FILE, ConfigError, ConfigSchema, dataPath, defaultConfigFile, loadConfig } from '../../src/config';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
-
-function caught(fn: () => unknown): unknown {
-  try {
-    fn();
-  } catch (err) {
-    return err;
-  }
-  throw new Error('expected an error');
-}
+import { caught } from '../helpers/caught';
 
 describe('config / loadConfig', () => {
   let root: string;

@@ -15,19 +15,11 @@ import { LocalKeyProvider, MasterKeyring } from '../../src/crypto/local-key-prov
 import { KeyManager, context } from '../../src/crypto/key-manager';
 import { SqliteStore } from '../../src/store/sqlite-store';
 import { valueAad } from '../../src/service/record-crypto';
+import { caught } from '../helpers/caught';
 
 // ---------------------------------------------------------------- helpers
 
 const hex = (s: string) => Buffer.from(s, 'hex');
-
-function caught(fn: () => unknown): unknown {
-  try {
-    fn();
-  } catch (err) {
-    return err;
-  }
-  throw new Error('expected an error');
-}
 
 async function rejection(promise: Promise<unknown>): Promise<unknown> {
   try {

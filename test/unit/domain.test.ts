@@ -19,6 +19,7 @@ import {
   type RandomBytes,
   type TokenFormat,
 } from '../../src/domain/types';
+import { caught } from '../helpers/caught';
 
 // ---------------------------------------------------------------- helpers
 
@@ -28,15 +29,6 @@ function normalize(type: DataType, raw: string, options?: NormalizeOptions): str
 
 function mask(type: DataType, raw: string, options?: NormalizeOptions): string {
   return DATA_TYPE_SPECS[type].mask(normalize(type, raw, options));
-}
-
-function caught(fn: () => unknown): unknown {
-  try {
-    fn();
-  } catch (err) {
-    return err;
-  }
-  throw new Error('expected an error');
 }
 
 /** Asserts the value is rejected and that the message leaks neither the value nor its digits. */

@@ -20,19 +20,11 @@ import {
 import { authenticate, bearerToken, generateApiKey, hashApiKey } from '../../src/policy/authenticator';
 import { STARTER_PRINCIPALS, loadPolicyFile, starterPolicy } from '../../src/policy/policy-file';
 import { DATA_TYPES, type DataType, type Reveal } from '../../src/domain/types';
+import { caught } from '../helpers/caught';
 
 // ---------------------------------------------------------------- helpers
 
 type StarterPrincipal = (typeof STARTER_PRINCIPALS)[number];
-
-function caught(fn: () => unknown): unknown {
-  try {
-    fn();
-  } catch (err) {
-    return err;
-  }
-  throw new Error('expected an error');
-}
 
 function starter(): { policy: PolicyDocument; keys: Record<StarterPrincipal, string> } {
   const keys = {} as Record<StarterPrincipal, string>;
