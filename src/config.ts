@@ -10,6 +10,16 @@ import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { Value } from '@sinclair/typebox/value';
 import { oneOf } from './contract/one-of';
 
+function LimitSchema(description: string, rate: number, burst: number) {
+  return Type.Object(
+    {
+      ratePerSecond: Type.Number({ exclusiveMinimum: 0, maximum: 1_000_000, default: rate }),
+      burst: Type.Integer({ minimum: 1, maximum: 10_000_000, default: burst }),
+    },
+    { additionalProperties: false, default: {}, description },
+  );
+}
+
 export const ConfigSchema = Type.Object(
   {
     host: Type.String({ default: '127.0.0.1', description: 'Address to listen on. Env PII_VAULT_HOST.' }),
@@ -42,6 +52,35 @@ export const ConfigSchema = Type.Object(
       default: 2 ** 30,
       description: 'A data key that encrypted this many values is rotated automatically (well under the 2^32 random-nonce limit of AES-GCM).',
     }),
+    rateLimits: Type.Object(
+      {
+        default: LimitSchema('Requests per second (and burst) each principal may make, unless its role says otherwise.', 2_000, 4_000),
+        roles: Type.Record(Type.String(), LimitSchema('Per-role limit; a principal gets the most generous of its roles.', 2_000, 4_000), {
+          default: {},
+        }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    authFailuresPerMinute: Type.Integer({
+      minimum: 1,
+      maximum: 100_000,
+      default: 20,
+      description: 'Failed authentications a client address may make per minute before it gets 429 (brute-force brake).',
+    }),
+    maxConcurrentRequests: Type.Integer({ minimum: 1, maximum: 100_000, default: 512, description: 'Requests in flight at most; more get 503 overloaded.' }),
+    shutdownTimeoutMs: Type.Integer({ minimum: 0, maximum: 600_000, default: 10_000, description: 'How long SIGTERM waits for in-flight requests before closing connections.' }),
+    tls: Type.Optional(
+      Type.Object(
+        {
+          certFile: Type.String({ description: 'PEM certificate chain of the server, relative to the data dir.' }),
+          keyFile: Type.String({ description: 'PEM private key of the server (mode 0600).' }),
+          clientCaFile: Type.Optional(Type.String({ description: 'PEM CA bundle that client certificates must chain to (enables mTLS).' })),
+          requireClientCert: Type.Boolean({ default: false, description: 'Refuse TLS clients without a certificate signed by clientCaFile.' }),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+    metrics: Type.Boolean({ default: true, description: 'Serve Prometheus metrics at GET /metrics (no auth; no values or tokens in them).' }),
     reencryptBatchSize: Type.Integer({ minimum: 1, maximum: 10_000, default: 200, description: 'Records per re-encryption transaction.' }),
     reencryptPauseMs: Type.Integer({ minimum: 0, maximum: 60_000, default: 5, description: 'Pause between re-encryption batches, leaving room for live traffic.' }),
     policyFile: Type.String({ default: 'policy.json', description: 'Roles, grants and principals; reloaded on SIGHUP.' }),

@@ -1,7 +1,7 @@
-import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { AuditLog } from './audit/audit-log';
-import { CONFIG_FILE, VaultConfig, dataPath } from './config';
+import { CONFIG_FILE, ConfigError, VaultConfig, dataPath } from './config';
 import { AwsKmsKeyProvider } from './crypto/aws-kms-key-provider';
 import { KeyManager, SYSTEM_TENANT } from './crypto/key-manager';
 import { KeyProvider, KeyUnavailableError } from './crypto/key-provider';
@@ -40,10 +40,12 @@ export function loadKeyring(config: VaultConfig, env: NodeJS.ProcessEnv = proces
  * rather than writing anything under it). Re-encryption jobs left running resume.
  */
 export async function openVault(config: VaultConfig): Promise<OpenedVault> {
+  checkPrivate(config.dataDir, 'data dir', 'chmod 700');
   let policy = loadPolicyFile(dataPath(config, config.policyFile));
   const keks = await createKekControl(config);
   const store = new SqliteStore(dataPath(config, config.databaseFile));
   try {
+    checkDurability(store);
     const keys = new KeyManager(store, keks.provider, {
       ttlMs: config.keyCacheTtlSeconds * 1000,
       maxEntries: config.keyCacheMaxEntries,
@@ -81,6 +83,25 @@ export async function openVault(config: VaultConfig): Promise<OpenedVault> {
   } catch (err) {
     await store.close();
     throw err;
+  }
+}
+
+/** Refuses to run from a data dir other users can enter: it holds the keys and the database. */
+function checkPrivate(path: string, what: string, fix: string): void {
+  let mode: number;
+  try {
+    mode = statSync(path).mode & 0o777;
+  } catch (err) {
+    throw new ConfigError(`${what} ${path} cannot be read (${(err as NodeJS.ErrnoException).code}); run \`pii-vault init --data-dir ${path}\` first`);
+  }
+  if (mode & 0o077) throw new ConfigError(`${what} ${path} has mode ${mode.toString(8)}; it must be private to the vault's user (${fix} ${path})`);
+}
+
+/** An acknowledged token must be on disk: WAL with synchronous=FULL, or the vault does not start. */
+function checkDurability(store: SqliteStore): void {
+  const { journalMode, synchronous } = store.settings();
+  if (journalMode !== 'wal' || synchronous !== 2) {
+    throw new ConfigError(`the database is in journal_mode=${journalMode}, synchronous=${synchronous}; the vault needs WAL with synchronous=FULL (2)`);
   }
 }
 

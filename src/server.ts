@@ -1,4 +1,8 @@
-import { Server } from 'node:http';
+import http, { Server } from 'node:http';
+import https from 'node:https';
+import { readFileSync } from 'node:fs';
+import { dataPath } from './config';
+import { VaultMetrics } from './http/metrics';
 import { AddressInfo } from 'node:net';
 import { VaultConfig } from './config';
 import { createApp } from './http/app';
@@ -13,13 +17,33 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
+/** Server certificate, and for mTLS the client CA: clients must then present a certificate it signed. */
+function tlsOptions(config: VaultConfig): https.ServerOptions {
+  const tls = config.tls!;
+  const read = (file: string) => readFileSync(dataPath(config, file));
+  return {
+    cert: read(tls.certFile),
+    key: read(tls.keyFile),
+    ...(tls.clientCaFile ? { ca: read(tls.clientCaFile), requestCert: true, rejectUnauthorized: tls.requireClientCert } : {}),
+    minVersion: 'TLSv1.2',
+  };
+}
+
 export const VERSION: string = require('../../package.json').version;
 
 /** Opens the vault and listens; resolves once the port is bound. */
 export async function startServer(config: VaultConfig, logger: Logger = createLogger(config.logLevel)): Promise<RunningServer> {
   const opened = await openVault(config);
-  const app = createApp({ vault: opened.vault, logger, version: VERSION });
-  const server = app.listen(config.port, config.host);
+  const metrics = config.metrics ? new VaultMetrics(() => opened.keys.providerCalls) : undefined;
+  const app = createApp({
+    vault: opened.vault,
+    logger,
+    version: VERSION,
+    metrics,
+    limits: { rateLimits: config.rateLimits, authFailuresPerMinute: config.authFailuresPerMinute, maxConcurrentRequests: config.maxConcurrentRequests },
+  });
+  const server = config.tls ? https.createServer(tlsOptions(config), app) : http.createServer(app);
+  server.listen(config.port, config.host);
   server.headersTimeout = 10_000;
   server.requestTimeout = 30_000;
   server.keepAliveTimeout = 5_000;
@@ -34,16 +58,18 @@ export async function startServer(config: VaultConfig, logger: Logger = createLo
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
   let closing: Promise<void> | undefined;
   return {
-    url: `http://${host}:${port}`,
+    url: `${config.tls ? 'https' : 'http'}://${host}:${port}`,
     server,
     opened,
     logger,
     close: () =>
       (closing ??= (async () => {
-        await new Promise<void>((resolve) => {
-          server.close(() => resolve());
-          server.closeIdleConnections();
-        });
+        // Stop accepting, let in-flight requests finish (up to the timeout), then close the store.
+        const drained = new Promise<void>((resolve) => server.close(() => resolve()));
+        server.closeIdleConnections();
+        const timer = setTimeout(() => server.closeAllConnections(), config.shutdownTimeoutMs);
+        await drained;
+        clearTimeout(timer);
         await opened.close();
       })()),
   };

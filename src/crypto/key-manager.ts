@@ -26,6 +26,8 @@ export const SYSTEM_TENANT = '_system';
  */
 export class KeyManager {
   private readonly cache = new Map<string, { key: Buffer; expires: number }>();
+  /** Calls made to the KEK provider (generate and unwrap), for metrics and the benchmark. */
+  providerCalls = 0;
   private readonly pending = new Map<string, Promise<Buffer>>();
 
   constructor(
@@ -49,6 +51,7 @@ export class KeyManager {
     const existing = (await this.store.listDataKeys()).filter((k) => k.tenant === tenant && k.purpose === purpose);
     const previous = existing.find((k) => k.state === 'active')?.version;
     const version = Math.max(0, ...existing.map((k) => k.version)) + 1;
+    this.providerCalls++;
     const { plaintext, wrapped } = await this.provider.generateDataKey(context(tenant, purpose, version));
     const record: DataKeyRecord = {
       tenant,
@@ -88,6 +91,7 @@ export class KeyManager {
   }
 
   private async createFirstKey(tenant: string, purpose: KeyPurpose): Promise<DataKeyRecord> {
+    this.providerCalls++;
     const { plaintext, wrapped } = await this.provider.generateDataKey(context(tenant, purpose, 1));
     const record: DataKeyRecord = {
       tenant,
@@ -126,6 +130,7 @@ export class KeyManager {
   private async unwrap(record: DataKeyRecord): Promise<Buffer> {
     if (!record.wrapped) throw new KeyUnavailableError(`key version ${record.version} was destroyed`);
     let key: Buffer;
+    this.providerCalls++;
     try {
       key = await this.provider.unwrap(
         { kekId: record.kekId, blob: record.wrapped },

@@ -1,8 +1,13 @@
 import express, { NextFunction, Request, Response } from 'express';
+import type { TLSSocket } from 'node:tls';
 import helmet from 'helmet';
 import { v4 as uuidv4 } from 'uuid';
 import { MAX_ITEMS } from '../contract/schemas';
-import { VaultError } from '../errors';
+import { defaultConfigFile } from '../config';
+import { findSensitiveAuthData } from '../domain/sensitive-auth-data';
+import { ERROR_CATALOGUE, VaultError } from '../errors';
+import { VaultMetrics } from './metrics';
+import { KeyedBuckets, Limit } from './rate-limit';
 import type { Logger } from '../logger';
 import { bearerToken } from '../policy/authenticator';
 import type { Principal } from '../policy/policy';
@@ -15,10 +20,18 @@ import { validate } from './validate';
 export const MAX_BODY_BYTES = 1024 * 1024;
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
 
+export interface HttpLimits {
+  rateLimits: { default: Limit; roles: Record<string, Limit> };
+  authFailuresPerMinute: number;
+  maxConcurrentRequests: number;
+}
+
 export interface AppOptions {
   vault: Vault;
   logger: Logger;
   version?: string;
+  limits?: HttpLimits;
+  metrics?: VaultMetrics;
 }
 
 declare module 'express-serve-static-core' {
@@ -29,12 +42,13 @@ declare module 'express-serve-static-core' {
 }
 
 /** The HTTP API, built apart from `listen` so tests drive it in-process with supertest. */
-export function createApp({ vault, logger, version = '0.0.0' }: AppOptions): express.Express {
+export function createApp({ vault, logger, version = '0.0.0', limits = defaultLimits(), metrics }: AppOptions): express.Express {
   const app = express();
   app.set('trust proxy', false);
   app.set('query parser', 'simple');
+  app.use(requestContext(logger, metrics));
+  app.use(concurrencyLimit(limits.maxConcurrentRequests));
   app.use(helmet());
-  app.use(requestContext(logger));
 
   const openapi = buildOpenApi(version);
   app.get('/healthz', (_req, res) => {
@@ -51,9 +65,20 @@ export function createApp({ vault, logger, version = '0.0.0' }: AppOptions): exp
   app.get('/openapi.json', (_req, res) => {
     res.json(openapi);
   });
+  if (metrics) {
+    app.get('/metrics', async (_req, res) => {
+      res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+    });
+  }
 
-  app.use('/v1', authenticate(vault));
+  app.use('/v1', authenticate(vault, limits, metrics));
+  app.use('/v1', principalRateLimit(limits, metrics));
   app.use('/v1', express.json({ limit: MAX_BODY_BYTES, strict: true, type: 'application/json' }));
+  app.use('/v1', (req: Request, _res: Response, next: NextFunction) => {
+    const found = findSensitiveAuthData(req.body);
+    if (found) throw new VaultError('sensitive_authentication_data', `Refused: ${found}. ${ERROR_CATALOGUE.sensitive_authentication_data.message}`);
+    next();
+  });
   for (const route of API_ROUTES) {
     app[route.method](route.path, handle(vault, route));
   }
@@ -70,8 +95,58 @@ export function createApp({ vault, logger, version = '0.0.0' }: AppOptions): exp
   return app;
 }
 
+function defaultLimits(): HttpLimits {
+  const defaults = defaultConfigFile();
+  return { rateLimits: defaults.rateLimits, authFailuresPerMinute: defaults.authFailuresPerMinute, maxConcurrentRequests: defaults.maxConcurrentRequests };
+}
+
+/** More requests in flight than the limit: 503 at once, instead of queueing without bound. */
+function concurrencyLimit(max: number) {
+  let inFlight = 0;
+  return (req: Request, res: Response, next: NextFunction) => {
+    if (inFlight >= max) {
+      res.setHeader('Retry-After', '1');
+      sendError(res, req.id, new VaultError('overloaded'));
+      return;
+    }
+    inFlight++;
+    let released = false;
+    const release = () => {
+      if (!released) {
+        released = true;
+        inFlight--;
+      }
+    };
+    res.on('finish', release);
+    res.on('close', release);
+    next();
+  };
+}
+
+/** Per-principal token buckets; a principal gets the most generous limit among its roles. */
+function principalRateLimit(limits: HttpLimits, metrics: VaultMetrics | undefined) {
+  const rolesOf = new Map<string, readonly string[]>();
+  const buckets = new KeyedBuckets((principalId) => {
+    const configured = (rolesOf.get(principalId) ?? []).map((r) => limits.rateLimits.roles[r]).filter(Boolean);
+    if (configured.length === 0) return limits.rateLimits.default;
+    return configured.reduce((a, b) => (b.ratePerSecond > a.ratePerSecond ? b : a));
+  });
+  return (req: Request, res: Response, next: NextFunction) => {
+    const principal = req.principal!;
+    rolesOf.set(principal.id, principal.roles);
+    const result = buckets.take(principal.id, Date.now());
+    if (!result.ok) {
+      metrics?.throttled.inc({ reason: 'principal' });
+      res.setHeader('Retry-After', String(Math.max(1, Math.ceil(result.retryAfterMs / 1000))));
+      sendError(res, req.id, new VaultError('rate_limited'));
+      return;
+    }
+    next();
+  };
+}
+
 /** Request id (a safe incoming X-Request-Id or a new UUID) and one access log line per request. */
-function requestContext(logger: Logger) {
+function requestContext(logger: Logger, metrics: VaultMetrics | undefined) {
   return (req: Request, res: Response, next: NextFunction) => {
     const incoming = req.get('x-request-id');
     req.id = incoming && REQUEST_ID.test(incoming) ? incoming : uuidv4();
@@ -79,35 +154,54 @@ function requestContext(logger: Logger) {
     res.setHeader('Cache-Control', 'no-store');
     const started = process.hrtime.bigint();
     res.on('finish', () => {
-      logger.info(
-        {
-          requestId: req.id,
-          method: req.method,
-          route: req.route?.path ?? null,
-          status: res.statusCode,
-          ms: Number(process.hrtime.bigint() - started) / 1e6,
-          principal: req.principal?.id ?? null,
-        },
-        'request',
-      );
+      const ms = Number(process.hrtime.bigint() - started) / 1e6;
+      const route = req.route?.path ?? null;
+      if (metrics) {
+        metrics.requests.inc({ route: route ?? 'unmatched', method: req.method, status: res.statusCode });
+        metrics.duration.observe({ route: route ?? 'unmatched', method: req.method }, ms / 1000);
+      }
+      logger.info({ requestId: req.id, method: req.method, route, status: res.statusCode, ms, principal: req.principal?.id ?? null }, 'request');
     });
     next();
   };
 }
 
-/** Every /v1 route needs a valid API key, checked before the body is even read. */
-function authenticate(vault: Vault) {
-  return (req: Request, res: Response, next: NextFunction) => {
-    const principal = vault.authenticate(bearerToken(req.get('authorization')));
-    if (!principal) {
-      res.setHeader('WWW-Authenticate', 'Bearer realm="pii-vault"');
-      // Drain nothing: the connection is closed after the 401 so an unread body is not parsed.
+/**
+ * Every /v1 route needs a valid API key, checked before the body is even read. Each failure is
+ * audited and spends from the client address's budget; an address out of budget gets 429 before
+ * its key is even looked at, which brakes brute-forcing.
+ */
+function authenticate(vault: Vault, limits: HttpLimits, metrics: VaultMetrics | undefined) {
+  const perMinute = limits.authFailuresPerMinute;
+  const failures = new KeyedBuckets(() => ({ ratePerSecond: perMinute / 60, burst: perMinute }));
+  return async (req: Request, res: Response, next: NextFunction) => {
+    const address = req.socket.remoteAddress ?? 'unknown';
+    const wait = failures.wait(address, Date.now());
+    if (wait > 0) {
+      metrics?.throttled.inc({ reason: 'auth_failures' });
+      res.setHeader('Retry-After', String(Math.max(1, Math.ceil(wait / 1000))));
       res.setHeader('Connection', 'close');
-      sendError(res, req.id, new VaultError('unauthorized'));
+      sendError(res, req.id, new VaultError('too_many_auth_failures'));
       return;
     }
-    req.principal = principal;
-    next();
+    const presented = bearerToken(req.get('authorization'));
+    const principal = presented !== undefined ? vault.authenticate(presented) : certificatePrincipal(vault, req);
+    if (principal) {
+      req.principal = principal;
+      next();
+      return;
+    }
+    failures.take(address, Date.now());
+    metrics?.authFailures.inc();
+    res.setHeader('WWW-Authenticate', 'Bearer realm="pii-vault"');
+    // The connection is closed after the 401 so an unread body is never parsed.
+    res.setHeader('Connection', 'close');
+    try {
+      await vault.recordAuthFailure(req.id, address, presented ? 'unknown API key' : 'missing API key');
+      sendError(res, req.id, new VaultError('unauthorized'));
+    } catch (err) {
+      next(err);
+    }
   };
 }
 
@@ -119,6 +213,14 @@ function rejectOversizedBatch(body: unknown): void {
       throw new VaultError('too_many_items', `${field}: at most ${MAX_ITEMS} per request, got ${list.length}.`);
     }
   }
+}
+
+/** With mTLS, a verified client certificate pinned in the policy identifies its principal. */
+function certificatePrincipal(vault: Vault, req: Request): Principal | undefined {
+  const socket = req.socket as TLSSocket;
+  if (!socket.encrypted || !socket.authorized) return undefined;
+  const fingerprint = socket.getPeerCertificate()?.fingerprint256;
+  return fingerprint ? vault.authenticateCertificate(fingerprint.replace(/:/g, '').toLowerCase()) : undefined;
 }
 
 function handle(vault: Vault, route: Route) {

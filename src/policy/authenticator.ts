@@ -30,6 +30,22 @@ export function authenticate(policy: PolicyDocument, presented: string | undefin
   return match;
 }
 
+/**
+ * Finds the principal pinned to a client certificate (mTLS) by its SHA-256 fingerprint, comparing
+ * every pinned fingerprint in constant time.
+ */
+export function authenticateCertificate(policy: PolicyDocument, fingerprintHex: string): Principal | undefined {
+  const presented = Buffer.from(fingerprintHex, 'hex');
+  if (presented.length !== 32) return undefined;
+  let match: Principal | undefined;
+  for (const [id, principal] of Object.entries(policy.principals)) {
+    for (const cert of principal.clientCertificates ?? []) {
+      if (timingSafeEqual(presented, Buffer.from(cert.sha256, 'hex')) && !match) match = { id, roles: principal.roles, tenants: principal.tenants };
+    }
+  }
+  return match;
+}
+
 /** The bearer token of an Authorization header, or undefined. */
 export function bearerToken(header: string | undefined): string | undefined {
   if (!header) return undefined;

@@ -49,6 +49,14 @@ const PrincipalSchema = Type.Object(
     roles: Type.Array(Type.String({ minLength: 1 }), { minItems: 1 }),
     tenants: Type.Array(Type.String({ minLength: 1, maxLength: 64 }), { minItems: 1, description: 'Tenants it may touch; `*` for all.' }),
     apiKeys: Type.Array(ApiKeySchema),
+    clientCertificates: Type.Optional(
+      Type.Array(
+        Type.Object(
+          { sha256: Type.String({ pattern: '^[0-9a-f]{64}$', description: 'SHA-256 fingerprint (hex) of the DER client certificate (mTLS).' }) },
+          { additionalProperties: false },
+        ),
+      ),
+    ),
   },
   { additionalProperties: false },
 );

@@ -1,8 +1,8 @@
 import type { DetokenizeRequest, TokenizeRequest } from '../contract/schemas';
-import { authenticate } from '../policy/authenticator';
+import { authenticate, authenticateCertificate } from '../policy/authenticator';
 import type { Principal } from '../policy/policy';
 import { listAudit, verifyAudit } from './audit-queries';
-import { Caller, KekTarget, VaultDeps } from './context';
+import { auditEntry, Caller, KekTarget, VaultDeps } from './context';
 import { detokenize } from './detokenize';
 import { deleteToken, readMetadata } from './token-admin';
 import { tokenize } from './tokenize';
@@ -20,6 +20,17 @@ export class Vault {
 
   authenticate(apiKey: string | undefined): Principal | undefined {
     return authenticate(this.deps.policy(), apiKey);
+  }
+
+  authenticateCertificate(fingerprintHex: string): Principal | undefined {
+    return authenticateCertificate(this.deps.policy(), fingerprintHex);
+  }
+
+  /** Audits a refused authentication; the address is the client's network address. */
+  async recordAuthFailure(requestId: string, address: string, reason: string): Promise<void> {
+    await this.deps.audit.append(
+      auditEntry(this.deps, { principal: { id: 'anonymous', roles: [], tenants: [] }, requestId }, { action: 'authenticate', outcome: 'deny', reason: `${reason} from ${address}` }),
+    );
   }
 
   tokenize(caller: Caller, request: TokenizeRequest) {

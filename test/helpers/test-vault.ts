@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import supertest from 'supertest';
 import { loadConfig, VaultConfig } from '../../src/config';
-import { createApp } from '../../src/http/app';
+import { createApp, HttpLimits } from '../../src/http/app';
 import { initDataDir, StarterKeys } from '../../src/init';
 import { createLogger } from '../../src/logger';
 import { OpenedVault, openVault } from '../../src/open-vault';
@@ -24,12 +24,22 @@ export function tempDir(prefix = 'pii-vault-test-'): string {
 }
 
 /** A vault on a fresh data dir (real SQLite file, local master key) driven in-process by supertest. */
-export async function createTestVault(): Promise<TestVault> {
+export async function createTestVault(limits: Partial<HttpLimits> = {}): Promise<TestVault> {
   const dir = join(tempDir(), 'data');
   const { apiKeys } = await initDataDir(dir, { env: {} });
   const config = loadConfig(dir, {}, {});
   const opened = await openVault(config);
-  const app = createApp({ vault: opened.vault, logger: createLogger('silent') });
+  const app = createApp({
+    vault: opened.vault,
+    logger: createLogger('silent'),
+    // Generous by default so tests that make many calls are not throttled; limit tests pass their own.
+    limits: {
+      rateLimits: { default: { ratePerSecond: 100_000, burst: 100_000 }, roles: {} },
+      authFailuresPerMinute: 100_000,
+      maxConcurrentRequests: 10_000,
+      ...limits,
+    },
+  });
   return {
     dir,
     config,

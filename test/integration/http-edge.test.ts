@@ -59,7 +59,7 @@ describe('HTTP edge: authentication, bad input, errors', () => {
   const invalid: Array<[string, object, string]> = [
     ['a missing items list', {}, 'invalid_request'],
     ['an empty items list', { items: [] }, 'invalid_request'],
-    ['an unknown data type', { items: [{ type: 'cvv', value: '123' }] }, 'invalid_request'],
+    ['an unknown data type', { items: [{ type: 'passport', value: '123' }] }, 'invalid_request'],
     ['an unknown format', { items: [{ type: 'pan', value: '4111111111111111', format: 'fancy' }] }, 'invalid_request'],
     ['a number as value', { items: [{ type: 'pan', value: 4111111111111111 }] }, 'invalid_request'],
     ['an object as value', { items: [{ type: 'pan', value: { v: '4111111111111111' } }] }, 'invalid_request'],

@@ -50,6 +50,11 @@ describe('config / loadConfig', () => {
       dekMaxEncryptions: 2 ** 30,
       reencryptBatchSize: 200,
       reencryptPauseMs: 5,
+      rateLimits: { default: { ratePerSecond: 2000, burst: 4000 }, roles: {} },
+      authFailuresPerMinute: 20,
+      maxConcurrentRequests: 512,
+      shutdownTimeoutMs: 10_000,
+      metrics: true,
       dataDir: resolve(dir),
     });
     expect(config.phoneRegion).to.equal(undefined);
@@ -246,6 +251,11 @@ describe('config / helpers', () => {
       dekMaxEncryptions: 2 ** 30,
       reencryptBatchSize: 200,
       reencryptPauseMs: 5,
+      rateLimits: { default: { ratePerSecond: 2000, burst: 4000 }, roles: {} },
+      authFailuresPerMinute: 20,
+      maxConcurrentRequests: 512,
+      shutdownTimeoutMs: 10_000,
+      metrics: true,
     });
     expect(defaults).not.to.have.property('dataDir');
   });
