@@ -35,6 +35,10 @@ export const ConfigSchema = Type.Object(
         kms: Type.Object(
           {
             keyId: Type.Optional(Type.String({ minLength: 1, description: 'KMS key id, ARN, alias or alias ARN. Env PII_VAULT_KMS_KEY_ID.' })),
+            allowedKeyIds: Type.Array(Type.String({ minLength: 1 }), {
+              default: [],
+              description: 'Other KMS keys a rewrap may switch to; the API accepts no key outside keyId and this list.',
+            }),
             region: Type.Optional(Type.String({ description: 'AWS region; else the SDK default chain (AWS_REGION). Env PII_VAULT_KMS_REGION.' })),
             endpoint: Type.Optional(Type.String({ description: 'Endpoint override (VPC endpoint, or the dev KMS). Env PII_VAULT_KMS_ENDPOINT.' })),
             timeoutMs: Type.Integer({ minimum: 100, maximum: 60_000, default: 2_000, description: 'Per-attempt timeout of a KMS call.' }),
@@ -68,6 +72,10 @@ export const ConfigSchema = Type.Object(
       description: 'Failed authentications a client address may make per minute before it gets 429 (brute-force brake).',
     }),
     maxConcurrentRequests: Type.Integer({ minimum: 1, maximum: 100_000, default: 512, description: 'Requests in flight at most; more get 503 overloaded.' }),
+    headersTimeoutMs: Type.Integer({ minimum: 100, maximum: 600_000, default: 10_000, description: 'A client must send its headers within this (slow-loris brake).' }),
+    requestTimeoutMs: Type.Integer({ minimum: 100, maximum: 600_000, default: 30_000, description: 'A client must send its whole request within this.' }),
+    keepAliveTimeoutMs: Type.Integer({ minimum: 100, maximum: 600_000, default: 5_000, description: 'Idle keep-alive connections are closed after this.' }),
+    databaseBusyTimeoutMs: Type.Integer({ minimum: 0, maximum: 600_000, default: 5_000, description: 'How long a write waits for a locked database before 503 store_unavailable.' }),
     shutdownTimeoutMs: Type.Integer({ minimum: 0, maximum: 600_000, default: 10_000, description: 'How long SIGTERM waits for in-flight requests before closing connections.' }),
     tls: Type.Optional(
       Type.Object(

@@ -10,6 +10,7 @@ import { RoutingKeyProvider } from './crypto/routing-key-provider';
 import { loadPolicyFile } from './policy/policy-file';
 import { PolicyDocument } from './policy/policy';
 import { KekControl, KekTarget } from './service/context';
+import { VaultError } from './errors';
 import { Vault } from './service/vault';
 import { SqliteStore } from './store/sqlite-store';
 
@@ -39,11 +40,11 @@ export function loadKeyring(config: VaultConfig, env: NodeJS.ProcessEnv = proces
  * durability settings, and the KEK unwraps the vault's own audit key (a wrong key refuses to start
  * rather than writing anything under it). Re-encryption jobs left running resume.
  */
-export async function openVault(config: VaultConfig): Promise<OpenedVault> {
+export async function openVault(config: VaultConfig, options: { resumeJobs?: boolean } = {}): Promise<OpenedVault> {
   checkPrivate(config.dataDir, 'data dir', 'chmod 700');
   let policy = loadPolicyFile(dataPath(config, config.policyFile));
   const keks = await createKekControl(config);
-  const store = new SqliteStore(dataPath(config, config.databaseFile));
+  const store = new SqliteStore(dataPath(config, config.databaseFile), config.databaseBusyTimeoutMs);
   try {
     checkDurability(store);
     const keys = new KeyManager(store, keks.provider, {
@@ -66,7 +67,8 @@ export async function openVault(config: VaultConfig): Promise<OpenedVault> {
       reencrypt: { batchSize: config.reencryptBatchSize, pauseMs: config.reencryptPauseMs },
       now: Date.now,
     });
-    await vault.jobs.resumeAll();
+    // Only the serving process runs jobs; a CLI command opening the same data dir must not.
+    if (options.resumeJobs) await vault.jobs.resumeAll();
     return {
       vault,
       store,
@@ -131,7 +133,14 @@ async function createKekControl(config: VaultConfig): Promise<KekControl> {
         if (!local) throw new KeyUnavailableError('no local master key is available');
         provider.setPrimary(local);
       } else {
-        provider.setPrimary(await kmsFor(target.keyId));
+        const keyId = target.keyId ?? config.keyProvider.kms.keyId;
+        const allowed = [config.keyProvider.kms.keyId, ...config.keyProvider.kms.allowedKeyIds].filter(Boolean);
+        // The KEK must be one the operator configured: a caller must not point the vault at a key it controls.
+        if (!keyId || !allowed.includes(keyId)) {
+          throw new VaultError('forbidden', `KMS key ${keyId ?? '(none)'} is not configured; add it to keyProvider.kms.keyId or allowedKeyIds first.`);
+        }
+        provider.setPrimary(await kmsFor(keyId));
+        target = { type: 'aws-kms', keyId };
       }
       rememberPrimary(config, target);
     },

@@ -33,7 +33,7 @@ export const VERSION: string = require('../../package.json').version;
 
 /** Opens the vault and listens; resolves once the port is bound. */
 export async function startServer(config: VaultConfig, logger: Logger = createLogger(config.logLevel)): Promise<RunningServer> {
-  const opened = await openVault(config);
+  const opened = await openVault(config, { resumeJobs: true });
   const metrics = config.metrics ? new VaultMetrics(() => opened.keys.providerCalls) : undefined;
   const app = createApp({
     vault: opened.vault,
@@ -42,11 +42,16 @@ export async function startServer(config: VaultConfig, logger: Logger = createLo
     metrics,
     limits: { rateLimits: config.rateLimits, authFailuresPerMinute: config.authFailuresPerMinute, maxConcurrentRequests: config.maxConcurrentRequests },
   });
-  const server = config.tls ? https.createServer(tlsOptions(config), app) : http.createServer(app);
+  const timeouts = {
+    headersTimeout: config.headersTimeoutMs,
+    requestTimeout: Math.max(config.requestTimeoutMs, config.headersTimeoutMs),
+    keepAliveTimeout: config.keepAliveTimeoutMs,
+    // How often Node checks the timeouts above; its 30 s default would let slow clients linger.
+    connectionsCheckingInterval: Math.min(1_000, config.headersTimeoutMs),
+  };
+  const server = config.tls ? https.createServer({ ...tlsOptions(config), ...timeouts }, app) : http.createServer(timeouts, app);
+  server.keepAliveTimeout = config.keepAliveTimeoutMs;
   server.listen(config.port, config.host);
-  server.headersTimeout = 10_000;
-  server.requestTimeout = 30_000;
-  server.keepAliveTimeout = 5_000;
   await new Promise<void>((resolve, reject) => {
     server.once('listening', resolve);
     server.once('error', reject);

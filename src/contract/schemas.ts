@@ -19,7 +19,9 @@ export const TenantId = Type.String({
   examples: ['default'],
 });
 
-export const TokenString = Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9_@.+-]+$' });
+/** Long enough for an email-format token that keeps a 253-character domain. */
+export const MAX_TOKEN_LENGTH = 320;
+export const TokenString = Type.String({ minLength: 1, maxLength: MAX_TOKEN_LENGTH, pattern: '^[A-Za-z0-9_@.+-]+$' });
 
 const MetadataSchema = Type.Record(
   Type.String({ pattern: '^[A-Za-z0-9_.-]{1,64}$' }),
@@ -187,7 +189,10 @@ export const RewrapRequestSchema = Type.Object(
       Type.Union(
         [
           Type.Object({ type: Type.Literal('local') }, { additionalProperties: false }),
-          Type.Object({ type: Type.Literal('aws-kms'), keyId: Type.String({ minLength: 1, maxLength: 2048 }) }, { additionalProperties: false }),
+          Type.Object(
+            { type: Type.Literal('aws-kms'), keyId: Type.Optional(Type.String({ minLength: 1, maxLength: 2048, description: 'Defaults to keyProvider.kms.keyId; must be it or in allowedKeyIds.' })) },
+            { additionalProperties: false },
+          ),
         ],
         { description: 'Switch the primary KEK first (e.g. local master key → KMS); omitted, rewrap to the current one.' },
       ),

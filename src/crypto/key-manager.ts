@@ -45,9 +45,15 @@ export class KeyManager {
 
   /**
    * Makes a new version the active key of (tenant, purpose); the old one becomes decrypt-only.
-   * Returns undefined when another request or process rotated first (its version is then active).
+   * With `expectedActive`, rotates only if that version is still the active one. Returns
+   * undefined when another request or process rotated first.
    */
-  async rotate(tenant: string, purpose: KeyPurpose, audit: PendingAudit): Promise<{ version: number; previous: number | undefined } | undefined> {
+  async rotate(
+    tenant: string,
+    purpose: KeyPurpose,
+    audit: PendingAudit,
+    expectedActive?: number,
+  ): Promise<{ version: number; previous: number | undefined } | undefined> {
     const existing = (await this.store.listDataKeys()).filter((k) => k.tenant === tenant && k.purpose === purpose);
     const previous = existing.find((k) => k.state === 'active')?.version;
     const version = Math.max(0, ...existing.map((k) => k.version)) + 1;
@@ -63,7 +69,7 @@ export class KeyManager {
       createdAt: Date.now(),
       encryptions: 0,
     };
-    if (!(await this.store.rotateDataKey(record, audit))) return undefined;
+    if (!(await this.store.rotateDataKey(record, audit, expectedActive))) return undefined;
     this.cachePut(cacheKey(tenant, purpose, version), plaintext);
     return { version, previous };
   }
@@ -78,7 +84,7 @@ export class KeyManager {
     const cached = this.cacheGet(cacheKey(tenant, purpose, version));
     if (cached) return cached;
     const record = await this.store.dataKey(tenant, purpose, version);
-    if (!record || !record.wrapped) return undefined;
+    if (!record || !record.wrapped || record.state === 'destroyed') return undefined;
     return this.unwrapCached(record);
   }
 
@@ -138,7 +144,7 @@ export class KeyManager {
       );
     } catch (err) {
       if (err instanceof IntegrityError) {
-        throw new KeyUnavailableError(`cannot unwrap ${record.purpose} key v${record.version}: wrong master key or tampered key record`);
+        throw new IntegrityError(`cannot unwrap ${record.purpose} key v${record.version}: wrong master key or tampered key record`);
       }
       throw err;
     }

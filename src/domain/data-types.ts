@@ -176,12 +176,13 @@ function normalizeName(raw: string): string {
   return value;
 }
 
+/** Initials only; a one-letter word is an initial already, so it is starred too. */
 function maskName(normalized: string): string {
   return normalized
     .split(' ')
     .map((word) => {
       const chars = Array.from(word);
-      return (chars[0] ?? '') + stars(chars.length - 1);
+      return chars.length > 1 ? chars[0] + stars(chars.length - 1) : stars(chars.length);
     })
     .join(' ');
 }
@@ -230,8 +231,9 @@ function normalizeAddress(raw: string): string {
 function maskAddress(normalized: string): string {
   const cut = Math.max(normalized.lastIndexOf(','), normalized.lastIndexOf('\n'));
   const starLettersAndDigits = (s: string) => s.replace(/[\p{L}\p{M}\p{N}]/gu, '*');
-  if (cut < 0) return starLettersAndDigits(normalized);
-  return starLettersAndDigits(normalized.slice(0, cut)) + normalized.slice(cut);
+  const masked = cut < 0 ? starLettersAndDigits(normalized) : starLettersAndDigits(normalized.slice(0, cut)) + normalized.slice(cut);
+  // When only the last part holds anything, keeping it would show the whole address.
+  return masked === normalized ? starLettersAndDigits(normalized) : masked;
 }
 
 // ---------------------------------------------------------------- iban

@@ -4,7 +4,8 @@ import { KmsUnavailableError } from '../crypto/aws-kms-key-provider';
 import { KeyUnavailableError } from '../crypto/key-provider';
 import { ErrorCode, VaultError } from '../errors';
 import type { Logger } from '../logger';
-import { StoreUnavailableError, TokenCollisionError } from '../store/vault-store';
+import { StaleDataKeyError, StoreUnavailableError, TokenCollisionError } from '../store/vault-store';
+import { IntegrityError } from '../crypto/aead';
 
 /** body-parser's error types, mapped to our codes. */
 const BODY_ERRORS: Record<string, ErrorCode> = {
@@ -25,21 +26,37 @@ export function toVaultError(err: unknown): VaultError {
   if (err instanceof KmsUnavailableError) return new VaultError('kms_unavailable', `AWS KMS is unavailable (${err.reason}) and the key needed is not cached; try again later.`);
   if (err instanceof KeyUnavailableError) return new VaultError('key_unavailable');
   if (err instanceof TokenCollisionError) return new VaultError('token_collision');
+  if (err instanceof IntegrityError) return new VaultError('key_unavailable', 'A key record failed its integrity check; the request was refused.');
+  if (err instanceof StaleDataKeyError) return new VaultError('key_unavailable', 'Keys are being rotated; retry the request.');
   const bodyType = (err as { type?: string }).type;
   if (bodyType && BODY_ERRORS[bodyType]) return new VaultError(BODY_ERRORS[bodyType]);
+  // Other client errors raised by express itself (e.g. an undecodable path parameter).
+  const status = (err as { status?: unknown }).status;
+  if (typeof status === 'number' && status >= 400 && status < 500) return new VaultError('invalid_request', 'The request could not be read.');
   return new VaultError('internal_error');
 }
 
 export function errorHandler(logger: Logger) {
   return (err: unknown, req: Request, res: Response, _next: NextFunction) => {
     const error = toVaultError(err);
-    if (error.status >= 500) {
-      // Our errors never carry values; log the class and message for operators, not the request.
-      logger.error({ requestId: req.id, err: { name: (err as Error)?.name, message: (err as Error)?.message, code: error.code } }, 'request failed');
-    }
+    if (error.status >= 500) logger.error({ requestId: req.id, code: error.code, err: describeForLog(err) }, 'request failed');
     if (res.headersSent) return;
     sendError(res, req.id, error);
   };
+}
+
+/**
+ * What operators see of an error: the vault's own error classes carry no values, so their message
+ * is logged; of anything else (whose message may quote the request) only the class and where it
+ * was thrown.
+ */
+function describeForLog(err: unknown): Record<string, unknown> {
+  const e = err as Error;
+  const own = [AuditUnavailableError, StoreUnavailableError, KeyUnavailableError, IntegrityError, StaleDataKeyError, TokenCollisionError].some(
+    (cls) => err instanceof cls,
+  );
+  const at = /\n\s+at (.*)/.exec(e?.stack ?? '')?.[1];
+  return own ? { name: e.name, message: e.message } : { name: e?.name ?? typeof err, at };
 }
 
 export function sendError(res: Response, requestId: string, error: VaultError): void {

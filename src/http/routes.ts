@@ -12,6 +12,7 @@ import {
   TokenizeRequest,
   TokenizeRequestSchema,
   TokenizeResponseSchema,
+  MAX_TOKEN_LENGTH,
   DestroyRequest,
   DestroyRequestSchema,
   JobResponseSchema,
@@ -54,7 +55,7 @@ export interface Route {
   handler: (input: RouteInput) => Promise<unknown>;
 }
 
-const TOKEN_PARAM = /^[A-Za-z0-9_@.+-]{1,128}$/;
+const TOKEN_PARAM = new RegExp(`^[A-Za-z0-9_@.+-]{1,${MAX_TOKEN_LENGTH}}$`);
 
 function tokenParam(params: Record<string, string>): string {
   const token = params.token;

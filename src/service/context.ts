@@ -4,7 +4,8 @@ import type { RoutingKeyProvider } from '../crypto/routing-key-provider';
 import type { PolicyDocument, Principal } from '../policy/policy';
 import type { AuditEntry, VaultStore } from '../store/vault-store';
 
-export type KekTarget = { type: 'local' } | { type: 'aws-kms'; keyId: string };
+/** A KEK to switch to; an aws-kms target without keyId means the configured `keyProvider.kms.keyId`. */
+export type KekTarget = { type: 'local' } | { type: 'aws-kms'; keyId?: string };
 
 /** Control over the key-encryption keys, for rewrap and KEK migration (local master key → KMS). */
 export interface KekControl {

@@ -4,7 +4,7 @@ import type { Reveal } from '../domain/types';
 import type { DetokenizeRequest, DetokenizeResponse } from '../contract/schemas';
 import { ItemErrorCode, VaultError } from '../errors';
 import { decide, leastReveal, mayEver, principalCoversTenant } from '../policy/policy';
-import type { TokenRecord } from '../store/vault-store';
+import type { AuditEntry, TokenRecord } from '../store/vault-store';
 import { Caller, VaultDeps, auditEntry } from './context';
 import { valueAad } from './record-crypto';
 import { distinct } from './tokenize';
@@ -19,35 +19,43 @@ type Item = DetokenizeResponse['items'][number];
 export async function detokenize(deps: VaultDeps, caller: Caller, request: DetokenizeRequest): Promise<DetokenizeResponse> {
   const policy = deps.policy();
   const purpose = request.purpose ?? null;
+  const records = await deps.store.findTokens(request.tokens);
+  // Only real tokens the caller may see are named in the audit: a "token" that is not one could be
+  // a value sent by mistake (a PAN), and must not be written down.
+  const visible = distinct(request.tokens.filter((t) => isVisible(caller, records.get(t))));
+  const unknown = request.tokens.length - request.tokens.filter((t) => isVisible(caller, records.get(t))).length;
+  const audit = (fields: Partial<AuditEntry> & Pick<AuditEntry, 'outcome'>) =>
+    deps.audit.append(auditEntry(deps, caller, { action: 'detokenize', tokens: visible, purpose, ...fields }));
+
   if (!mayEver(policy, caller.principal, 'detokenize')) {
-    await deps.audit.append(
-      auditEntry(deps, caller, { action: 'detokenize', outcome: 'deny', tokens: request.tokens, purpose, reason: 'no detokenize grant' }),
-    );
+    await audit({ outcome: 'deny', reason: 'no detokenize grant' });
     throw new VaultError('forbidden', 'This caller may not detokenize.');
   }
 
-  const records = await deps.store.findTokens(request.tokens);
   const now = deps.now();
   const items: Item[] = [];
-  for (const token of request.tokens) {
-    const record = records.get(token);
-    items.push(await detokenizeOne(deps, caller, token, record, request, now));
+  try {
+    for (const token of request.tokens) items.push(await detokenizeOne(deps, caller, token, records.get(token), request, now));
+  } catch (err) {
+    // A key that cannot be had (KMS down): the attempt is audited, then refused as a whole.
+    await audit({ outcome: 'deny', reason: `refused: ${(err as Error).name}` });
+    throw err;
   }
 
   const failures = items.filter((i): i is Extract<Item, { error: unknown }> => 'error' in i);
-  const tenants = distinct([...records.values()].filter((r) => principalCoversTenant(caller.principal, r.tenant)).map((r) => r.tenant));
-  await deps.audit.append(
-    auditEntry(deps, caller, {
-      action: 'detokenize',
-      outcome: failures.length === 0 ? 'allow' : failures.length === items.length ? 'deny' : 'partial',
-      tenant: tenants.length === 1 ? tenants[0] : null,
-      types: distinct(items.flatMap((i) => ('type' in i ? [i.type] : []))),
-      tokens: request.tokens,
-      purpose,
-      reason: failures.length ? summarise(failures.map((f) => f.error.code)) : null,
-    }),
-  );
+  const tenants = distinct(visible.map((t) => records.get(t)!.tenant));
+  const counts = summarise(failures.map((f) => f.error.code));
+  await audit({
+    outcome: failures.length === 0 ? 'allow' : failures.length === items.length ? 'deny' : 'partial',
+    tenant: tenants.length === 1 ? tenants[0] : null,
+    types: distinct(items.flatMap((i) => ('type' in i ? [i.type] : []))),
+    reason: failures.length ? counts + (unknown ? ` (${unknown} unknown tokens not recorded)` : '') : null,
+  });
   return { items };
+}
+
+function isVisible(caller: Caller, record: TokenRecord | undefined): boolean {
+  return record !== undefined && principalCoversTenant(caller.principal, record.tenant);
 }
 
 async function detokenizeOne(
@@ -71,10 +79,11 @@ async function detokenizeOne(
   const reveal: Reveal = request.reveal ? leastReveal(request.reveal, decision.reveal) : decision.reveal;
   if (reveal === 'redacted') return { token, type: record.type, value: null, reveal };
 
-  const key = await deps.keys.keyVersion(record.tenant, 'data', record.keyVersion);
-  if (!key) return fail('integrity_failed');
   let plain: string;
   try {
+    // A missing, destroyed or tampered key record fails this item only, like a tampered value.
+    const key = await deps.keys.keyVersion(record.tenant, 'data', record.keyVersion);
+    if (!key) return fail('integrity_failed');
     plain = open(key, record, valueAad(record.tenant, record.type, record.token, record.keyVersion)).toString('utf8');
   } catch (err) {
     if (err instanceof IntegrityError) return fail('integrity_failed');

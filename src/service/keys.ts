@@ -3,7 +3,7 @@ import { context, DataKey } from '../crypto/key-manager';
 import type { KeyPurpose, WrappedKey } from '../crypto/key-provider';
 import { VaultError } from '../errors';
 import { Action, decide, principalCoversTenant } from '../policy/policy';
-import type { DataKeyRecord, DataKeyState } from '../store/vault-store';
+import { AuditEntry, DataKeyRecord, DataKeyState, KeyInUseError } from '../store/vault-store';
 import { Caller, KekTarget, SYSTEM_CALLER, VaultDeps, auditEntry } from './context';
 import { DEFAULT_TENANT } from './tokenize';
 
@@ -27,6 +27,7 @@ export interface TenantScope {
 /** Every key version of the tenants the caller may see. */
 export async function listKeys(deps: VaultDeps, caller: Caller, scope: TenantScope): Promise<{ keys: KeyView[] }> {
   const tenants = await authoriseTenants(deps, caller, 'keys:read', scope, true);
+  await deps.audit.append(auditEntry(deps, caller, { action: 'keys:read', outcome: 'allow', tenant: tenants.length === 1 ? tenants[0] : null, reason: 'list keys' }));
   const counts = await deps.store.recordCountsByKey();
   const keys = (await deps.store.listDataKeys()).filter((k) => tenants.includes(k.tenant));
   return { keys: keys.map((k) => toView(k, counts)) };
@@ -59,9 +60,13 @@ async function rotateDataKey(deps: VaultDeps, caller: Caller, tenant: string, wh
 export async function freshDataKey(deps: VaultDeps, tenant: string, batchSize: number): Promise<DataKey> {
   const key = await deps.keys.activeKey(tenant, 'data');
   const tooOld = deps.now() - key.createdAt >= deps.rotation.maxAgeMs;
-  const tooUsed = key.encryptions + batchSize > deps.rotation.maxEncryptions;
+  // A batch seals each value and possibly its subject: count two seals per item.
+  const tooUsed = key.encryptions + 2 * batchSize > deps.rotation.maxEncryptions;
   if (!tooOld && !tooUsed) return key;
-  await rotateDataKey(deps, SYSTEM_CALLER, tenant, tooOld ? 'automatic: age' : 'automatic: encryption count');
+  const why = tooOld ? 'automatic: age' : 'automatic: encryption count';
+  const entry = auditEntry(deps, SYSTEM_CALLER, { action: 'keys:rotate', outcome: 'allow', tenant, reason: `data key rotation (${why})` });
+  // Compare-and-set: of concurrent requests that found this version stale, one rotates; the rest use its key.
+  await deps.keys.rotate(tenant, 'data', { entry, sealer: await deps.audit.sealer() }, key.version);
   return deps.keys.activeKey(tenant, 'data');
 }
 
@@ -72,34 +77,43 @@ export async function freshDataKey(deps: VaultDeps, tenant: string, batchSize: n
 export async function rewrapKeys(deps: VaultDeps, caller: Caller, target: KekTarget | undefined) {
   await authoriseVaultWide(deps, caller, 'keys:rotate');
   deps.keks.reloadLocal();
-  if (target) await deps.keks.switchPrimary(target);
-  const primary = deps.keks.provider.primary;
-  const kekId = primary.describe().kekId;
+  if (target) {
+    // The switch is audited before it happens, whatever follows.
+    const to = target.type === 'local' ? 'the local master key' : `KMS key ${target.keyId ?? '(configured)'}`;
+    await deps.audit.append(auditEntry(deps, caller, { action: 'keys:rewrap', outcome: 'allow', reason: `switching the KEK to ${to}` }));
+    await deps.keks.switchPrimary(target);
+  }
+  const kekId = deps.keks.provider.primary.describe().kekId;
   let rewrapped = 0;
   let unchanged = 0;
-  const failed: { tenant: string; purpose: KeyPurpose; version: number; error: string }[] = [];
-  for (const key of await deps.store.listDataKeys()) {
-    if (!key.wrapped) continue;
-    if (key.kekId === kekId) {
-      unchanged++;
-      continue;
-    }
-    try {
-      const wrapped = await rewrapOne(deps, key, { kekId: key.kekId, blob: key.wrapped });
-      if (await deps.store.updateWrappedKey(key.tenant, key.purpose, key.version, key.kekId, wrapped.kekId, wrapped.blob)) rewrapped++;
-      else unchanged++;
-    } catch (err) {
-      failed.push({ tenant: key.tenant, purpose: key.purpose, version: key.version, error: (err as Error).message });
+  const failed = new Map<string, { tenant: string; purpose: KeyPurpose; version: number; error: string }>();
+  // A second pass picks up keys a concurrent rotation created under the old KEK meanwhile.
+  for (let pass = 0; pass < 2; pass++) {
+    for (const key of await deps.store.listDataKeys()) {
+      if (!key.wrapped || key.state === 'destroyed') continue;
+      if (key.kekId === kekId) {
+        if (pass === 0) unchanged++;
+        continue;
+      }
+      const id = `${key.tenant}/${key.purpose}/${key.version}`;
+      try {
+        const from = { kekId: key.kekId, wrapped: key.wrapped };
+        const to = await rewrapOne(deps, key, { kekId: key.kekId, blob: key.wrapped });
+        if (await deps.store.updateWrappedKey(key, from, { kekId: to.kekId, wrapped: to.blob })) rewrapped++;
+        failed.delete(id);
+      } catch (err) {
+        failed.set(id, { tenant: key.tenant, purpose: key.purpose, version: key.version, error: (err as Error).message });
+      }
     }
   }
   await deps.audit.append(
     auditEntry(deps, caller, {
       action: 'keys:rewrap',
-      outcome: failed.length ? 'partial' : 'allow',
-      reason: `to ${kekId}: ${rewrapped} rewrapped, ${unchanged} unchanged, ${failed.length} failed`,
+      outcome: failed.size ? 'partial' : 'allow',
+      reason: `to ${kekId}: ${rewrapped} rewrapped, ${unchanged} unchanged, ${failed.size} failed`,
     }),
   );
-  return { kekId, rewrapped, unchanged, failed };
+  return { kekId, rewrapped, unchanged, failed: [...failed.values()] };
 }
 
 async function rewrapOne(deps: VaultDeps, key: DataKeyRecord, wrapped: WrappedKey): Promise<WrappedKey> {
@@ -118,14 +132,8 @@ export async function retireKey(deps: VaultDeps, caller: Caller, tenant: string,
   const key = await requireKey(deps, tenant, version);
   if (key.state === 'active') throw new VaultError('key_active', 'The active key cannot be retired; rotate first.');
   if (key.state !== 'decrypt-only') throw new VaultError('key_state_conflict', `Key version ${version} is already ${key.state}.`);
-  const records = await deps.store.countRecordsAtVersion(tenant, version);
-  if (records > 0) {
-    throw new VaultError('key_in_use', `${records} records still use key version ${version}; re-encrypt them first.`, { records });
-  }
   const entry = auditEntry(deps, caller, { action: 'keys:retire', outcome: 'allow', tenant, reason: `data key v${version} retired` });
-  if (!(await deps.store.changeDataKeyState({ tenant, purpose: 'data', version }, 'decrypt-only', 'retired', { entry, sealer: await deps.audit.sealer() }))) {
-    throw new VaultError('key_state_conflict', `Key version ${version} changed state meanwhile; try again.`);
-  }
+  await changeState(deps, { tenant, version }, 'decrypt-only', 'retired', entry);
   return { key: toView({ ...key, state: 'retired' }, new Map([[`${tenant}/${version}`, 0]])) };
 }
 
@@ -138,14 +146,21 @@ export async function destroyKey(deps: VaultDeps, caller: Caller, tenant: string
   }
   const key = await requireKey(deps, tenant, version);
   if (key.state !== 'retired') throw new VaultError('key_state_conflict', `Only a retired key can be destroyed; version ${version} is ${key.state}.`);
-  const records = await deps.store.countRecordsAtVersion(tenant, version);
-  if (records > 0) throw new VaultError('key_in_use', `${records} records still use key version ${version}; re-encrypt them first.`, { records });
   const entry = auditEntry(deps, caller, { action: 'keys:destroy', outcome: 'allow', tenant, reason: `data key v${version} destroyed (crypto-shred)` });
-  if (!(await deps.store.changeDataKeyState({ tenant, purpose: 'data', version }, 'retired', 'destroyed', { entry, sealer: await deps.audit.sealer() }))) {
-    throw new VaultError('key_state_conflict', `Key version ${version} changed state meanwhile; try again.`);
-  }
+  await changeState(deps, { tenant, version }, 'retired', 'destroyed', entry);
   deps.keys.forget(tenant, 'data', version);
   return { key: toView({ ...key, state: 'destroyed' }, new Map([[`${tenant}/${version}`, 0]])) };
+}
+
+async function changeState(deps: VaultDeps, key: { tenant: string; version: number }, from: DataKeyState, to: DataKeyState, entry: AuditEntry) {
+  let changed: boolean;
+  try {
+    changed = await deps.store.changeDataKeyState({ ...key, purpose: 'data' }, from, to, { entry, sealer: await deps.audit.sealer() });
+  } catch (err) {
+    if (!(err instanceof KeyInUseError)) throw err;
+    throw new VaultError('key_in_use', `${err.records} records still use key version ${key.version}; re-encrypt them first.`, { records: err.records });
+  }
+  if (!changed) throw new VaultError('key_state_conflict', `Key version ${key.version} changed state meanwhile; try again.`);
 }
 
 export function destroyConfirmation(tenant: string, version: number): string {

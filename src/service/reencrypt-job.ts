@@ -1,7 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { IntegrityError, open, seal } from '../crypto/aead';
 import { VaultError } from '../errors';
-import type { JobRecord, ReencryptedRecord, TokenRecord } from '../store/vault-store';
+import { JobRecord, ReencryptedRecord, StaleDataKeyError, TokenRecord } from '../store/vault-store';
+import { KeyUnavailableError } from '../crypto/key-provider';
+import { principalCoversTenant } from '../policy/policy';
 import { Caller, SYSTEM_CALLER, VaultDeps, auditEntry } from './context';
 import { authoriseTenants, TenantScope } from './keys';
 import { openSubject, sealSubject, valueAad } from './record-crypto';
@@ -61,15 +63,22 @@ export class ReencryptJobs {
 
   async view(caller: Caller, id: string): Promise<JobView> {
     const job = await this.deps.store.job(id);
-    const visible = job && job.tenants.every((t) => caller.principal.tenants.includes('*') || caller.principal.tenants.includes(t));
+    const visible = job && job.tenants.every((t) => principalCoversTenant(caller.principal, t));
     if (!job || !visible) throw new VaultError('not_found', 'No such job.');
-    await authoriseTenants(this.deps, caller, 'keys:read', { tenant: job.tenants[0] ?? 'default' });
+    for (const tenant of job.tenants) await authoriseTenants(this.deps, caller, 'keys:read', { tenant });
+    await this.deps.audit.append(auditEntry(this.deps, caller, { action: 'keys:read', outcome: 'allow', reason: `job ${id}` }));
     return toJobView(job);
   }
 
-  /** Restarts the jobs a previous process left running. */
+  /**
+   * Restarts the jobs a previous process left running. Each resumes by scanning again for records
+   * not yet under the active key, so its count of unopenable records starts over.
+   */
   async resumeAll(): Promise<void> {
-    for (const job of await this.deps.store.unfinishedJobs()) this.launch(job);
+    for (const job of await this.deps.store.unfinishedJobs()) {
+      await this.deps.store.updateJob(job.id, { failed: 0 });
+      this.launch({ ...job, failed: 0 });
+    }
   }
 
   /** Lets running jobs finish their current batch, then stops them (they resume at next start). */
@@ -112,24 +121,36 @@ export class ReencryptJobs {
     }
   }
 
-  /** Returns false when stopped part-way (the job stays `running`, to be resumed). */
+  /**
+   * Returns false when stopped part-way (the job stays `running`, to be resumed). A batch whose
+   * target key stopped being active meanwhile is redone under the new one; a KEK that is briefly
+   * unavailable (KMS outage) is waited for, with backoff, instead of failing the job.
+   */
   private async reencryptTenant(job: JobRecord, tenant: string): Promise<boolean> {
     let cursor = '';
+    let outages = 0;
     for (;;) {
       if (this.stopping) return false;
-      const active = await this.deps.keys.activeKey(tenant, 'data');
-      const batch = await this.deps.store.recordsBehind(tenant, active.version, cursor, this.deps.reencrypt.batchSize);
-      if (batch.length === 0) return true;
-      const updates: ReencryptedRecord[] = [];
-      let failed = 0;
-      for (const record of batch) {
-        const update = await this.reencryptOne(record, active);
-        if (update) updates.push(update);
-        else failed++;
+      try {
+        const active = await this.deps.keys.activeKey(tenant, 'data');
+        const batch = await this.deps.store.recordsBehind(tenant, active.version, cursor, this.deps.reencrypt.batchSize);
+        if (batch.length === 0) return true;
+        const updates: ReencryptedRecord[] = [];
+        let failed = 0;
+        for (const record of batch) {
+          const update = await this.reencryptOne(record, active);
+          if (update) updates.push(update);
+          else failed++;
+        }
+        await this.deps.store.replaceCiphertexts(updates, job.id, failed, this.deps.now());
+        cursor = batch[batch.length - 1].token;
+        outages = 0;
+        await sleep(this.deps.reencrypt.pauseMs);
+      } catch (err) {
+        if (err instanceof StaleDataKeyError) continue;
+        if (!(err instanceof KeyUnavailableError) || ++outages > MAX_OUTAGE_RETRIES) throw err;
+        await sleep(Math.min(30_000, 250 * 2 ** outages));
       }
-      await this.deps.store.replaceCiphertexts(updates, job.id, failed, this.deps.now());
-      cursor = batch[batch.length - 1].token;
-      if (this.deps.reencrypt.pauseMs > 0) await new Promise((resolve) => setTimeout(resolve, this.deps.reencrypt.pauseMs));
     }
   }
 
@@ -143,6 +164,7 @@ export class ReencryptJobs {
       const subject = record.subjectSealed && openSubject(oldKey, record.subjectSealed, record.tenant, record.token, record.keyVersion);
       return {
         token: record.token,
+        tenant: record.tenant,
         fromVersion: record.keyVersion,
         keyVersion: active.version,
         ...sealed,
@@ -166,6 +188,12 @@ export class ReencryptJobs {
     }
     return total;
   }
+}
+
+const MAX_OUTAGE_RETRIES = 8;
+
+function sleep(ms: number): Promise<void> {
+  return ms > 0 ? new Promise((resolve) => setTimeout(resolve, ms)) : Promise.resolve();
 }
 
 function toJobView(job: JobRecord): JobView {

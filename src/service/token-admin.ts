@@ -6,6 +6,8 @@ import type { TokenRecord } from '../store/vault-store';
 import { Caller, VaultDeps, auditEntry } from './context';
 import { openSubject } from './record-crypto';
 
+export const REDACTED_SUBJECT = '[redacted]';
+
 /** Metadata of one token (never its value). */
 export async function readMetadata(deps: VaultDeps, caller: Caller, token: string): Promise<TokenMetadata> {
   const record = await authorisedRecord(deps, caller, token, 'read-metadata');
@@ -20,7 +22,7 @@ export async function readMetadata(deps: VaultDeps, caller: Caller, token: strin
     createdAt: new Date(record.createdAt).toISOString(),
     expiresAt: record.expiresAt === null ? null : new Date(record.expiresAt).toISOString(),
     keyVersion: record.keyVersion,
-    subject: await readSubject(deps, record),
+    subject: await readSubject(deps, caller, record),
     metadata: record.metadata,
   };
 }
@@ -48,7 +50,8 @@ async function authorisedRecord(deps: VaultDeps, caller: Caller, token: string, 
         outcome: 'deny',
         tenant: visible ? record.tenant : null,
         types: visible ? [record.type] : [],
-        tokens: [token],
+        // A token that does not exist for this caller is not written down: it may be a value sent by mistake.
+        tokens: visible ? [token] : [],
         reason: visible && decision && !decision.allow ? decision.reason : 'not found',
       }),
     );
@@ -58,8 +61,16 @@ async function authorisedRecord(deps: VaultDeps, caller: Caller, token: string, 
   return record;
 }
 
-async function readSubject(deps: VaultDeps, record: TokenRecord): Promise<string | null> {
+/**
+ * The subject id is personal data: it is shown to callers that could have supplied it (tokenize)
+ * or may export the subject's data; anyone else sees that there is one, not what it is.
+ */
+async function readSubject(deps: VaultDeps, caller: Caller, record: TokenRecord): Promise<string | null> {
   if (!record.subjectSealed) return null;
+  const request = { tenant: record.tenant, type: record.type };
+  const policy = deps.policy();
+  const mayKnow = decide(policy, caller.principal, 'tokenize', request).allow || decide(policy, caller.principal, 'subject:export', request).allow;
+  if (!mayKnow) return REDACTED_SUBJECT;
   const key = await deps.keys.keyVersion(record.tenant, 'data', record.keyVersion);
   if (!key) return null;
   try {

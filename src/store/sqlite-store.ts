@@ -13,6 +13,7 @@ import {
   ReencryptedRecord,
   PendingAudit,
   Retokenize,
+  KeyInUseError,
   StaleDataKeyError,
   StoreUnavailableError,
   TokenCollisionError,
@@ -74,12 +75,15 @@ export class SqliteStore implements VaultStore {
   readonly db: Database.Database;
   private readonly stmts;
 
-  constructor(readonly file: string) {
+  constructor(
+    readonly file: string,
+    busyTimeoutMs = 5_000,
+  ) {
     try {
       this.db = new Database(file);
+      this.db.pragma(`busy_timeout = ${Math.trunc(busyTimeoutMs)}`);
       this.db.pragma('journal_mode = WAL');
       this.db.pragma('synchronous = FULL');
-      this.db.pragma('busy_timeout = 5000');
       this.db.pragma('secure_delete = ON');
       this.db.pragma('foreign_keys = ON');
     } catch (err) {
@@ -146,7 +150,10 @@ export class SqliteStore implements VaultStore {
       countsByKey: db.prepare('SELECT tenant, key_version AS version, count(*) AS n FROM tokens GROUP BY tenant, key_version'),
       countAtVersion: db.prepare('SELECT count(*) AS n FROM tokens WHERE tenant = ? AND key_version = ?'),
       demoteActive: db.prepare("UPDATE data_keys SET state = 'decrypt-only' WHERE tenant = ? AND purpose = ? AND state = 'active'"),
-      updateWrapped: db.prepare('UPDATE data_keys SET kek_id = ?, wrapped = ? WHERE tenant = ? AND purpose = ? AND version = ? AND kek_id = ?'),
+      // Only a key still wrapped exactly as read (not destroyed or rewrapped meanwhile) is replaced.
+      updateWrapped: db.prepare(
+        "UPDATE data_keys SET kek_id = ?, wrapped = ? WHERE tenant = ? AND purpose = ? AND version = ? AND kek_id = ? AND wrapped = ? AND state <> 'destroyed'",
+      ),
       changeState: db.prepare(
         'UPDATE data_keys SET state = @to, wrapped = CASE WHEN @to = \'destroyed\' THEN NULL ELSE wrapped END WHERE tenant = @tenant AND purpose = @purpose AND version = @version AND state = @from',
       ),
@@ -190,30 +197,29 @@ export class SqliteStore implements VaultStore {
   async insertTokens(records: TokenRecord[], audit: PendingAudit, retokenize: Retokenize, now: number): Promise<string[]> {
     return this.run(() =>
       this.db.transaction(() => {
-        for (const r of records) {
-          const key = this.stmts.key.get(r.tenant, 'data', r.keyVersion) as DataKeyRow | undefined;
-          if (key?.state !== 'active') throw new StaleDataKeyError();
-        }
-        const tokens = records.map((record, index) => this.insertOne(record, index, retokenize, now));
-        const perVersion = new Map<string, number>();
-        for (const r of records) {
-          const key = `${r.tenant}\u0000${r.keyVersion}`;
-          perVersion.set(key, (perVersion.get(key) ?? 0) + 1);
-        }
-        for (const [key, count] of perVersion) {
-          const [tenant, version] = key.split('\u0000');
-          this.stmts.countEncryptions.run(count, tenant, Number(version));
-        }
+        for (const r of records) this.requireActive(r.tenant, r.keyVersion);
+        const outcome = { seals: 0, replaced: [] as string[] };
+        const tokens = records.map((record, index) => this.insertOne(record, index, retokenize, now, outcome));
+        if (records.length > 0) this.stmts.countEncryptions.run(outcome.seals, records[0].tenant, records[0].keyVersion);
         audit.entry.tokens = tokens;
+        if (outcome.replaced.length) audit.entry.reason = `replaced expired deterministic tokens: ${outcome.replaced.join(', ')}`;
         this.appendAuditNow(audit);
         return tokens;
       })(),
     );
   }
 
-  private insertOne(first: TokenRecord, index: number, retokenize: Retokenize, now: number): string {
+  /** Inside a write transaction: the data key version must still be the active one. */
+  private requireActive(tenant: string, version: number): void {
+    const key = this.stmts.key.get(tenant, 'data', version) as DataKeyRow | undefined;
+    if (key?.state !== 'active') throw new StaleDataKeyError();
+  }
+
+  /** Inserts one record; counts every seal made under the key (retries and subjects included). */
+  private insertOne(first: TokenRecord, index: number, retokenize: Retokenize, now: number, outcome: { seals: number; replaced: string[] }): string {
     let record = first;
     for (let attempt = 0; attempt < MAX_TOKEN_ATTEMPTS; attempt++) {
+      outcome.seals += record.subjectSealed ? 2 : 1;
       if (this.stmts.insertToken.run(toTokenParams(record)).changes === 1) return record.token;
       if (record.fingerprint) {
         const existing = this.stmts.byFingerprint.get(record.tenant, record.type, record.fingerprint) as
@@ -221,8 +227,9 @@ export class SqliteStore implements VaultStore {
           | undefined;
         if (existing && (existing.expires_at === null || existing.expires_at > now)) return existing.token;
         if (existing) {
-          // An expired deterministic token gives way to a fresh one.
+          // An expired deterministic token gives way to a fresh one (named in the audit row).
           this.stmts.deleteByToken.run(existing.token);
+          outcome.replaced.push(existing.token);
           continue;
         }
       }
@@ -266,10 +273,14 @@ export class SqliteStore implements VaultStore {
     return this.run(() => (this.stmts.countAtVersion.get(tenant, version) as { n: number }).n);
   }
 
-  async rotateDataKey(next: DataKeyRecord, audit: PendingAudit): Promise<boolean> {
+  async rotateDataKey(next: DataKeyRecord, audit: PendingAudit, expectedActive?: number): Promise<boolean> {
     return this.run(() =>
       this.db.transaction(() => {
         if (this.stmts.key.get(next.tenant, next.purpose, next.version)) return false;
+        if (expectedActive !== undefined) {
+          const active = this.stmts.activeKey.get(next.tenant, next.purpose) as DataKeyRow | undefined;
+          if (active?.version !== expectedActive) return false;
+        }
         this.stmts.demoteActive.run(next.tenant, next.purpose);
         this.stmts.insertKey.run(next);
         this.appendAuditNow(audit);
@@ -278,8 +289,14 @@ export class SqliteStore implements VaultStore {
     );
   }
 
-  async updateWrappedKey(tenant: string, purpose: KeyPurpose, version: number, fromKekId: string, kekId: string, wrapped: Buffer): Promise<boolean> {
-    return this.run(() => this.stmts.updateWrapped.run(kekId, wrapped, tenant, purpose, version, fromKekId).changes === 1);
+  async updateWrappedKey(
+    key: { tenant: string; purpose: KeyPurpose; version: number },
+    from: { kekId: string; wrapped: Buffer },
+    to: { kekId: string; wrapped: Buffer },
+  ): Promise<boolean> {
+    return this.run(
+      () => this.stmts.updateWrapped.run(to.kekId, to.wrapped, key.tenant, key.purpose, key.version, from.kekId, from.wrapped).changes === 1,
+    );
   }
 
   async changeDataKeyState(
@@ -288,13 +305,19 @@ export class SqliteStore implements VaultStore {
     to: DataKeyState,
     audit: PendingAudit,
   ): Promise<boolean> {
-    return this.run(() =>
+    const changed = this.run(() =>
       this.db.transaction(() => {
-        const changed = this.stmts.changeState.run({ ...key, from, to }).changes === 1;
-        if (changed) this.appendAuditNow(audit);
-        return changed;
+        // Counted in the same transaction as the change, so no record can slip in between.
+        const records = (this.stmts.countAtVersion.get(key.tenant, key.version) as { n: number }).n;
+        if (key.purpose === 'data' && to !== 'decrypt-only' && records > 0) throw new KeyInUseError(records);
+        const done = this.stmts.changeState.run({ ...key, from, to }).changes === 1;
+        if (done) this.appendAuditNow(audit);
+        return done;
       })(),
     );
+    // Crypto-shred: push the freed (zeroed, secure_delete) pages out of the WAL too.
+    if (changed && to === 'destroyed') this.run(() => this.db.pragma('wal_checkpoint(TRUNCATE)'));
+    return changed;
   }
 
   async recordsBehind(tenant: string, activeVersion: number, afterToken: string, limit: number): Promise<TokenRecord[]> {
@@ -305,7 +328,12 @@ export class SqliteStore implements VaultStore {
     return this.run(() =>
       this.db.transaction(() => {
         let swapped = 0;
-        for (const update of updates) swapped += this.stmts.replaceCiphertext.run(update).changes;
+        for (const update of updates) {
+          this.requireActive(update.tenant, update.keyVersion);
+          const changes = this.stmts.replaceCiphertext.run(update).changes;
+          swapped += changes;
+          if (changes) this.stmts.countEncryptions.run(update.subjectSealed ? 2 : 1, update.tenant, update.keyVersion);
+        }
         this.stmts.jobProgress.run(swapped, failed, now, jobId);
         return swapped;
       })(),

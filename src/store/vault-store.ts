@@ -26,6 +26,7 @@ export interface TokenRecord {
 
 export interface ReencryptedRecord {
   token: string;
+  tenant: string;
   fromVersion: number;
   keyVersion: number;
   nonce: Buffer;
@@ -131,11 +132,23 @@ export interface VaultStore {
   /** How many records each (tenant, data key version) encrypts; key `${tenant}/${version}`. */
   recordCountsByKey(): Promise<Map<string, number>>;
   countRecordsAtVersion(tenant: string, version: number): Promise<number>;
-  /** Demotes the active key of (tenant, purpose) to decrypt-only and makes `next` active, with its audit row. */
-  rotateDataKey(next: DataKeyRecord, audit: PendingAudit): Promise<boolean>;
-  /** Replaces a key's wrapping if it is still wrapped by `fromKekId`. */
-  updateWrappedKey(tenant: string, purpose: KeyPurpose, version: number, fromKekId: string, kekId: string, wrapped: Buffer): Promise<boolean>;
-  /** Moves a key from one state to another (destroy also drops its wrapped material), with its audit row. */
+  /**
+   * Demotes the active key of (tenant, purpose) to decrypt-only and makes `next` active, with its
+   * audit row. False (nothing written) if `next.version` exists, or if the active version is not
+   * `expectedActive` when that is given (someone else rotated first).
+   */
+  rotateDataKey(next: DataKeyRecord, audit: PendingAudit, expectedActive?: number): Promise<boolean>;
+  /** Replaces a key's wrapping only if it is still wrapped exactly as `from` and not destroyed. */
+  updateWrappedKey(
+    key: { tenant: string; purpose: KeyPurpose; version: number },
+    from: { kekId: string; wrapped: Buffer },
+    to: { kekId: string; wrapped: Buffer },
+  ): Promise<boolean>;
+  /**
+   * Moves a key from one state to another (destroy also drops its wrapped material), with its
+   * audit row. Retiring or destroying a data key that records still use throws KeyInUseError,
+   * checked in the same transaction.
+   */
   changeDataKeyState(
     key: { tenant: string; purpose: KeyPurpose; version: number },
     from: DataKeyState,
@@ -148,6 +161,7 @@ export interface VaultStore {
   /**
    * Swaps re-encrypted ciphertexts in, each only if the record still has its old key version,
    * and adds the batch to the job's progress, in one transaction. Returns how many were swapped.
+   * Throws StaleDataKeyError (writing nothing) if the target version stopped being active.
    */
   replaceCiphertexts(updates: ReencryptedRecord[], jobId: string, failed: number, now: number): Promise<number>;
 
@@ -169,6 +183,13 @@ export class StaleDataKeyError extends Error {
   constructor() {
     super('the data key is no longer active');
     this.name = 'StaleDataKeyError';
+  }
+}
+
+export class KeyInUseError extends Error {
+  constructor(readonly records: number) {
+    super(`${records} records still use this key version`);
+    this.name = 'KeyInUseError';
   }
 }
 

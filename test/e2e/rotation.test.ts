@@ -75,7 +75,7 @@ describe('end to end: key rotation under live traffic (real vault, real dev KMS 
   it('rotate, rewrap local → KMS, re-encrypt and retire with zero failed requests and no record lost', async () => {
     const dir = join(root, 'live');
     const keys = initVault(dir, {
-      keyProvider: { type: 'local', keyFile: 'master.key', kms: { endpoint: kmsUrl, region: 'us-east-1' } },
+      keyProvider: { type: 'local', keyFile: 'master.key', kms: { keyId: 'alias/pii-vault', endpoint: kmsUrl, region: 'us-east-1' } },
       reencryptBatchSize: 100,
       reencryptPauseMs: 2,
       logLevel: 'warn',

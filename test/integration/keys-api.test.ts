@@ -25,7 +25,8 @@ describe('key lifecycle API (local master key)', () => {
     const res = await v.http.get('/v1/keys').set(security());
     expect(res.status).to.equal(200);
     const data = res.body.keys.find((k: { purpose: string }) => k.purpose === 'data');
-    expect(data).to.include({ tenant: 'default', version: 1, state: 'active', kekId: 'local:v1', records: 30, encryptions: 30 });
+    // 30 values and their 30 subject ids were sealed under v1.
+    expect(data).to.include({ tenant: 'default', version: 1, state: 'active', kekId: 'local:v1', records: 30, encryptions: 60 });
     expect(res.body.keys.map((k: { purpose: string }) => k.purpose)).to.include.members(['data', 'fingerprint']);
     const all = await v.http.get('/v1/keys?all=true').set(security());
     expect(all.body.keys.map((k: { tenant: string }) => k.tenant)).to.include('_system');
@@ -58,8 +59,9 @@ describe('key lifecycle API (local master key)', () => {
     // Every value and subject survived the move.
     const plain = v.opened.store.db.prepare('SELECT count(*) AS n FROM tokens WHERE key_version = 2').get() as { n: number };
     expect(plain.n).to.equal(30);
-    const meta = await v.http.get(`/v1/tokens/${tokens[7]}`).set(security());
+    const meta = await v.http.get(`/v1/tokens/${tokens[7]}`).set(v.as('billing'));
     expect(meta.body).to.include({ keyVersion: 2, subject: 'cust_7' });
+    expect(await keyOf(2)).to.include({ encryptions: 60 });
     expect((await values(tokens)).every((i: { reveal?: string }) => i.reveal === 'masked')).to.equal(true);
 
     const retired = await v.http.post('/v1/keys/1/retire').set(security()).send({});
@@ -127,9 +129,9 @@ describe('key lifecycle API (local master key)', () => {
   });
 
   it('rotates a data key automatically when it has encrypted too many values', async () => {
-    v.opened.vault.deps.rotation.maxEncryptions = 35;
+    v.opened.vault.deps.rotation.maxEncryptions = 75;
     const before = await keyOf(1);
-    expect(before.encryptions).to.equal(30);
+    expect(before.encryptions).to.equal(60);
     await v.http.post('/v1/tokenize').set(v.as('billing')).send({ items: Array.from({ length: 10 }, (_, i) => ({ type: 'text', value: `more ${i}` })) });
     expect(await keyOf(2)).to.include({ state: 'active', records: 10, encryptions: 10 });
     const row = (await v.opened.store.auditRows(0, 1000)).find((r) => r.action === 'keys:rotate')!;
@@ -178,7 +180,10 @@ describe('key lifecycle API (local master key)', () => {
 
   it('validates key operation bodies', async () => {
     expect((await v.http.post('/v1/keys/rotate').set(security()).send({ tenant: 'Bad Tenant' })).body.error.code).to.equal('invalid_request');
-    expect((await v.http.post('/v1/keys/rewrap').set(security()).send({ target: { type: 'aws-kms' } })).body.error.code).to.equal('invalid_request');
+    expect((await v.http.post('/v1/keys/rewrap').set(security()).send({ target: { type: 'gcp' } })).body.error.code).to.equal('invalid_request');
+    const unconfigured = await v.http.post('/v1/keys/rewrap').set(security()).send({ target: { type: 'aws-kms', keyId: 'arn:aws:kms:us-east-1:999999999999:key/attacker' } });
+    expect(unconfigured.status).to.equal(403);
+    expect(unconfigured.body.error.message).to.match(/not configured/);
     expect((await v.http.post('/v1/keys/abc/retire').set(security()).send({})).status).to.equal(404);
     expect((await v.http.get('/v1/jobs/not-a-job').set(security())).status).to.equal(404);
   });

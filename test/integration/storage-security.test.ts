@@ -93,16 +93,19 @@ describe('storage security', () => {
       expect(res.body.items[0].error.code).to.equal('integrity_failed');
     });
 
-    it('when the wrapped data key is altered, detokenize fails closed with key_unavailable', async () => {
+    it('when the wrapped data key is altered: integrity_failed per item, and tokenize under it is refused', async () => {
       const row = db().prepare("SELECT wrapped FROM data_keys WHERE tenant = 'default' AND purpose = 'data'").get() as { wrapped: Buffer };
       const flipped = Buffer.from(row.wrapped);
       flipped[5] ^= 0x80;
       db().prepare("UPDATE data_keys SET wrapped = ? WHERE tenant = 'default' AND purpose = 'data'").run(flipped);
       v.opened.keys.clear();
-      const res = await charge([tokens[0]]);
-      expect(res.status).to.equal(503);
-      expect(res.body.error.code).to.equal('key_unavailable');
+      const res = await charge(tokens);
+      expect(res.status).to.equal(200);
+      expect(res.body.items.map((i: { error?: { code: string } }) => i.error?.code)).to.deep.equal(['integrity_failed', 'integrity_failed']);
       expect(JSON.stringify(res.body)).not.to.contain('4111111111111111');
+      const tok = await v.http.post('/v1/tokenize').set(v.as('billing')).send({ items: [{ type: 'pan', value: '4111111111111111' }] });
+      expect(tok.status).to.equal(503);
+      expect(tok.body.error.code).to.equal('key_unavailable');
     });
   });
 

@@ -41,7 +41,7 @@ describe('config / loadConfig', () => {
       host: '127.0.0.1',
       port: 8080,
       databaseFile: 'vault.db',
-      keyProvider: { type: 'local', keyFile: 'master.key', kms: { timeoutMs: 2000, maxAttempts: 3 } },
+      keyProvider: { type: 'local', keyFile: 'master.key', kms: { allowedKeyIds: [], timeoutMs: 2000, maxAttempts: 3 } },
       policyFile: 'policy.json',
       logLevel: 'info',
       keyCacheTtlSeconds: 900,
@@ -54,6 +54,10 @@ describe('config / loadConfig', () => {
       authFailuresPerMinute: 20,
       maxConcurrentRequests: 512,
       shutdownTimeoutMs: 10_000,
+      headersTimeoutMs: 10_000,
+      requestTimeoutMs: 30_000,
+      keepAliveTimeoutMs: 5_000,
+      databaseBusyTimeoutMs: 5_000,
       metrics: true,
       dataDir: resolve(dir),
     });
@@ -62,7 +66,7 @@ describe('config / loadConfig', () => {
 
   it('defaults the fields of a partial keyProvider object', () => {
     const config = loadConfig(dataDir({ keyProvider: { keyFile: '/secrets/master.key' } }), {}, NO_ENV);
-    expect(config.keyProvider).to.deep.equal({ type: 'local', keyFile: '/secrets/master.key', kms: { timeoutMs: 2000, maxAttempts: 3 } });
+    expect(config.keyProvider).to.deep.equal({ type: 'local', keyFile: '/secrets/master.key', kms: { allowedKeyIds: [], timeoutMs: 2000, maxAttempts: 3 } });
   });
 
   it('takes KMS settings from PII_VAULT_KMS_* environment variables', () => {
@@ -75,6 +79,7 @@ describe('config / loadConfig', () => {
       keyId: 'alias/pii-vault',
       region: 'eu-west-1',
       endpoint: 'http://127.0.0.1:4599',
+      allowedKeyIds: [],
       timeoutMs: 2000,
       maxAttempts: 3,
     });
@@ -242,7 +247,7 @@ describe('config / helpers', () => {
       host: '127.0.0.1',
       port: 8080,
       databaseFile: 'vault.db',
-      keyProvider: { type: 'local', keyFile: 'master.key', kms: { timeoutMs: 2000, maxAttempts: 3 } },
+      keyProvider: { type: 'local', keyFile: 'master.key', kms: { allowedKeyIds: [], timeoutMs: 2000, maxAttempts: 3 } },
       policyFile: 'policy.json',
       logLevel: 'info',
       keyCacheTtlSeconds: 900,
@@ -255,6 +260,10 @@ describe('config / helpers', () => {
       authFailuresPerMinute: 20,
       maxConcurrentRequests: 512,
       shutdownTimeoutMs: 10_000,
+      headersTimeoutMs: 10_000,
+      requestTimeoutMs: 30_000,
+      keepAliveTimeoutMs: 5_000,
+      databaseBusyTimeoutMs: 5_000,
       metrics: true,
     });
     expect(defaults).not.to.have.property('dataDir');

@@ -804,25 +804,25 @@ describe('crypto / KeyManager (SqliteStore)', () => {
     expect(provider2.generates).to.equal(0);
   });
 
-  it('a KeyManager with the wrong master key fails with KeyUnavailableError and does not replace the key', async () => {
+  it('a KeyManager with the wrong master key fails with an IntegrityError and does not replace the key', async () => {
     const { store, keys } = setup();
     const original = await keys.activeKey('t1', 'data');
     const wrong = new KeyManager(store, new LocalKeyProvider(MasterKeyring.generate()));
     const err = await rejection(wrong.activeKey('t1', 'data'));
-    expect(err).to.be.instanceOf(KeyUnavailableError);
+    expect(err).to.be.instanceOf(IntegrityError);
     expect((err as Error).message).to.match(/wrong master key or tampered/);
     expect((err as Error).message).not.to.include(original.key.toString('hex'));
-    expect(await rejection(wrong.keyVersion('t1', 'data', 1))).to.be.instanceOf(KeyUnavailableError);
+    expect(await rejection(wrong.keyVersion('t1', 'data', 1))).to.be.instanceOf(IntegrityError);
     expect(keyRows(store, 't1', 'data')).to.have.length(1);
   });
 
-  it('a tampered wrapped key in the store fails with KeyUnavailableError', async () => {
+  it('a tampered wrapped key in the store fails with an IntegrityError', async () => {
     const { store, ring, keys } = setup();
     await keys.activeKey('t1', 'data');
     const [row] = keyRows(store, 't1', 'data');
     store.db.prepare("UPDATE data_keys SET wrapped = ? WHERE tenant = 't1' AND purpose = 'data'").run(flipBit(row.wrapped!, 100));
     const cold = new KeyManager(store, new LocalKeyProvider(ring));
-    expect(await rejection(cold.activeKey('t1', 'data'))).to.be.instanceOf(KeyUnavailableError);
+    expect(await rejection(cold.activeKey('t1', 'data'))).to.be.instanceOf(IntegrityError);
   });
 
   it('a destroyed key version (wrapped = NULL) is reported as undefined by keyVersion', async () => {

@@ -317,10 +317,11 @@ describe('domain / data types', () => {
       expect(normalize('name', 'a'.repeat(200))).to.have.length(200);
     });
 
-    it('masks each word after its first character', () => {
+    it('masks each word after its first character, and one-letter words whole', () => {
       expect(mask('name', 'John Doe')).to.equal('J*** D**');
       expect(mask('name', 'José  Álvarez')).to.equal('J*** Á******');
-      expect(mask('name', 'X')).to.equal('X');
+      expect(mask('name', 'X')).to.equal('*');
+      expect(mask('name', 'J R R Tolkien')).to.equal('* * * T******');
     });
   });
 
