@@ -465,7 +465,7 @@ function describeRequest(req: FuzzRequest, path: string, body: string | Buffer |
 // ---------------------------------------------------------------- the test
 
 describe('HTTP fuzz: generated requests against one vault', function () {
-  this.timeout(120_000);
+  this.timeout(Math.max(120_000, RUNS * 30));
   let v: TestVault;
   const known: Known = { tokens: [], jobs: [] };
 

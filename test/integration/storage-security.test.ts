@@ -80,6 +80,16 @@ describe('storage security', () => {
       expect(res.body.items[0]).to.deep.equal({ token: tokens[0], error: { code: 'integrity_failed' } });
     });
 
+    it("when another tenant's ciphertext, nonce and tag are copied in", async () => {
+      v.opened.vault.deps.policy().principals.billing.tenants = ['default', 'acme'];
+      const acme = await v.http.post('/v1/tokenize').set(v.as('billing')).send({ tenant: 'acme', items: [{ type: 'pan', value: '378282246310005' }] });
+      db()
+        .prepare(`UPDATE tokens SET (nonce, ciphertext, tag) = (SELECT nonce, ciphertext, tag FROM tokens WHERE token = ?) WHERE token = ?`)
+        .run(acme.body.items[0].token, tokens[0]);
+      const res = await charge([tokens[0]]);
+      expect(res.body.items[0]).to.deep.equal({ token: tokens[0], error: { code: 'integrity_failed' } });
+    });
+
     it('when the row is moved to another tenant', async () => {
       v.opened.vault.deps.policy().principals.gateway.tenants = ['*'];
       db().prepare("UPDATE tokens SET tenant = 'acme' WHERE token = ?").run(tokens[0]);
