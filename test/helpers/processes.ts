@@ -31,7 +31,7 @@ export function serve(dataDir: string, { command = 'serve', env = {} }: { comman
     }, 20_000);
     const onData = (chunk: Buffer) => {
       out += chunk.toString();
-      const match = /^listening on (http:\/\/\S+)$/m.exec(out);
+      const match = /^listening on (https?:\/\/\S+)$/m.exec(out);
       if (match) {
         clearTimeout(timer);
         resolve({
