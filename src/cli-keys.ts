@@ -38,7 +38,8 @@ export async function keysCommand(sub: string, o: KeysCommandOptions, out: NodeJ
     case 'rotate': {
       const result = await api('POST', '/v1/keys/rotate', scope);
       if (o.json) return print(out, result);
-      for (const r of result.rotated) out.write(`${r.tenant}: data key v${r.version} active (v${r.previousVersion ?? '-'} now decrypt-only)\n`);
+      for (const r of result.rotated)
+        out.write(`${r.tenant}: data key v${r.version} active (v${r.previousVersion ?? '-'} now decrypt-only)\n`);
       return 0;
     }
     case 'rewrap': {
@@ -63,7 +64,9 @@ export async function keysCommand(sub: string, o: KeysCommandOptions, out: NodeJ
       }
       progress(job, true);
       if (o.json) return print(out, { job });
-      out.write(`job ${job.id} ${job.state}: ${job.done} re-encrypted, ${job.failed} could not be opened${job.error ? ` (${job.error})` : ''}\n`);
+      out.write(
+        `job ${job.id} ${job.state}: ${job.done} re-encrypted, ${job.failed} could not be opened${job.error ? ` (${job.error})` : ''}\n`,
+      );
       return job.state === 'completed' && job.failed === 0 ? 0 : 1;
     }
     case 'retire':
@@ -95,7 +98,9 @@ function client(o: KeysCommandOptions): Api {
         body: body ? JSON.stringify(body) : undefined,
       });
     } catch (err) {
-      throw new CliError(`cannot reach the vault at ${base}: ${(err as Error & { cause?: Error }).cause?.message ?? (err as Error).message}`);
+      throw new CliError(
+        `cannot reach the vault at ${base}: ${(err as Error & { cause?: Error }).cause?.message ?? (err as Error).message}`,
+      );
     }
     const payload = (await res.json().catch(() => ({}))) as any;
     if (!res.ok) throw new CliError(`${res.status} ${payload.error?.code ?? ''}: ${payload.error?.message ?? res.statusText}`);
@@ -120,15 +125,48 @@ function print(out: NodeJS.WriteStream, value: unknown): number {
   return 0;
 }
 
-function table(keys: { tenant: string; purpose: string; version: number; state: string; kekId: string; encryptions: number; records: number | null; createdAt: string }[]): string {
+function table(
+  keys: {
+    tenant: string;
+    purpose: string;
+    version: number;
+    state: string;
+    kekId: string;
+    encryptions: number;
+    records: number | null;
+    createdAt: string;
+  }[],
+): string {
   const rows = [['TENANT', 'PURPOSE', 'VERSION', 'STATE', 'RECORDS', 'ENCRYPTIONS', 'KEK', 'CREATED']];
-  for (const k of keys) rows.push([k.tenant, k.purpose, `v${k.version}`, k.state, k.records === null ? '-' : String(k.records), String(k.encryptions), k.kekId, k.createdAt]);
+  for (const k of keys)
+    rows.push([
+      k.tenant,
+      k.purpose,
+      `v${k.version}`,
+      k.state,
+      k.records === null ? '-' : String(k.records),
+      String(k.encryptions),
+      k.kekId,
+      k.createdAt,
+    ]);
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd()).join('\n') + '\n';
+  return (
+    rows
+      .map((r) =>
+        r
+          .map((c, i) => c.padEnd(widths[i]))
+          .join('  ')
+          .trimEnd(),
+      )
+      .join('\n') + '\n'
+  );
 }
 
 /** A progress bar on a terminal, plain lines otherwise (CI logs). */
-function progress(job: { done: number; failed: number; total: number; ratePerSecond: number; etaSeconds: number | null }, last = false): void {
+function progress(
+  job: { done: number; failed: number; total: number; ratePerSecond: number; etaSeconds: number | null },
+  last = false,
+): void {
   const fraction = job.total > 0 ? Math.min(1, (job.done + job.failed) / job.total) : 1;
   const width = 30;
   const filled = Math.round(fraction * width);
@@ -136,4 +174,3 @@ function progress(job: { done: number; failed: number; total: number; ratePerSec
   if (process.stderr.isTTY) process.stderr.write(`\r${line}${last ? '\n' : ''}`);
   else process.stderr.write(`${line}\n`);
 }
-

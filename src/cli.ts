@@ -130,7 +130,9 @@ function printInit(result: InitResult, json: boolean): void {
     return;
   }
   const lines = [
-    result.kept.length ? `Re-issued starter API keys for the vault in ${result.dataDir} (kept: ${result.kept.join(', ')})` : `Created a vault in ${result.dataDir}`,
+    result.kept.length
+      ? `Re-issued starter API keys for the vault in ${result.dataDir} (kept: ${result.kept.join(', ')})`
+      : `Created a vault in ${result.dataDir}`,
     'API keys (shown only now; store them in your secrets manager):',
     ...Object.entries(result.apiKeys).map(([id, key]) => `  ${id.padEnd(9)} ${key}`),
     `Serve it with: pii-vault serve --data-dir ${result.dataDir}`,
@@ -155,7 +157,10 @@ async function serve(dataDir: string, flags: ConfigOverrides): Promise<number> {
   process.once('SIGINT', () => shutdown('SIGINT'));
   process.on('SIGHUP', () => {
     const outcome = reloadPolicy(running.opened);
-    running.logger[outcome.ok ? 'info' : 'error']({ reason: outcome.reason }, outcome.ok ? 'policy reloaded' : 'policy reload failed; the previous policy stays in force');
+    running.logger[outcome.ok ? 'info' : 'error'](
+      { reason: outcome.reason },
+      outcome.ok ? 'policy reloaded' : 'policy reload failed; the previous policy stays in force',
+    );
   });
   return new Promise<number>(() => undefined);
 }
@@ -191,7 +196,9 @@ async function devKms(values: { port?: string; host?: string; data?: string }): 
   const { port } = overrides({ port: values.port ?? '4599' });
   const kms = await startDevKms({ port, host: values.host ?? '127.0.0.1', dataFile: values.data });
   process.stdout.write(`dev KMS (NOT for production) listening on ${kms.url}\n`);
-  process.stdout.write(`  credentials: AWS_ACCESS_KEY_ID=${DEV_KMS_CREDENTIALS.accessKeyId} AWS_SECRET_ACCESS_KEY=${DEV_KMS_CREDENTIALS.secretAccessKey}\n`);
+  process.stdout.write(
+    `  credentials: AWS_ACCESS_KEY_ID=${DEV_KMS_CREDENTIALS.accessKeyId} AWS_SECRET_ACCESS_KEY=${DEV_KMS_CREDENTIALS.secretAccessKey}\n`,
+  );
   const stop = () => kms.close().then(() => process.exit(0));
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
@@ -204,7 +211,8 @@ async function auditVerify(dataDir: string, json: boolean): Promise<number> {
     const result = await opened.audit.verify();
     if (json) process.stdout.write(JSON.stringify(result) + '\n');
     else if (result.ok) process.stdout.write(`audit chain intact: ${result.rows} rows, head #${result.headSeq} ${result.headHash}\n`);
-    else process.stdout.write(`audit chain BROKEN at row #${result.firstBadSeq}: ${result.reason} (${result.rows} rows verified before it)\n`);
+    else
+      process.stdout.write(`audit chain BROKEN at row #${result.firstBadSeq}: ${result.reason} (${result.rows} rows verified before it)\n`);
     return result.ok ? 0 : 1;
   } finally {
     await opened.close();

@@ -31,30 +31,50 @@ export const ConfigSchema = Type.Object(
           default: 'local',
           description: 'Which KEK wraps new data keys: the local master key or an AWS KMS key.',
         }),
-        keyFile: Type.String({ default: 'master.key', description: 'Master keyring file (mode 0600), relative to the data dir. Ignored when PII_VAULT_MASTER_KEY is set.' }),
+        keyFile: Type.String({
+          default: 'master.key',
+          description: 'Master keyring file (mode 0600), relative to the data dir. Ignored when PII_VAULT_MASTER_KEY is set.',
+        }),
         kms: Type.Object(
           {
-            keyId: Type.Optional(Type.String({ minLength: 1, description: 'KMS key id, ARN, alias or alias ARN. Env PII_VAULT_KMS_KEY_ID.' })),
+            keyId: Type.Optional(
+              Type.String({ minLength: 1, description: 'KMS key id, ARN, alias or alias ARN. Env PII_VAULT_KMS_KEY_ID.' }),
+            ),
             allowedKeyIds: Type.Array(Type.String({ minLength: 1 }), {
               default: [],
               description: 'Other KMS keys a rewrap may switch to; the API accepts no key outside keyId and this list.',
             }),
-            region: Type.Optional(Type.String({ description: 'AWS region; else the SDK default chain (AWS_REGION). Env PII_VAULT_KMS_REGION.' })),
-            endpoint: Type.Optional(Type.String({ description: 'Endpoint override (VPC endpoint, or the dev KMS). Env PII_VAULT_KMS_ENDPOINT.' })),
+            region: Type.Optional(
+              Type.String({ description: 'AWS region; else the SDK default chain (AWS_REGION). Env PII_VAULT_KMS_REGION.' }),
+            ),
+            endpoint: Type.Optional(
+              Type.String({ description: 'Endpoint override (VPC endpoint, or the dev KMS). Env PII_VAULT_KMS_ENDPOINT.' }),
+            ),
             timeoutMs: Type.Integer({ minimum: 100, maximum: 60_000, default: 2_000, description: 'Per-attempt timeout of a KMS call.' }),
-            maxAttempts: Type.Integer({ minimum: 1, maximum: 10, default: 3, description: 'Attempts per KMS call, with exponential backoff.' }),
+            maxAttempts: Type.Integer({
+              minimum: 1,
+              maximum: 10,
+              default: 3,
+              description: 'Attempts per KMS call, with exponential backoff.',
+            }),
           },
           { additionalProperties: false, default: {} },
         ),
       },
       { additionalProperties: false, default: {} },
     ),
-    dekMaxAgeDays: Type.Integer({ minimum: 1, maximum: 3650, default: 90, description: 'A data key older than this is rotated automatically.' }),
+    dekMaxAgeDays: Type.Integer({
+      minimum: 1,
+      maximum: 3650,
+      default: 90,
+      description: 'A data key older than this is rotated automatically.',
+    }),
     dekMaxEncryptions: Type.Integer({
       minimum: 1,
       maximum: 2 ** 31,
       default: 2 ** 30,
-      description: 'A data key that encrypted this many values is rotated automatically (well under the 2^32 random-nonce limit of AES-GCM).',
+      description:
+        'A data key that encrypted this many values is rotated automatically (well under the 2^32 random-nonce limit of AES-GCM).',
     }),
     rateLimits: Type.Object(
       {
@@ -71,34 +91,87 @@ export const ConfigSchema = Type.Object(
       default: 20,
       description: 'Failed authentications a client address may make per minute before it gets 429 (brute-force brake).',
     }),
-    maxConcurrentRequests: Type.Integer({ minimum: 1, maximum: 100_000, default: 512, description: 'Requests in flight at most; more get 503 overloaded.' }),
-    headersTimeoutMs: Type.Integer({ minimum: 100, maximum: 600_000, default: 10_000, description: 'A client must send its headers within this (slow-loris brake).' }),
-    requestTimeoutMs: Type.Integer({ minimum: 100, maximum: 600_000, default: 30_000, description: 'A client must send its whole request within this.' }),
-    keepAliveTimeoutMs: Type.Integer({ minimum: 100, maximum: 600_000, default: 5_000, description: 'Idle keep-alive connections are closed after this.' }),
-    databaseBusyTimeoutMs: Type.Integer({ minimum: 0, maximum: 600_000, default: 5_000, description: 'How long a write waits for a locked database before 503 store_unavailable.' }),
-    shutdownTimeoutMs: Type.Integer({ minimum: 0, maximum: 600_000, default: 10_000, description: 'How long SIGTERM waits for in-flight requests before closing connections.' }),
+    maxConcurrentRequests: Type.Integer({
+      minimum: 1,
+      maximum: 100_000,
+      default: 512,
+      description: 'Requests in flight at most; more get 503 overloaded.',
+    }),
+    headersTimeoutMs: Type.Integer({
+      minimum: 100,
+      maximum: 600_000,
+      default: 10_000,
+      description: 'A client must send its headers within this (slow-loris brake).',
+    }),
+    requestTimeoutMs: Type.Integer({
+      minimum: 100,
+      maximum: 600_000,
+      default: 30_000,
+      description: 'A client must send its whole request within this.',
+    }),
+    keepAliveTimeoutMs: Type.Integer({
+      minimum: 100,
+      maximum: 600_000,
+      default: 5_000,
+      description: 'Idle keep-alive connections are closed after this.',
+    }),
+    databaseBusyTimeoutMs: Type.Integer({
+      minimum: 0,
+      maximum: 600_000,
+      default: 5_000,
+      description: 'How long a write waits for a locked database before 503 store_unavailable.',
+    }),
+    shutdownTimeoutMs: Type.Integer({
+      minimum: 0,
+      maximum: 600_000,
+      default: 10_000,
+      description: 'How long SIGTERM waits for in-flight requests before closing connections.',
+    }),
     tls: Type.Optional(
       Type.Object(
         {
           certFile: Type.String({ description: 'PEM certificate chain of the server, relative to the data dir.' }),
           keyFile: Type.String({ description: 'PEM private key of the server (mode 0600).' }),
           clientCaFile: Type.Optional(Type.String({ description: 'PEM CA bundle that client certificates must chain to (enables mTLS).' })),
-          requireClientCert: Type.Boolean({ default: false, description: 'Refuse TLS clients without a certificate signed by clientCaFile.' }),
+          requireClientCert: Type.Boolean({
+            default: false,
+            description: 'Refuse TLS clients without a certificate signed by clientCaFile.',
+          }),
         },
         { additionalProperties: false },
       ),
     ),
-    metrics: Type.Boolean({ default: true, description: 'Serve Prometheus metrics at GET /metrics (no auth; no values or tokens in them).' }),
+    metrics: Type.Boolean({
+      default: true,
+      description: 'Serve Prometheus metrics at GET /metrics (no auth; no values or tokens in them).',
+    }),
     reencryptBatchSize: Type.Integer({ minimum: 1, maximum: 10_000, default: 200, description: 'Records per re-encryption transaction.' }),
-    reencryptPauseMs: Type.Integer({ minimum: 0, maximum: 60_000, default: 5, description: 'Pause between re-encryption batches, leaving room for live traffic.' }),
+    reencryptPauseMs: Type.Integer({
+      minimum: 0,
+      maximum: 60_000,
+      default: 5,
+      description: 'Pause between re-encryption batches, leaving room for live traffic.',
+    }),
     policyFile: Type.String({ default: 'policy.json', description: 'Roles, grants and principals; reloaded on SIGHUP.' }),
-    phoneRegion: Type.Optional(Type.String({ pattern: '^[A-Z]{2}$', description: 'Region (ISO 3166) for national phone numbers; unset accepts only +… numbers.' })),
+    phoneRegion: Type.Optional(
+      Type.String({ pattern: '^[A-Z]{2}$', description: 'Region (ISO 3166) for national phone numbers; unset accepts only +… numbers.' }),
+    ),
     logLevel: oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'silent'] as const, {
       default: 'info',
       description: 'Log level. Env PII_VAULT_LOG_LEVEL.',
     }),
-    keyCacheTtlSeconds: Type.Integer({ minimum: 1, maximum: 86_400, default: 900, description: 'How long unwrapped data keys stay in memory.' }),
-    keyCacheMaxEntries: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 10_000, description: 'How many unwrapped data keys are kept at most.' }),
+    keyCacheTtlSeconds: Type.Integer({
+      minimum: 1,
+      maximum: 86_400,
+      default: 900,
+      description: 'How long unwrapped data keys stay in memory.',
+    }),
+    keyCacheMaxEntries: Type.Integer({
+      minimum: 1,
+      maximum: 1_000_000,
+      default: 10_000,
+      description: 'How many unwrapped data keys are kept at most.',
+    }),
   },
   { additionalProperties: false },
 );

@@ -23,7 +23,10 @@ export const ERROR_CATALOGUE = {
   key_state_conflict: { status: 409, message: 'The key is not in a state that allows this operation.' },
   payload_too_large: { status: 413, message: 'The request body is too large.' },
   rate_limited: { status: 429, message: 'Too many requests for this principal; retry after the Retry-After header.' },
-  too_many_auth_failures: { status: 429, message: 'Too many failed authentications from this address; retry after the Retry-After header.' },
+  too_many_auth_failures: {
+    status: 429,
+    message: 'Too many failed authentications from this address; retry after the Retry-After header.',
+  },
   unsupported_media_type: { status: 415, message: 'The request body must be application/json.' },
   internal_error: { status: 500, message: 'Internal error.' },
   overloaded: { status: 503, message: 'The vault is at its concurrent request limit; retry shortly.' },

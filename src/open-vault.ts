@@ -94,16 +94,21 @@ function checkPrivate(path: string, what: string, fix: string): void {
   try {
     mode = statSync(path).mode & 0o777;
   } catch (err) {
-    throw new ConfigError(`${what} ${path} cannot be read (${(err as NodeJS.ErrnoException).code}); run \`pii-vault init --data-dir ${path}\` first`);
+    throw new ConfigError(
+      `${what} ${path} cannot be read (${(err as NodeJS.ErrnoException).code}); run \`pii-vault init --data-dir ${path}\` first`,
+    );
   }
-  if (mode & 0o077) throw new ConfigError(`${what} ${path} has mode ${mode.toString(8)}; it must be private to the vault's user (${fix} ${path})`);
+  if (mode & 0o077)
+    throw new ConfigError(`${what} ${path} has mode ${mode.toString(8)}; it must be private to the vault's user (${fix} ${path})`);
 }
 
 /** An acknowledged token must be on disk: WAL with synchronous=FULL, or the vault does not start. */
 function checkDurability(store: SqliteStore): void {
   const { journalMode, synchronous } = store.settings();
   if (journalMode !== 'wal' || synchronous !== 2) {
-    throw new ConfigError(`the database is in journal_mode=${journalMode}, synchronous=${synchronous}; the vault needs WAL with synchronous=FULL (2)`);
+    throw new ConfigError(
+      `the database is in journal_mode=${journalMode}, synchronous=${synchronous}; the vault needs WAL with synchronous=FULL (2)`,
+    );
   }
 }
 
@@ -115,12 +120,18 @@ async function createKekControl(config: VaultConfig): Promise<KekControl> {
   let kms: AwsKmsKeyProvider | undefined;
   if (config.keyProvider.type === 'aws-kms') {
     const keyId = config.keyProvider.kms.keyId;
-    if (!keyId) throw new KeyUnavailableError('keyProvider.type is aws-kms but no KMS key id is configured (keyProvider.kms.keyId or PII_VAULT_KMS_KEY_ID)');
+    if (!keyId)
+      throw new KeyUnavailableError(
+        'keyProvider.type is aws-kms but no KMS key id is configured (keyProvider.kms.keyId or PII_VAULT_KMS_KEY_ID)',
+      );
     kms = await kmsFor(keyId);
   }
   const primary: KeyProvider | undefined = config.keyProvider.type === 'aws-kms' ? kms : local;
   if (!primary) throw new KeyUnavailableError('no key-encryption key is configured');
-  const provider = new RoutingKeyProvider(primary, [local, kms].filter((p): p is LocalKeyProvider | AwsKmsKeyProvider => !!p && p !== primary));
+  const provider = new RoutingKeyProvider(
+    primary,
+    [local, kms].filter((p): p is LocalKeyProvider | AwsKmsKeyProvider => !!p && p !== primary),
+  );
 
   return {
     provider,
@@ -137,7 +148,10 @@ async function createKekControl(config: VaultConfig): Promise<KekControl> {
         const allowed = [config.keyProvider.kms.keyId, ...config.keyProvider.kms.allowedKeyIds].filter(Boolean);
         // The KEK must be one the operator configured: a caller must not point the vault at a key it controls.
         if (!keyId || !allowed.includes(keyId)) {
-          throw new VaultError('forbidden', `KMS key ${keyId ?? '(none)'} is not configured; add it to keyProvider.kms.keyId or allowedKeyIds first.`);
+          throw new VaultError(
+            'forbidden',
+            `KMS key ${keyId ?? '(none)'} is not configured; add it to keyProvider.kms.keyId or allowedKeyIds first.`,
+          );
         }
         provider.setPrimary(await kmsFor(keyId));
         target = { type: 'aws-kms', keyId };

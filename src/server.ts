@@ -40,7 +40,11 @@ export async function startServer(config: VaultConfig, logger: Logger = createLo
     logger,
     version: VERSION,
     metrics,
-    limits: { rateLimits: config.rateLimits, authFailuresPerMinute: config.authFailuresPerMinute, maxConcurrentRequests: config.maxConcurrentRequests },
+    limits: {
+      rateLimits: config.rateLimits,
+      authFailuresPerMinute: config.authFailuresPerMinute,
+      maxConcurrentRequests: config.maxConcurrentRequests,
+    },
   });
   const timeouts = {
     headersTimeout: config.headersTimeoutMs,

@@ -4,8 +4,7 @@ import { KeyManager, SYSTEM_TENANT } from '../crypto/key-manager';
 import { AuditEntry, AuditRow, AuditSealer, AuditUnavailableError, GENESIS_HASH, VaultStore } from '../store/vault-store';
 
 export type VerifyResult =
-  | { ok: true; rows: number; headSeq: number; headHash: string }
-  | { ok: false; rows: number; firstBadSeq: number; reason: string };
+  { ok: true; rows: number; headSeq: number; headHash: string } | { ok: false; rows: number; firstBadSeq: number; reason: string };
 
 export { AuditUnavailableError };
 

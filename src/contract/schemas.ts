@@ -60,8 +60,12 @@ export const TokenizeResponseSchema = Type.Object({
 export const DetokenizeRequestSchema = Type.Object(
   {
     tokens: Type.Array(TokenString, { minItems: 1, maxItems: MAX_ITEMS }),
-    purpose: Type.Optional(Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_.:-]+$', description: 'Why the values are needed, e.g. `charge`.' })),
-    reveal: Type.Optional(enumOf(REVEAL_LEVELS, 'Asked-for reveal level; the policy may lower it. Defaults to the most the policy allows.')),
+    purpose: Type.Optional(
+      Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_.:-]+$', description: 'Why the values are needed, e.g. `charge`.' }),
+    ),
+    reveal: Type.Optional(
+      enumOf(REVEAL_LEVELS, 'Asked-for reveal level; the policy may lower it. Defaults to the most the policy allows.'),
+    ),
   },
   { additionalProperties: false },
 );
@@ -116,7 +120,7 @@ export const AuditRowSchema = Type.Object({
   reason: Type.Union([Type.String(), Type.Null()]),
   subjects: Type.Array(Type.String(), { description: 'Keyed HMACs of data subject ids.' }),
   keyVersion: Type.Integer(),
-  hash: Type.String({ description: 'This row\'s chained HMAC (hex).' }),
+  hash: Type.String({ description: "This row's chained HMAC (hex)." }),
 });
 
 export const AuditListResponseSchema = Type.Object({
@@ -190,7 +194,16 @@ export const RewrapRequestSchema = Type.Object(
         [
           Type.Object({ type: Type.Literal('local') }, { additionalProperties: false }),
           Type.Object(
-            { type: Type.Literal('aws-kms'), keyId: Type.Optional(Type.String({ minLength: 1, maxLength: 2048, description: 'Defaults to keyProvider.kms.keyId; must be it or in allowedKeyIds.' })) },
+            {
+              type: Type.Literal('aws-kms'),
+              keyId: Type.Optional(
+                Type.String({
+                  minLength: 1,
+                  maxLength: 2048,
+                  description: 'Defaults to keyProvider.kms.keyId; must be it or in allowedKeyIds.',
+                }),
+              ),
+            },
             { additionalProperties: false },
           ),
         ],
@@ -214,7 +227,14 @@ export const DestroyRequestSchema = Type.Object(
 export const KeyListResponseSchema = Type.Object({ keys: Type.Array(KeyViewSchema) });
 export const KeyChangeResponseSchema = Type.Object({ key: KeyViewSchema });
 export const RotateResponseSchema = Type.Object({
-  rotated: Type.Array(Type.Object({ tenant: Type.String(), purpose: Type.Literal('data'), version: Type.Integer(), previousVersion: Type.Union([Type.Integer(), Type.Null()]) })),
+  rotated: Type.Array(
+    Type.Object({
+      tenant: Type.String(),
+      purpose: Type.Literal('data'),
+      version: Type.Integer(),
+      previousVersion: Type.Union([Type.Integer(), Type.Null()]),
+    }),
+  ),
 });
 export const RewrapResponseSchema = Type.Object({
   kekId: Type.String(),

@@ -127,7 +127,9 @@ export class AwsKmsKeyProvider extends KeyProvider {
 
   protected async _unwrap(wrapped: WrappedKey, context: EncryptionContext): Promise<Buffer> {
     const out = await this.call(() =>
-      this.client.send(new DecryptCommand({ CiphertextBlob: wrapped.blob, KeyId: wrapped.kekId, EncryptionContext: toKmsContext(context) })),
+      this.client.send(
+        new DecryptCommand({ CiphertextBlob: wrapped.blob, KeyId: wrapped.kekId, EncryptionContext: toKmsContext(context) }),
+      ),
     );
     return Buffer.from(out.Plaintext!);
   }

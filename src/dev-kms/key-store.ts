@@ -171,7 +171,8 @@ export class KeyStore {
    * the blob was made under, else IncorrectKeyException.
    */
   decrypt(blob: Buffer, context: EncryptionContext, expectedKey?: KeyRecord): { key: KeyRecord; plaintext: Buffer } {
-    const invalid = (): KmsError => new KmsError('InvalidCiphertextException', 'The ciphertext is invalid or was made with a different encryption context.');
+    const invalid = (): KmsError =>
+      new KmsError('InvalidCiphertextException', 'The ciphertext is invalid or was made with a different encryption context.');
     if (blob.length <= HEADER_LENGTH || !blob.subarray(0, MAGIC.length).equals(MAGIC)) throw invalid();
     let offset = MAGIC.length;
     const keyId = blob.toString('ascii', offset, offset + KEY_ID_LENGTH);
@@ -186,7 +187,10 @@ export class KeyStore {
     const key = this.keys.get(keyId);
     if (!key || version >= key.materials.length) throw invalid();
     if (expectedKey && expectedKey.keyId !== key.keyId) {
-      throw new KmsError('IncorrectKeyException', 'The key ID in the request does not identify the KMS key that was used to encrypt the ciphertext.');
+      throw new KmsError(
+        'IncorrectKeyException',
+        'The key ID in the request does not identify the KMS key that was used to encrypt the ciphertext.',
+      );
     }
     requireEnabled(key);
     try {

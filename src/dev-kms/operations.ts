@@ -44,7 +44,12 @@ export const OPERATIONS: Record<string, Operation> = {
     const aliases = store
       .listAliases()
       .filter((a) => only === undefined || a.targetKeyId === only)
-      .map((a) => ({ AliasName: a.aliasName, AliasArn: store.aliasArnOf(a.aliasName), TargetKeyId: a.targetKeyId, CreationDate: a.creationDate }));
+      .map((a) => ({
+        AliasName: a.aliasName,
+        AliasArn: store.aliasArnOf(a.aliasName),
+        TargetKeyId: a.targetKeyId,
+        CreationDate: a.creationDate,
+      }));
     return { Aliases: aliases, Truncated: false };
   },
 

@@ -214,7 +214,9 @@ function readBody(req: IncomingMessage): Promise<Buffer> {
       if (size <= MAX_BODY_BYTES) chunks.push(chunk);
     });
     req.on('end', () =>
-      size > MAX_BODY_BYTES ? reject(new KmsError('ValidationException', `Request body exceeds ${MAX_BODY_BYTES} bytes.`)) : resolve(Buffer.concat(chunks)),
+      size > MAX_BODY_BYTES
+        ? reject(new KmsError('ValidationException', `Request body exceeds ${MAX_BODY_BYTES} bytes.`))
+        : resolve(Buffer.concat(chunks)),
     );
     req.on('error', reject);
   });

@@ -32,7 +32,11 @@ export interface VerifyOptions {
 
 export type VerifyResult =
   | { ok: true; accessKeyId: string }
-  | { ok: false; error: Extract<KmsErrorName, 'MissingAuthenticationTokenException' | 'UnrecognizedClientException' | 'InvalidSignatureException'>; message: string };
+  | {
+      ok: false;
+      error: Extract<KmsErrorName, 'MissingAuthenticationTokenException' | 'UnrecognizedClientException' | 'InvalidSignatureException'>;
+      message: string;
+    };
 
 interface ParsedAuthorization {
   accessKeyId: string;

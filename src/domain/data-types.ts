@@ -267,11 +267,7 @@ function maskText(normalized: string): string {
 
 // ---------------------------------------------------------------- catalogue
 
-function opaqueSpec(
-  type: DataType,
-  normalize: DataTypeSpec['normalize'],
-  mask: DataTypeSpec['mask'],
-): DataTypeSpec {
+function opaqueSpec(type: DataType, normalize: DataTypeSpec['normalize'], mask: DataTypeSpec['mask']): DataTypeSpec {
   return { type, normalize, mask, defaultFormat: 'random', defaultPreserve: 'none', formats: OPAQUE_FORMATS };
 }
 

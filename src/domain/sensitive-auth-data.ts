@@ -4,7 +4,8 @@
  * accepted them into a free-text field or metadata would be storing them, so they are refused
  * wherever they appear: as a data type, a field name, or a value shaped like track data.
  */
-const SAD_NAME = /^(cvv2?|cvc2?|cvn2?|cid|csc|cav2|card_?verification(_?(code|value))?|security_?code|pin|pin_?block|track_?[12]?|track_?data|magstripe|mag_?stripe)$/i;
+const SAD_NAME =
+  /^(cvv2?|cvc2?|cvn2?|cid|csc|cav2|card_?verification(_?(code|value))?|security_?code|pin|pin_?block|track_?[12]?|track_?data|magstripe|mag_?stripe)$/i;
 
 /** Track 1 (`%B<PAN>^NAME^YYMM…`) and track 2 (`;<PAN>=YYMM…`) shapes. */
 const TRACK_DATA = /%?B\d{12,19}\^[^^]{2,26}\^\d{4}|;?\d{12,19}=\d{4}\d*/;
@@ -23,7 +24,8 @@ export function findSensitiveAuthData(body: unknown, path = '', depth = 0): stri
   if (body && typeof body === 'object') {
     for (const [key, value] of Object.entries(body)) {
       if (SAD_NAME.test(key)) return `${path}/${key} is a sensitive authentication data field`;
-      if (key === 'type' && typeof value === 'string' && SAD_NAME.test(value)) return `${path}/type "${value}" is sensitive authentication data`;
+      if (key === 'type' && typeof value === 'string' && SAD_NAME.test(value))
+        return `${path}/type "${value}" is sensitive authentication data`;
       const found = findSensitiveAuthData(value, `${path}/${key}`, depth + 1);
       if (found) return found;
     }

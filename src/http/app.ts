@@ -76,7 +76,8 @@ export function createApp({ vault, logger, version = '0.0.0', limits = defaultLi
   app.use('/v1', express.json({ limit: MAX_BODY_BYTES, strict: true, type: 'application/json' }));
   app.use('/v1', (req: Request, _res: Response, next: NextFunction) => {
     const found = findSensitiveAuthData(req.body);
-    if (found) throw new VaultError('sensitive_authentication_data', `Refused: ${found}. ${ERROR_CATALOGUE.sensitive_authentication_data.message}`);
+    if (found)
+      throw new VaultError('sensitive_authentication_data', `Refused: ${found}. ${ERROR_CATALOGUE.sensitive_authentication_data.message}`);
     next();
   });
   for (const route of API_ROUTES) {
@@ -97,7 +98,11 @@ export function createApp({ vault, logger, version = '0.0.0', limits = defaultLi
 
 function defaultLimits(): HttpLimits {
   const defaults = defaultConfigFile();
-  return { rateLimits: defaults.rateLimits, authFailuresPerMinute: defaults.authFailuresPerMinute, maxConcurrentRequests: defaults.maxConcurrentRequests };
+  return {
+    rateLimits: defaults.rateLimits,
+    authFailuresPerMinute: defaults.authFailuresPerMinute,
+    maxConcurrentRequests: defaults.maxConcurrentRequests,
+  };
 }
 
 /** More requests in flight than the limit: 503 at once, instead of queueing without bound. */
@@ -160,7 +165,10 @@ function requestContext(logger: Logger, metrics: VaultMetrics | undefined) {
         metrics.requests.inc({ route: route ?? 'unmatched', method: req.method, status: res.statusCode });
         metrics.duration.observe({ route: route ?? 'unmatched', method: req.method }, ms / 1000);
       }
-      logger.info({ requestId: req.id, method: req.method, route, status: res.statusCode, ms, principal: req.principal?.id ?? null }, 'request');
+      logger.info(
+        { requestId: req.id, method: req.method, route, status: res.statusCode, ms, principal: req.principal?.id ?? null },
+        'request',
+      );
     });
     next();
   };

@@ -23,16 +23,19 @@ export function toVaultError(err: unknown): VaultError {
   if (err instanceof VaultError) return err;
   if (err instanceof AuditUnavailableError) return new VaultError('audit_unavailable');
   if (err instanceof StoreUnavailableError) return new VaultError('store_unavailable');
-  if (err instanceof KmsUnavailableError) return new VaultError('kms_unavailable', `AWS KMS is unavailable (${err.reason}) and the key needed is not cached; try again later.`);
+  if (err instanceof KmsUnavailableError)
+    return new VaultError('kms_unavailable', `AWS KMS is unavailable (${err.reason}) and the key needed is not cached; try again later.`);
   if (err instanceof KeyUnavailableError) return new VaultError('key_unavailable');
   if (err instanceof TokenCollisionError) return new VaultError('token_collision');
-  if (err instanceof IntegrityError) return new VaultError('key_unavailable', 'A key record failed its integrity check; the request was refused.');
+  if (err instanceof IntegrityError)
+    return new VaultError('key_unavailable', 'A key record failed its integrity check; the request was refused.');
   if (err instanceof StaleDataKeyError) return new VaultError('key_unavailable', 'Keys are being rotated; retry the request.');
   const bodyType = (err as { type?: string }).type;
   if (bodyType && BODY_ERRORS[bodyType]) return new VaultError(BODY_ERRORS[bodyType]);
   // Other client errors raised by express itself (e.g. an undecodable path parameter).
   const status = (err as { status?: unknown }).status;
-  if (typeof status === 'number' && status >= 400 && status < 500) return new VaultError('invalid_request', 'The request could not be read.');
+  if (typeof status === 'number' && status >= 400 && status < 500)
+    return new VaultError('invalid_request', 'The request could not be read.');
   return new VaultError('internal_error');
 }
 
@@ -52,9 +55,14 @@ export function errorHandler(logger: Logger) {
  */
 function describeForLog(err: unknown): Record<string, unknown> {
   const e = err as Error;
-  const own = [AuditUnavailableError, StoreUnavailableError, KeyUnavailableError, IntegrityError, StaleDataKeyError, TokenCollisionError].some(
-    (cls) => err instanceof cls,
-  );
+  const own = [
+    AuditUnavailableError,
+    StoreUnavailableError,
+    KeyUnavailableError,
+    IntegrityError,
+    StaleDataKeyError,
+    TokenCollisionError,
+  ].some((cls) => err instanceof cls);
   const at = /\n\s+at (.*)/.exec(e?.stack ?? '')?.[1];
   return own ? { name: e.name, message: e.message } : { name: e?.name ?? typeof err, at };
 }

@@ -207,7 +207,8 @@ API_ROUTES.push(
     body: RetireRequestSchema,
     status: 200,
     response: KeyChangeResponseSchema,
-    handler: ({ vault, caller, body, params }) => vault.retireKey(caller, (body as { tenant?: string }).tenant ?? 'default', versionParam(params)),
+    handler: ({ vault, caller, body, params }) =>
+      vault.retireKey(caller, (body as { tenant?: string }).tenant ?? 'default', versionParam(params)),
   },
   {
     method: 'post',

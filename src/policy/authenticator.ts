@@ -40,7 +40,8 @@ export function authenticateCertificate(policy: PolicyDocument, fingerprintHex: 
   let match: Principal | undefined;
   for (const [id, principal] of Object.entries(policy.principals)) {
     for (const cert of principal.clientCertificates ?? []) {
-      if (timingSafeEqual(presented, Buffer.from(cert.sha256, 'hex')) && !match) match = { id, roles: principal.roles, tenants: principal.tenants };
+      if (timingSafeEqual(presented, Buffer.from(cert.sha256, 'hex')) && !match)
+        match = { id, roles: principal.roles, tenants: principal.tenants };
     }
   }
   return match;

@@ -7,7 +7,7 @@ export function loadPolicyFile(path: string): PolicyDocument {
     parsed = JSON.parse(readFileSync(path, 'utf8'));
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    throw new PolicyError(`${path}: ${code === 'ENOENT' ? 'not found' : code ?? 'not valid JSON'}`);
+    throw new PolicyError(`${path}: ${code === 'ENOENT' ? 'not found' : (code ?? 'not valid JSON')}`);
   }
   try {
     return validatePolicy(parsed);
@@ -40,10 +40,7 @@ export function starterPolicy(keyHashes: Record<(typeof STARTER_PRINCIPALS)[numb
         { actions: ['detokenize'], types: ['*'], reveal: 'masked' },
         { actions: ['read-metadata'], types: ['*'] },
       ],
-      security: [
-        { actions: ['audit:read', 'keys:read', 'keys:rotate', 'keys:destroy'] },
-        { actions: ['read-metadata'], types: ['*'] },
-      ],
+      security: [{ actions: ['audit:read', 'keys:read', 'keys:rotate', 'keys:destroy'] }, { actions: ['read-metadata'], types: ['*'] }],
     },
     principals: {
       billing: principal('billing'),

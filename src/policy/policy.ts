@@ -30,7 +30,10 @@ const GrantSchema = Type.Object(
     ),
     reveal: Type.Optional(literals(['plain', 'masked', 'redacted'] as const)),
     purposes: Type.Optional(
-      Type.Array(Type.String({ minLength: 1, maxLength: 64 }), { minItems: 1, description: 'Detokenize only for one of these stated purposes.' }),
+      Type.Array(Type.String({ minLength: 1, maxLength: 64 }), {
+        minItems: 1,
+        description: 'Detokenize only for one of these stated purposes.',
+      }),
     ),
   },
   { additionalProperties: false },
@@ -52,7 +55,12 @@ const PrincipalSchema = Type.Object(
     clientCertificates: Type.Optional(
       Type.Array(
         Type.Object(
-          { sha256: Type.String({ pattern: '^[0-9a-f]{64}$', description: 'SHA-256 fingerprint (hex) of the DER client certificate (mTLS).' }) },
+          {
+            sha256: Type.String({
+              pattern: '^[0-9a-f]{64}$',
+              description: 'SHA-256 fingerprint (hex) of the DER client certificate (mTLS).',
+            }),
+          },
           { additionalProperties: false },
         ),
       ),

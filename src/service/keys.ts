@@ -27,7 +27,14 @@ export interface TenantScope {
 /** Every key version of the tenants the caller may see. */
 export async function listKeys(deps: VaultDeps, caller: Caller, scope: TenantScope): Promise<{ keys: KeyView[] }> {
   const tenants = await authoriseTenants(deps, caller, 'keys:read', scope, true);
-  await deps.audit.append(auditEntry(deps, caller, { action: 'keys:read', outcome: 'allow', tenant: tenants.length === 1 ? tenants[0] : null, reason: 'list keys' }));
+  await deps.audit.append(
+    auditEntry(deps, caller, {
+      action: 'keys:read',
+      outcome: 'allow',
+      tenant: tenants.length === 1 ? tenants[0] : null,
+      reason: 'list keys',
+    }),
+  );
   const counts = await deps.store.recordCountsByKey();
   const keys = (await deps.store.listDataKeys()).filter((k) => tenants.includes(k.tenant));
   return { keys: keys.map((k) => toView(k, counts)) };
@@ -142,23 +149,39 @@ export async function destroyKey(deps: VaultDeps, caller: Caller, tenant: string
   await authoriseTenants(deps, caller, 'keys:destroy', { tenant });
   const expected = destroyConfirmation(tenant, version);
   if (confirm !== expected) {
-    throw new VaultError('confirmation_required', `Destroying a key is irreversible; send "confirm": "${expected}".`, { confirm: expected });
+    throw new VaultError('confirmation_required', `Destroying a key is irreversible; send "confirm": "${expected}".`, {
+      confirm: expected,
+    });
   }
   const key = await requireKey(deps, tenant, version);
-  if (key.state !== 'retired') throw new VaultError('key_state_conflict', `Only a retired key can be destroyed; version ${version} is ${key.state}.`);
-  const entry = auditEntry(deps, caller, { action: 'keys:destroy', outcome: 'allow', tenant, reason: `data key v${version} destroyed (crypto-shred)` });
+  if (key.state !== 'retired')
+    throw new VaultError('key_state_conflict', `Only a retired key can be destroyed; version ${version} is ${key.state}.`);
+  const entry = auditEntry(deps, caller, {
+    action: 'keys:destroy',
+    outcome: 'allow',
+    tenant,
+    reason: `data key v${version} destroyed (crypto-shred)`,
+  });
   await changeState(deps, { tenant, version }, 'retired', 'destroyed', entry);
   deps.keys.forget(tenant, 'data', version);
   return { key: toView({ ...key, state: 'destroyed' }, new Map([[`${tenant}/${version}`, 0]])) };
 }
 
-async function changeState(deps: VaultDeps, key: { tenant: string; version: number }, from: DataKeyState, to: DataKeyState, entry: AuditEntry) {
+async function changeState(
+  deps: VaultDeps,
+  key: { tenant: string; version: number },
+  from: DataKeyState,
+  to: DataKeyState,
+  entry: AuditEntry,
+) {
   let changed: boolean;
   try {
     changed = await deps.store.changeDataKeyState({ ...key, purpose: 'data' }, from, to, { entry, sealer: await deps.audit.sealer() });
   } catch (err) {
     if (!(err instanceof KeyInUseError)) throw err;
-    throw new VaultError('key_in_use', `${err.records} records still use key version ${key.version}; re-encrypt them first.`, { records: err.records });
+    throw new VaultError('key_in_use', `${err.records} records still use key version ${key.version}; re-encrypt them first.`, {
+      records: err.records,
+    });
   }
   if (!changed) throw new VaultError('key_state_conflict', `Key version ${key.version} changed state meanwhile; try again.`);
 }
@@ -177,7 +200,13 @@ async function requireKey(deps: VaultDeps, tenant: string, version: number): Pro
  * The tenants a key operation applies to: one named tenant (default `default`), or with `all`
  * every tenant that has keys and that the caller covers. Denials are audited.
  */
-export async function authoriseTenants(deps: VaultDeps, caller: Caller, action: Action, scope: TenantScope, includeSystem = false): Promise<string[]> {
+export async function authoriseTenants(
+  deps: VaultDeps,
+  caller: Caller,
+  action: Action,
+  scope: TenantScope,
+  includeSystem = false,
+): Promise<string[]> {
   const policy = deps.policy();
   let tenants: string[];
   if (scope.all) {

@@ -13,12 +13,16 @@ function subjectAad(tenant: string, token: string, keyVersion: number): Buffer {
 
 /** Deterministic lookup key for a normalised value, under the tenant's fingerprint key. */
 export function fingerprint(fingerprintKey: Buffer, type: DataType, normalized: string): Buffer {
-  return createHmac('sha256', fingerprintKey).update(encodeFields('pii-vault/fingerprint/v1', [type, normalized])).digest();
+  return createHmac('sha256', fingerprintKey)
+    .update(encodeFields('pii-vault/fingerprint/v1', [type, normalized]))
+    .digest();
 }
 
 /** Keyed HMAC of a data subject id: lets records and audit rows name a subject without holding the id. */
 export function subjectHash(fingerprintKey: Buffer, subject: string): Buffer {
-  return createHmac('sha256', fingerprintKey).update(encodeFields('pii-vault/subject/v1', [subject])).digest();
+  return createHmac('sha256', fingerprintKey)
+    .update(encodeFields('pii-vault/subject/v1', [subject]))
+    .digest();
 }
 
 /** Seals a subject id as one blob: nonce | tag | ciphertext. */

@@ -54,7 +54,12 @@ export class ReencryptJobs {
       error: null,
     };
     await this.deps.audit.append(
-      auditEntry(this.deps, caller, { action: 'keys:reencrypt', outcome: 'allow', tenant: tenants.length === 1 ? tenants[0] : null, reason: `job ${job.id} started: ${job.total} records` }),
+      auditEntry(this.deps, caller, {
+        action: 'keys:reencrypt',
+        outcome: 'allow',
+        tenant: tenants.length === 1 ? tenants[0] : null,
+        reason: `job ${job.id} started: ${job.total} records`,
+      }),
     );
     await this.deps.store.insertJob(job);
     this.launch(job);
@@ -105,7 +110,12 @@ export class ReencryptJobs {
       }
       const final = await this.deps.store.job(job.id);
       const now = this.deps.now();
-      await this.deps.store.updateJob(job.id, { state: 'completed', total: (final?.done ?? 0) + (final?.failed ?? 0), updatedAt: now, finishedAt: now });
+      await this.deps.store.updateJob(job.id, {
+        state: 'completed',
+        total: (final?.done ?? 0) + (final?.failed ?? 0),
+        updatedAt: now,
+        finishedAt: now,
+      });
       await this.deps.audit.append(
         auditEntry(this.deps, SYSTEM_CALLER, {
           action: 'keys:reencrypt',

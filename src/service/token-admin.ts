@@ -30,7 +30,13 @@ export async function readMetadata(deps: VaultDeps, caller: Caller, token: strin
 /** Deletes one token and its ciphertext; the deletion is audited in the same transaction. */
 export async function deleteToken(deps: VaultDeps, caller: Caller, token: string): Promise<void> {
   const record = await authorisedRecord(deps, caller, token, 'delete');
-  const entry = auditEntry(deps, caller, { action: 'delete', outcome: 'allow', tenant: record.tenant, types: [record.type], tokens: [token] });
+  const entry = auditEntry(deps, caller, {
+    action: 'delete',
+    outcome: 'allow',
+    tenant: record.tenant,
+    types: [record.type],
+    tokens: [token],
+  });
   const deleted = await deps.store.deleteToken(record.tenant, token, { entry, sealer: await deps.audit.sealer() });
   if (!deleted) throw new VaultError('not_found', 'No such token.');
 }
@@ -69,7 +75,8 @@ async function readSubject(deps: VaultDeps, caller: Caller, record: TokenRecord)
   if (!record.subjectSealed) return null;
   const request = { tenant: record.tenant, type: record.type };
   const policy = deps.policy();
-  const mayKnow = decide(policy, caller.principal, 'tokenize', request).allow || decide(policy, caller.principal, 'subject:export', request).allow;
+  const mayKnow =
+    decide(policy, caller.principal, 'tokenize', request).allow || decide(policy, caller.principal, 'subject:export', request).allow;
   if (!mayKnow) return REDACTED_SUBJECT;
   const key = await deps.keys.keyVersion(record.tenant, 'data', record.keyVersion);
   if (!key) return null;

@@ -29,7 +29,11 @@ export class Vault {
   /** Audits a refused authentication; the address is the client's network address. */
   async recordAuthFailure(requestId: string, address: string, reason: string): Promise<void> {
     await this.deps.audit.append(
-      auditEntry(this.deps, { principal: { id: 'anonymous', roles: [], tenants: [] }, requestId }, { action: 'authenticate', outcome: 'deny', reason: `${reason} from ${address}` }),
+      auditEntry(
+        this.deps,
+        { principal: { id: 'anonymous', roles: [], tenants: [] }, requestId },
+        { action: 'authenticate', outcome: 'deny', reason: `${reason} from ${address}` },
+      ),
     );
   }
 

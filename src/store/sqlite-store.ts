@@ -74,6 +74,7 @@ interface AuditDbRow {
 export class SqliteStore implements VaultStore {
   readonly db: Database.Database;
   private readonly stmts;
+  private pending: Array<{ work: () => unknown; resolve: (value: unknown) => void; reject: (error: unknown) => void }> = [];
 
   constructor(
     readonly file: string,
@@ -107,7 +108,9 @@ export class SqliteStore implements VaultStore {
       if (applied.has(migration.version)) continue;
       this.db.transaction(() => {
         this.db.exec(migration.sql);
-        this.db.prepare('INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)').run(migration.version, new Date().toISOString());
+        this.db
+          .prepare('INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)')
+          .run(migration.version, new Date().toISOString());
       })();
     }
   }
@@ -129,7 +132,9 @@ export class SqliteStore implements VaultStore {
         `INSERT INTO data_keys (tenant, purpose, version, state, kek_id, wrapped, created_at, encryptions)
          VALUES (@tenant, @purpose, @version, @state, @kekId, @wrapped, @createdAt, @encryptions) ON CONFLICT DO NOTHING`,
       ),
-      countEncryptions: db.prepare("UPDATE data_keys SET encryptions = encryptions + ? WHERE tenant = ? AND purpose = 'data' AND version = ?"),
+      countEncryptions: db.prepare(
+        "UPDATE data_keys SET encryptions = encryptions + ? WHERE tenant = ? AND purpose = 'data' AND version = ?",
+      ),
       insertToken: db.prepare(
         `INSERT INTO tokens (token, tenant, type, format, key_version, nonce, ciphertext, tag, fingerprint, subject_hash, subject_sealed, metadata, created_at, expires_at)
          VALUES (@token, @tenant, @type, @format, @keyVersion, @nonce, @ciphertext, @tag, @fingerprint, @subjectHash, @subjectSealed, @metadata, @createdAt, @expiresAt)
@@ -145,7 +150,9 @@ export class SqliteStore implements VaultStore {
          VALUES (@seq, @ts, @requestId, @principal, @tenant, @action, @types, @tokens, @purpose, @outcome, @reason, @subjects, @keyVersion, @prevHash, @hash)`,
       ),
       auditAfter: db.prepare('SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT ?'),
-      auditAfterForTenants: db.prepare('SELECT * FROM audit WHERE seq > ? AND tenant IN (SELECT value FROM json_each(?)) ORDER BY seq LIMIT ?'),
+      auditAfterForTenants: db.prepare(
+        'SELECT * FROM audit WHERE seq > ? AND tenant IN (SELECT value FROM json_each(?)) ORDER BY seq LIMIT ?',
+      ),
       allKeys: db.prepare('SELECT * FROM data_keys ORDER BY tenant, purpose, version'),
       countsByKey: db.prepare('SELECT tenant, key_version AS version, count(*) AS n FROM tokens GROUP BY tenant, key_version'),
       countAtVersion: db.prepare('SELECT count(*) AS n FROM tokens WHERE tenant = ? AND key_version = ?'),
@@ -155,7 +162,7 @@ export class SqliteStore implements VaultStore {
         "UPDATE data_keys SET kek_id = ?, wrapped = ? WHERE tenant = ? AND purpose = ? AND version = ? AND kek_id = ? AND wrapped = ? AND state <> 'destroyed'",
       ),
       changeState: db.prepare(
-        'UPDATE data_keys SET state = @to, wrapped = CASE WHEN @to = \'destroyed\' THEN NULL ELSE wrapped END WHERE tenant = @tenant AND purpose = @purpose AND version = @version AND state = @from',
+        "UPDATE data_keys SET state = @to, wrapped = CASE WHEN @to = 'destroyed' THEN NULL ELSE wrapped END WHERE tenant = @tenant AND purpose = @purpose AND version = @version AND state = @from",
       ),
       behind: db.prepare('SELECT * FROM tokens WHERE tenant = ? AND key_version != ? AND token > ? ORDER BY token LIMIT ?'),
       replaceCiphertext: db.prepare(
@@ -191,22 +198,20 @@ export class SqliteStore implements VaultStore {
   }
 
   async insertDataKey(record: DataKeyRecord): Promise<boolean> {
-    return this.run(() => this.stmts.insertKey.run(record).changes === 1);
+    return this.write(() => this.stmts.insertKey.run(record).changes === 1);
   }
 
   async insertTokens(records: TokenRecord[], audit: PendingAudit, retokenize: Retokenize, now: number): Promise<string[]> {
-    return this.run(() =>
-      this.db.transaction(() => {
-        for (const r of records) this.requireActive(r.tenant, r.keyVersion);
-        const outcome = { seals: 0, replaced: [] as string[] };
-        const tokens = records.map((record, index) => this.insertOne(record, index, retokenize, now, outcome));
-        if (records.length > 0) this.stmts.countEncryptions.run(outcome.seals, records[0].tenant, records[0].keyVersion);
-        audit.entry.tokens = tokens;
-        if (outcome.replaced.length) audit.entry.reason = `replaced expired deterministic tokens: ${outcome.replaced.join(', ')}`;
-        this.appendAuditNow(audit);
-        return tokens;
-      })(),
-    );
+    return this.write(() => {
+      for (const r of records) this.requireActive(r.tenant, r.keyVersion);
+      const outcome = { seals: 0, replaced: [] as string[] };
+      const tokens = records.map((record, index) => this.insertOne(record, index, retokenize, now, outcome));
+      if (records.length > 0) this.stmts.countEncryptions.run(outcome.seals, records[0].tenant, records[0].keyVersion);
+      audit.entry.tokens = tokens;
+      if (outcome.replaced.length) audit.entry.reason = `replaced expired deterministic tokens: ${outcome.replaced.join(', ')}`;
+      this.appendAuditNow(audit);
+      return tokens;
+    });
   }
 
   /** Inside a write transaction: the data key version must still be the active one. */
@@ -216,15 +221,20 @@ export class SqliteStore implements VaultStore {
   }
 
   /** Inserts one record; counts every seal made under the key (retries and subjects included). */
-  private insertOne(first: TokenRecord, index: number, retokenize: Retokenize, now: number, outcome: { seals: number; replaced: string[] }): string {
+  private insertOne(
+    first: TokenRecord,
+    index: number,
+    retokenize: Retokenize,
+    now: number,
+    outcome: { seals: number; replaced: string[] },
+  ): string {
     let record = first;
     for (let attempt = 0; attempt < MAX_TOKEN_ATTEMPTS; attempt++) {
       outcome.seals += record.subjectSealed ? 2 : 1;
       if (this.stmts.insertToken.run(toTokenParams(record)).changes === 1) return record.token;
       if (record.fingerprint) {
         const existing = this.stmts.byFingerprint.get(record.tenant, record.type, record.fingerprint) as
-          | { token: string; expires_at: number | null }
-          | undefined;
+          { token: string; expires_at: number | null } | undefined;
         if (existing && (existing.expires_at === null || existing.expires_at > now)) return existing.token;
         if (existing) {
           // An expired deterministic token gives way to a fresh one (named in the audit row).
@@ -251,13 +261,11 @@ export class SqliteStore implements VaultStore {
   }
 
   async deleteToken(tenant: string, token: string, audit: PendingAudit): Promise<boolean> {
-    return this.run(() =>
-      this.db.transaction(() => {
-        const deleted = this.stmts.deleteOfTenant.run(token, tenant).changes === 1;
-        if (deleted) this.appendAuditNow(audit);
-        return deleted;
-      })(),
-    );
+    return this.write(() => {
+      const deleted = this.stmts.deleteOfTenant.run(token, tenant).changes === 1;
+      if (deleted) this.appendAuditNow(audit);
+      return deleted;
+    });
   }
 
   async listDataKeys(): Promise<DataKeyRecord[]> {
@@ -274,19 +282,17 @@ export class SqliteStore implements VaultStore {
   }
 
   async rotateDataKey(next: DataKeyRecord, audit: PendingAudit, expectedActive?: number): Promise<boolean> {
-    return this.run(() =>
-      this.db.transaction(() => {
-        if (this.stmts.key.get(next.tenant, next.purpose, next.version)) return false;
-        if (expectedActive !== undefined) {
-          const active = this.stmts.activeKey.get(next.tenant, next.purpose) as DataKeyRow | undefined;
-          if (active?.version !== expectedActive) return false;
-        }
-        this.stmts.demoteActive.run(next.tenant, next.purpose);
-        this.stmts.insertKey.run(next);
-        this.appendAuditNow(audit);
-        return true;
-      })(),
-    );
+    return this.write(() => {
+      if (this.stmts.key.get(next.tenant, next.purpose, next.version)) return false;
+      if (expectedActive !== undefined) {
+        const active = this.stmts.activeKey.get(next.tenant, next.purpose) as DataKeyRow | undefined;
+        if (active?.version !== expectedActive) return false;
+      }
+      this.stmts.demoteActive.run(next.tenant, next.purpose);
+      this.stmts.insertKey.run(next);
+      this.appendAuditNow(audit);
+      return true;
+    });
   }
 
   async updateWrappedKey(
@@ -294,8 +300,9 @@ export class SqliteStore implements VaultStore {
     from: { kekId: string; wrapped: Buffer },
     to: { kekId: string; wrapped: Buffer },
   ): Promise<boolean> {
-    return this.run(
-      () => this.stmts.updateWrapped.run(to.kekId, to.wrapped, key.tenant, key.purpose, key.version, from.kekId, from.wrapped).changes === 1,
+    return this.write(
+      () =>
+        this.stmts.updateWrapped.run(to.kekId, to.wrapped, key.tenant, key.purpose, key.version, from.kekId, from.wrapped).changes === 1,
     );
   }
 
@@ -305,16 +312,14 @@ export class SqliteStore implements VaultStore {
     to: DataKeyState,
     audit: PendingAudit,
   ): Promise<boolean> {
-    const changed = this.run(() =>
-      this.db.transaction(() => {
-        // Counted in the same transaction as the change, so no record can slip in between.
-        const records = (this.stmts.countAtVersion.get(key.tenant, key.version) as { n: number }).n;
-        if (key.purpose === 'data' && to !== 'decrypt-only' && records > 0) throw new KeyInUseError(records);
-        const done = this.stmts.changeState.run({ ...key, from, to }).changes === 1;
-        if (done) this.appendAuditNow(audit);
-        return done;
-      })(),
-    );
+    const changed = await this.write(() => {
+      // Counted in the same transaction as the change, so no record can slip in between.
+      const records = (this.stmts.countAtVersion.get(key.tenant, key.version) as { n: number }).n;
+      if (key.purpose === 'data' && to !== 'decrypt-only' && records > 0) throw new KeyInUseError(records);
+      const done = this.stmts.changeState.run({ ...key, from, to }).changes === 1;
+      if (done) this.appendAuditNow(audit);
+      return done;
+    });
     // Crypto-shred: push the freed (zeroed, secure_delete) pages out of the WAL too.
     if (changed && to === 'destroyed') this.run(() => this.db.pragma('wal_checkpoint(TRUNCATE)'));
     return changed;
@@ -325,23 +330,21 @@ export class SqliteStore implements VaultStore {
   }
 
   async replaceCiphertexts(updates: ReencryptedRecord[], jobId: string, failed: number, now: number): Promise<number> {
-    return this.run(() =>
-      this.db.transaction(() => {
-        let swapped = 0;
-        for (const update of updates) {
-          this.requireActive(update.tenant, update.keyVersion);
-          const changes = this.stmts.replaceCiphertext.run(update).changes;
-          swapped += changes;
-          if (changes) this.stmts.countEncryptions.run(update.subjectSealed ? 2 : 1, update.tenant, update.keyVersion);
-        }
-        this.stmts.jobProgress.run(swapped, failed, now, jobId);
-        return swapped;
-      })(),
-    );
+    return this.write(() => {
+      let swapped = 0;
+      for (const update of updates) {
+        this.requireActive(update.tenant, update.keyVersion);
+        const changes = this.stmts.replaceCiphertext.run(update).changes;
+        swapped += changes;
+        if (changes) this.stmts.countEncryptions.run(update.subjectSealed ? 2 : 1, update.tenant, update.keyVersion);
+      }
+      this.stmts.jobProgress.run(swapped, failed, now, jobId);
+      return swapped;
+    });
   }
 
   async insertJob(job: JobRecord): Promise<void> {
-    this.run(() => this.stmts.insertJob.run({ ...job, tenants: JSON.stringify(job.tenants) }));
+    await this.write(() => this.stmts.insertJob.run({ ...job, tenants: JSON.stringify(job.tenants) }));
   }
 
   async job(id: string): Promise<JobRecord | undefined> {
@@ -349,7 +352,10 @@ export class SqliteStore implements VaultStore {
     return row && toJob(row);
   }
 
-  async updateJob(id: string, fields: Partial<Pick<JobRecord, 'state' | 'total' | 'done' | 'failed' | 'updatedAt' | 'finishedAt' | 'error'>>): Promise<void> {
+  async updateJob(
+    id: string,
+    fields: Partial<Pick<JobRecord, 'state' | 'total' | 'done' | 'failed' | 'updatedAt' | 'finishedAt' | 'error'>>,
+  ): Promise<void> {
     const columns: Record<string, string> = {
       state: 'state',
       total: 'total',
@@ -362,7 +368,7 @@ export class SqliteStore implements VaultStore {
     const keys = Object.keys(fields).filter((k) => k in columns);
     if (keys.length === 0) return;
     const sql = `UPDATE jobs SET ${keys.map((k) => `${columns[k]} = @${k}`).join(', ')} WHERE id = @id`;
-    this.run(() => this.db.prepare(sql).run({ ...fields, id }));
+    await this.write(() => this.db.prepare(sql).run({ ...fields, id }));
   }
 
   async unfinishedJobs(): Promise<JobRecord[]> {
@@ -370,7 +376,7 @@ export class SqliteStore implements VaultStore {
   }
 
   async appendAudit(audit: PendingAudit): Promise<AuditRow> {
-    return this.run(() => this.db.transaction(() => this.appendAuditNow(audit))());
+    return this.write(() => this.appendAuditNow(audit));
   }
 
   private appendAuditNow({ entry, sealer }: PendingAudit): AuditRow {
@@ -402,17 +408,61 @@ export class SqliteStore implements VaultStore {
     return rows.map(toAuditRow);
   }
 
-  /** Maps SQLite's busy/full/IO failures to StoreUnavailableError; other errors pass through. */
+  /** Runs a read; SQLite's busy/full/IO failures become StoreUnavailableError. */
   private run<T>(fn: () => T): T {
     try {
       return fn();
     } catch (err) {
-      const code = (err as { code?: string }).code ?? '';
-      if (/^SQLITE_(BUSY|LOCKED|FULL|IOERR|CANTOPEN|READONLY|CORRUPT|NOTADB)/.test(code) || !this.db.open) {
-        throw new StoreUnavailableError(`database unavailable (${code || 'closed'})`, err);
-      }
-      throw err;
+      throw this.mapError(err);
     }
+  }
+
+  private mapError(err: unknown): unknown {
+    const code = (err as { code?: string }).code ?? '';
+    if (/^SQLITE_(BUSY|LOCKED|FULL|IOERR|CANTOPEN|READONLY|CORRUPT|NOTADB)/.test(code) || !this.db.open) {
+      return new StoreUnavailableError(`database unavailable (${code || 'closed'})`, err);
+    }
+    return err;
+  }
+
+  /**
+   * Group commit: the writes that arrive in one event-loop turn share one transaction, so one
+   * fsync (synchronous=FULL) serves them all. Each runs in its own savepoint, so one failing write
+   * does not undo the others; every caller is answered only after the shared commit is on disk.
+   */
+  private write<T>(work: () => T): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.pending.push({ work, resolve: resolve as (value: unknown) => void, reject });
+      if (this.pending.length === 1) setImmediate(() => this.flush());
+    });
+  }
+
+  private flush(): void {
+    const batch = this.pending;
+    this.pending = [];
+    const outcomes: Array<{ ok: true; value: unknown } | { ok: false; error: unknown }> = [];
+    try {
+      this.db.transaction(() => {
+        for (const op of batch) {
+          try {
+            outcomes.push({ ok: true, value: this.db.transaction(op.work)() });
+          } catch (error) {
+            // Some failures (disk full, I/O) make SQLite roll back the whole transaction: then nothing of the group stands.
+            if (!this.db.inTransaction) throw error;
+            outcomes.push({ ok: false, error: this.mapError(error) });
+          }
+        }
+      })();
+    } catch (err) {
+      const error = this.mapError(err);
+      for (const op of batch) op.reject(error);
+      return;
+    }
+    batch.forEach((op, i) => {
+      const outcome = outcomes[i];
+      if (outcome.ok) op.resolve(outcome.value);
+      else op.reject(outcome.error);
+    });
   }
 }
 

@@ -167,7 +167,10 @@ export interface VaultStore {
 
   insertJob(job: JobRecord): Promise<void>;
   job(id: string): Promise<JobRecord | undefined>;
-  updateJob(id: string, fields: Partial<Pick<JobRecord, 'state' | 'total' | 'done' | 'failed' | 'updatedAt' | 'finishedAt' | 'error'>>): Promise<void>;
+  updateJob(
+    id: string,
+    fields: Partial<Pick<JobRecord, 'state' | 'total' | 'done' | 'failed' | 'updatedAt' | 'finishedAt' | 'error'>>,
+  ): Promise<void>;
   unfinishedJobs(): Promise<JobRecord[]>;
 
   appendAudit(audit: PendingAudit): Promise<AuditRow>;
@@ -202,7 +205,10 @@ export class TokenCollisionError extends Error {
 
 /** The store cannot be used (locked, disk full, connection lost). Maps to 503. */
 export class StoreUnavailableError extends Error {
-  constructor(message: string, override readonly cause?: unknown) {
+  constructor(
+    message: string,
+    override readonly cause?: unknown,
+  ) {
     super(message);
     this.name = 'StoreUnavailableError';
   }

@@ -10,6 +10,7 @@
  *
  * FUZZ_SEED=<n> replays a run; FUZZ_RUNS=<n> changes the number of requests.
  */
+import zlib from 'node:zlib';
 import { expect } from 'chai';
 import fc from 'fast-check';
 import { ERROR_CATALOGUE } from '../../src/errors';
@@ -229,7 +230,13 @@ const destroyBody = fc
   .record({ tenant: fc.constantFrom('default', 'other'), confirm: fc.oneof(fc.integer({ min: 1, max: 4 }).map((n) => `destroy default/data/v${n}`), weirdString) }, { requiredKeys: [] })
   .chain((body) => fc.oneof(fc.constant<unknown>(body), mutated(fc.constant(body))));
 
-type Body = { kind: 'json'; value: unknown } | { kind: 'text'; text: string } | { kind: 'bytes'; bytes: Uint8Array } | { kind: 'big'; valueChars: number };
+type Body =
+  | { kind: 'json'; value: unknown }
+  | { kind: 'text'; text: string }
+  | { kind: 'bytes'; bytes: Uint8Array }
+  | { kind: 'big'; valueChars: number }
+  /** `inner` compressed with `encoding`, sent with Content-Encoding `declared` (matching or not). */
+  | { kind: 'compressed'; inner: Body; encoding: 'gzip' | 'deflate' | 'br'; declared: string };
 
 /** Raw bodies that are not (quite) JSON. */
 const rawBody: fc.Arbitrary<Body> = fc.oneof(
@@ -252,6 +259,20 @@ const rawBody: fc.Arbitrary<Body> = fc.oneof(
   // Over the 1 MiB limit (rarely: they are big).
   fc.constantFrom(1024 * 1024 - 40, 1024 * 1024 + 1, 2 * 1024 * 1024).map((valueChars): Body => ({ kind: 'big', valueChars })),
 );
+
+/** A compression bomb: 20 MiB of JSON that compresses to a few kilobytes. */
+const BOMB_CHARS = 20 * 1024 * 1024;
+const bombs = new Map<string, Buffer>();
+
+/** A body compressed as the Content-Encoding says (or not): valid, garbage, and a bomb. */
+const compressed = (inner: fc.Arbitrary<Body>): fc.Arbitrary<Body> =>
+  fc
+    .tuple(
+      fc.oneof({ weight: 6, arbitrary: inner }, { weight: 1, arbitrary: fc.constant<Body>({ kind: 'big', valueChars: BOMB_CHARS }) }),
+      fc.constantFrom('gzip', 'deflate', 'br') as fc.Arbitrary<'gzip' | 'deflate' | 'br'>,
+      fc.oneof({ weight: 4, arbitrary: fc.constant<string | undefined>(undefined) }, { weight: 1, arbitrary: fc.constantFrom('gzip', 'deflate', 'br', 'identity', 'gzip, gzip', 'x-bogus') }),
+    )
+    .map(([body, encoding, declared]): Body => ({ kind: 'compressed', inner: body, encoding, declared: declared ?? encoding }));
 
 const anyJsonBody: fc.Arbitrary<Body> = fc.oneof(
   fc.jsonValue({ maxDepth: 4 }).map((value): Body => ({ kind: 'json', value })),
@@ -381,6 +402,7 @@ const fuzzRequest: fc.Arbitrary<FuzzRequest> = fc
             { weight: 10, arbitrary: route.body.map((value): Body => ({ kind: 'json', value })) },
             { weight: 2, arbitrary: anyJsonBody },
             { weight: 2, arbitrary: rawBody },
+            { weight: 1, arbitrary: compressed(fc.oneof(route.body.map((value): Body => ({ kind: 'json', value })), rawBody)) },
             { weight: 1, arbitrary: fc.constant(undefined) },
           )
         : fc.oneof({ weight: 8, arbitrary: fc.constant<Body | undefined>(undefined) }, { weight: 1, arbitrary: anyJsonBody }, { weight: 1, arbitrary: rawBody }),
@@ -402,8 +424,22 @@ function resolve(text: string, known: Known): string {
     .replace(/@@job:(\d+)@@/g, (_m, n: string) => (known.jobs.length ? known.jobs[Number(n) % known.jobs.length]! : '00000000-0000-4000-8000-000000000000'));
 }
 
+function compress(encoding: 'gzip' | 'deflate' | 'br', plain: string | Buffer): Buffer {
+  if (encoding === 'gzip') return zlib.gzipSync(plain);
+  if (encoding === 'deflate') return zlib.deflateSync(plain);
+  return zlib.brotliCompressSync(plain, { params: { [zlib.constants.BROTLI_PARAM_QUALITY]: 4 } });
+}
+
 function serialize(body: Body, known: Known): string | Buffer {
   if (body.kind === 'bytes') return Buffer.from(body.bytes);
+  if (body.kind === 'compressed') {
+    const isBomb = body.inner.kind === 'big' && body.inner.valueChars === BOMB_CHARS;
+    if (isBomb && bombs.has(body.encoding)) return bombs.get(body.encoding)!;
+    const plain = serialize(body.inner, known);
+    if (isBomb) bombs.set(body.encoding, compress(body.encoding, plain));
+    return compress(body.encoding, plain);
+  }
+
   if (body.kind === 'text') return body.text;
   // Built when sent, so 10,000 pre-generated requests do not hold megabytes each.
   if (body.kind === 'big') return `{"items":[{"type":"text","value":"${'x'.repeat(body.valueChars)}"}]}`;
@@ -459,7 +495,8 @@ interface Failure {
 function describeRequest(req: FuzzRequest, path: string, body: string | Buffer | undefined): string {
   const shown = body === undefined ? '' : typeof body === 'string' ? JSON.stringify(body.length > 300 ? `${body.slice(0, 300)}…(${body.length})` : body) : `<${body.length} bytes ${body.subarray(0, 40).toString('hex')}>`;
   const a = req.auth.kind === 'principal' ? `${req.auth.who}/${req.auth.variant}` : req.auth.kind === 'raw' ? JSON.stringify(req.auth.value.slice(0, 60)) : 'none';
-  return `${req.method} ${path.length > 200 ? path.slice(0, 200) + '…' : path} auth=${a} ct=${JSON.stringify(req.contentType)}${req.contentEncoding ? ` ce=${req.contentEncoding}` : ''}${req.requestId !== undefined ? ` rid=${JSON.stringify(req.requestId)}` : ''} body=${shown}`;
+  const ce = req.body?.kind === 'compressed' ? `${req.body.encoding} declared as ${req.body.declared}` : req.contentEncoding;
+  return `${req.method} ${path.length > 200 ? path.slice(0, 200) + '…' : path} auth=${a} ct=${JSON.stringify(req.contentType)}${ce ? ` ce=${ce}` : ''}${req.requestId !== undefined ? ` rid=${JSON.stringify(req.requestId)}` : ''} body=${shown}`;
 }
 
 // ---------------------------------------------------------------- the test
@@ -492,11 +529,12 @@ describe('HTTP fuzz: generated requests against one vault', function () {
     const authorization = authHeader(req.auth, keys);
     if (authorization !== undefined) test = test.set('Authorization', authorization);
     if (req.requestId !== undefined) test = test.set('X-Request-Id', req.requestId);
-    if (req.contentEncoding !== undefined) test = test.set('Content-Encoding', req.contentEncoding);
+    const encoding = req.body?.kind === 'compressed' ? req.body.declared : req.contentEncoding;
+    if (encoding !== undefined) test = test.set('Content-Encoding', encoding);
     if (body !== undefined) {
       if (req.contentType !== undefined) test = test.set('Content-Type', req.contentType);
-      // A string or Buffer is sent as is (superagent serializes only objects).
-      test = test.send(body);
+      // Sent byte for byte: superagent would otherwise JSON-encode a Buffer sent as application/json.
+      test = test.serialize((data: unknown) => data as string).send(body);
     }
     try {
       const res = await test;
