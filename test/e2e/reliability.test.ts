@@ -431,6 +431,8 @@ describe('end to end: reliability — crashes, SIGTERM, slow clients, huge bodie
         `in flight: ${summary(inFlight)}, sent after: ${summary(after)}; ${load.acked.size} tokens acknowledged`,
     );
     expect(code, server.output()).to.equal(0);
+    const cutInFlight = inFlight.filter((o) => o.status === undefined);
+    expect(cutInFlight.length, 'requests in flight at SIGTERM were cut').to.equal(0);
     const bad = load.outcomes.filter((o) => (o.status !== undefined && o.status !== 200) || o.text?.startsWith('unexpected'));
     expect(bad.map((o) => `${o.status} ${o.text}`), 'every HTTP answer during shutdown is a 200 (never a 5xx)').to.deep.equal([]);
     expect(load.acked.size).to.be.greaterThan(20);
@@ -441,6 +443,14 @@ describe('end to end: reliability — crashes, SIGTERM, slow clients, huge bodie
     expect(await again.stop('SIGTERM')).to.equal(0);
     servers = [];
     expect(integrityCheck(dir)).to.equal('ok');
+    // "Stop accepting, finish in-flight requests": with 8 clients whose requests take milliseconds,
+    // draining takes milliseconds. Running into shutdownTimeoutMs (5 s) means the server kept taking
+    // new requests on kept-alive connections and then reset the ones in flight at the deadline.
+    expect(exitedAt - signalledAt, 'SIGTERM drained within half of shutdownTimeoutMs').to.be.below(2500);
+    expect(
+      after.filter((o) => o.status !== undefined && o.start > signalledAt + 250).length,
+      'requests sent more than 250 ms after SIGTERM were still served (the server did not stop accepting)',
+    ).to.equal(0);
   });
 
   it('slow-loris: a header dripped at 1 byte/300 ms and a body dripped at 1 byte/300 ms are cut within ~3 s while other clients are served', async function () {
@@ -641,12 +651,16 @@ describe('end to end: reliability — crashes, SIGTERM, slow clients, huge bodie
     await refused('canary as a subject that fails its pattern', '/v1/tokenize', tok({ type: 'text', value: 'x', subject: values.address }));
     await refused('canary under metadata (nested object)', '/v1/tokenize', tok({ type: 'text', value: 'x', metadata: { customer: { ssn: values.ssn, pan: values.pan } } }));
     await refused('canary as a metadata key', '/v1/tokenize', tok({ type: 'text', value: 'x', metadata: { [values.email]: true } }));
+    await refused('canary nested under a metadata key outside the key pattern', '/v1/tokenize', tok({ type: 'text', value: 'x', metadata: { 'customer record': { ssn: values.ssn } } }));
     await refused('canary under metadata (too long)', '/v1/tokenize', tok({ type: 'text', value: 'x', metadata: { note: `${values.address} `.repeat(20) } }));
     await refused('canary under metadata in a batch that fails', '/v1/tokenize', {
       key: keys.billing,
       json: { items: [{ type: 'name', value: values.name, metadata: { note: values.phone, who: values.dob } }, { type: 'pan', value: '4000056655665557' }] },
     });
-    await refused('canary as tenant', '/v1/tokenize', { key: keys.billing, json: { tenant: values.text, items: [{ type: 'pan', value: values.pan }] } });
+    // (A tenant id that fits the tenant pattern is an identifier, echoed and audited by design; an email does not fit.)
+    await refused('canary email as tenant', '/v1/tokenize', { key: keys.billing, json: { tenant: values.email, items: [{ type: 'pan', value: values.pan }] } });
+    await refused('canary PAN as tenant of a detokenize', '/v1/detokenize', { key: keys.gateway, json: { tenant: values.pan, tokens: ['tok_x'], purpose: 'charge' } });
+    await refused('canary as an unknown field name', '/v1/tokenize', { key: keys.billing, json: { items: [{ type: 'pan', value: randomPan(), [values.pan]: 1 }] } });
     await refused('canary in an unknown top-level field', '/v1/tokenize', { key: keys.billing, json: { items: [{ type: 'pan', value: values.pan }], note: values.iban } });
     await refused('canary token with a space', '/v1/detokenize', { key: keys.gateway, json: { tokens: [values.name], purpose: 'charge' } });
     await refused('canary as purpose', '/v1/detokenize', { key: keys.gateway, json: { tokens: [values.pan], purpose: values.address } });
@@ -708,13 +722,16 @@ describe('end to end: reliability — crashes, SIGTERM, slow clients, huge bodie
       if (existsSync(join(dir, file))) stopped.push([`${file} (after stop)`, readFileSync(join(dir, file))]);
     }
 
-    expect(unexpected, unexpected.join('\n')).to.deep.equal([]);
-    const stackTraces = errorBodies.filter(([, text]) => /\bat .*\.js:\d+/.test(text));
-    expect(stackTraces, 'error bodies with a stack trace').to.deep.equal([]);
-    for (const [what, text] of errorBodies) {
-      const body = JSON.parse(text);
-      expect(body.error?.code, `${what}: ${text}`).to.be.a('string');
-    }
+    const stackTraces = errorBodies.filter(([, text]) => /\bat .*\.js:\d+/.test(text)).map(([what, text]) => `stack trace in ${what}: ${text.slice(0, 200)}`);
+    const shapeless = errorBodies
+      .filter(([, text]) => {
+        try {
+          return typeof JSON.parse(text).error?.code !== 'string';
+        } catch {
+          return true;
+        }
+      })
+      .map(([what, text]) => `error body without {"error":{"code"}} (${what}): ${text.slice(0, 200)}`);
     const hits = scanForCanaries([
       ['server stdout+stderr', Buffer.from(server.output())],
       ...errorBodies.map(([what, text]): [string, Buffer] => [`error body (${what})`, Buffer.from(text)]),
@@ -731,6 +748,8 @@ describe('end to end: reliability — crashes, SIGTERM, slow clients, huge bodie
       `      scanned ${server.output().length} B of output, ${errorBodies.length} error bodies, ${metrics.text.length} B of metrics, ${auditRows.length} audit rows, ` +
         `${[...live, ...stopped].map(([f, b]) => `${f} ${b.length} B`).join(', ')}`,
     );
-    expect([...hits, ...valueHits], [...hits, ...valueHits].slice(0, 10).join('\n')).to.deep.equal([]);
+    // Everything at once, so one failure does not hide the others.
+    const problems = [...unexpected.map((u) => `not refused with a 4xx: ${u}`), ...stackTraces, ...shapeless, ...hits, ...valueHits];
+    expect(problems, problems.slice(0, 20).join('\n')).to.deep.equal([]);
   });
 });

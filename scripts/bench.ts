@@ -1,0 +1,235 @@
+/**
+ * `npm run bench`: the vault's throughput and latency beside a baseline measured in the same run
+ * (an express 5 + helmet JSON echo server), on this machine. Starts the real vault process on a
+ * fresh data dir and drives both with autocannon. Reports a table on stdout and a JSON file.
+ *
+ *   npm run bench                     full run (about 3 minutes)
+ *   npm run bench -- --quick          smoke run (seconds; numbers are not meaningful)
+ *   npm run bench -- --records 1000000   also measure with that many stored records
+ */
+import autocannon from 'autocannon';
+import { ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+
+const ROOT = join(__dirname, '..', '..');
+const CLI = join(ROOT, 'bin', 'pii-vault.js');
+
+interface Row {
+  scenario: string;
+  reqPerSec: number;
+  valuesPerSec: number;
+  p50: number;
+  p99: number;
+  errors: number;
+  rssMb: number;
+  ratio?: number;
+  p99Ratio?: number;
+}
+
+const { values: args } = parseArgs({
+  options: { quick: { type: 'boolean', default: false }, records: { type: 'string' }, out: { type: 'string' } },
+});
+const QUICK = args.quick;
+const DURATION = QUICK ? 1 : 10;
+const CONNECTIONS = 50;
+
+function randomPan(): string {
+  const d = ['4', ...Array.from({ length: 14 }, () => String(Math.floor(Math.random() * 10)))];
+  let sum = 0;
+  for (let i = 0; i < 15; i++) {
+    let x = Number(d[14 - i]);
+    if (i % 2 === 0) x = x * 2 > 9 ? x * 2 - 9 : x * 2;
+    sum += x;
+  }
+  return d.join('') + String((10 - (sum % 10)) % 10);
+}
+
+function start(command: string[], env: NodeJS.ProcessEnv = {}): Promise<{ proc: ChildProcess; url: string }> {
+  const proc = spawn(process.execPath, command, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+  return new Promise((resolve, reject) => {
+    let out = '';
+    proc.stdout!.on('data', (chunk: Buffer) => {
+      out += chunk.toString();
+      const match = /listening on (http:\/\/\S+)/.exec(out);
+      if (match) resolve({ proc, url: match[1] });
+    });
+    proc.once('exit', (code) => reject(new Error(`${command.join(' ')} exited with ${code}`)));
+  });
+}
+
+function rssMb(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Math.round(Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024);
+}
+
+async function post(url: string, key: string, body: object): Promise<any> {
+  const res = await fetch(url, { method: 'POST', headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+  if (!res.ok) throw new Error(`${url}: ${res.status} ${await res.text()}`);
+  return res.json();
+}
+
+interface Load {
+  url: string;
+  headers?: Record<string, string>;
+  body: () => string;
+  connections?: number;
+  rate?: number;
+  valuesPerRequest?: number;
+}
+
+async function measure(scenario: string, pid: number, load: Load): Promise<Row> {
+  const result = await autocannon({
+    url: load.url,
+    method: 'POST',
+    connections: load.connections ?? CONNECTIONS,
+    duration: DURATION,
+    ...(load.rate ? { overallRate: load.rate } : {}),
+    headers: { 'content-type': 'application/json', ...load.headers },
+    requests: [{ setupRequest: (req: any) => ({ ...req, body: load.body() }) }],
+  });
+  const ok = result.requests.total - result.non2xx;
+  const reqPerSec = Math.round(ok / (result.duration || DURATION));
+  return {
+    scenario,
+    reqPerSec,
+    valuesPerSec: reqPerSec * (load.valuesPerRequest ?? 1),
+    p50: result.latency.p50,
+    p99: result.latency.p99,
+    errors: result.errors + result.non2xx + result.timeouts,
+    rssMb: rssMb(pid),
+  };
+}
+
+async function bulkLoad(url: string, key: string, records: number): Promise<{ seconds: number; perSec: number }> {
+  const started = Date.now();
+  let loaded = 0;
+  const worker = async () => {
+    while (loaded < records) {
+      const n = Math.min(1000, records - loaded);
+      loaded += n;
+      await post(`${url}/v1/tokenize`, key, { items: Array.from({ length: n }, () => ({ type: 'pan', value: randomPan(), format: 'random' })) });
+    }
+  };
+  await Promise.all(Array.from({ length: 4 }, worker));
+  const seconds = (Date.now() - started) / 1000;
+  return { seconds, perSec: Math.round(records / seconds) };
+}
+
+function table(rows: Row[]): string {
+  const header = ['scenario', 'req/s', 'values/s', 'p50 ms', 'p99 ms', 'errors', 'RSS MB', 'req/s ÷ echo', 'p99 ÷ echo'];
+  const lines = rows.map((r) => [
+    r.scenario,
+    String(r.reqPerSec),
+    String(r.valuesPerSec),
+    String(r.p50),
+    String(r.p99),
+    String(r.errors),
+    String(r.rssMb),
+    r.ratio === undefined ? '' : r.ratio.toFixed(2),
+    r.p99Ratio === undefined ? '' : r.p99Ratio.toFixed(2),
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)));
+  const fmt = (cells: string[]) => '| ' + cells.map((c, i) => c.padEnd(widths[i])).join(' | ') + ' |';
+  return [fmt(header), '|' + widths.map((w) => '-'.repeat(w + 2)).join('|') + '|', ...lines.map(fmt)].join('\n');
+}
+
+async function main(): Promise<void> {
+  const root = mkdtempSync(join(tmpdir(), 'pii-vault-bench-'));
+  const dir = join(root, 'vault');
+  const children: ChildProcess[] = [];
+  try {
+    const init = spawnSync(process.execPath, [CLI, 'init', '--data-dir', dir, '--json'], { encoding: 'utf8' });
+    if (init.status !== 0) throw new Error(init.stderr);
+    const keys = JSON.parse(init.stdout).apiKeys;
+    const configFile = join(dir, 'config.json');
+    const config = JSON.parse(readFileSync(configFile, 'utf8'));
+    Object.assign(config, { logLevel: 'error', rateLimits: { default: { ratePerSecond: 1_000_000, burst: 1_000_000 }, roles: {} } });
+    writeFileSync(configFile, JSON.stringify(config));
+
+    const echo = await start([join(ROOT, 'dist', 'scripts', 'echo-server.js')]);
+    children.push(echo.proc);
+    const vault = await start([CLI, 'serve', '--data-dir', dir, '--port', '0']);
+    children.push(vault.proc);
+    const vaultPid = vault.proc.pid!;
+
+    const billing = { authorization: `Bearer ${keys.billing}` };
+    const gateway = { authorization: `Bearer ${keys.gateway}` };
+    const seed = await post(`${vault.url}/v1/tokenize`, keys.billing, { items: Array.from({ length: 1000 }, () => ({ type: 'pan', value: randomPan() })) });
+    const tokens: string[] = seed.body?.items ?? seed.items.map((i: { token: string }) => i.token);
+    const someToken = () => tokens[Math.floor(Math.random() * tokens.length)];
+    const oneItem = () => JSON.stringify({ items: [{ type: 'pan', value: randomPan() }] });
+    const oneToken = () => JSON.stringify({ tokens: [someToken()], purpose: 'charge' });
+    const batchItems = () => JSON.stringify({ items: Array.from({ length: 1000 }, () => ({ type: 'pan', value: randomPan() })) });
+    const batchTokens = () => JSON.stringify({ tokens: Array.from({ length: 1000 }, someToken), purpose: 'charge' });
+
+    const rows: Row[] = [];
+    const echoRow = await measure('baseline: express+helmet echo', echo.proc.pid!, { url: `${echo.url}/echo`, body: () => JSON.stringify({ items: [{ type: 'pan', value: '4111111111111111' }] }) });
+    rows.push(echoRow);
+    const vs = (row: Row) => ({ ...row, ratio: row.reqPerSec / echoRow.reqPerSec, p99Ratio: row.p99 / Math.max(echoRow.p99, 1) });
+    rows.push(vs(await measure('tokenize, 1 value (durable)', vaultPid, { url: `${vault.url}/v1/tokenize`, headers: billing, body: oneItem })));
+    rows.push(vs(await measure('detokenize, 1 value', vaultPid, { url: `${vault.url}/v1/detokenize`, headers: gateway, body: oneToken })));
+    rows.push(await measure('tokenize, batch of 1,000', vaultPid, { url: `${vault.url}/v1/tokenize`, headers: billing, body: batchItems, connections: 4, valuesPerRequest: 1000 }));
+    rows.push(await measure('detokenize, batch of 1,000', vaultPid, { url: `${vault.url}/v1/detokenize`, headers: gateway, body: batchTokens, connections: 4, valuesPerRequest: 1000 }));
+    // Mixed: 80% detokenize, 20% tokenize, through one URL per request type.
+    const mixed = await autocannon({
+      url: vault.url,
+      connections: CONNECTIONS,
+      duration: DURATION,
+      requests: [
+        {
+          setupRequest: (req: any) =>
+            Math.random() < 0.8
+              ? { ...req, method: 'POST', path: '/v1/detokenize', headers: { 'content-type': 'application/json', ...gateway }, body: oneToken() }
+              : { ...req, method: 'POST', path: '/v1/tokenize', headers: { 'content-type': 'application/json', ...billing }, body: oneItem() },
+        },
+      ],
+    });
+    const mixedOk = mixed.requests.total - mixed.non2xx;
+    rows.push(
+      vs({
+        scenario: 'mixed 80% detokenize / 20% tokenize',
+        reqPerSec: Math.round(mixedOk / (mixed.duration || DURATION)),
+        valuesPerSec: Math.round(mixedOk / (mixed.duration || DURATION)),
+        p50: mixed.latency.p50,
+        p99: mixed.latency.p99,
+        errors: mixed.errors + mixed.non2xx + mixed.timeouts,
+        rssMb: rssMb(vaultPid),
+      }),
+    );
+    rows.push(await measure('tokenize at a fixed 2,000 req/s', vaultPid, { url: `${vault.url}/v1/tokenize`, headers: billing, body: oneItem, rate: 2000 }));
+    rows.push(await measure('detokenize at a fixed 2,000 req/s', vaultPid, { url: `${vault.url}/v1/detokenize`, headers: gateway, body: oneToken, rate: 2000 }));
+
+    const extra: Record<string, unknown> = {};
+    if (args.records) {
+      const target = Number(args.records);
+      const before = statSync(join(dir, 'vault.db')).size;
+      const load = await bulkLoad(vault.url, keys.billing, target);
+      const after = statSync(join(dir, 'vault.db')).size;
+      extra.bulkLoad = { records: target, ...load, dbBytesPerRecord: Math.round((after - before) / target) };
+      rows.push(vs(await measure(`detokenize, 1 value, at ${target} records`, vaultPid, { url: `${vault.url}/v1/detokenize`, headers: gateway, body: oneToken })));
+      rows.push(await measure(`tokenize, batch of 1,000, at ${target} records`, vaultPid, { url: `${vault.url}/v1/tokenize`, headers: billing, body: batchItems, connections: 4, valuesPerRequest: 1000 }));
+    }
+
+    const metrics = await (await fetch(`${vault.url}/metrics`)).text();
+    const providerCalls = Number(/pii_vault_key_provider_calls_total (\d+)/.exec(metrics)?.[1] ?? NaN);
+    const report = { date: new Date().toISOString(), quick: QUICK, durationSeconds: DURATION, connections: CONNECTIONS, rows, keyProviderCalls: providerCalls, ...extra };
+    process.stdout.write(`\n${table(rows)}\n\nKEK provider calls during the whole run: ${providerCalls} (one per data key version per process, not per request)\n`);
+    if (extra.bulkLoad) process.stdout.write(`bulk load: ${JSON.stringify(extra.bulkLoad)}\n`);
+    const outDir = join(ROOT, 'bench-results');
+    mkdirSync(outDir, { recursive: true });
+    const outFile = args.out ?? join(outDir, `bench-${report.date.replace(/[:.]/g, '-')}.json`);
+    writeFileSync(outFile, JSON.stringify(report, null, 2));
+    process.stdout.write(`written to ${outFile}\n`);
+  } finally {
+    for (const child of children) child.kill('SIGTERM');
+    rmSync(root, { recursive: true, force: true });
+  }
+}
+
+main().catch((err) => {
+  process.stderr.write(`bench failed: ${err.stack ?? err}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,82 @@
+import { expect } from 'chai';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { AuditEntry, AuditSealer, StaleDataKeyError, TokenRecord } from '../../src/store/vault-store';
+import { SqliteStore } from '../../src/store/sqlite-store';
+
+const sealer: AuditSealer = { keyVersion: 1, seal: (prev, seq) => Buffer.concat([prev.subarray(0, 28), Buffer.from([0, 0, 0, seq])]) };
+const entry = (): AuditEntry => ({
+  ts: new Date().toISOString(),
+  requestId: 'r',
+  principal: 'p',
+  tenant: 't',
+  action: 'tokenize',
+  types: ['text'],
+  tokens: [],
+  purpose: null,
+  outcome: 'allow',
+  reason: null,
+  subjects: [],
+});
+const record = (token: string, keyVersion = 1): TokenRecord => ({
+  token,
+  tenant: 't',
+  type: 'text',
+  format: 'random',
+  keyVersion,
+  nonce: Buffer.alloc(12),
+  ciphertext: Buffer.from('c'),
+  tag: Buffer.alloc(16),
+  fingerprint: null,
+  subjectHash: null,
+  subjectSealed: null,
+  metadata: null,
+  createdAt: 0,
+  expiresAt: null,
+});
+
+describe('store / SqliteStore group commit', () => {
+  let dir: string;
+  let store: SqliteStore;
+  beforeEach(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'pii-vault-group-'));
+    store = new SqliteStore(join(dir, 'v.db'));
+    await store.insertDataKey({ tenant: 't', purpose: 'data', version: 1, state: 'active', kekId: 'local:v1', wrapped: Buffer.alloc(61), createdAt: 0, encryptions: 0 });
+  });
+  afterEach(async () => {
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('concurrent writes commit together in one transaction, and one failing write does not undo the others', async () => {
+    // Count top-level transactions (nested ones are savepoints).
+    let transactions = 0;
+    const original = store.db.transaction.bind(store.db);
+    (store.db as { transaction: unknown }).transaction = (fn: (...a: unknown[]) => unknown) => {
+      const wrapped = original(fn);
+      return (...a: unknown[]) => {
+        if (!store.db.inTransaction) transactions++;
+        return wrapped(...a);
+      };
+    };
+    const writes = Array.from({ length: 50 }, (_, i) =>
+      store.insertTokens([record(`tok_${i}`, i === 17 ? 9 : 1)], { entry: entry(), sealer }, () => record(`tok_r${i}`), 0),
+    );
+    const results = await Promise.allSettled(writes);
+    expect(results.filter((r) => r.status === 'fulfilled')).to.have.length(49);
+    const failed = results[17] as PromiseRejectedResult;
+    expect(failed.reason).to.be.instanceOf(StaleDataKeyError);
+    expect((store.db.prepare('SELECT count(*) AS n FROM tokens').get() as { n: number }).n).to.equal(49);
+    // The audit chain stays gap-free: 49 rows, sequence 1..49.
+    const seqs = (await store.auditRows(0, 100)).map((r) => r.seq);
+    expect(seqs).to.deep.equal(Array.from({ length: 49 }, (_, i) => i + 1));
+    expect(transactions).to.equal(1);
+  });
+
+  it('answers each caller only after the shared commit: a read right after an awaited write sees it', async () => {
+    await Promise.all([store.insertTokens([record('tok_a')], { entry: entry(), sealer }, () => record('x'), 0), store.appendAudit({ entry: entry(), sealer })]);
+    expect((await store.findTokens(['tok_a'])).has('tok_a')).to.equal(true);
+    expect(await store.auditRows(0, 10)).to.have.length(2);
+  });
+});
