@@ -66,6 +66,11 @@ export async function startServer(config: VaultConfig, logger: Logger = createLo
   const { port } = server.address() as AddressInfo;
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
   let closing: Promise<void> | undefined;
+  // Once shutting down, every response tells its client to close the connection, so keep-alive
+  // connections end with their last in-flight request instead of waiting out the timeout.
+  server.prependListener('request', (_req: http.IncomingMessage, res: http.ServerResponse) => {
+    if (closing) res.setHeader('Connection', 'close');
+  });
   return {
     url: `${config.tls ? 'https' : 'http'}://${host}:${port}`,
     server,
@@ -75,9 +80,11 @@ export async function startServer(config: VaultConfig, logger: Logger = createLo
       (closing ??= (async () => {
         // Stop accepting, let in-flight requests finish (up to the timeout), then close the store.
         const drained = new Promise<void>((resolve) => server.close(() => resolve()));
+        const idle = setInterval(() => server.closeIdleConnections(), 50);
         server.closeIdleConnections();
         const timer = setTimeout(() => server.closeAllConnections(), config.shutdownTimeoutMs);
         await drained;
+        clearInterval(idle);
         clearTimeout(timer);
         await opened.close();
       })()),

@@ -2,7 +2,7 @@
  * The API v1 contract, defined once: these TypeBox schemas are the TypeScript types, the request
  * validators and the OpenAPI document's schemas.
  */
-import { Static, TSchema, Type } from '@sinclair/typebox';
+import { Static, Type } from '@sinclair/typebox';
 import { DATA_TYPES, PRESERVE_OPTIONS, REVEAL_LEVELS, TOKEN_FORMATS } from '../domain/types';
 import { ERROR_CATALOGUE, ITEM_ERROR_CODES } from '../errors';
 import { oneOf } from './one-of';
@@ -23,10 +23,11 @@ export const TenantId = Type.String({
 export const MAX_TOKEN_LENGTH = 320;
 export const TokenString = Type.String({ minLength: 1, maxLength: MAX_TOKEN_LENGTH, pattern: '^[A-Za-z0-9_@.+-]+$' });
 
+// additionalProperties: false makes a key outside the pattern an error (a patterned Record alone would not check it).
 const MetadataSchema = Type.Record(
-  Type.String({ pattern: '^[A-Za-z0-9_.-]{1,64}$' }),
+  Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_.-]{0,63}$' }),
   Type.Union([Type.String({ maxLength: 256 }), Type.Number(), Type.Boolean(), Type.Null()]),
-  { maxProperties: 20, description: 'Non-sensitive labels stored in clear; never put personal data here.' },
+  { maxProperties: 20, additionalProperties: false, description: 'Non-sensitive labels stored in clear; never put personal data here.' },
 );
 
 export const TokenizeItemSchema = Type.Object(
@@ -156,7 +157,6 @@ export type DetokenizeResponse = Static<typeof DetokenizeResponseSchema>;
 export type TokenMetadata = Static<typeof TokenMetadataSchema>;
 export type AuditListResponse = Static<typeof AuditListResponseSchema>;
 export type AuditVerifyResponse = Static<typeof AuditVerifyResponseSchema>;
-export type AnySchema = TSchema;
 
 // ---- Key lifecycle ----
 

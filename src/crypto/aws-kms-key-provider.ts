@@ -74,8 +74,10 @@ export class AwsKmsKeyProvider extends KeyProvider {
     return { kind: 'aws-kms', kekId: this.requireArn() };
   }
 
+  /** Keys of this provider's region and account (its client cannot reach another region). */
   owns(kekId: string): boolean {
-    return kekId.startsWith('arn:aws:kms:');
+    const prefix = /^arn:aws:kms:[^:]*:[^:]*:/.exec(this.requireArn())?.[0];
+    return prefix !== undefined && kekId.startsWith(prefix);
   }
 
   async healthy(): Promise<boolean> {

@@ -38,9 +38,10 @@ export class KeyManager {
 
   /** The active key of a tenant and purpose, created (version 1) on first use. */
   async activeKey(tenant: string, purpose: KeyPurpose): Promise<DataKey> {
-    let record = await this.store.activeDataKey(tenant, purpose);
-    if (!record) record = await this.createFirstKey(tenant, purpose);
-    return { version: record.version, key: await this.unwrapCached(record), encryptions: record.encryptions, createdAt: record.createdAt };
+    const existing = await this.store.activeDataKey(tenant, purpose);
+    const { record, plaintext } = existing ? { record: existing, plaintext: undefined } : await this.createFirstKey(tenant, purpose);
+    const key = plaintext ?? (await this.unwrapCached(record));
+    return { version: record.version, key, encryptions: record.encryptions, createdAt: record.createdAt };
   }
 
   /**
@@ -96,7 +97,8 @@ export class KeyManager {
     this.cache.clear();
   }
 
-  private async createFirstKey(tenant: string, purpose: KeyPurpose): Promise<DataKeyRecord> {
+  /** Creates version 1; returns its plaintext too when this call's key won (no unwrap needed). */
+  private async createFirstKey(tenant: string, purpose: KeyPurpose): Promise<{ record: DataKeyRecord; plaintext?: Buffer }> {
     this.providerCalls++;
     const { plaintext, wrapped } = await this.provider.generateDataKey(context(tenant, purpose, 1));
     const record: DataKeyRecord = {
@@ -111,13 +113,13 @@ export class KeyManager {
     };
     if (await this.store.insertDataKey(record)) {
       this.cachePut(cacheKey(tenant, purpose, 1), plaintext);
-      return record;
+      return { record, plaintext };
     }
     // Another request or process created it first: use theirs.
     plaintext.fill(0);
     const winner = await this.store.activeDataKey(tenant, purpose);
     if (!winner) throw new KeyUnavailableError(`no active ${purpose} key for tenant after creation`);
-    return winner;
+    return { record: winner };
   }
 
   private async unwrapCached(record: DataKeyRecord): Promise<Buffer> {

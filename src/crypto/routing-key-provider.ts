@@ -32,10 +32,6 @@ export class RoutingKeyProvider extends KeyProvider {
     return owner;
   }
 
-  all(): readonly KeyProvider[] {
-    return this.providers;
-  }
-
   describe(): ProviderDescription {
     return this.current.describe();
   }

@@ -6,6 +6,7 @@ import { MAX_ITEMS } from '../contract/schemas';
 import { defaultConfigFile } from '../config';
 import { findSensitiveAuthData } from '../domain/sensitive-auth-data';
 import { ERROR_CATALOGUE, VaultError } from '../errors';
+import { jsonBody } from './json-body';
 import { VaultMetrics } from './metrics';
 import { KeyedBuckets, Limit } from './rate-limit';
 import type { Logger } from '../logger';
@@ -73,7 +74,7 @@ export function createApp({ vault, logger, version = '0.0.0', limits = defaultLi
 
   app.use('/v1', authenticate(vault, limits, metrics));
   app.use('/v1', principalRateLimit(limits, metrics));
-  app.use('/v1', express.json({ limit: MAX_BODY_BYTES, strict: true, type: 'application/json' }));
+  app.use('/v1', jsonBody(MAX_BODY_BYTES));
   app.use('/v1', (req: Request, _res: Response, next: NextFunction) => {
     const found = findSensitiveAuthData(req.body);
     if (found)

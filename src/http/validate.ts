@@ -17,10 +17,19 @@ export function validate<T>(schema: TSchema, input: unknown, where: 'body' | 'qu
   if (check.Check(input)) return input as T;
   const error = check.Errors(input).First()!;
   const index = /^\/(?:items|tokens)\/(\d+)/.exec(error.path)?.[1];
-  throw new VaultError('invalid_request', `${where}${error.path || ''}: ${describe(error)}`, {
-    path: error.path || '/',
+  // An unknown field's name came from the caller and could be a value: name its parent instead.
+  const unknownField = error.message.startsWith('Unexpected property');
+  const path = unknownField ? error.path.replace(/\/[^/]*$/, '') : error.path;
+  const message = unknownField ? `unknown field (allowed: ${allowedFields(error.schema)})` : describe(error);
+  throw new VaultError('invalid_request', `${where}${path || ''}: ${message}`, {
+    path: path || '/',
     ...(index !== undefined ? { index: Number(index) } : {}),
   });
+}
+
+function allowedFields(schema: TSchema): string {
+  const properties = (schema as { properties?: Record<string, unknown> }).properties;
+  return properties ? Object.keys(properties).join(', ') : 'none';
 }
 
 function describe(error: ValueError): string {
@@ -28,6 +37,5 @@ function describe(error: ValueError): string {
   if (schema.anyOf?.every((s) => typeof s.const === 'string')) {
     return `must be one of: ${schema.anyOf.map((s) => s.const).join(', ')}`;
   }
-  if (error.message.startsWith('Unexpected property')) return 'unknown field';
   return error.message.replace(/^Expected/, 'expected');
 }

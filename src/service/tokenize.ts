@@ -1,5 +1,5 @@
 import { seal } from '../crypto/aead';
-import { DATA_TYPE_SPECS } from '../domain/data-types';
+import { DATA_TYPE_SPECS, luhnValid } from '../domain/data-types';
 import { checkFormat, generateToken } from '../domain/token-formats';
 import { DataType, DomainValidationError, Preserve, TokenFormat } from '../domain/types';
 import type { TokenizeItem, TokenizeRequest, TokenizeResponse } from '../contract/schemas';
@@ -97,7 +97,22 @@ async function authorise(deps: VaultDeps, caller: Caller, tenant: string, items:
   }
 }
 
+/** Metadata is stored in clear: a card number there (as a key or a value) is refused outright. */
+function refuseCardNumbersInMetadata(item: TokenizeItem, index: number): void {
+  for (const [key, value] of Object.entries(item.metadata ?? {})) {
+    for (const text of [key, String(value)]) {
+      for (const run of text.match(/\d[\d -]{10,}\d/g) ?? []) {
+        const digits = run.replace(/[ -]/g, '');
+        if (digits.length >= 12 && digits.length <= 19 && luhnValid(digits)) {
+          throw new VaultError('invalid_request', `items[${index}].metadata: metadata is stored in clear and must not hold card numbers.`, { index });
+        }
+      }
+    }
+  }
+}
+
 function prepare(item: TokenizeItem, index: number, phoneRegion: string | undefined): PreparedItem {
+  refuseCardNumbersInMetadata(item, index);
   const spec = DATA_TYPE_SPECS[item.type];
   const format = item.format ?? spec.defaultFormat;
   const preserve = item.preserve ?? (format === spec.defaultFormat ? spec.defaultPreserve : 'none');

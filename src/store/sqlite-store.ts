@@ -94,10 +94,6 @@ export class SqliteStore implements VaultStore {
     this.stmts = this.prepare();
   }
 
-  async migrate(): Promise<void> {
-    this.migrateNow();
-  }
-
   /** Applies pending migrations; each in its own transaction with its version record. */
   private migrateNow(): void {
     this.db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)');

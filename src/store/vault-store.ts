@@ -106,7 +106,6 @@ export type Retokenize = (index: number) => TokenRecord;
  * transaction, so a record never exists without the audit of its creation, nor the reverse.
  */
 export interface VaultStore {
-  migrate(): Promise<void>;
   ping(): Promise<void>;
   close(): Promise<void>;
 

@@ -69,13 +69,18 @@ describe('HTTP edge: authentication, bad input, errors', () => {
     ['a bad tenant id', { tenant: '_system', items: [{ type: 'text', value: 'x' }] }, 'invalid_request'],
     ['a negative ttl', { items: [{ type: 'text', value: 'x', ttlSeconds: -1 }] }, 'invalid_request'],
     ['nested metadata', { items: [{ type: 'text', value: 'x', metadata: { a: { b: 1 } } }] }, 'invalid_request'],
+    ['a metadata key outside the key pattern', { items: [{ type: 'text', value: 'x', metadata: { 'customer record': 'y' } }] }, 'invalid_request'],
+    ['a card number in a metadata value', { items: [{ type: 'text', value: 'x', metadata: { note: 'card 4111-1111-1111-1111' } }] }, 'invalid_request'],
+    ['a card number as a metadata key', { items: [{ type: 'text', value: 'x', metadata: { k4111111111111111: true } }] }, 'invalid_request'],
     ['an invalid SSN', { items: [{ type: 'ssn', value: '666-12-3456' }] }, 'invalid_value'],
     ['an invalid IBAN', { items: [{ type: 'iban', value: 'GB82WEST12345698765433' }] }, 'invalid_value'],
     ['a future date of birth', { items: [{ type: 'dob', value: '2999-01-01' }] }, 'invalid_value'],
   ];
   for (const [what, body, code] of invalid) {
-    it(`rejects ${what} with 400 ${code}`, async () => {
-      expectError(await post(body), 400, code);
+    it(`rejects ${what} with 400 ${code}, echoing no value`, async () => {
+      const res = await post(body);
+      expectError(res, 400, code);
+      expect(res.body.error.message).not.to.match(/4111|customer record|666-12|GB82|2999/);
     });
   }
 

@@ -8,11 +8,14 @@
  * status, never a stack trace, never a submitted value; afterwards the vault still works, its
  * audit chain verifies and the heap is bounded.
  *
- * FUZZ_SEED=<n> replays a run; FUZZ_RUNS=<n> changes the number of requests.
+ * FUZZ_SEED=<n> replays a run (the same requests; placeholders for issued tokens resolve against
+ * what that run has learnt, so with concurrency the exact tokens may differ); FUZZ_RUNS=<n> changes
+ * the number of requests; FUZZ_SHOW=<error code> prints a few requests that got that code.
  */
 import zlib from 'node:zlib';
 import { expect } from 'chai';
 import fc from 'fast-check';
+import { MAX_TOKEN_LENGTH } from '../../src/contract/schemas';
 import { ERROR_CATALOGUE } from '../../src/errors';
 import { DATA_TYPES, PRESERVE_OPTIONS, REVEAL_LEVELS, TOKEN_FORMATS, type DataType } from '../../src/domain/types';
 import { createTestVault, TestVault } from '../helpers/test-vault';
@@ -59,21 +62,24 @@ const jobRef = fc.nat().map((n) => `@@job:${n}@@`);
 
 // ---------------------------------------------------------------- generators
 
+// prettier-ignore
 const interestingKey = fc.constantFrom(
   '__proto__', 'constructor', 'prototype', 'toString', 'hasOwnProperty', 'valueOf', 'tenant', 'token', 'tokens', 'items', 'keyVersion',
   'value', 'type', 'format', 'preserve', 'subject', 'metadata', 'ttlSeconds', 'deterministic', 'purpose', 'reveal', 'all', 'target',
   'confirm', 'cvv', 'CVC2', 'pin', 'track2', 'isAdmin', '', ' ', '\u0000', 'ü', '💳', 'a'.repeat(300),
 );
 
+// prettier-ignore
 const hugeNumber = fc.constantFrom(
-  raw('1e400'), raw('-1e400'), raw('1E-400'), raw('123456789012345678901234567890'), raw('-0'), raw('0.0000000000000000000001'),
-  1e308, -1e308, Number.MAX_SAFE_INTEGER + 2, Number.MIN_SAFE_INTEGER - 2, 2 ** 31, -(2 ** 31), 4294967296, 315360001, 0, -1, 1.5,
+  raw('1e400'), raw('-1e400'), raw('1E-400'), raw('123456789012345678901234567890'), raw('-0'), raw('0.0000000000000000000001'), 1e308,
+  -1e308, Number.MAX_SAFE_INTEGER + 2, Number.MIN_SAFE_INTEGER - 2, 2 ** 31, -(2 ** 31), 4294967296, 315360001, 0, -1, 1.5,
   Number.MIN_VALUE,
 );
 
 const weirdString = fc.oneof(
   fc.string({ unit: 'binary', maxLength: 40 }),
   fc.string({ unit: 'grapheme', maxLength: 40 }),
+  // prettier-ignore
   fc.constantFrom(
     '', ' ', '\u0000', '\ufeff', '\u202e', 'null', 'undefined', 'NaN', '[object Object]', '__proto__', '%00', '../../etc/passwd',
     '<script>alert(1)</script>', "' OR 1=1 --", '${jndi:ldap://x}', '{{7*7}}', 'tok_', 'tok_' + 'A'.repeat(24), 'pvk_' + 'x'.repeat(40),
@@ -141,9 +147,13 @@ const validItem = fc.constantFrom(...DATA_TYPES).chain((type) =>
       preserve: fc.constantFrom(...PRESERVE_OPTIONS),
       deterministic: fc.boolean(),
       subject: fc.constantFrom('cust_42', 'c', 'subject-' + 'x'.repeat(100)),
-      metadata: fc.dictionary(fc.constantFrom('source', 'a.b', 'x-y', 'k_1'), fc.oneof(fc.string({ maxLength: 20 }), fc.integer(), fc.boolean(), fc.constant(null)), {
-        maxKeys: 3,
-      }),
+      metadata: fc.dictionary(
+        fc.constantFrom('source', 'a.b', 'x-y', 'k_1'),
+        fc.oneof(fc.string({ maxLength: 20 }), fc.integer(), fc.boolean(), fc.constant(null)),
+        {
+          maxKeys: 3,
+        },
+      ),
       ttlSeconds: fc.integer({ min: 1, max: 1_000_000 }),
     },
     { requiredKeys: ['type', 'value'] },
@@ -151,14 +161,40 @@ const validItem = fc.constantFrom(...DATA_TYPES).chain((type) =>
 );
 /** Format and preserve options that apply to each type (the rest are refused with unsupported_format). */
 const GOOD_FORMATS: Record<DataType, ReadonlyArray<[string, string]>> = {
-  pan: [['pan', 'last4'], ['pan', 'bin6'], ['pan', 'bin6last4'], ['pan', 'none'], ['digits', 'last4'], ['random', 'none'], ['uuid', 'none']],
-  ssn: [['digits', 'last4'], ['digits', 'none'], ['random', 'none']],
-  email: [['email', 'domain'], ['email', 'none'], ['random', 'none'], ['uuid', 'none']],
-  phone: [['random', 'none'], ['uuid', 'none']],
+  pan: [
+    ['pan', 'last4'],
+    ['pan', 'bin6'],
+    ['pan', 'bin6last4'],
+    ['pan', 'none'],
+    ['digits', 'last4'],
+    ['random', 'none'],
+    ['uuid', 'none'],
+  ],
+  ssn: [
+    ['digits', 'last4'],
+    ['digits', 'none'],
+    ['random', 'none'],
+  ],
+  email: [
+    ['email', 'domain'],
+    ['email', 'none'],
+    ['random', 'none'],
+    ['uuid', 'none'],
+  ],
+  phone: [
+    ['random', 'none'],
+    ['uuid', 'none'],
+  ],
   name: [['random', 'none']],
-  dob: [['random', 'none'], ['uuid', 'none']],
+  dob: [
+    ['random', 'none'],
+    ['uuid', 'none'],
+  ],
   address: [['random', 'none']],
-  iban: [['random', 'none'], ['uuid', 'none']],
+  iban: [
+    ['random', 'none'],
+    ['uuid', 'none'],
+  ],
   text: [['random', 'none']],
 };
 /** An item the vault accepts. */
@@ -169,22 +205,37 @@ const goodItem = fc.constantFrom(...DATA_TYPES).chain((type) =>
         format: fc.constantFrom(...GOOD_FORMATS[type]),
         deterministic: fc.boolean(),
         subject: fc.constantFrom('cust_42', 'cust_7'),
-        metadata: fc.dictionary(fc.constantFrom('source', 'a.b'), fc.oneof(fc.string({ maxLength: 20 }), fc.integer(), fc.boolean()), { maxKeys: 2 }),
+        metadata: fc.dictionary(fc.constantFrom('source', 'a.b'), fc.oneof(fc.string({ maxLength: 20 }), fc.integer(), fc.boolean()), {
+          maxKeys: 2,
+        }),
         ttlSeconds: fc.integer({ min: 1, max: 1_000_000 }),
       },
       { requiredKeys: [] },
     )
     .chain(({ format, ...rest }) =>
-      fc.constantFrom(...VALUES[type]).map((value) => ({ type, value, ...(format ? { format: format[0], preserve: format[1] } : {}), ...rest })),
+      fc
+        .constantFrom(...VALUES[type])
+        .map((value) => ({ type, value, ...(format ? { format: format[0], preserve: format[1] } : {}), ...rest })),
     ),
 );
-const goodTokenizeBody = fc.record({ tenant: fc.constant('default'), items: fc.array(goodItem, { minLength: 1, maxLength: 5 }) }, { requiredKeys: ['items'] });
+const goodTokenizeBody = fc.record(
+  { tenant: fc.constant('default'), items: fc.array(goodItem, { minLength: 1, maxLength: 5 }) },
+  { requiredKeys: ['items'] },
+);
 const goodDetokenizeBody = fc.record(
-  { tokens: fc.array(tokenRef, { minLength: 1, maxLength: 5 }), purpose: fc.constantFrom('charge', 'support'), reveal: fc.constantFrom(...REVEAL_LEVELS) },
+  {
+    tokens: fc.array(tokenRef, { minLength: 1, maxLength: 5 }),
+    purpose: fc.constantFrom('charge', 'support'),
+    reveal: fc.constantFrom(...REVEAL_LEVELS),
+  },
   { requiredKeys: ['tokens'] },
 );
 
-const tokenizeItem = fc.oneof({ weight: 4, arbitrary: validItem }, { weight: 3, arbitrary: mutated(validItem) }, { weight: 1, arbitrary: weirdValue });
+const tokenizeItem = fc.oneof(
+  { weight: 4, arbitrary: validItem },
+  { weight: 3, arbitrary: mutated(validItem) },
+  { weight: 1, arbitrary: weirdValue },
+);
 const tokenizeBody = fc
   .record(
     {
@@ -192,7 +243,10 @@ const tokenizeBody = fc
       items: fc.oneof(
         { weight: 8, arbitrary: fc.array(tokenizeItem, { minLength: 1, maxLength: 5 }) },
         { weight: 1, arbitrary: weirdValue },
-        { weight: 1, arbitrary: fc.constantFrom(1001, 1000, 0).map((n) => Array.from({ length: n }, () => ({ type: 'text', value: 'x' }))) },
+        {
+          weight: 1,
+          arbitrary: fc.constantFrom(1001, 1000, 0).map((n) => Array.from({ length: n }, () => ({ type: 'text', value: 'x' }))),
+        },
       ),
     },
     { requiredKeys: ['items'] },
@@ -202,7 +256,16 @@ const tokenizeBody = fc
 const tokenLike = fc.oneof(
   { weight: 4, arbitrary: tokenRef },
   { weight: 1, arbitrary: fc.string({ unit: fc.constantFrom(...'0123456789abcXYZ_@.+-'), minLength: 1, maxLength: 40 }) },
-  { weight: 1, arbitrary: fc.constantFrom('tok_' + 'A'.repeat(24), '4111111111111111', 'a'.repeat(128), 'a'.repeat(129)) },
+  {
+    weight: 1,
+    arbitrary: fc.constantFrom(
+      'tok_' + 'A'.repeat(24),
+      '4111111111111111',
+      'a'.repeat(128),
+      'a'.repeat(MAX_TOKEN_LENGTH),
+      'a'.repeat(MAX_TOKEN_LENGTH + 1),
+    ),
+  },
   { weight: 1, arbitrary: weirdValue },
 );
 const detokenizeBody = fc
@@ -227,7 +290,16 @@ const rewrapBody = fc
   )
   .chain((body) => fc.oneof(fc.constant<unknown>(body), mutated(fc.constant(body as Record<string, unknown>))));
 const destroyBody = fc
-  .record({ tenant: fc.constantFrom('default', 'other'), confirm: fc.oneof(fc.integer({ min: 1, max: 4 }).map((n) => `destroy default/data/v${n}`), weirdString) }, { requiredKeys: [] })
+  .record(
+    {
+      tenant: fc.constantFrom('default', 'other'),
+      confirm: fc.oneof(
+        fc.integer({ min: 1, max: 4 }).map((n) => `destroy default/data/v${n}`),
+        weirdString,
+      ),
+    },
+    { requiredKeys: [] },
+  )
   .chain((body) => fc.oneof(fc.constant<unknown>(body), mutated(fc.constant(body))));
 
 type Body =
@@ -241,21 +313,46 @@ type Body =
 /** Raw bodies that are not (quite) JSON. */
 const rawBody: fc.Arbitrary<Body> = fc.oneof(
   fc.uint8Array({ maxLength: 512 }).map((bytes): Body => ({ kind: 'bytes', bytes })),
-  fc.constantFrom(
-    '', ' ', 'null', 'true', '0', '-0', '"x"', '[]', '{}', '{', '}', '[', '{"items":', '{"items":[{"type":"pan","value":"4111111111111111"}', 'NaN',
-    '{"items":[]]', '{"a":1,}', "{'items':[]}", '{"items":[] /* c */}', '\ufeff{"items":[]}', '{"items":[{"type":"text","value":"x"}],"items":5}',
-    '{"__proto__":{"isAdmin":true},"items":[{"type":"text","value":"x"}]}', '{"constructor":{"prototype":{"x":1}},"tokens":["x"]}',
-    '{"items":[{"type":"text","value":"\\ud800"}]}', '{"items":[{"type":"text","value":"x","ttlSeconds":1e400}]}',
-    '\u0000\u0000\u0000', 'items=1&tokens=2', '<xml/>', '[' .repeat(5000) + ']'.repeat(5000), '{"a":'.repeat(3000) + '1' + '}'.repeat(3000),
-  ).map((text): Body => ({ kind: 'text', text })),
+  fc
+    .constantFrom(
+      '',
+      ' ',
+      'null',
+      'true',
+      '0',
+      '-0',
+      '"x"',
+      '[]',
+      '{}',
+      '{',
+      '}',
+      '[',
+      '{"items":',
+      '{"items":[{"type":"pan","value":"4111111111111111"}',
+      'NaN',
+      '{"items":[]]',
+      '{"a":1,}',
+      "{'items':[]}",
+      '{"items":[] /* c */}',
+      '\ufeff{"items":[]}',
+      '{"items":[{"type":"text","value":"x"}],"items":5}',
+      '{"__proto__":{"isAdmin":true},"items":[{"type":"text","value":"x"}]}',
+      '{"constructor":{"prototype":{"x":1}},"tokens":["x"]}',
+      '{"items":[{"type":"text","value":"\\ud800"}]}',
+      '{"items":[{"type":"text","value":"x","ttlSeconds":1e400}]}',
+      '\u0000\u0000\u0000',
+      'items=1&tokens=2',
+      '<xml/>',
+      '['.repeat(5000) + ']'.repeat(5000),
+      '{"a":'.repeat(3000) + '1' + '}'.repeat(3000),
+    )
+    .map((text): Body => ({ kind: 'text', text })),
   fc.string({ unit: 'binary', maxLength: 200 }).map((text): Body => ({ kind: 'text', text })),
   // Valid JSON cut short or with trailing garbage.
-  fc.tuple(tokenizeBody, fc.nat(), fc.constantFrom('', 'x', ']', '}}', '\u0000')).map(
-    ([body, cut, tail]): Body => {
-      const text = JSON.stringify(body) ?? '';
-      return { kind: 'text', text: text.slice(0, cut % (text.length + 1)) + tail };
-    },
-  ),
+  fc.tuple(tokenizeBody, fc.nat(), fc.constantFrom('', 'x', ']', '}}', '\u0000')).map(([body, cut, tail]): Body => {
+    const text = JSON.stringify(body) ?? '';
+    return { kind: 'text', text: text.slice(0, cut % (text.length + 1)) + tail };
+  }),
   // Over the 1 MiB limit (rarely: they are big).
   fc.constantFrom(1024 * 1024 - 40, 1024 * 1024 + 1, 2 * 1024 * 1024).map((valueChars): Body => ({ kind: 'big', valueChars })),
 );
@@ -270,7 +367,10 @@ const compressed = (inner: fc.Arbitrary<Body>): fc.Arbitrary<Body> =>
     .tuple(
       fc.oneof({ weight: 6, arbitrary: inner }, { weight: 1, arbitrary: fc.constant<Body>({ kind: 'big', valueChars: BOMB_CHARS }) }),
       fc.constantFrom('gzip', 'deflate', 'br') as fc.Arbitrary<'gzip' | 'deflate' | 'br'>,
-      fc.oneof({ weight: 4, arbitrary: fc.constant<string | undefined>(undefined) }, { weight: 1, arbitrary: fc.constantFrom('gzip', 'deflate', 'br', 'identity', 'gzip, gzip', 'x-bogus') }),
+      fc.oneof(
+        { weight: 4, arbitrary: fc.constant<string | undefined>(undefined) },
+        { weight: 1, arbitrary: fc.constantFrom('gzip', 'deflate', 'br', 'identity', 'gzip, gzip', 'x-bogus') },
+      ),
     )
     .map(([body, encoding, declared]): Body => ({ kind: 'compressed', inner: body, encoding, declared: declared ?? encoding }));
 
@@ -290,8 +390,10 @@ interface RouteSpec {
 }
 
 /** Path segments: known tokens and ids, random strings (encoded), and raw nasty segments. */
+// prettier-ignore
 const nastySegment = fc.constantFrom(
-  '%', '%zz', '%E0%A4%A', '%00', '%2F', '%2e%2e', '..', '.', '%C0%AF', '%FF', ';', ',', '~', '*', 'a'.repeat(5000), '%u0041', '%25', '+', '@', 'tok_%F0%9F%92%B3',
+  '%', '%zz', '%E0%A4%A', '%00', '%2F', '%2e%2e', '..', '.', '%C0%AF', '%FF', ';', ',', '~', '*', 'a'.repeat(5000), '%u0041', '%25', '+',
+  '@', 'tok_%F0%9F%92%B3',
 );
 const segment = (known: fc.Arbitrary<string>) =>
   fc.oneof(
@@ -301,19 +403,38 @@ const segment = (known: fc.Arbitrary<string>) =>
     { weight: 1, arbitrary: fc.string({ unit: fc.constantFrom(...'0123456789abcdef-'), minLength: 1, maxLength: 40 }) },
   );
 const queryValue = fc.oneof(
-  fc.constantFrom('0', '1', '100', '1000', '1001', '-1', '1e3', '0x10', 'NaN', '', '999999999999999', '9999999999999999999999', '00000000000000001', '%', '%zz', 'true'),
+  // prettier-ignore
+  fc.constantFrom(
+    '0', '1', '100', '1000', '1001', '-1', '1e3', '0x10', 'NaN', '', '999999999999999', '9999999999999999999999', '00000000000000001', '%',
+    '%zz', 'true',
+  ),
   fc.string({ unit: 'binary', maxLength: 20 }).map((s) => encodeURIComponent(s)),
 );
 const query = (names: readonly string[]) =>
   fc
-    .array(fc.tuple(fc.oneof({ weight: 4, arbitrary: fc.constantFrom(...names) }, { weight: 1, arbitrary: fc.constantFrom('x', '__proto__', 'after[]', 'limit[a]', '') }), queryValue), {
-      maxLength: 4,
-    })
+    .array(
+      fc.tuple(
+        fc.oneof(
+          { weight: 4, arbitrary: fc.constantFrom(...names) },
+          { weight: 1, arbitrary: fc.constantFrom('x', '__proto__', 'after[]', 'limit[a]', '') },
+        ),
+        queryValue,
+      ),
+      {
+        maxLength: 4,
+      },
+    )
     .map((pairs) => (pairs.length === 0 ? '' : '?' + pairs.map(([k, v]) => `${k}=${v}`).join('&')));
 
 const ROUTES: RouteSpec[] = [
   { weight: 25, who: ['billing'], method: 'POST', path: fc.constant('/v1/tokenize'), body: fc.oneof(goodTokenizeBody, tokenizeBody) },
-  { weight: 20, who: ['gateway', 'support'], method: 'POST', path: fc.constant('/v1/detokenize'), body: fc.oneof(goodDetokenizeBody, detokenizeBody) },
+  {
+    weight: 20,
+    who: ['gateway', 'support'],
+    method: 'POST',
+    path: fc.constant('/v1/detokenize'),
+    body: fc.oneof(goodDetokenizeBody, detokenizeBody),
+  },
   { weight: 8, who: ['billing', 'support', 'security'], method: 'GET', path: segment(tokenRef).map((t) => `/v1/tokens/${t}`) },
   { weight: 6, who: ['billing'], method: 'DELETE', path: segment(tokenRef).map((t) => `/v1/tokens/${t}`) },
   { weight: 6, who: ['security'], method: 'GET', path: query(['after', 'limit']).map((q) => `/v1/audit${q}`) },
@@ -323,14 +444,30 @@ const ROUTES: RouteSpec[] = [
   { weight: 2, who: ['security'], method: 'POST', path: fc.constant('/v1/keys/rotate'), body: keyScopeBody },
   { weight: 2, who: ['security'], method: 'POST', path: fc.constant('/v1/keys/rewrap'), body: rewrapBody },
   { weight: 2, who: ['security'], method: 'POST', path: fc.constant('/v1/keys/reencrypt'), body: keyScopeBody },
-  { weight: 3, who: ['security'], method: 'POST', path: segment(fc.constantFrom('1', '2', '3', '0', '01', '-1', '4294967296')).map((n) => `/v1/keys/${n}/retire`), body: keyScopeBody },
-  { weight: 3, who: ['security'], method: 'POST', path: segment(fc.constantFrom('1', '2', '3', '999999999')).map((n) => `/v1/keys/${n}/destroy`), body: destroyBody },
+  {
+    weight: 3,
+    who: ['security'],
+    method: 'POST',
+    path: segment(fc.constantFrom('1', '2', '3', '0', '01', '-1', '4294967296')).map((n) => `/v1/keys/${n}/retire`),
+    body: keyScopeBody,
+  },
+  {
+    weight: 3,
+    who: ['security'],
+    method: 'POST',
+    path: segment(fc.constantFrom('1', '2', '3', '999999999')).map((n) => `/v1/keys/${n}/destroy`),
+    body: destroyBody,
+  },
   { weight: 3, method: 'GET', path: fc.constantFrom('/healthz', '/readyz', '/openapi.json', '/metrics') },
   {
     weight: 5,
     method: 'GET',
     path: fc.oneof(
-      fc.constantFrom('/', '/v1', '/v1/', '/v2/tokenize', '/v1/tokenize/', '/v1//tokenize', '/V1/TOKENIZE', '/v1/tokens', '/v1/tokens/', '/v1/keys/1', '/v1/jobs', '/v1/../v1/tokenize', '/v1/./audit', '/.env', '/v1/tokenize;x', '/v1/audit/verify/x'),
+      // prettier-ignore
+      fc.constantFrom(
+        '/', '/v1', '/v1/', '/v2/tokenize', '/v1/tokenize/', '/v1//tokenize', '/V1/TOKENIZE', '/v1/tokens', '/v1/tokens/', '/v1/keys/1',
+        '/v1/jobs', '/v1/../v1/tokenize', '/v1/./audit', '/.env', '/v1/tokenize;x', '/v1/audit/verify/x',
+      ),
       segment(tokenRef).map((s) => `/v1/${s}`),
       segment(tokenRef).map((s) => `/${s}`),
     ),
@@ -340,15 +477,26 @@ const ROUTES: RouteSpec[] = [
 const METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'HEAD', 'TRACE'] as const;
 
 /** Header values a client can send: tab, printable ASCII and Latin-1 (anything else the client itself refuses). */
-const headerValue = fc.string({ unit: fc.oneof(fc.integer({ min: 0x20, max: 0x7e }), fc.integer({ min: 0x80, max: 0xff }), fc.constant(0x09)).map((c) => String.fromCharCode(c)), maxLength: 80 });
+const headerValue = fc.string({
+  unit: fc
+    .oneof(fc.integer({ min: 0x20, max: 0x7e }), fc.integer({ min: 0x80, max: 0xff }), fc.constant(0x09))
+    .map((c) => String.fromCharCode(c)),
+  maxLength: 80,
+});
 
-type Auth = { kind: 'none' } | { kind: 'principal'; who: Who; variant: 'ok' | 'lower' | 'spaces' | 'suffix' | 'prefix' | 'basic' | 'noscheme' | 'truncated' | 'twice' } | { kind: 'raw'; value: string };
+type Auth =
+  | { kind: 'none' }
+  | { kind: 'principal'; who: Who; variant: 'ok' | 'lower' | 'spaces' | 'suffix' | 'prefix' | 'basic' | 'noscheme' | 'truncated' | 'twice' }
+  | { kind: 'raw'; value: string };
 const auth: fc.Arbitrary<Auth> = fc.oneof(
   { weight: 30, arbitrary: fc.constantFrom(...PRINCIPALS).map((who): Auth => ({ kind: 'principal', who, variant: 'ok' })) },
   {
     weight: 3,
     arbitrary: fc
-      .tuple(fc.constantFrom(...PRINCIPALS), fc.constantFrom('lower', 'spaces', 'suffix', 'prefix', 'basic', 'noscheme', 'truncated', 'twice') as fc.Arbitrary<'lower'>)
+      .tuple(
+        fc.constantFrom(...PRINCIPALS),
+        fc.constantFrom('lower', 'spaces', 'suffix', 'prefix', 'basic', 'noscheme', 'truncated', 'twice') as fc.Arbitrary<'lower'>,
+      )
       .map(([who, variant]): Auth => ({ kind: 'principal', who, variant })),
   },
   { weight: 1, arbitrary: fc.constant<Auth>({ kind: 'none' }) },
@@ -358,17 +506,23 @@ const auth: fc.Arbitrary<Auth> = fc.oneof(
       .oneof(
         headerValue,
         headerValue.map((s) => `Bearer ${s}`),
-        fc.constantFrom('Bearer', 'Bearer ', 'Bearer pvk_', 'Bearer pvk_' + 'A'.repeat(43), 'Bearer ' + 'x'.repeat(4000), 'Negotiate x', 'Bearer\tx', 'Bearer null'),
+        // prettier-ignore
+        fc.constantFrom(
+          'Bearer', 'Bearer ', 'Bearer pvk_', 'Bearer pvk_' + 'A'.repeat(43), 'Bearer ' + 'x'.repeat(4000), 'Negotiate x', 'Bearer\tx',
+          'Bearer null',
+        ),
       )
       .map((value): Auth => ({ kind: 'raw', value })),
   },
 );
 
+// prettier-ignore
 const CONTENT_TYPES = [
-  'application/json', 'application/json; charset=utf-8', 'application/json; charset=UTF-8', 'application/json;charset=latin1', 'application/json; charset=utf-16',
-  'application/json; charset=bogus', 'APPLICATION/JSON', 'application/vnd.api+json', 'application/json-patch+json', 'text/json', 'text/plain',
-  'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', 'application/octet-stream', '*/*', 'application/*', 'json', ';', 'application/json;;;',
-  'application/json; boundary="', 'application/xml',
+  'application/json', 'application/json; charset=utf-8', 'application/json; charset=UTF-8', 'application/json;charset=latin1',
+  'application/json; charset=utf-16', 'application/json; charset=bogus', 'APPLICATION/JSON', 'application/vnd.api+json',
+  'application/json-patch+json', 'text/json', 'text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x',
+  'application/octet-stream', '*/*', 'application/*', 'json', ';', 'application/json;;;', 'application/json; boundary="',
+  'application/xml',
 ];
 
 interface FuzzRequest {
@@ -388,10 +542,20 @@ const fuzzRequest: fc.Arbitrary<FuzzRequest> = fc
       method: fc.oneof({ weight: 9, arbitrary: fc.constant(route.method) }, { weight: 1, arbitrary: fc.constantFrom(...METHODS) }),
       path: route.path,
       auth: route.who
-        ? fc.oneof({ weight: 3, arbitrary: fc.constantFrom(...route.who).map((who): Auth => ({ kind: 'principal', who, variant: 'ok' })) }, { weight: 2, arbitrary: auth })
+        ? fc.oneof(
+            { weight: 3, arbitrary: fc.constantFrom(...route.who).map((who): Auth => ({ kind: 'principal', who, variant: 'ok' })) },
+            { weight: 2, arbitrary: auth },
+          )
         : auth,
-      contentType: fc.oneof({ weight: 16, arbitrary: fc.constant<string | undefined>('application/json') }, { weight: 1, arbitrary: fc.constant(undefined) }, { weight: 2, arbitrary: fc.oneof(fc.constantFrom(...CONTENT_TYPES), headerValue) }),
-      contentEncoding: fc.oneof({ weight: 20, arbitrary: fc.constant<string | undefined>(undefined) }, { weight: 1, arbitrary: fc.constantFrom('gzip', 'deflate', 'br', 'identity', 'x-bogus', 'gzip, gzip') }),
+      contentType: fc.oneof(
+        { weight: 16, arbitrary: fc.constant<string | undefined>('application/json') },
+        { weight: 1, arbitrary: fc.constant(undefined) },
+        { weight: 2, arbitrary: fc.oneof(fc.constantFrom(...CONTENT_TYPES), headerValue) },
+      ),
+      contentEncoding: fc.oneof(
+        { weight: 20, arbitrary: fc.constant<string | undefined>(undefined) },
+        { weight: 1, arbitrary: fc.constantFrom('gzip', 'deflate', 'br', 'identity', 'x-bogus', 'gzip, gzip') },
+      ),
       requestId: fc.oneof(
         { weight: 4, arbitrary: fc.constant<string | undefined>(undefined) },
         { weight: 1, arbitrary: fc.constantFrom('req-1', 'a'.repeat(64), 'a'.repeat(65), '', ' ', 'x y', '../', 'req\u00ff') },
@@ -402,10 +566,22 @@ const fuzzRequest: fc.Arbitrary<FuzzRequest> = fc
             { weight: 10, arbitrary: route.body.map((value): Body => ({ kind: 'json', value })) },
             { weight: 2, arbitrary: anyJsonBody },
             { weight: 2, arbitrary: rawBody },
-            { weight: 1, arbitrary: compressed(fc.oneof(route.body.map((value): Body => ({ kind: 'json', value })), rawBody)) },
+            {
+              weight: 1,
+              arbitrary: compressed(
+                fc.oneof(
+                  route.body.map((value): Body => ({ kind: 'json', value })),
+                  rawBody,
+                ),
+              ),
+            },
             { weight: 1, arbitrary: fc.constant(undefined) },
           )
-        : fc.oneof({ weight: 8, arbitrary: fc.constant<Body | undefined>(undefined) }, { weight: 1, arbitrary: anyJsonBody }, { weight: 1, arbitrary: rawBody }),
+        : fc.oneof(
+            { weight: 8, arbitrary: fc.constant<Body | undefined>(undefined) },
+            { weight: 1, arbitrary: anyJsonBody },
+            { weight: 1, arbitrary: rawBody },
+          ),
     }),
   );
 
@@ -421,7 +597,9 @@ function resolve(text: string, known: Known): string {
   return text
     .replace(/"@@raw:([A-Za-z0-9+/=]*)@@"/g, (_m, b64: string) => Buffer.from(b64, 'base64').toString())
     .replace(/@@token:(\d+)@@/g, (_m, n: string) => known.tokens[Number(n) % known.tokens.length]!)
-    .replace(/@@job:(\d+)@@/g, (_m, n: string) => (known.jobs.length ? known.jobs[Number(n) % known.jobs.length]! : '00000000-0000-4000-8000-000000000000'));
+    .replace(/@@job:(\d+)@@/g, (_m, n: string) =>
+      known.jobs.length ? known.jobs[Number(n) % known.jobs.length]! : '00000000-0000-4000-8000-000000000000',
+    );
 }
 
 function compress(encoding: 'gzip' | 'deflate' | 'br', plain: string | Buffer): Buffer {
@@ -435,11 +613,10 @@ function serialize(body: Body, known: Known): string | Buffer {
   if (body.kind === 'compressed') {
     const isBomb = body.inner.kind === 'big' && body.inner.valueChars === BOMB_CHARS;
     if (isBomb && bombs.has(body.encoding)) return bombs.get(body.encoding)!;
-    const plain = serialize(body.inner, known);
-    if (isBomb) bombs.set(body.encoding, compress(body.encoding, plain));
-    return compress(body.encoding, plain);
+    const packed = compress(body.encoding, serialize(body.inner, known));
+    if (isBomb) bombs.set(body.encoding, packed);
+    return packed;
   }
-
   if (body.kind === 'text') return body.text;
   // Built when sent, so 10,000 pre-generated requests do not hold megabytes each.
   if (body.kind === 'big') return `{"items":[{"type":"text","value":"${'x'.repeat(body.valueChars)}"}]}`;
@@ -493,8 +670,18 @@ interface Failure {
 
 /** A request as one readable line (bodies shortened). */
 function describeRequest(req: FuzzRequest, path: string, body: string | Buffer | undefined): string {
-  const shown = body === undefined ? '' : typeof body === 'string' ? JSON.stringify(body.length > 300 ? `${body.slice(0, 300)}…(${body.length})` : body) : `<${body.length} bytes ${body.subarray(0, 40).toString('hex')}>`;
-  const a = req.auth.kind === 'principal' ? `${req.auth.who}/${req.auth.variant}` : req.auth.kind === 'raw' ? JSON.stringify(req.auth.value.slice(0, 60)) : 'none';
+  const shown =
+    body === undefined
+      ? ''
+      : typeof body === 'string'
+        ? JSON.stringify(body.length > 300 ? `${body.slice(0, 300)}…(${body.length})` : body)
+        : `<${body.length} bytes ${body.subarray(0, 40).toString('hex')}>`;
+  const a =
+    req.auth.kind === 'principal'
+      ? `${req.auth.who}/${req.auth.variant}`
+      : req.auth.kind === 'raw'
+        ? JSON.stringify(req.auth.value.slice(0, 60))
+        : 'none';
   const ce = req.body?.kind === 'compressed' ? `${req.body.encoding} declared as ${req.body.declared}` : req.contentEncoding;
   return `${req.method} ${path.length > 200 ? path.slice(0, 200) + '…' : path} auth=${a} ct=${JSON.stringify(req.contentType)}${ce ? ` ce=${ce}` : ''}${req.requestId !== undefined ? ` rid=${JSON.stringify(req.requestId)}` : ''} body=${shown}`;
 }
@@ -541,7 +728,8 @@ describe('HTTP fuzz: generated requests against one vault', function () {
       return { status: res.status, text: res.text ?? '', contentType: String(res.headers['content-type'] ?? '') };
     } catch (err) {
       const e = err as { response?: { status: number; text: string; headers: Record<string, string> }; code?: string; message?: string };
-      if (e.response) return { status: e.response.status, text: e.response.text ?? '', contentType: String(e.response.headers['content-type'] ?? '') };
+      if (e.response)
+        return { status: e.response.status, text: e.response.text ?? '', contentType: String(e.response.headers['content-type'] ?? '') };
       return { transportError: `${e.code ?? ''} ${e.message ?? String(err)}` };
     }
   }
@@ -565,7 +753,8 @@ describe('HTTP fuzz: generated requests against one vault', function () {
       const entry = (ERROR_CATALOGUE as Record<string, { status: number }>)[code];
       if (!entry) return `error code ${code} is not in the catalogue`;
       if (entry.status !== out.status) return `error code ${code} with status ${out.status} (catalogue: ${entry.status})`;
-      if (typeof parsed.error?.message !== 'string' || typeof parsed.error?.requestId !== 'string') return 'error without message or requestId';
+      if (typeof parsed.error?.message !== 'string' || typeof parsed.error?.requestId !== 'string')
+        return 'error without message or requestId';
     }
     return undefined;
   }
@@ -606,14 +795,16 @@ describe('HTTP fuzz: generated requests against one vault', function () {
           continue;
         }
         histogram.set(out.status, (histogram.get(out.status) ?? 0) + 1);
-        const code = out.status >= 400 ? /"code":"([a-z_]+)"/.exec(out.text)?.[1] ?? `${req.method} ${out.status}` : String(out.status);
+        const code = out.status >= 400 ? (/"code":"([a-z_]+)"/.exec(out.text)?.[1] ?? `${req.method} ${out.status}`) : String(out.status);
         codes.set(code, (codes.get(code) ?? 0) + 1);
         // FUZZ_SHOW=<code> prints a few requests that got it (to see what a code is made of).
-        if (process.env.FUZZ_SHOW === code && (codes.get(code) ?? 0) <= 5) console.log(`      ${code}: ${describeRequest(req, path, body)}`);
+        if (process.env.FUZZ_SHOW === code && (codes.get(code) ?? 0) <= 5)
+          console.log(`      ${code}: ${describeRequest(req, path, body)}`);
         const problem = check(req, out);
         if (problem) {
           failureCount++;
-          if (failures.length < 20) failures.push({ problem, request: describeRequest(req, path, body), status: out.status, response: out.text.slice(0, 500) });
+          if (failures.length < 20)
+            failures.push({ problem, request: describeRequest(req, path, body), status: out.status, response: out.text.slice(0, 500) });
         }
         learn(path, out);
         maxHeap = Math.max(maxHeap, process.memoryUsage().heapUsed);
@@ -622,21 +813,32 @@ describe('HTTP fuzz: generated requests against one vault', function () {
     await Promise.all(Array.from({ length: CONCURRENCY }, worker));
     const seconds = (Date.now() - started) / 1000;
 
-    const statusLine = [...histogram.entries()].sort(([a], [b]) => a - b).map(([s, n]) => `${s}:${n}`).join(' ');
-    const codeLine = [...codes.entries()].sort(([, a], [, b]) => b - a).map(([c, n]) => `${c}:${n}`).join(' ');
+    const statusLine = [...histogram.entries()]
+      .sort(([a], [b]) => a - b)
+      .map(([s, n]) => `${s}:${n}`)
+      .join(' ');
+    const codeLine = [...codes.entries()]
+      .sort(([, a], [, b]) => b - a)
+      .map(([c, n]) => `${c}:${n}`)
+      .join(' ');
     console.log(
       `      http fuzz: ${requests.length} requests in ${seconds.toFixed(1)} s (seed ${SEED}), statuses ${statusLine}; codes ${codeLine}; ` +
         `${transportErrors.length} transport errors; ${known.tokens.length} tokens known; max heap ${Math.round(maxHeap / 1024 ** 2)} MiB`,
     );
 
-    const report = (list: Failure[]) => list.map((f) => `\n  - ${f.problem}: ${f.request}${f.status ? `\n    → ${f.status} ${f.response}` : ''}`).join('');
+    const report = (list: Failure[]) =>
+      list.map((f) => `\n  - ${f.problem}: ${f.request}${f.status ? `\n    → ${f.status} ${f.response}` : ''}`).join('');
     expect(failureCount, `FUZZ_SEED=${SEED}: ${failureCount} bad answers, first ones:${report(failures)}`).to.equal(0);
     // The only transport errors accepted are oversized or unauthenticated bodies the server
     // answers early and closes the connection on (the client may see the reset first).
     const unexplained = transportErrors.filter((t) => !/ECONNRESET|EPIPE/.test(t.problem));
     expect(unexplained, `FUZZ_SEED=${SEED}: transport errors:${report(unexplained.slice(0, 20))}`).to.have.length(0);
-    expect(transportErrors.length, `FUZZ_SEED=${SEED}: too many connection resets:${report(transportErrors.slice(0, 20))}`).to.be.below(RUNS / 100);
-    expect(histogram.get(200) ?? 0, 'some generated requests must succeed, or the fuzz only exercised the error paths').to.be.above(RUNS / 20);
+    expect(transportErrors.length, `FUZZ_SEED=${SEED}: too many connection resets:${report(transportErrors.slice(0, 20))}`).to.be.below(
+      RUNS / 100,
+    );
+    expect(histogram.get(200) ?? 0, 'some generated requests must succeed, or the fuzz only exercised the error paths').to.be.above(
+      RUNS / 20,
+    );
     expect(maxHeap, 'heap used').to.be.below(HEAP_LIMIT);
   });
 
@@ -659,10 +861,16 @@ describe('HTTP fuzz: generated requests against one vault', function () {
     const ready = await v.http.get('/readyz');
     expect(ready.status, JSON.stringify(ready.body)).to.equal(200);
 
-    const tokenized = await v.http.post('/v1/tokenize').set(v.as('billing')).send({ items: [{ type: 'pan', value: '4111111111111111' }] });
+    const tokenized = await v.http
+      .post('/v1/tokenize')
+      .set(v.as('billing'))
+      .send({ items: [{ type: 'pan', value: '4111111111111111' }] });
     expect(tokenized.status, JSON.stringify(tokenized.body)).to.equal(200);
     const token = tokenized.body.items[0].token;
-    const detokenized = await v.http.post('/v1/detokenize').set(v.as('gateway')).send({ tokens: [token], purpose: 'charge' });
+    const detokenized = await v.http
+      .post('/v1/detokenize')
+      .set(v.as('gateway'))
+      .send({ tokens: [token], purpose: 'charge' });
     expect(detokenized.status, JSON.stringify(detokenized.body)).to.equal(200);
     expect(detokenized.body.items[0]).to.include({ token, value: '4111111111111111', reveal: 'plain' });
 

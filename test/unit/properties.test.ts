@@ -45,11 +45,11 @@ function withSeparators(chars: string, separators: readonly string[]): string {
   for (let i = 0; i < chars.length; i++) out += chars[i] + (separators[i] ?? '');
   return out;
 }
-const separatorsFor = (length: number) => fc.array(fc.constantFrom('', '', '', ' ', '-', ' - ', '  '), { minLength: length, maxLength: length });
+const separatorsFor = (length: number) =>
+  fc.array(fc.constantFrom('', '', '', ' ', '-', ' - ', '  '), { minLength: length, maxLength: length });
 
 /** A valid PAN of `minLength`–`maxLength` digits (Luhn check digit computed). */
-const panDigits = (minLength = 12, maxLength = 19) =>
-  digitString(minLength - 1, maxLength - 1).map((body) => body + luhnCheckDigit(body));
+const panDigits = (minLength = 12, maxLength = 19) => digitString(minLength - 1, maxLength - 1).map((body) => body + luhnCheckDigit(body));
 const panRaw = panDigits().chain((digits) =>
   separatorsFor(digits.length).map((seps) => ({ raw: withSeparators(digits, seps.slice(0, -1)), digits })),
 );
@@ -76,9 +76,9 @@ const labelChar = fc.constantFrom(...'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOP
 const domainLabel = fc
   .tuple(
     labelChar,
-    fc.oneof(fc.constant(0), fc.integer({ min: 0, max: 8 }), fc.integer({ min: 0, max: 61 })).chain((n) =>
-      fc.array(fc.constantFrom(...'abcdefXYZ0189-'), { minLength: n, maxLength: n }),
-    ),
+    fc
+      .oneof(fc.constant(0), fc.integer({ min: 0, max: 8 }), fc.integer({ min: 0, max: 61 }))
+      .chain((n) => fc.array(fc.constantFrom(...'abcdefXYZ0189-'), { minLength: n, maxLength: n })),
     labelChar,
   )
   .map(([first, middle, last]) => (middle.length === 0 && first === last ? first : first + middle.join('') + last));
@@ -97,7 +97,11 @@ const emailRaw = fc
   .filter(({ normalized }) => normalized.length <= 254);
 
 /** US numbers in real area codes with a valid exchange (N = 2–9), all of which libphonenumber accepts. */
-const US_AREA_CODES = ['201', '202', '206', '212', '213', '214', '305', '310', '312', '404', '415', '503', '512', '617', '646', '702', '713', '718', '720', '805', '818', '917'];
+// prettier-ignore
+const US_AREA_CODES = [
+  '201', '202', '206', '212', '213', '214', '305', '310', '312', '404', '415', '503', '512', '617', '646', '702', '713', '718', '720',
+  '805', '818', '917',
+];
 const usNumber = fc
   .tuple(fc.constantFrom(...US_AREA_CODES), fc.integer({ min: 2, max: 9 }), digitString(2, 2), digitString(4, 4))
   .map(([area, n, xx, line]) => ({ cc: '1', national: `${area}${n}${xx}${line}` }));
@@ -129,14 +133,17 @@ const phoneRaw = fc.oneof(usNumber, frNumber, gbNumber).chain(({ cc, national })
 });
 
 /** Letters from several scripts, including decomposed sequences that NFC composes. */
+// prettier-ignore
 const nameChar = fc.constantFrom(
-  ...'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ',
-  'é', 'e\u0301', 'A\u030a', 'ñ', 'n\u0303', 'ß', 'Ø', 'ł', 'ç', 'Ж', 'я', 'Ω', 'λ', 'ש', 'م', '李', '王', '明', 'カ', 'ナ', '한', '글', 'ก', '\u{1D400}', 'ǅ',
-  "'", '-', '.', '·',
+  ...'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ', 'é', 'e\u0301', 'A\u030a', 'ñ', 'n\u0303', 'ß', 'Ø', 'ł', 'ç', 'Ж', 'я', 'Ω',
+  'λ', 'ש', 'م', '李', '王', '明', 'カ', 'ナ', '한', '글', 'ก', '\u{1D400}', 'ǅ', "'", '-', '.', '·',
 );
 const nameInitial = fc.constantFrom('a', 'Z', 'é', 'e\u0301', 'Ж', '李', 'ש');
 const nameWord = fc.oneof(
-  { weight: 4, arbitrary: fc.tuple(nameInitial, fc.array(nameChar, { minLength: 1, maxLength: 12 })).map(([first, rest]) => first + rest.join('')) },
+  {
+    weight: 4,
+    arbitrary: fc.tuple(nameInitial, fc.array(nameChar, { minLength: 1, maxLength: 12 })).map(([first, rest]) => first + rest.join('')),
+  },
   // Initials and one-letter given names ("J R R", "O Li").
   { weight: 1, arbitrary: nameInitial },
 );
@@ -152,14 +159,19 @@ const dobRaw = fc
 
 const addressWord = fc.oneof(
   { weight: 1, arbitrary: fc.constantFrom('#', '-', '/', 'c/o', '№') },
-  fc.array(fc.constantFrom(...'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789', 'ß', 'é', 'ü', 'Ж', '号', '#', '/', '.'), {
-    minLength: 1,
-    maxLength: 10,
-  }).map((cs) => cs.join('')),
+  fc
+    .array(fc.constantFrom(...'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789', 'ß', 'é', 'ü', 'Ж', '号', '#', '/', '.'), {
+      minLength: 1,
+      maxLength: 10,
+    })
+    .map((cs) => cs.join('')),
   fc.integer({ min: 1, max: 99999 }).map(String),
 );
 const addressLine = fc
-  .tuple(fc.array(fc.tuple(addressWord, fc.constantFrom(' ', ' ', ', ', '\t', '  ', '\u00a0')), { minLength: 1, maxLength: 6 }), fc.constantFrom('', ' ', '\t '))
+  .tuple(
+    fc.array(fc.tuple(addressWord, fc.constantFrom(' ', ' ', ', ', '\t', '  ', '\u00a0')), { minLength: 1, maxLength: 6 }),
+    fc.constantFrom('', ' ', '\t '),
+  )
   .map(([words, pad]) => pad + words.map(([w, s]) => w + s).join('') + pad);
 const addressRaw = fc
   .array(fc.tuple(addressLine, fc.constantFrom('\n', '\r\n', '\r', '\n\n', '\n \n')), { minLength: 1, maxLength: 5 })
@@ -184,10 +196,12 @@ const ibanNormalized = fc
   )
   .map(([country, bban]) => ibanWithCheck(country, bban));
 const ibanRaw = ibanNormalized.chain((iban) =>
-  fc.record({ grouped: fc.boolean(), lower: fc.array(fc.boolean(), { minLength: iban.length, maxLength: iban.length }) }).map(({ grouped, lower }) => {
-    const cased = Array.from(iban, (ch, i) => (lower[i] ? ch.toLowerCase() : ch)).join('');
-    return { raw: grouped ? cased.replace(/(.{4})/g, '$1 ').trim() : cased, normalized: iban };
-  }),
+  fc
+    .record({ grouped: fc.boolean(), lower: fc.array(fc.boolean(), { minLength: iban.length, maxLength: iban.length }) })
+    .map(({ grouped, lower }) => {
+      const cased = Array.from(iban, (ch, i) => (lower[i] ? ch.toLowerCase() : ch)).join('');
+      return { raw: grouped ? cased.replace(/(.{4})/g, '$1 ').trim() : cased, normalized: iban };
+    }),
 );
 
 const textRaw = fc
@@ -217,12 +231,13 @@ const validRaw: Record<DataType, fc.Arbitrary<{ raw: string; options?: Normalize
 // ---------------------------------------------------------------- generators of arbitrary strings
 
 /** Characters that trip up validators: controls, lone surrogates, invisible and look-alike characters. */
+// prettier-ignore
 const weirdChar = fc.constantFrom(
-  '\u0000', '\u0007', '\b', '\t', '\n', '\v', '\f', '\r', '\u001b', '\u007f', '\u0085', '\u00a0', '\u00ad', '\u034f', '\u061c',
-  '\u1680', '\u180e', '\u2000', '\u200b', '\u200c', '\u200d', '\u200e', '\u200f', '\u2028', '\u2029', '\u202e', '\u2060', '\u2066',
-  '\u3000', '\ufeff', '\ufffd', '\ufffe', '\uffff', '\ud800', '\udbff', '\udc00', '\udfff', '\u{10ffff}', '\u{e0001}', '\u{1f600}',
-  '\u0301', '\u0958', '\u1e9e', 'ß', 'İ', 'ı', 'ﬀ', 'Ⅻ', '١', '٢', '۳', '०', '१', '０', '９', '𝟎', '𝟗', '＋', '－', '＠', '．', '@', '+', '-', ' ',
-  '.', '/', '(', ')', '^', '=', '%', ';', '\\', '"', "'", '`', '$', '{', '}', '[', ']', '*', '0', '1', '4', '9', 'a', 'Z', 'x',
+  '\u0000', '\u0007', '\b', '\t', '\n', '\v', '\f', '\r', '\u001b', '\u007f', '\u0085', '\u00a0', '\u00ad', '\u034f', '\u061c', '\u1680',
+  '\u180e', '\u2000', '\u200b', '\u200c', '\u200d', '\u200e', '\u200f', '\u2028', '\u2029', '\u202e', '\u2060', '\u2066', '\u3000',
+  '\ufeff', '\ufffd', '\ufffe', '\uffff', '\ud800', '\udbff', '\udc00', '\udfff', '\u{10ffff}', '\u{e0001}', '\u{1f600}', '\u0301',
+  '\u0958', '\u1e9e', 'ß', 'İ', 'ı', 'ﬀ', 'Ⅻ', '١', '٢', '۳', '०', '१', '０', '９', '𝟎', '𝟗', '＋', '－', '＠', '．', '@', '+', '-', ' ', '.',
+  '/', '(', ')', '^', '=', '%', ';', '\\', '"', "'", '`', '$', '{', '}', '[', ']', '*', '0', '1', '4', '9', 'a', 'Z', 'x',
 );
 const arbitraryString = fc.oneof(
   fc.string(),
@@ -235,18 +250,17 @@ const arbitraryString = fc.oneof(
   fc.tuple(fc.constantFrom('4', 'a', ' ', '\u0958', '\u{1f600}', 'é'), fc.integer({ min: 4000, max: 4200 })).map(([c, n]) => c.repeat(n)),
   // A valid value of some type with a weird character spliced in.
   fc
-    .tuple(fc.constantFrom(...DATA_TYPES).chain((t) => validRaw[t]), weirdChar, fc.nat())
+    .tuple(
+      fc.constantFrom(...DATA_TYPES).chain((t) => validRaw[t]),
+      weirdChar,
+      fc.nat(),
+    )
     .map(([{ raw }, ch, at]) => raw.slice(0, at % (raw.length + 1)) + ch + raw.slice(at % (raw.length + 1))),
 );
+// prettier-ignore
 const phoneRegionOption = fc.constantFrom<NormalizeOptions | undefined>(
-  undefined,
-  { phoneRegion: 'US' },
-  { phoneRegion: 'gb' },
-  { phoneRegion: 'XX' },
-  { phoneRegion: 'ß' },
-  { phoneRegion: '' },
-  { phoneRegion: '__proto__' },
-  { phoneRegion: 'constructor' },
+  undefined, { phoneRegion: 'US' }, { phoneRegion: 'gb' }, { phoneRegion: 'XX' }, { phoneRegion: 'ß' }, { phoneRegion: '' },
+  { phoneRegion: '__proto__' }, { phoneRegion: 'constructor' },
 );
 
 /** What a leaking message could contain that would identify the value: the input, trimmed, or its digits. */
@@ -414,9 +428,13 @@ describe('properties / data types (fast-check)', () => {
 
     it('rejects non-string input of any kind with DomainValidationError', () => {
       fc.assert(
-        fc.property(fc.constantFrom(...DATA_TYPES), fc.anything().filter((x) => typeof x !== 'string'), (type, x) => {
-          expect(() => normalize(type, x as string)).to.throw(DomainValidationError);
-        }),
+        fc.property(
+          fc.constantFrom(...DATA_TYPES),
+          fc.anything().filter((x) => typeof x !== 'string'),
+          (type, x) => {
+            expect(() => normalize(type, x as string)).to.throw(DomainValidationError);
+          },
+        ),
         run,
       );
     });
@@ -582,15 +600,19 @@ describe('properties / token formats (fast-check)', () => {
 
   it('uuid format: an RFC 4122 version 4 UUID, with any random source', () => {
     fc.assert(
-      fc.property(fc.option(fc.array(fc.integer({ min: 0, max: 255 }), { minLength: 1, maxLength: 40 }), { nil: undefined }), fc.string(), (bytes, value) => {
-        const token = generateToken('uuid', 'none', value, bytes ? byteSource(bytes) : undefined);
-        expect(token).to.match(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
-      }),
+      fc.property(
+        fc.option(fc.array(fc.integer({ min: 0, max: 255 }), { minLength: 1, maxLength: 40 }), { nil: undefined }),
+        fc.string(),
+        (bytes, value) => {
+          const token = generateToken('uuid', 'none', value, bytes ? byteSource(bytes) : undefined);
+          expect(token).to.match(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+        },
+      ),
       run,
     );
   });
 
-  it('email format: 20 base32 characters at token.invalid, or at the value\'s domain only with preserve=domain', () => {
+  it("email format: 20 base32 characters at token.invalid, or at the value's domain only with preserve=domain", () => {
     fc.assert(
       fc.property(emailRaw, fc.constantFrom<Preserve>('none', 'domain'), ({ normalized }, preserve) => {
         const token = generateToken('email', preserve, normalized);
@@ -645,12 +667,18 @@ describe('properties / token formats (fast-check)', () => {
       .filter((email) => email.length <= 254);
     const tokenString = TypeCompiler.Compile(TokenString);
     fc.assert(
-      fc.property(fc.oneof(longDomainEmail, emailRaw.map((e) => e.normalized)), (raw) => {
-        const normalized = normalize('email', raw);
-        const token = generateToken('email', 'domain', normalized);
-        // A longer token is issued (and stored) but can never be detokenized, read or deleted.
-        expect(tokenString.Check(token), `token of ${token.length} characters for ${normalized.length}-character address`).to.equal(true);
-      }),
+      fc.property(
+        fc.oneof(
+          longDomainEmail,
+          emailRaw.map((e) => e.normalized),
+        ),
+        (raw) => {
+          const normalized = normalize('email', raw);
+          const token = generateToken('email', 'domain', normalized);
+          // A longer token is issued (and stored) but can never be detokenized, read or deleted.
+          expect(tokenString.Check(token), `token of ${token.length} characters for ${normalized.length}-character address`).to.equal(true);
+        },
+      ),
       run,
     );
   });
