@@ -13,14 +13,25 @@ export { AuditUnavailableError };
  * row's HMAC, under the vault's audit key. Editing, deleting or reordering a row breaks the chain.
  */
 export class AuditLog {
+  private cachedSealer: { sealer: AuditSealer; until: number } | undefined;
+
   constructor(
     private readonly store: VaultStore,
     private readonly keys: KeyManager,
   ) {}
 
+  /**
+   * The sealer of the active audit key, reused for a second: every request appends a row, and
+   * looking the key up each time is measurable. Rows name their key version, so a row sealed just
+   * after a rotation under the previous version still verifies.
+   */
   async sealer(): Promise<AuditSealer> {
+    const now = Date.now();
+    if (this.cachedSealer && this.cachedSealer.until > now) return this.cachedSealer.sealer;
     const { version, key } = await this.keys.activeKey(SYSTEM_TENANT, 'audit');
-    return { keyVersion: version, seal: (prevHash, seq, entry) => auditMac(key, prevHash, seq, entry, version) };
+    const sealer: AuditSealer = { keyVersion: version, seal: (prevHash, seq, entry) => auditMac(key, prevHash, seq, entry, version) };
+    this.cachedSealer = { sealer, until: now + 1_000 };
+    return sealer;
   }
 
   /** Appends one row; throws AuditUnavailableError when it cannot be made durable. */

@@ -47,6 +47,7 @@ export function createApp({ vault, logger, version = '0.0.0', limits = defaultLi
   const app = express();
   app.set('trust proxy', false);
   app.set('query parser', 'simple');
+  app.set('etag', false); // responses are no-store; hashing every body for an ETag is wasted work
   app.use(requestContext(logger, metrics));
   app.use(concurrencyLimit(limits.maxConcurrentRequests));
   app.use(helmet());
@@ -72,15 +73,8 @@ export function createApp({ vault, logger, version = '0.0.0', limits = defaultLi
     });
   }
 
-  app.use('/v1', authenticate(vault, limits, metrics));
-  app.use('/v1', principalRateLimit(limits, metrics));
-  app.use('/v1', jsonBody(MAX_BODY_BYTES));
-  app.use('/v1', (req: Request, _res: Response, next: NextFunction) => {
-    const found = findSensitiveAuthData(req.body);
-    if (found)
-      throw new VaultError('sensitive_authentication_data', `Refused: ${found}. ${ERROR_CATALOGUE.sensitive_authentication_data.message}`);
-    next();
-  });
+  // One /v1 layer running the whole gate (fewer router layers to walk on every request).
+  app.use('/v1', chain(authenticate(vault, limits, metrics), principalRateLimit(limits, metrics), jsonBody(MAX_BODY_BYTES), refuseSensitiveAuthData));
   for (const route of API_ROUTES) {
     app[route.method](route.path, handle(vault, route));
   }
@@ -95,6 +89,31 @@ export function createApp({ vault, logger, version = '0.0.0', limits = defaultLi
   });
   app.use(errorHandler(logger));
   return app;
+}
+
+type Middleware = (req: Request, res: Response, next: NextFunction) => unknown;
+
+/** Runs middlewares in order as one; an error or a response ends the chain. */
+function chain(...steps: Middleware[]): Middleware {
+  return (req, res, next) => {
+    let i = 0;
+    const step = (err?: unknown): void => {
+      if (err !== undefined || i === steps.length) return next(err);
+      try {
+        const result = steps[i++](req, res, step);
+        if (result instanceof Promise) result.catch(next);
+      } catch (error) {
+        next(error);
+      }
+    };
+    step();
+  };
+}
+
+function refuseSensitiveAuthData(req: Request, _res: Response, next: NextFunction): void {
+  const found = findSensitiveAuthData(req.body);
+  if (found) throw new VaultError('sensitive_authentication_data', `Refused: ${found}. ${ERROR_CATALOGUE.sensitive_authentication_data.message}`);
+  next();
 }
 
 function defaultLimits(): HttpLimits {
