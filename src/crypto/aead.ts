@@ -1,4 +1,5 @@
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv } from 'node:crypto';
+import { pooledRandomBytes } from './random-pool';
 
 export const KEY_BYTES = 32;
 export const NONCE_BYTES = 12;
@@ -12,7 +13,7 @@ export interface Sealed {
 
 /** AES-256-GCM with a fresh random 96-bit nonce. `aad` binds the ciphertext to where it is stored. */
 export function seal(key: Buffer, plaintext: Buffer, aad: Buffer): Sealed {
-  const nonce = randomBytes(NONCE_BYTES);
+  const nonce = pooledRandomBytes(NONCE_BYTES);
   const cipher = createCipheriv('aes-256-gcm', key, nonce);
   cipher.setAAD(aad);
   const ciphertext = Buffer.concat([cipher.update(plaintext), cipher.final()]);

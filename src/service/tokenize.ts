@@ -1,4 +1,5 @@
 import { seal } from '../crypto/aead';
+import { pooledRandomBytes } from '../crypto/random-pool';
 import { DATA_TYPE_SPECS, luhnValid } from '../domain/data-types';
 import { checkFormat, generateToken } from '../domain/token-formats';
 import { DataType, DomainValidationError, Preserve, TokenFormat } from '../domain/types';
@@ -52,7 +53,7 @@ async function sealAndStore(
   const now = deps.now();
 
   const buildRecord = (p: PreparedItem): TokenRecord => {
-    const token = generateToken(p.format, p.preserve, p.normalized);
+    const token = generateToken(p.format, p.preserve, p.normalized, pooledRandomBytes);
     const sealed = seal(dataKey.key, Buffer.from(p.normalized, 'utf8'), valueAad(tenant, p.type, token, dataKey.version));
     const subject = p.item.subject;
     return {
