@@ -143,9 +143,6 @@ function printInit(result: InitResult, json: boolean): void {
 async function serve(dataDir: string, flags: ConfigOverrides): Promise<number> {
   const config = loadConfig(dataDir, flags);
   const running = await startServer(config);
-  process.stdout.write(`listening on ${running.url}\n`);
-  running.logger.info({ url: running.url, dataDir: config.dataDir }, 'vault started');
-
   const shutdown = (signal: string) => {
     running.logger.info({ signal }, 'shutting down');
     running.close().then(
@@ -162,6 +159,9 @@ async function serve(dataDir: string, flags: ConfigOverrides): Promise<number> {
       outcome.ok ? 'policy reloaded' : 'policy reload failed; the previous policy stays in force',
     );
   });
+  // Announced only once the signal handlers are in place: a supervisor may signal right after this line.
+  process.stdout.write(`listening on ${running.url}\n`);
+  running.logger.info({ url: running.url, dataDir: config.dataDir }, 'vault started');
   return new Promise<number>(() => undefined);
 }
 

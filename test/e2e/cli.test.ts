@@ -88,6 +88,30 @@ describe('end to end: the real CLI and server process', function () {
     server = undefined;
   });
 
+  it('SIGHUP reloads the policy (a new key works at once), keeps the old policy when the file is invalid, and audits both', async () => {
+    server = await serve(dir);
+    const policyFile = join(dir, 'policy.json');
+    const original = readFileSync(policyFile, 'utf8');
+    const policy = JSON.parse(original);
+    const newKey = 'pvk_' + 'n'.repeat(43);
+    policy.principals.auditor = { roles: ['security'], tenants: ['*'], apiKeys: [{ sha256: require('node:crypto').createHash('sha256').update(newKey).digest('hex') }] };
+    writeFileSync(policyFile, JSON.stringify(policy));
+    server.proc.kill('SIGHUP');
+    await new Promise((r) => setTimeout(r, 300));
+    expect((await call('/v1/audit/verify', newKey)).status).to.equal(200);
+
+    writeFileSync(policyFile, '{"version": 1, "roles": {}, "principals": {"x": {"roles": ["nope"]');
+    server.proc.kill('SIGHUP');
+    await new Promise((r) => setTimeout(r, 300));
+    expect((await call('/v1/audit/verify', newKey)).status, 'the previous policy stays in force').to.equal(200);
+    const rows = (await call('/v1/audit?limit=1000', newKey)).body.items.filter((r: { action: string }) => r.action === 'policy:reload');
+    expect(rows.map((r: { outcome: string }) => r.outcome)).to.deep.equal(['allow', 'deny']);
+    expect(server.output()).to.match(/policy reload failed/);
+    writeFileSync(policyFile, original);
+    await server.stop();
+    server = undefined;
+  });
+
   it('keeps every token across a restart', async () => {
     server = await serve(dir);
     const tok = await call('/v1/tokenize', keys.billing, { items: [{ type: 'pan', value: '5555555555554444' }] });
