@@ -195,13 +195,13 @@ function reloadPolicy(opened: OpenedVault): { ok: boolean; reason: string } {
 async function devKms(values: { port?: string; host?: string; data?: string }): Promise<number> {
   const { port } = overrides({ port: values.port ?? '4599' });
   const kms = await startDevKms({ port, host: values.host ?? '127.0.0.1', dataFile: values.data });
+  const stop = () => kms.close().then(() => process.exit(0));
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
   process.stdout.write(`dev KMS (NOT for production) listening on ${kms.url}\n`);
   process.stdout.write(
     `  credentials: AWS_ACCESS_KEY_ID=${DEV_KMS_CREDENTIALS.accessKeyId} AWS_SECRET_ACCESS_KEY=${DEV_KMS_CREDENTIALS.secretAccessKey}\n`,
   );
-  const stop = () => kms.close().then(() => process.exit(0));
-  process.once('SIGTERM', stop);
-  process.once('SIGINT', stop);
   return new Promise<number>(() => undefined);
 }
 
