@@ -10,23 +10,26 @@ const SAD_NAME =
 /** Track 1 (`%B<PAN>^NAME^YYMM…`) and track 2 (`;<PAN>=YYMM…`) shapes. */
 const TRACK_DATA = /%?B\d{12,19}\^[^^]{2,26}\^\d{4}|;?\d{12,19}=\d{4}\d*/;
 
-/** Names the first place in a request body holding sensitive authentication data, or undefined. */
-export function findSensitiveAuthData(body: unknown, path = '', depth = 0): string | undefined {
+/**
+ * Describes the first sensitive authentication data in a request body, or undefined. The
+ * description names only what matched a known name, never other keys or values of the body,
+ * which could themselves be personal data.
+ */
+export function findSensitiveAuthData(body: unknown, depth = 0): string | undefined {
   if (depth > 64) return undefined;
-  if (typeof body === 'string') return TRACK_DATA.test(body) ? `${path || '/'} looks like magnetic-stripe track data` : undefined;
+  if (typeof body === 'string') return TRACK_DATA.test(body) ? 'a value looks like magnetic-stripe track data' : undefined;
   if (Array.isArray(body)) {
-    for (let i = 0; i < body.length; i++) {
-      const found = findSensitiveAuthData(body[i], `${path}/${i}`, depth + 1);
+    for (const element of body) {
+      const found = findSensitiveAuthData(element, depth + 1);
       if (found) return found;
     }
     return undefined;
   }
   if (body && typeof body === 'object') {
     for (const [key, value] of Object.entries(body)) {
-      if (SAD_NAME.test(key)) return `${path}/${key} is a sensitive authentication data field`;
-      if (key === 'type' && typeof value === 'string' && SAD_NAME.test(value))
-        return `${path}/type "${value}" is sensitive authentication data`;
-      const found = findSensitiveAuthData(value, `${path}/${key}`, depth + 1);
+      if (SAD_NAME.test(key)) return `"${key}" is a sensitive authentication data field`;
+      if (key === 'type' && typeof value === 'string' && SAD_NAME.test(value)) return `type "${value}" is sensitive authentication data`;
+      const found = findSensitiveAuthData(value, depth + 1);
       if (found) return found;
     }
   }
