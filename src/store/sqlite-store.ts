@@ -199,7 +199,8 @@ export class SqliteStore implements VaultStore {
 
   async insertTokens(records: TokenRecord[], audit: PendingAudit, retokenize: Retokenize, now: number): Promise<string[]> {
     return this.write(() => {
-      for (const r of records) this.requireActive(r.tenant, r.keyVersion);
+      // A batch is sealed under one key: check each distinct version once, not per record.
+      for (const version of new Set(records.map((r) => r.keyVersion))) this.requireActive(records[0].tenant, version);
       const outcome = { seals: 0, replaced: [] as string[] };
       const tokens = records.map((record, index) => this.insertOne(record, index, retokenize, now, outcome));
       if (records.length > 0) this.stmts.countEncryptions.run(outcome.seals, records[0].tenant, records[0].keyVersion);
