@@ -11,7 +11,10 @@ describe('npm run bench -- --quick (smoke: it runs and reports; no timing is ass
     const dir = mkdtempSync(join(tmpdir(), 'pii-vault-bench-smoke-'));
     try {
       const out = join(dir, 'report.json');
-      const run = spawnSync(process.execPath, [join(__dirname, '..', '..', 'scripts', 'bench.js'), '--quick', '--out', out], { encoding: 'utf8', timeout: 110_000 });
+      const run = spawnSync(process.execPath, [join(__dirname, '..', '..', 'scripts', 'bench.js'), '--quick', '--out', out], {
+        encoding: 'utf8',
+        timeout: 110_000,
+      });
       expect(run.status, run.stderr).to.equal(0);
       expect(run.stdout).to.match(/\| baseline: express\+helmet echo/);
       const report = JSON.parse(readFileSync(out, 'utf8'));

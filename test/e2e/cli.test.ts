@@ -94,7 +94,11 @@ describe('end to end: the real CLI and server process', function () {
     const original = readFileSync(policyFile, 'utf8');
     const policy = JSON.parse(original);
     const newKey = 'pvk_' + 'n'.repeat(43);
-    policy.principals.auditor = { roles: ['security'], tenants: ['*'], apiKeys: [{ sha256: require('node:crypto').createHash('sha256').update(newKey).digest('hex') }] };
+    policy.principals.auditor = {
+      roles: ['security'],
+      tenants: ['*'],
+      apiKeys: [{ sha256: require('node:crypto').createHash('sha256').update(newKey).digest('hex') }],
+    };
     writeFileSync(policyFile, JSON.stringify(policy));
     server.proc.kill('SIGHUP');
     await new Promise((r) => setTimeout(r, 300));

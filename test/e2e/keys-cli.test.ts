@@ -60,7 +60,9 @@ describe('end to end: pii-vault keys … against a running vault', function () {
     const rewrap = keysCli(['rewrap']);
     expect(rewrap.status, rewrap.stderr).to.equal(0);
     expect(rewrap.stdout).to.match(/failed 0 → local:v2/);
-    const kekIds = JSON.parse(keysCli(['list', '--all', '--json']).stdout).keys.filter((k: { state: string }) => k.state !== 'destroyed').map((k: { kekId: string }) => k.kekId);
+    const kekIds = JSON.parse(keysCli(['list', '--all', '--json']).stdout)
+      .keys.filter((k: { state: string }) => k.state !== 'destroyed')
+      .map((k: { kekId: string }) => k.kekId);
     expect(new Set(kekIds)).to.deep.equal(new Set(['local:v2']));
   });
 

@@ -4,9 +4,9 @@ import http from 'node:http';
 import net from 'node:net';
 import { once } from 'node:events';
 import { randomInt } from 'node:crypto';
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { cli, serve, ServerProcess } from '../helpers/processes';
+import { cli, initVault, serve, ServerProcess } from '../helpers/processes';
 import { randomPan } from '../helpers/load';
 import { tempDir } from '../helpers/test-vault';
 
@@ -16,18 +16,8 @@ import { tempDir } from '../helpers/test-vault';
  * canary scan of everything the vault writes or says.
  */
 
-type Keys = Record<'billing' | 'gateway' | 'support' | 'security', string>;
-
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 const MiB = 1024 * 1024;
-
-function initVault(dir: string, settings: Record<string, unknown>): Keys {
-  const init = cli(['init', '--data-dir', dir, '--json']);
-  expect(init.status, init.stderr).to.equal(0);
-  const file = join(dir, 'config.json');
-  writeFileSync(file, JSON.stringify({ ...JSON.parse(readFileSync(file, 'utf8')), ...settings }, null, 2));
-  return JSON.parse(init.stdout).apiKeys;
-}
 
 function portOf(server: ServerProcess): number {
   return Number(new URL(server.url).port);

@@ -1,24 +1,15 @@
 import { expect } from 'chai';
 import Database from 'better-sqlite3';
 import { ChildProcess, spawn } from 'node:child_process';
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { CreateAliasCommand, CreateKeyCommand, KMSClient } from '@aws-sdk/client-kms';
 import { DEV_KMS_CREDENTIALS } from '../../src/dev-kms/server';
-import { CLI, cli, serve, ServerProcess } from '../helpers/processes';
+import { CLI, initVault, serve, ServerProcess } from '../helpers/processes';
 import { apiClient, LiveTraffic, randomPan } from '../helpers/load';
 import { tempDir } from '../helpers/test-vault';
 
-type Keys = Record<'billing' | 'gateway' | 'support' | 'security', string>;
 const AWS_ENV = { AWS_ACCESS_KEY_ID: DEV_KMS_CREDENTIALS.accessKeyId, AWS_SECRET_ACCESS_KEY: DEV_KMS_CREDENTIALS.secretAccessKey };
-
-function initVault(dir: string, settings: Record<string, unknown>): Keys {
-  const init = cli(['init', '--data-dir', dir, '--json']);
-  expect(init.status, init.stderr).to.equal(0);
-  const file = join(dir, 'config.json');
-  writeFileSync(file, JSON.stringify({ ...JSON.parse(readFileSync(file, 'utf8')), ...settings }, null, 2));
-  return JSON.parse(init.stdout).apiKeys;
-}
 
 async function waitForJob(call: ReturnType<typeof apiClient>, key: string, id: string, timeoutMs = 60_000) {
   const deadline = Date.now() + timeoutMs;
@@ -49,7 +40,9 @@ describe('end to end: key rotation under live traffic (real vault, real dev KMS 
 
   before(async () => {
     root = tempDir('pii-vault-rotation-');
-    kmsProc = spawn(process.execPath, [CLI, 'dev-kms', '--port', '0', '--data', join(root, 'kms.json')], { stdio: ['ignore', 'pipe', 'inherit'] });
+    kmsProc = spawn(process.execPath, [CLI, 'dev-kms', '--port', '0', '--data', join(root, 'kms.json')], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     kmsUrl = await new Promise<string>((resolve, reject) => {
       let out = '';
       kmsProc.stdout!.on('data', (c: Buffer) => {
@@ -91,7 +84,10 @@ describe('end to end: key rotation under live traffic (real vault, real dev KMS 
     try {
       await new Promise((r) => setTimeout(r, 700));
       await step('rotate', call(keys.security, 'POST', '/v1/keys/rotate', {}));
-      const rewrap = await step('rewrap', call(keys.security, 'POST', '/v1/keys/rewrap', { target: { type: 'aws-kms', keyId: 'alias/pii-vault' } }));
+      const rewrap = await step(
+        'rewrap',
+        call(keys.security, 'POST', '/v1/keys/rewrap', { target: { type: 'aws-kms', keyId: 'alias/pii-vault' } }),
+      );
       expect(rewrap.failed).to.deep.equal([]);
       await new Promise((r) => setTimeout(r, 300));
       let retired = false;

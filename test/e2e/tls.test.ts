@@ -9,11 +9,56 @@ import { tempDir } from '../helpers/test-vault';
 /** A CA, a server certificate for 127.0.0.1 and two client certificates, made with openssl. */
 function makePki(dir: string) {
   const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
-  ssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=pii-vault test CA');
+  ssl(
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    'ca.key',
+    '-out',
+    'ca.pem',
+    '-days',
+    '2',
+    '-subj',
+    '/CN=pii-vault test CA',
+  );
   const issue = (name: string, subject: string, ext: string) => {
-    ssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', subject);
+    ssl(
+      'req',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-keyout',
+      `${name}.key`,
+      '-out',
+      `${name}.csr`,
+      '-subj',
+      subject,
+    );
     writeFileSync(join(dir, `${name}.ext`), ext);
-    ssl('x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.pem`, '-days', '2', '-extfile', `${name}.ext`);
+    ssl(
+      'x509',
+      '-req',
+      '-in',
+      `${name}.csr`,
+      '-CA',
+      'ca.pem',
+      '-CAkey',
+      'ca.key',
+      '-CAcreateserial',
+      '-out',
+      `${name}.pem`,
+      '-days',
+      '2',
+      '-extfile',
+      `${name}.ext`,
+    );
   };
   issue('server', '/CN=127.0.0.1', 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n');
   issue('gateway', '/CN=gateway', 'extendedKeyUsage=clientAuth\n');
@@ -59,7 +104,9 @@ describe('end to end: HTTPS and mTLS', function () {
         {
           method: options.body ? 'POST' : 'GET',
           ca: readFileSync(join(dir, 'ca.pem')),
-          ...(options.cert ? { cert: readFileSync(join(dir, `${options.cert}.pem`)), key: readFileSync(join(dir, `${options.cert}.key`)) } : {}),
+          ...(options.cert
+            ? { cert: readFileSync(join(dir, `${options.cert}.pem`)), key: readFileSync(join(dir, `${options.cert}.key`)) }
+            : {}),
           headers: {
             ...(options.apiKey ? { Authorization: `Bearer ${options.apiKey}` } : {}),
             ...(options.body ? { 'Content-Type': 'application/json' } : {}),
@@ -80,7 +127,11 @@ describe('end to end: HTTPS and mTLS', function () {
   });
 
   it('identifies a principal by its pinned client certificate, without an API key', async () => {
-    const tok = await request('/v1/tokenize', { cert: 'stranger', apiKey: keys.billing, body: { items: [{ type: 'pan', value: '4111111111111111' }] } });
+    const tok = await request('/v1/tokenize', {
+      cert: 'stranger',
+      apiKey: keys.billing,
+      body: { items: [{ type: 'pan', value: '4111111111111111' }] },
+    });
     expect(tok.status).to.equal(200);
     const det = await request('/v1/detokenize', { cert: 'gateway', body: { tokens: [tok.body.items[0].token], purpose: 'charge' } });
     expect(det.status).to.equal(200);

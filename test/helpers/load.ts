@@ -59,9 +59,9 @@ export class LiveTraffic {
   private async work(): Promise<void> {
     while (this.running) {
       const values = Array.from({ length: 5 }, randomPan);
-      const tok = await this.call(this.keys.billing, 'POST', '/v1/tokenize', { items: values.map((value) => ({ type: 'pan', value })) }).catch(
-        (err) => ({ status: 0, body: String(err) }),
-      );
+      const tok = await this.call(this.keys.billing, 'POST', '/v1/tokenize', {
+        items: values.map((value) => ({ type: 'pan', value })),
+      }).catch((err) => ({ status: 0, body: String(err) }));
       this.requests++;
       if (tok.status !== 200) {
         this.failures.push(`tokenize ${tok.status} ${JSON.stringify(tok.body)}`);
@@ -70,9 +70,10 @@ export class LiveTraffic {
       tok.body.items.forEach((item: { token: string }, i: number) => this.issued.set(item.token, values[i]));
       const known = [...this.issued.keys()];
       const sample = Array.from({ length: 5 }, () => known[Math.floor(Math.random() * known.length)]);
-      const det = await this.call(this.keys.gateway, 'POST', '/v1/detokenize', { tokens: sample, purpose: 'charge' }).catch(
-        (err) => ({ status: 0, body: String(err) }),
-      );
+      const det = await this.call(this.keys.gateway, 'POST', '/v1/detokenize', { tokens: sample, purpose: 'charge' }).catch((err) => ({
+        status: 0,
+        body: String(err),
+      }));
       this.requests++;
       if (det.status !== 200) {
         this.failures.push(`detokenize ${det.status} ${JSON.stringify(det.body)}`);

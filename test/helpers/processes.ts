@@ -1,4 +1,5 @@
 import { ChildProcess, spawn, spawnSync, SpawnSyncReturns } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 export const CLI = join(__dirname, '..', '..', '..', 'bin', 'pii-vault.js');
@@ -6,6 +7,17 @@ export const CLI = join(__dirname, '..', '..', '..', 'bin', 'pii-vault.js');
 /** Runs the real CLI to completion. */
 export function cli(args: string[], env: NodeJS.ProcessEnv = {}): SpawnSyncReturns<string> {
   return spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 30_000 });
+}
+
+export type StarterKeys = Record<'billing' | 'gateway' | 'support' | 'security', string>;
+
+/** `pii-vault init --json` on a fresh dir, then the given settings merged into its config.json. */
+export function initVault(dir: string, settings: Record<string, unknown> = {}): StarterKeys {
+  const init = cli(['init', '--data-dir', dir, '--json']);
+  if (init.status !== 0) throw new Error(`init failed: ${init.stderr}`);
+  const file = join(dir, 'config.json');
+  writeFileSync(file, JSON.stringify({ ...JSON.parse(readFileSync(file, 'utf8')), ...settings }, null, 2));
+  return JSON.parse(init.stdout).apiKeys;
 }
 
 export interface ServerProcess {
@@ -17,7 +29,10 @@ export interface ServerProcess {
 }
 
 /** Starts `pii-vault serve` (or `start`) as a real process and waits for its `listening on` line. */
-export function serve(dataDir: string, { command = 'serve', env = {} }: { command?: string; env?: NodeJS.ProcessEnv } = {}): Promise<ServerProcess> {
+export function serve(
+  dataDir: string,
+  { command = 'serve', env = {} }: { command?: string; env?: NodeJS.ProcessEnv } = {},
+): Promise<ServerProcess> {
   const proc = spawn(process.execPath, [CLI, command, '--data-dir', dataDir, '--port', '0'], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -10,7 +10,10 @@ describe('abuse: rate limits, authentication brake, sensitive authentication dat
   afterEach(() => v.close());
 
   const tokenize = (who: 'billing' | 'support', http = v.http) =>
-    http.post('/v1/tokenize').set(v.as(who)).send({ items: [{ type: 'text', value: 'x' }] });
+    http
+      .post('/v1/tokenize')
+      .set(v.as(who))
+      .send({ items: [{ type: 'text', value: 'x' }] });
 
   it('a burst over a principal’s limit gets 429 with Retry-After while another principal is unaffected', async () => {
     v = await createTestVault({ rateLimits: { default: { ratePerSecond: 1, burst: 5 }, roles: {} } });
@@ -26,7 +29,9 @@ describe('abuse: rate limits, authentication brake, sensitive authentication dat
   });
 
   it('a role can be given a more generous limit than the default', async () => {
-    v = await createTestVault({ rateLimits: { default: { ratePerSecond: 1, burst: 2 }, roles: { billing: { ratePerSecond: 100, burst: 50 } } } });
+    v = await createTestVault({
+      rateLimits: { default: { ratePerSecond: 1, burst: 2 }, roles: { billing: { ratePerSecond: 100, burst: 50 } } },
+    });
     for (let i = 0; i < 20; i++) expect((await tokenize('billing')).status).to.equal(200);
     await v.http.get('/v1/audit').set(v.as('security'));
     await v.http.get('/v1/audit').set(v.as('security'));
@@ -96,7 +101,10 @@ describe('abuse: rate limits, authentication brake, sensitive authentication dat
     v = await createTestVault();
     const metrics = new VaultMetrics(() => v.opened.keys.providerCalls);
     const http = supertest(createApp({ vault: v.opened.vault, logger: createLogger('silent'), metrics }));
-    const tok = await http.post('/v1/tokenize').set(v.as('billing')).send({ items: [{ type: 'pan', value: '4111111111111111' }] });
+    const tok = await http
+      .post('/v1/tokenize')
+      .set(v.as('billing'))
+      .send({ items: [{ type: 'pan', value: '4111111111111111' }] });
     await http.get(`/v1/tokens/${tok.body.items[0].token}`).set(v.as('security'));
     await http.get('/v1/audit').set('Authorization', 'Bearer nope');
     const res = await http.get('/metrics');

@@ -6,7 +6,10 @@ describe('audit API', () => {
   let token: string;
   beforeEach(async () => {
     v = await createTestVault();
-    const res = await v.http.post('/v1/tokenize').set(v.as('billing')).send({ items: [{ type: 'pan', value: '4111111111111111' }] });
+    const res = await v.http
+      .post('/v1/tokenize')
+      .set(v.as('billing'))
+      .send({ items: [{ type: 'pan', value: '4111111111111111' }] });
     token = res.body.items[0].token;
   });
   afterEach(() => v.close());
@@ -15,8 +18,14 @@ describe('audit API', () => {
 
   it('appends exactly one row per decision, allowed or denied', async () => {
     const before = (await rows()).length;
-    await v.http.post('/v1/detokenize').set(v.as('gateway')).send({ tokens: [token], purpose: 'charge' });
-    await v.http.post('/v1/detokenize').set(v.as('billing')).send({ tokens: [token] });
+    await v.http
+      .post('/v1/detokenize')
+      .set(v.as('gateway'))
+      .send({ tokens: [token], purpose: 'charge' });
+    await v.http
+      .post('/v1/detokenize')
+      .set(v.as('billing'))
+      .send({ tokens: [token] });
     await v.http.get(`/v1/tokens/${token}`).set(v.as('support'));
     await v.http.get(`/v1/tokens/${token}`).set(v.as('gateway'));
     const added = (await rows()).slice(before);
@@ -50,7 +59,10 @@ describe('audit API', () => {
     const policy = v.opened.vault.deps.policy();
     policy.principals.billing.tenants = ['default', 'acme'];
     policy.principals.security.tenants = ['default'];
-    await v.http.post('/v1/tokenize').set(v.as('billing')).send({ tenant: 'acme', items: [{ type: 'text', value: 'x' }] });
+    await v.http
+      .post('/v1/tokenize')
+      .set(v.as('billing'))
+      .send({ tenant: 'acme', items: [{ type: 'text', value: 'x' }] });
     const scoped = await v.http.get('/v1/audit?limit=1000').set(v.as('security'));
     expect(scoped.body.items.every((r: { tenant: string }) => r.tenant === 'default')).to.equal(true);
     policy.principals.security.tenants = ['*'];

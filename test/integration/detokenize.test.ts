@@ -75,7 +75,10 @@ describe('POST /v1/detokenize', () => {
   it("reports another tenant's token as not_found (no oracle) and audits the denial", async () => {
     const policy = v.opened.vault.deps.policy();
     policy.principals.billing.tenants = ['acme'];
-    const acme = await v.http.post('/v1/tokenize').set(v.as('billing')).send({ tenant: 'acme', items: [{ type: 'pan', value: '4111111111111111' }] });
+    const acme = await v.http
+      .post('/v1/tokenize')
+      .set(v.as('billing'))
+      .send({ tenant: 'acme', items: [{ type: 'pan', value: '4111111111111111' }] });
     expect(acme.status).to.equal(200);
     const token = acme.body.items[0].token;
     const res = await detokenize('gateway', { tokens: [token], purpose: 'charge' });
@@ -89,7 +92,10 @@ describe('POST /v1/detokenize', () => {
   });
 
   it('reports an expired token as expired', async () => {
-    const res = await v.http.post('/v1/tokenize').set(v.as('billing')).send({ items: [{ type: 'pan', value: '4111111111111111', ttlSeconds: 60 }] });
+    const res = await v.http
+      .post('/v1/tokenize')
+      .set(v.as('billing'))
+      .send({ items: [{ type: 'pan', value: '4111111111111111', ttlSeconds: 60 }] });
     const token = res.body.items[0].token;
     const live = await detokenize('gateway', { tokens: [token], purpose: 'charge' });
     expect(live.body.items[0].value).to.equal('4111111111111111');
@@ -101,10 +107,16 @@ describe('POST /v1/detokenize', () => {
 
   it('a deterministic token that expired gives way to a new one', async () => {
     const item = { type: 'pan', value: '4111111111111111', ttlSeconds: 60, deterministic: true };
-    const first = await v.http.post('/v1/tokenize').set(v.as('billing')).send({ items: [item] });
+    const first = await v.http
+      .post('/v1/tokenize')
+      .set(v.as('billing'))
+      .send({ items: [item] });
     const realNow = v.opened.vault.deps.now;
     v.opened.vault.deps.now = () => realNow() + 61_000;
-    const second = await v.http.post('/v1/tokenize').set(v.as('billing')).send({ items: [item] });
+    const second = await v.http
+      .post('/v1/tokenize')
+      .set(v.as('billing'))
+      .send({ items: [item] });
     expect(second.body.items[0].token).not.to.equal(first.body.items[0].token);
     const res = await detokenize('gateway', { tokens: [second.body.items[0].token], purpose: 'charge' });
     expect(res.body.items[0].value).to.equal('4111111111111111');
@@ -119,7 +131,9 @@ describe('GET and DELETE /v1/tokens/:token', () => {
     const res = await v.http
       .post('/v1/tokenize')
       .set(v.as('billing'))
-      .send({ items: [{ type: 'ssn', value: '123-45-6789', subject: 'cust_42', metadata: { source: 'signup', plan: 3 }, ttlSeconds: 3600 }] });
+      .send({
+        items: [{ type: 'ssn', value: '123-45-6789', subject: 'cust_42', metadata: { source: 'signup', plan: 3 }, ttlSeconds: 3600 }],
+      });
     token = res.body.items[0].token;
   });
   afterEach(() => v.close());
@@ -140,7 +154,10 @@ describe('GET and DELETE /v1/tokens/:token', () => {
     expect((await v.http.delete(`/v1/tokens/${token}`).set(v.as('billing'))).status).to.equal(204);
     expect((await v.http.get(`/v1/tokens/${token}`).set(v.as('security'))).status).to.equal(404);
     expect((await v.http.delete(`/v1/tokens/${token}`).set(v.as('billing'))).status).to.equal(404);
-    const res = await v.http.post('/v1/detokenize').set(v.as('support')).send({ tokens: [token] });
+    const res = await v.http
+      .post('/v1/detokenize')
+      .set(v.as('support'))
+      .send({ tokens: [token] });
     expect(res.body.items[0].error.code).to.equal('not_found');
   });
 

@@ -7,7 +7,12 @@ describe('faults: locked database, full disk', () => {
   let token: string;
   beforeEach(async () => {
     v = await createTestVault();
-    token = (await v.http.post('/v1/tokenize').set(v.as('billing')).send({ items: [{ type: 'pan', value: '4111111111111111' }] })).body.items[0].token;
+    token = (
+      await v.http
+        .post('/v1/tokenize')
+        .set(v.as('billing'))
+        .send({ items: [{ type: 'pan', value: '4111111111111111' }] })
+    ).body.items[0].token;
     v.opened.store.db.pragma('busy_timeout = 100');
   });
   afterEach(() => v.close());
@@ -19,10 +24,16 @@ describe('faults: locked database, full disk', () => {
     const other = new Database(v.opened.store.file);
     other.exec('BEGIN IMMEDIATE');
     try {
-      const tok = await v.http.post('/v1/tokenize').set(v.as('billing')).send({ items: [{ type: 'pan', value: '5555555555554444' }] });
+      const tok = await v.http
+        .post('/v1/tokenize')
+        .set(v.as('billing'))
+        .send({ items: [{ type: 'pan', value: '5555555555554444' }] });
       expect(tok.status).to.equal(503);
       expect(tok.body.error.code).to.be.oneOf(['store_unavailable', 'audit_unavailable']);
-      const det = await v.http.post('/v1/detokenize').set(v.as('gateway')).send({ tokens: [token], purpose: 'charge' });
+      const det = await v.http
+        .post('/v1/detokenize')
+        .set(v.as('gateway'))
+        .send({ tokens: [token], purpose: 'charge' });
       expect(det.status, 'no value leaves without its audit row').to.equal(503);
       expect(det.body.error.code).to.equal('audit_unavailable');
       expect(JSON.stringify(det.body)).not.to.contain('4111');
@@ -31,7 +42,10 @@ describe('faults: locked database, full disk', () => {
       other.close();
     }
     expect(count()).to.equal(1);
-    const again = await v.http.post('/v1/detokenize').set(v.as('gateway')).send({ tokens: [token], purpose: 'charge' });
+    const again = await v.http
+      .post('/v1/detokenize')
+      .set(v.as('gateway'))
+      .send({ tokens: [token], purpose: 'charge' });
     expect(again.body.items[0].value).to.equal('4111111111111111');
     expect(integrity()).to.equal('ok');
   });
@@ -89,12 +103,23 @@ describe('access control through HTTP: every starter role × value action × dat
   for (const type of Object.keys(VALUES)) {
     it(`${type}: tokenize, detokenize (purpose charge), read-metadata and delete decide as the starter policy says`, async () => {
       for (const role of ROLES) {
-        const tok = await v.http.post('/v1/tokenize').set(v.as(role)).send({ items: [{ type, value: VALUES[type] }] });
+        const tok = await v.http
+          .post('/v1/tokenize')
+          .set(v.as(role))
+          .send({ items: [{ type, value: VALUES[type] }] });
         expect(tok.status === 200 ? 'allow' : 'deny', `${role} tokenize ${type}`).to.equal(expected(role, 'tokenize', type));
         if (tok.status !== 200) expect(tok.status).to.equal(403);
 
-        const fresh = (await v.http.post('/v1/tokenize').set(v.as('billing')).send({ items: [{ type, value: VALUES[type] }] })).body.items[0].token;
-        const det = await v.http.post('/v1/detokenize').set(v.as(role)).send({ tokens: [fresh], purpose: 'charge' });
+        const fresh = (
+          await v.http
+            .post('/v1/tokenize')
+            .set(v.as('billing'))
+            .send({ items: [{ type, value: VALUES[type] }] })
+        ).body.items[0].token;
+        const det = await v.http
+          .post('/v1/detokenize')
+          .set(v.as(role))
+          .send({ tokens: [fresh], purpose: 'charge' });
         const detAllowed = det.status === 200 && typeof det.body.items[0].value === 'string';
         expect(detAllowed ? 'allow' : 'deny', `${role} detokenize ${type}`).to.equal(expected(role, 'detokenize', type));
 
@@ -112,7 +137,10 @@ describe('mass assignment: extra fields in any body are refused and change nothi
   let v: TestVault;
   before(async () => {
     v = await createTestVault();
-    await v.http.post('/v1/tokenize').set(v.as('billing')).send({ items: [{ type: 'text', value: 'x' }] });
+    await v.http
+      .post('/v1/tokenize')
+      .set(v.as('billing'))
+      .send({ items: [{ type: 'text', value: 'x' }] });
   });
   after(() => v.close());
 

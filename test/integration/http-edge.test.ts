@@ -11,7 +11,11 @@ describe('HTTP edge: authentication, bad input, errors', () => {
   });
   after(() => v.close());
 
-  const expectError = (res: { status: number; body: { error?: { code: string; message: string; requestId: string } } }, status: number, code: string) => {
+  const expectError = (
+    res: { status: number; body: { error?: { code: string; message: string; requestId: string } } },
+    status: number,
+    code: string,
+  ) => {
     expect(res.status, JSON.stringify(res.body)).to.equal(status);
     expect(res.body.error).to.include({ code });
     expect(res.body.error!.message).to.be.a('string').and.not.be.empty;
@@ -23,9 +27,15 @@ describe('HTTP edge: authentication, bad input, errors', () => {
     for (const route of API_ROUTES) {
       const path = route.path.replace(':token', 'tok_abc');
       it(`${route.method.toUpperCase()} ${route.path}: 401 without a key, with a forged key and with another scheme`, async () => {
-        const variants = [{}, { Authorization: 'Bearer pvk_forgedforgedforgedforgedforgedforgedforge' }, { Authorization: `Basic ${v.keys.billing}` }];
+        const variants = [
+          {},
+          { Authorization: 'Bearer pvk_forgedforgedforgedforgedforgedforgedforge' },
+          { Authorization: `Basic ${v.keys.billing}` },
+        ];
         for (const headers of variants) {
-          const res = await v.http[route.method](path).set(headers).send(route.body ? { items: [] } : undefined);
+          const res = await v.http[route.method](path)
+            .set(headers)
+            .send(route.body ? { items: [] } : undefined);
           expectError(res, 401, 'unauthorized');
           expect(res.headers['www-authenticate']).to.match(/^Bearer/);
         }
@@ -39,7 +49,11 @@ describe('HTTP edge: authentication, bad input, errors', () => {
   });
 
   const post = (body: string | object, contentType = 'application/json') =>
-    v.http.post('/v1/tokenize').set(v.as('billing')).set('Content-Type', contentType).send(typeof body === 'string' ? body : JSON.stringify(body));
+    v.http
+      .post('/v1/tokenize')
+      .set(v.as('billing'))
+      .set('Content-Type', contentType)
+      .send(typeof body === 'string' ? body : JSON.stringify(body));
 
   it('rejects malformed JSON with malformed_json', async () => {
     expectError(await post('{"items": ['), 400, 'malformed_json');
@@ -69,9 +83,21 @@ describe('HTTP edge: authentication, bad input, errors', () => {
     ['a bad tenant id', { tenant: '_system', items: [{ type: 'text', value: 'x' }] }, 'invalid_request'],
     ['a negative ttl', { items: [{ type: 'text', value: 'x', ttlSeconds: -1 }] }, 'invalid_request'],
     ['nested metadata', { items: [{ type: 'text', value: 'x', metadata: { a: { b: 1 } } }] }, 'invalid_request'],
-    ['a metadata key outside the key pattern', { items: [{ type: 'text', value: 'x', metadata: { 'customer record': 'y' } }] }, 'invalid_request'],
-    ['a card number in a metadata value', { items: [{ type: 'text', value: 'x', metadata: { note: 'card 4111-1111-1111-1111' } }] }, 'invalid_request'],
-    ['a card number as a metadata key', { items: [{ type: 'text', value: 'x', metadata: { k4111111111111111: true } }] }, 'invalid_request'],
+    [
+      'a metadata key outside the key pattern',
+      { items: [{ type: 'text', value: 'x', metadata: { 'customer record': 'y' } }] },
+      'invalid_request',
+    ],
+    [
+      'a card number in a metadata value',
+      { items: [{ type: 'text', value: 'x', metadata: { note: 'card 4111-1111-1111-1111' } }] },
+      'invalid_request',
+    ],
+    [
+      'a card number as a metadata key',
+      { items: [{ type: 'text', value: 'x', metadata: { k4111111111111111: true } }] },
+      'invalid_request',
+    ],
     ['an invalid SSN', { items: [{ type: 'ssn', value: '666-12-3456' }] }, 'invalid_value'],
     ['an invalid IBAN', { items: [{ type: 'iban', value: 'GB82WEST12345698765433' }] }, 'invalid_value'],
     ['a future date of birth', { items: [{ type: 'dob', value: '2999-01-01' }] }, 'invalid_value'],

@@ -14,7 +14,9 @@ describe('key lifecycle API (local master key)', () => {
   const security = () => v.as('security');
   const support = (ts: string[]) => v.http.post('/v1/detokenize').set(v.as('support')).send({ tokens: ts, reveal: 'masked' });
   const keyOf = async (version: number) =>
-    (await v.http.get('/v1/keys').set(security())).body.keys.find((k: { purpose: string; version: number }) => k.purpose === 'data' && k.version === version);
+    (await v.http.get('/v1/keys').set(security())).body.keys.find(
+      (k: { purpose: string; version: number }) => k.purpose === 'data' && k.version === version,
+    );
   const values = async (ts: string[]) => {
     // support sees masked text as stars; read the plain values through the store for checks instead.
     const res = await support(ts);
@@ -38,7 +40,10 @@ describe('key lifecycle API (local master key)', () => {
     expect(res.body.rotated).to.deep.equal([{ tenant: 'default', purpose: 'data', version: 2, previousVersion: 1 }]);
     expect(await keyOf(1)).to.include({ state: 'decrypt-only', records: 30 });
     expect(await keyOf(2)).to.include({ state: 'active', records: 0 });
-    const fresh = await v.http.post('/v1/tokenize').set(v.as('billing')).send({ items: [{ type: 'text', value: 'after' }] });
+    const fresh = await v.http
+      .post('/v1/tokenize')
+      .set(v.as('billing'))
+      .send({ items: [{ type: 'text', value: 'after' }] });
     const meta = await v.http.get(`/v1/tokens/${fresh.body.items[0].token}`).set(security());
     expect(meta.body.keyVersion).to.equal(2);
     const old = await values(tokens);
@@ -74,7 +79,9 @@ describe('key lifecycle API (local master key)', () => {
     expect(unconfirmed.body.error.details.confirm).to.equal('destroy default/data/v1');
     const destroyed = await v.http.post('/v1/keys/1/destroy').set(security()).send({ confirm: 'destroy default/data/v1' });
     expect(destroyed.status).to.equal(200);
-    const row = v.opened.store.db.prepare("SELECT state, wrapped FROM data_keys WHERE tenant = 'default' AND purpose = 'data' AND version = 1").get();
+    const row = v.opened.store.db
+      .prepare("SELECT state, wrapped FROM data_keys WHERE tenant = 'default' AND purpose = 'data' AND version = 1")
+      .get();
     expect(row).to.deep.equal({ state: 'destroyed', wrapped: null });
     expect((await values(tokens)).every((i: { reveal?: string }) => i.reveal === 'masked')).to.equal(true);
 
@@ -119,7 +126,10 @@ describe('key lifecycle API (local master key)', () => {
       }
       return key;
     };
-    const res = await v.http.post('/v1/tokenize').set(v.as('billing')).send({ items: [{ type: 'text', value: 'raced' }] });
+    const res = await v.http
+      .post('/v1/tokenize')
+      .set(v.as('billing'))
+      .send({ items: [{ type: 'text', value: 'raced' }] });
     keys.activeKey = original;
     expect(res.status).to.equal(200);
     expect(raced).to.equal(true);
@@ -132,7 +142,10 @@ describe('key lifecycle API (local master key)', () => {
     v.opened.vault.deps.rotation.maxEncryptions = 75;
     const before = await keyOf(1);
     expect(before.encryptions).to.equal(60);
-    await v.http.post('/v1/tokenize').set(v.as('billing')).send({ items: Array.from({ length: 10 }, (_, i) => ({ type: 'text', value: `more ${i}` })) });
+    await v.http
+      .post('/v1/tokenize')
+      .set(v.as('billing'))
+      .send({ items: Array.from({ length: 10 }, (_, i) => ({ type: 'text', value: `more ${i}` })) });
     expect(await keyOf(2)).to.include({ state: 'active', records: 10, encryptions: 10 });
     const row = (await v.opened.store.auditRows(0, 1000)).find((r) => r.action === 'keys:rotate')!;
     expect(row).to.include({ principal: 'system', reason: 'data key rotation (automatic: encryption count)' });
@@ -141,7 +154,10 @@ describe('key lifecycle API (local master key)', () => {
   it('rotates a data key automatically when it is too old', async () => {
     const realNow = v.opened.vault.deps.now;
     v.opened.vault.deps.now = () => realNow() + 91 * 86_400_000;
-    await v.http.post('/v1/tokenize').set(v.as('billing')).send({ items: [{ type: 'text', value: 'late' }] });
+    await v.http
+      .post('/v1/tokenize')
+      .set(v.as('billing'))
+      .send({ items: [{ type: 'text', value: 'late' }] });
     expect(await keyOf(2)).to.include({ state: 'active', records: 1 });
   });
 
@@ -171,7 +187,9 @@ describe('key lifecycle API (local master key)', () => {
       ['post', '/v1/keys/1/retire'],
       ['post', '/v1/keys/1/destroy'],
     ] as const) {
-      const res = await v.http[method](path).set(v.as('support')).send(method === 'post' ? {} : undefined);
+      const res = await v.http[method](path)
+        .set(v.as('support'))
+        .send(method === 'post' ? {} : undefined);
       expect(res.status, path).to.equal(403);
     }
     const denials = (await v.opened.store.auditRows(0, 1000)).filter((r) => r.outcome === 'deny' && r.action.startsWith('keys:'));
@@ -179,9 +197,21 @@ describe('key lifecycle API (local master key)', () => {
   });
 
   it('validates key operation bodies', async () => {
-    expect((await v.http.post('/v1/keys/rotate').set(security()).send({ tenant: 'Bad Tenant' })).body.error.code).to.equal('invalid_request');
-    expect((await v.http.post('/v1/keys/rewrap').set(security()).send({ target: { type: 'gcp' } })).body.error.code).to.equal('invalid_request');
-    const unconfigured = await v.http.post('/v1/keys/rewrap').set(security()).send({ target: { type: 'aws-kms', keyId: 'arn:aws:kms:us-east-1:999999999999:key/attacker' } });
+    expect((await v.http.post('/v1/keys/rotate').set(security()).send({ tenant: 'Bad Tenant' })).body.error.code).to.equal(
+      'invalid_request',
+    );
+    expect(
+      (
+        await v.http
+          .post('/v1/keys/rewrap')
+          .set(security())
+          .send({ target: { type: 'gcp' } })
+      ).body.error.code,
+    ).to.equal('invalid_request');
+    const unconfigured = await v.http
+      .post('/v1/keys/rewrap')
+      .set(security())
+      .send({ target: { type: 'aws-kms', keyId: 'arn:aws:kms:us-east-1:999999999999:key/attacker' } });
     expect(unconfigured.status).to.equal(403);
     expect(unconfigured.body.error.message).to.match(/not configured/);
     expect((await v.http.post('/v1/keys/abc/retire').set(security()).send({})).status).to.equal(404);

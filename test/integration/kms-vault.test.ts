@@ -31,7 +31,13 @@ describe('vault on AWS KMS (dev KMS through the real SDK)', function () {
 
   beforeEach(async () => {
     v = await createTestVault();
-    Object.assign(v.config.keyProvider.kms, { keyId: 'alias/pii-vault', endpoint: kms.url, region: kms.region, timeoutMs: 500, maxAttempts: 2 });
+    Object.assign(v.config.keyProvider.kms, {
+      keyId: 'alias/pii-vault',
+      endpoint: kms.url,
+      region: kms.region,
+      timeoutMs: 500,
+      maxAttempts: 2,
+    });
     const items = Array.from({ length: 20 }, (_, i) => ({ type: 'pan', value: i % 2 ? '4111111111111111' : '5555555555554444' }));
     tokens = (await v.http.post('/v1/tokenize').set(v.as('billing')).send({ items })).body.items.map((i: { token: string }) => i.token);
   });
@@ -41,7 +47,11 @@ describe('vault on AWS KMS (dev KMS through the real SDK)', function () {
   });
 
   const charge = (ts: string[]) => v.http.post('/v1/detokenize').set(v.as('gateway')).send({ tokens: ts, purpose: 'charge' });
-  const migrate = () => v.http.post('/v1/keys/rewrap').set(v.as('security')).send({ target: { type: 'aws-kms', keyId: 'alias/pii-vault' } });
+  const migrate = () =>
+    v.http
+      .post('/v1/keys/rewrap')
+      .set(v.as('security'))
+      .send({ target: { type: 'aws-kms', keyId: 'alias/pii-vault' } });
 
   it('migrates from the local master key to KMS with a rewrap, touching no record', async () => {
     const before = v.opened.store.db.prepare('SELECT token, nonce, ciphertext, tag FROM tokens ORDER BY token').all();
@@ -69,9 +79,15 @@ describe('vault on AWS KMS (dev KMS through the real SDK)', function () {
     const reopened = await openVault(config);
     try {
       const http = supertest(createApp({ vault: reopened.vault, logger: createLogger('silent') }));
-      const res = await http.post('/v1/detokenize').set(v.as('gateway')).send({ tokens: tokens.slice(0, 2), purpose: 'charge' });
+      const res = await http
+        .post('/v1/detokenize')
+        .set(v.as('gateway'))
+        .send({ tokens: tokens.slice(0, 2), purpose: 'charge' });
       expect(res.body.items[1].value).to.equal('4111111111111111');
-      const fresh = await http.post('/v1/tokenize').set(v.as('billing')).send({ items: [{ type: 'ssn', value: '123-45-6789' }] });
+      const fresh = await http
+        .post('/v1/tokenize')
+        .set(v.as('billing'))
+        .send({ items: [{ type: 'ssn', value: '123-45-6789' }] });
       expect(fresh.status).to.equal(200);
     } finally {
       await reopened.close();
@@ -84,7 +100,10 @@ describe('vault on AWS KMS (dev KMS through the real SDK)', function () {
     v.opened.keys.clear();
     kms.resetStats();
     for (let i = 0; i < 20; i++) {
-      await v.http.post('/v1/tokenize').set(v.as('billing')).send({ items: [{ type: 'pan', value: '4111111111111111' }] });
+      await v.http
+        .post('/v1/tokenize')
+        .set(v.as('billing'))
+        .send({ items: [{ type: 'pan', value: '4111111111111111' }] });
       await charge(tokens.slice(0, 3));
     }
     // data + audit keys for default: one Decrypt each, whatever the number of requests.
@@ -100,11 +119,17 @@ describe('vault on AWS KMS (dev KMS through the real SDK)', function () {
     const cached = await charge(tokens);
     expect(cached.status).to.equal(200);
     expect(cached.body.items.every((i: { value?: string }) => typeof i.value === 'string')).to.equal(true);
-    const more = await v.http.post('/v1/tokenize').set(v.as('billing')).send({ items: [{ type: 'pan', value: '4111111111111111' }] });
+    const more = await v.http
+      .post('/v1/tokenize')
+      .set(v.as('billing'))
+      .send({ items: [{ type: 'pan', value: '4111111111111111' }] });
     expect(more.status).to.equal(200);
 
     v.opened.vault.deps.policy().principals.billing.tenants = ['default', 'acme'];
-    const uncached = await v.http.post('/v1/tokenize').set(v.as('billing')).send({ tenant: 'acme', items: [{ type: 'pan', value: '4111111111111111' }] });
+    const uncached = await v.http
+      .post('/v1/tokenize')
+      .set(v.as('billing'))
+      .send({ tenant: 'acme', items: [{ type: 'pan', value: '4111111111111111' }] });
     expect(uncached.status).to.equal(503);
     expect(uncached.body.error.code).to.equal('kms_unavailable');
     expect(uncached.body.error.message).to.match(/unreachable/);
@@ -115,7 +140,10 @@ describe('vault on AWS KMS (dev KMS through the real SDK)', function () {
     expect(ready.body.checks.keyProvider).to.equal('unavailable');
 
     kms.clearFaults();
-    const recovered = await v.http.post('/v1/tokenize').set(v.as('billing')).send({ tenant: 'acme', items: [{ type: 'pan', value: '4111111111111111' }] });
+    const recovered = await v.http
+      .post('/v1/tokenize')
+      .set(v.as('billing'))
+      .send({ tenant: 'acme', items: [{ type: 'pan', value: '4111111111111111' }] });
     expect(recovered.status).to.equal(200);
     await new Promise((r) => setTimeout(r, 10));
     expect((await v.http.get('/readyz')).status).to.equal(200);
@@ -133,9 +161,14 @@ describe('vault on AWS KMS (dev KMS through the real SDK)', function () {
   it('a wrapped data key moved to another tenant does not unwrap (encryption context)', async () => {
     await migrate();
     v.opened.vault.deps.policy().principals.billing.tenants = ['default', 'acme'];
-    await v.http.post('/v1/tokenize').set(v.as('billing')).send({ tenant: 'acme', items: [{ type: 'pan', value: '4111111111111111' }] });
+    await v.http
+      .post('/v1/tokenize')
+      .set(v.as('billing'))
+      .send({ tenant: 'acme', items: [{ type: 'pan', value: '4111111111111111' }] });
     const db = v.opened.store.db;
-    const fromDefault = db.prepare("SELECT wrapped FROM data_keys WHERE tenant = 'default' AND purpose = 'data'").get() as { wrapped: Buffer };
+    const fromDefault = db.prepare("SELECT wrapped FROM data_keys WHERE tenant = 'default' AND purpose = 'data'").get() as {
+      wrapped: Buffer;
+    };
     db.prepare("UPDATE data_keys SET wrapped = ? WHERE tenant = 'acme' AND purpose = 'data'").run(fromDefault.wrapped);
     v.opened.keys.clear();
     v.opened.vault.deps.policy().principals.gateway.tenants = ['*'];

@@ -28,7 +28,10 @@ describe('storage security', () => {
 
   it('never writes a plaintext value or subject id to the database, WAL or shm file', async () => {
     await tokenize(CANARIES.map((c) => ({ type: c.type, value: c.value, deterministic: true, subject: 'canary-subject-77' })));
-    await v.http.post('/v1/detokenize').set(v.as('support')).send({ tokens: ['tok_x'] });
+    await v.http
+      .post('/v1/detokenize')
+      .set(v.as('support'))
+      .send({ tokens: ['tok_x'] });
     const file = v.opened.store.file;
     const bytes = Buffer.concat([fileBytes(file), fileBytes(`${file}-wal`), fileBytes(`${file}-shm`)]);
     expect(bytes.length).to.be.greaterThan(0);
@@ -72,9 +75,7 @@ describe('storage security', () => {
 
     it("when another row's ciphertext, nonce and tag are copied in", async () => {
       db()
-        .prepare(
-          `UPDATE tokens SET (nonce, ciphertext, tag) = (SELECT nonce, ciphertext, tag FROM tokens WHERE token = ?) WHERE token = ?`,
-        )
+        .prepare(`UPDATE tokens SET (nonce, ciphertext, tag) = (SELECT nonce, ciphertext, tag FROM tokens WHERE token = ?) WHERE token = ?`)
         .run(tokens[1], tokens[0]);
       const res = await charge([tokens[0]]);
       expect(res.body.items[0]).to.deep.equal({ token: tokens[0], error: { code: 'integrity_failed' } });
@@ -82,7 +83,10 @@ describe('storage security', () => {
 
     it("when another tenant's ciphertext, nonce and tag are copied in", async () => {
       v.opened.vault.deps.policy().principals.billing.tenants = ['default', 'acme'];
-      const acme = await v.http.post('/v1/tokenize').set(v.as('billing')).send({ tenant: 'acme', items: [{ type: 'pan', value: '378282246310005' }] });
+      const acme = await v.http
+        .post('/v1/tokenize')
+        .set(v.as('billing'))
+        .send({ tenant: 'acme', items: [{ type: 'pan', value: '378282246310005' }] });
       db()
         .prepare(`UPDATE tokens SET (nonce, ciphertext, tag) = (SELECT nonce, ciphertext, tag FROM tokens WHERE token = ?) WHERE token = ?`)
         .run(acme.body.items[0].token, tokens[0]);
@@ -111,9 +115,15 @@ describe('storage security', () => {
       v.opened.keys.clear();
       const res = await charge(tokens);
       expect(res.status).to.equal(200);
-      expect(res.body.items.map((i: { error?: { code: string } }) => i.error?.code)).to.deep.equal(['integrity_failed', 'integrity_failed']);
+      expect(res.body.items.map((i: { error?: { code: string } }) => i.error?.code)).to.deep.equal([
+        'integrity_failed',
+        'integrity_failed',
+      ]);
       expect(JSON.stringify(res.body)).not.to.contain('4111111111111111');
-      const tok = await v.http.post('/v1/tokenize').set(v.as('billing')).send({ items: [{ type: 'pan', value: '4111111111111111' }] });
+      const tok = await v.http
+        .post('/v1/tokenize')
+        .set(v.as('billing'))
+        .send({ items: [{ type: 'pan', value: '4111111111111111' }] });
       expect(tok.status).to.equal(503);
       expect(tok.body.error.code).to.equal('key_unavailable');
     });
@@ -135,7 +145,10 @@ describe('storage security', () => {
 
     it('tokenize returns 503 and stores nothing', async () => {
       const before = (db().prepare('SELECT count(*) AS n FROM tokens').get() as { n: number }).n;
-      const res = await v.http.post('/v1/tokenize').set(v.as('billing')).send({ items: [{ type: 'pan', value: '5555555555554444' }] });
+      const res = await v.http
+        .post('/v1/tokenize')
+        .set(v.as('billing'))
+        .send({ items: [{ type: 'pan', value: '5555555555554444' }] });
       expect(res.status).to.equal(503);
       expect((db().prepare('SELECT count(*) AS n FROM tokens').get() as { n: number }).n).to.equal(before);
     });

@@ -10,7 +10,10 @@ describe('POST /v1/tokenize', () => {
   afterEach(() => v.close());
 
   const tokenize = (items: object[], extra: object = {}, who: 'billing' | 'gateway' | 'support' | 'security' = 'billing') =>
-    v.http.post('/v1/tokenize').set(v.as(who)).send({ items, ...extra });
+    v.http
+      .post('/v1/tokenize')
+      .set(v.as(who))
+      .send({ items, ...extra });
   const countTokens = () => (v.opened.store.db.prepare('SELECT count(*) AS n FROM tokens').get() as { n: number }).n;
 
   it('returns one token per item, in request order, with its type', async () => {
@@ -27,7 +30,15 @@ describe('POST /v1/tokenize', () => {
     ]);
     expect(res.status).to.equal(200);
     expect(res.body.items.map((i: { type: string }) => i.type)).to.deep.equal([
-      'pan', 'email', 'ssn', 'phone', 'name', 'dob', 'address', 'iban', 'text',
+      'pan',
+      'email',
+      'ssn',
+      'phone',
+      'name',
+      'dob',
+      'address',
+      'iban',
+      'text',
     ]);
     expect(new Set(res.body.items.map((i: { token: string }) => i.token)).size).to.equal(9);
     expect(countTokens()).to.equal(9);
@@ -59,7 +70,10 @@ describe('POST /v1/tokenize', () => {
   });
 
   it('rejects a format that does not fit the type with unsupported_format and the item index', async () => {
-    const res = await tokenize([{ type: 'name', value: 'Jane' }, { type: 'email', value: 'a@b.co', format: 'pan' }]);
+    const res = await tokenize([
+      { type: 'name', value: 'Jane' },
+      { type: 'email', value: 'a@b.co', format: 'pan' },
+    ]);
     expect(res.status).to.equal(400);
     expect(res.body.error.code).to.equal('unsupported_format');
     expect(res.body.error.details.index).to.equal(1);

@@ -66,15 +66,23 @@ describe('config / loadConfig', () => {
 
   it('defaults the fields of a partial keyProvider object', () => {
     const config = loadConfig(dataDir({ keyProvider: { keyFile: '/secrets/master.key' } }), {}, NO_ENV);
-    expect(config.keyProvider).to.deep.equal({ type: 'local', keyFile: '/secrets/master.key', kms: { allowedKeyIds: [], timeoutMs: 2000, maxAttempts: 3 } });
+    expect(config.keyProvider).to.deep.equal({
+      type: 'local',
+      keyFile: '/secrets/master.key',
+      kms: { allowedKeyIds: [], timeoutMs: 2000, maxAttempts: 3 },
+    });
   });
 
   it('takes KMS settings from PII_VAULT_KMS_* environment variables', () => {
-    const config = loadConfig(dataDir({ keyProvider: { type: 'aws-kms' } }), {}, {
-      PII_VAULT_KMS_KEY_ID: 'alias/pii-vault',
-      PII_VAULT_KMS_REGION: 'eu-west-1',
-      PII_VAULT_KMS_ENDPOINT: 'http://127.0.0.1:4599',
-    });
+    const config = loadConfig(
+      dataDir({ keyProvider: { type: 'aws-kms' } }),
+      {},
+      {
+        PII_VAULT_KMS_KEY_ID: 'alias/pii-vault',
+        PII_VAULT_KMS_REGION: 'eu-west-1',
+        PII_VAULT_KMS_ENDPOINT: 'http://127.0.0.1:4599',
+      },
+    );
     expect(config.keyProvider.kms).to.deep.equal({
       keyId: 'alias/pii-vault',
       region: 'eu-west-1',

@@ -4,13 +4,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { expect } from 'chai';
 import { IntegrityError, KEY_BYTES, NONCE_BYTES, TAG_BYTES, encodeFields, open, seal, type Sealed } from '../../src/crypto/aead';
-import {
-  EncryptionContext,
-  KeyProvider,
-  KeyUnavailableError,
-  ProviderDescription,
-  WrappedKey,
-} from '../../src/crypto/key-provider';
+import { EncryptionContext, KeyProvider, KeyUnavailableError, ProviderDescription, WrappedKey } from '../../src/crypto/key-provider';
 import { LocalKeyProvider, MasterKeyring } from '../../src/crypto/local-key-provider';
 import { KeyManager, context } from '../../src/crypto/key-manager';
 import { SqliteStore } from '../../src/store/sqlite-store';
@@ -235,8 +229,7 @@ describe('crypto / aead', () => {
 
   describe('golden vectors of the storage format (a change here breaks every stored record)', () => {
     const goldenKey = hex('000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f');
-    const GOLDEN_VALUE_AAD =
-      '000000127069692d7661756c742f76616c75652f76310000000764656661756c740000000370616e00000005746f6b5f780000000131';
+    const GOLDEN_VALUE_AAD = '000000127069692d7661756c742f76616c75652f76310000000764656661756c740000000370616e00000005746f6b5f780000000131';
 
     it('valueAad("default","pan","tok_x",1) is exactly the checked-in bytes', () => {
       expect(valueAad('default', 'pan', 'tok_x', 1).toString('hex')).to.equal(GOLDEN_VALUE_AAD);

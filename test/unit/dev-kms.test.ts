@@ -70,7 +70,9 @@ describe('dev KMS (real @aws-sdk/client-kms over HTTP)', function () {
 
   describe('keys and aliases', () => {
     it('creates and describes a symmetric key', async () => {
-      const created = await client.send(new CreateKeyCommand({ Description: 'tenant KEK', KeyUsage: 'ENCRYPT_DECRYPT', KeySpec: 'SYMMETRIC_DEFAULT' }));
+      const created = await client.send(
+        new CreateKeyCommand({ Description: 'tenant KEK', KeyUsage: 'ENCRYPT_DECRYPT', KeySpec: 'SYMMETRIC_DEFAULT' }),
+      );
       const meta = created.KeyMetadata!;
       expect(meta.KeyId).to.match(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
       expect(meta.Arn).to.equal(`arn:aws:kms:us-east-1:111122223333:key/${meta.KeyId}`);
@@ -104,7 +106,12 @@ describe('dev KMS (real @aws-sdk/client-kms over HTTP)', function () {
       }
       const { Aliases } = await client.send(new ListAliasesCommand({}));
       expect(Aliases).to.deep.include.members([
-        { AliasName: 'alias/lookup-test', AliasArn: 'arn:aws:kms:us-east-1:111122223333:alias/lookup-test', TargetKeyId: keyId, CreationDate: Aliases!.find((a) => a.AliasName === 'alias/lookup-test')!.CreationDate },
+        {
+          AliasName: 'alias/lookup-test',
+          AliasArn: 'arn:aws:kms:us-east-1:111122223333:alias/lookup-test',
+          TargetKeyId: keyId,
+          CreationDate: Aliases!.find((a) => a.AliasName === 'alias/lookup-test')!.CreationDate,
+        },
       ]);
       const { Keys, Truncated } = await client.send(new ListKeysCommand({}));
       expect(Keys).to.deep.include({ KeyId: keyId, KeyArn: arn });
@@ -114,13 +121,23 @@ describe('dev KMS (real @aws-sdk/client-kms over HTTP)', function () {
     it('rejects duplicate and reserved aliases', async () => {
       const { keyId } = await newKey();
       await client.send(new CreateAliasCommand({ AliasName: 'alias/dup', TargetKeyId: keyId }));
-      expect((await rejection(client.send(new CreateAliasCommand({ AliasName: 'alias/dup', TargetKeyId: keyId })))).name).to.equal('AlreadyExistsException');
-      expect((await rejection(client.send(new CreateAliasCommand({ AliasName: 'alias/aws/mine', TargetKeyId: keyId })))).name).to.equal('ValidationException');
-      expect((await rejection(client.send(new CreateAliasCommand({ AliasName: 'no-prefix', TargetKeyId: keyId })))).name).to.equal('ValidationException');
+      expect((await rejection(client.send(new CreateAliasCommand({ AliasName: 'alias/dup', TargetKeyId: keyId })))).name).to.equal(
+        'AlreadyExistsException',
+      );
+      expect((await rejection(client.send(new CreateAliasCommand({ AliasName: 'alias/aws/mine', TargetKeyId: keyId })))).name).to.equal(
+        'ValidationException',
+      );
+      expect((await rejection(client.send(new CreateAliasCommand({ AliasName: 'no-prefix', TargetKeyId: keyId })))).name).to.equal(
+        'ValidationException',
+      );
     });
 
     it('answers NotFoundException for unknown keys and aliases', async () => {
-      for (const ref of ['00000000-0000-4000-8000-000000000000', 'alias/nope', 'arn:aws:kms:us-east-1:111122223333:key/00000000-0000-4000-8000-000000000000']) {
+      for (const ref of [
+        '00000000-0000-4000-8000-000000000000',
+        'alias/nope',
+        'arn:aws:kms:us-east-1:111122223333:key/00000000-0000-4000-8000-000000000000',
+      ]) {
         const err = await rejection(client.send(new DescribeKeyCommand({ KeyId: ref })));
         expect(err.name, ref).to.equal('NotFoundException');
         expect(err.$metadata?.httpStatusCode).to.equal(400);
@@ -149,7 +166,9 @@ describe('dev KMS (real @aws-sdk/client-kms over HTTP)', function () {
       expect(enc.KeyId).to.equal(arn);
       expect(enc.EncryptionAlgorithm).to.equal('SYMMETRIC_DEFAULT');
       // the context's key order does not matter
-      const dec = await client.send(new DecryptCommand({ CiphertextBlob: enc.CiphertextBlob, EncryptionContext: { purpose: 'dek', tenant: 'acme' } }));
+      const dec = await client.send(
+        new DecryptCommand({ CiphertextBlob: enc.CiphertextBlob, EncryptionContext: { purpose: 'dek', tenant: 'acme' } }),
+      );
       expect(text(dec.Plaintext)).to.equal('hello kms');
       expect(dec.KeyId).to.equal(arn);
       expect(dec.EncryptionAlgorithm).to.equal('SYMMETRIC_DEFAULT');
@@ -170,11 +189,14 @@ describe('dev KMS (real @aws-sdk/client-kms over HTTP)', function () {
 
     it('rejects a wrong encryption context or a tampered blob with InvalidCiphertextException', async () => {
       const { keyId } = await newKey();
-      const { CiphertextBlob } = await client.send(new EncryptCommand({ KeyId: keyId, Plaintext: utf8('secret'), EncryptionContext: { a: '1' } }));
+      const { CiphertextBlob } = await client.send(
+        new EncryptCommand({ KeyId: keyId, Plaintext: utf8('secret'), EncryptionContext: { a: '1' } }),
+      );
       for (const ctx of [{ a: '2' }, {}, { a: '1', b: '1' }] as Record<string, string>[]) {
-        expect((await rejection(client.send(new DecryptCommand({ CiphertextBlob, EncryptionContext: ctx })))).name, JSON.stringify(ctx)).to.equal(
-          'InvalidCiphertextException',
-        );
+        expect(
+          (await rejection(client.send(new DecryptCommand({ CiphertextBlob, EncryptionContext: ctx })))).name,
+          JSON.stringify(ctx),
+        ).to.equal('InvalidCiphertextException');
       }
       const tampered = Buffer.from(CiphertextBlob!);
       tampered[tampered.length - 1]! ^= 0x01;
@@ -206,15 +228,27 @@ describe('dev KMS (real @aws-sdk/client-kms over HTTP)', function () {
           DestinationEncryptionContext: { v: 'new' },
         }),
       );
-      expect(re).to.include({ SourceKeyId: src.arn, KeyId: dst.arn, SourceEncryptionAlgorithm: 'SYMMETRIC_DEFAULT', DestinationEncryptionAlgorithm: 'SYMMETRIC_DEFAULT' });
+      expect(re).to.include({
+        SourceKeyId: src.arn,
+        KeyId: dst.arn,
+        SourceEncryptionAlgorithm: 'SYMMETRIC_DEFAULT',
+        DestinationEncryptionAlgorithm: 'SYMMETRIC_DEFAULT',
+      });
       const dec = await client.send(new DecryptCommand({ CiphertextBlob: re.CiphertextBlob, EncryptionContext: { v: 'new' } }));
       expect(text(dec.Plaintext)).to.equal('moving');
       expect(dec.KeyId).to.equal(dst.arn);
-      expect((await rejection(client.send(new DecryptCommand({ CiphertextBlob: re.CiphertextBlob, EncryptionContext: { v: 'old' } })))).name).to.equal(
-        'InvalidCiphertextException',
-      );
+      expect(
+        (await rejection(client.send(new DecryptCommand({ CiphertextBlob: re.CiphertextBlob, EncryptionContext: { v: 'old' } })))).name,
+      ).to.equal('InvalidCiphertextException');
       const wrongSource = rejection(
-        client.send(new ReEncryptCommand({ CiphertextBlob: enc.CiphertextBlob, SourceEncryptionContext: { v: 'old' }, SourceKeyId: dst.keyId, DestinationKeyId: dst.keyId })),
+        client.send(
+          new ReEncryptCommand({
+            CiphertextBlob: enc.CiphertextBlob,
+            SourceEncryptionContext: { v: 'old' },
+            SourceKeyId: dst.keyId,
+            DestinationKeyId: dst.keyId,
+          }),
+        ),
       );
       expect((await wrongSource).name).to.equal('IncorrectKeyException');
     });
@@ -313,7 +347,9 @@ describe('dev KMS (real @aws-sdk/client-kms over HTTP)', function () {
     });
 
     it('rejects an unknown access key with UnrecognizedClientException', async () => {
-      const bad = clientFor(kms, { credentials: { accessKeyId: 'AKIAUNKNOWNUNKNOWN00', secretAccessKey: DEV_KMS_CREDENTIALS.secretAccessKey } });
+      const bad = clientFor(kms, {
+        credentials: { accessKeyId: 'AKIAUNKNOWNUNKNOWN00', secretAccessKey: DEV_KMS_CREDENTIALS.secretAccessKey },
+      });
       try {
         expect((await rejection(bad.send(new ListKeysCommand({})))).name).to.equal('UnrecognizedClientException');
       } finally {
@@ -339,7 +375,11 @@ describe('dev KMS (real @aws-sdk/client-kms over HTTP)', function () {
           args.request.headers['content-length'] = String(Buffer.byteLength(args.request.body));
           return next(args);
         };
-        tampering.middlewareStack.addRelativeTo(tamper as unknown as Middleware, { relation: 'after', toMiddleware: 'httpSigningMiddleware', name: 'tamper' });
+        tampering.middlewareStack.addRelativeTo(tamper as unknown as Middleware, {
+          relation: 'after',
+          toMiddleware: 'httpSigningMiddleware',
+          name: 'tamper',
+        });
         try {
           expect((await rejection(tampering.send(new ListKeysCommand({})))).name, what).to.equal('InvalidSignatureException');
         } finally {
@@ -383,7 +423,8 @@ describe('dev KMS (real @aws-sdk/client-kms over HTTP)', function () {
       try {
         keyId = (await c1.send(new CreateKeyCommand({ Description: 'durable' }))).KeyMetadata!.KeyId!;
         await c1.send(new CreateAliasCommand({ AliasName: 'alias/durable', TargetKeyId: keyId }));
-        blob = (await c1.send(new EncryptCommand({ KeyId: 'alias/durable', Plaintext: utf8('persisted'), EncryptionContext: { k: 'v' } }))).CiphertextBlob;
+        blob = (await c1.send(new EncryptCommand({ KeyId: 'alias/durable', Plaintext: utf8('persisted'), EncryptionContext: { k: 'v' } })))
+          .CiphertextBlob;
         await c1.send(new EnableKeyRotationCommand({ KeyId: keyId }));
         await c1.send(new RotateKeyOnDemandCommand({ KeyId: keyId }));
       } finally {
@@ -492,7 +533,12 @@ describe('dev KMS (real @aws-sdk/client-kms over HTTP)', function () {
       try {
         expect((await rejection(impatient.send(new ListKeysCommand({})))).$metadata?.httpStatusCode).to.equal(undefined);
         expect((await fetch(`${kms.url}/_dev/faults`)).status).to.equal(200); // control stays reachable
-        expect(await (await post('/_dev/faults', { reset: true })).json()).to.deep.equal({ latencyMs: 0, throttle: 0, fail: null, down: false });
+        expect(await (await post('/_dev/faults', { reset: true })).json()).to.deep.equal({
+          latencyMs: 0,
+          throttle: 0,
+          fail: null,
+          down: false,
+        });
         await impatient.send(new ListKeysCommand({}));
       } finally {
         impatient.destroy();

@@ -1,13 +1,6 @@
 import crypto from 'node:crypto';
 import { expect } from 'chai';
-import {
-  DATA_TYPE_SPECS,
-  ibanValid,
-  isDataType,
-  luhnValid,
-  normalizeDob,
-  type NormalizeOptions,
-} from '../../src/domain/data-types';
+import { DATA_TYPE_SPECS, ibanValid, isDataType, luhnValid, normalizeDob, type NormalizeOptions } from '../../src/domain/data-types';
 import { base62, checkFormat, generateToken, randomDigits } from '../../src/domain/token-formats';
 import {
   DATA_TYPES,

@@ -42,7 +42,16 @@ describe('store / SqliteStore group commit', () => {
   beforeEach(async () => {
     dir = mkdtempSync(join(tmpdir(), 'pii-vault-group-'));
     store = new SqliteStore(join(dir, 'v.db'));
-    await store.insertDataKey({ tenant: 't', purpose: 'data', version: 1, state: 'active', kekId: 'local:v1', wrapped: Buffer.alloc(61), createdAt: 0, encryptions: 0 });
+    await store.insertDataKey({
+      tenant: 't',
+      purpose: 'data',
+      version: 1,
+      state: 'active',
+      kekId: 'local:v1',
+      wrapped: Buffer.alloc(61),
+      createdAt: 0,
+      encryptions: 0,
+    });
   });
   afterEach(async () => {
     await store.close();
@@ -75,7 +84,10 @@ describe('store / SqliteStore group commit', () => {
   });
 
   it('answers each caller only after the shared commit: a read right after an awaited write sees it', async () => {
-    await Promise.all([store.insertTokens([record('tok_a')], { entry: entry(), sealer }, () => record('x'), 0), store.appendAudit({ entry: entry(), sealer })]);
+    await Promise.all([
+      store.insertTokens([record('tok_a')], { entry: entry(), sealer }, () => record('x'), 0),
+      store.appendAudit({ entry: entry(), sealer }),
+    ]);
     expect((await store.findTokens(['tok_a'])).has('tok_a')).to.equal(true);
     expect(await store.auditRows(0, 10)).to.have.length(2);
   });

@@ -52,7 +52,11 @@ describe('crypto / AwsKmsKeyProvider against the dev KMS, through the real SDK',
   it('a wrong encryption context (tenant, purpose or version) fails as an integrity error', async () => {
     const p = await provider();
     const { wrapped } = await p.generateDataKey(ctx);
-    for (const other of [{ ...ctx, tenant: 'acme' }, { ...ctx, purpose: 'fingerprint' as const }, { ...ctx, version: '2' }]) {
+    for (const other of [
+      { ...ctx, tenant: 'acme' },
+      { ...ctx, purpose: 'fingerprint' as const },
+      { ...ctx, version: '2' },
+    ]) {
       let caught: unknown;
       await p.unwrap(wrapped, other).catch((err) => (caught = err));
       expect(caught).to.be.instanceOf(IntegrityError);

@@ -283,7 +283,7 @@ describe('policy / decide', () => {
     }
   });
 
-  it('no starter principal gets a type-less action other than security\'s audit:read and keys:*', () => {
+  it("no starter principal gets a type-less action other than security's audit:read and keys:*", () => {
     for (const principal of STARTER_PRINCIPALS) {
       for (const action of ACTIONS.filter((a) => !VALUE_ACTIONS.has(a))) {
         const d = decide(policy, principalOf(policy, principal), action, { tenant: 'default' });
@@ -339,7 +339,10 @@ describe('policy / decide', () => {
       },
       principals: {},
     });
-    for (const roles of [['low', 'high'], ['high', 'low']]) {
+    for (const roles of [
+      ['low', 'high'],
+      ['high', 'low'],
+    ]) {
       const p: Principal = { id: 'p', roles, tenants: ['t'] };
       expect(decide(doc, p, 'detokenize', { tenant: 't', type: 'pan' })).to.deep.equal({ allow: true, reveal: 'plain' });
       expect(decide(doc, p, 'detokenize', { tenant: 't', type: 'ssn' })).to.deep.equal({ allow: true, reveal: 'masked' });
@@ -384,7 +387,11 @@ describe('policy / decide', () => {
   });
 
   it('a grant on specific types does not allow a value action when no type is given', () => {
-    const doc = validatePolicy({ version: 1, roles: { r: [{ actions: ['detokenize'], types: ['pan'], reveal: 'plain' }] }, principals: {} });
+    const doc = validatePolicy({
+      version: 1,
+      roles: { r: [{ actions: ['detokenize'], types: ['pan'], reveal: 'plain' }] },
+      principals: {},
+    });
     const p: Principal = { id: 'p', roles: ['r'], tenants: ['t'] };
     expect(decide(doc, p, 'detokenize', { tenant: 't' }).allow).to.equal(false);
   });
@@ -423,7 +430,9 @@ describe('policy / mayEver', () => {
     };
     for (const principal of STARTER_PRINCIPALS) {
       for (const action of ACTIONS) {
-        expect(mayEver(policy, principalOf(policy, principal), action), `${principal} ${action}`).to.equal(want[principal].includes(action));
+        expect(mayEver(policy, principalOf(policy, principal), action), `${principal} ${action}`).to.equal(
+          want[principal].includes(action),
+        );
       }
     }
   });
@@ -440,7 +449,7 @@ describe('policy / authenticate', () => {
     }
   });
 
-  it("the key of one principal never yields another principal", () => {
+  it('the key of one principal never yields another principal', () => {
     for (const id of STARTER_PRINCIPALS) {
       const p = authenticate(policy, keys[id]);
       expect(p!.id).to.equal(id);
