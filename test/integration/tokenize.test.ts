@@ -63,7 +63,7 @@ describe('POST /v1/tokenize', () => {
     expect(res.status).to.equal(200);
     const [bin, random, uuid, email, ssn] = res.body.items.map((i: { token: string }) => i.token);
     expect(bin).to.match(/^411111\d{6}1111$/);
-    expect(random).to.match(/^tok_[0-9A-Za-z]{24}$/);
+    expect(random).to.match(/^tok_[0-9A-Za-z]{30}$/);
     expect(uuid).to.match(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
     expect(email).to.match(/^[a-z2-7]{20}@example\.com$/);
     expect(ssn).to.match(/^\d{5}6789$/);

@@ -1,7 +1,7 @@
 import crypto from 'node:crypto';
 import { expect } from 'chai';
 import { DATA_TYPE_SPECS, ibanValid, isDataType, luhnValid, normalizeDob, type NormalizeOptions } from '../../src/domain/data-types';
-import { base62, checkFormat, generateToken, randomDigits } from '../../src/domain/token-formats';
+import { base62, checkFormat, generateToken, randomDigits, timePrefix } from '../../src/domain/token-formats';
 import {
   DATA_TYPES,
   DomainValidationError,
@@ -495,11 +495,21 @@ describe('domain / token formats', () => {
   });
 
   describe('random', () => {
-    it('is tok_ and 24 base62 characters, never repeating', () => {
+    it('has a time prefix that sorts in creation order, second by second', () => {
+      const t0 = Date.UTC(2026, 0, 1);
+      expect(timePrefix(t0)).to.have.length(6);
+      expect(timePrefix(t0 + 999)).to.equal(timePrefix(t0));
+      expect(timePrefix(t0) < timePrefix(t0 + 1000)).to.equal(true);
+      expect(timePrefix(t0 + 1000) < timePrefix(t0 + 86_400_000 * 365)).to.equal(true);
+      const token = generateToken('random', 'none', 'x', undefined, t0);
+      expect(token.slice(4, 10)).to.equal(timePrefix(t0));
+    });
+
+    it('is tok_, 6 base62 characters of creation time and 24 random ones, never repeating', () => {
       const seen = new Set<string>();
       for (let i = 0; i < 2000; i++) {
         const token = generateToken('random', 'none', '4111111111111111');
-        expect(token).to.match(/^tok_[0-9A-Za-z]{24}$/);
+        expect(token).to.match(/^tok_[0-9A-Za-z]{30}$/);
         seen.add(token);
       }
       expect(seen.size).to.equal(2000);

@@ -588,11 +588,11 @@ describe('properties / token formats (fast-check)', () => {
     );
   });
 
-  it('random format: tok_ and 24 base62 characters, with any usable random source', () => {
+  it('random format: tok_, a time prefix and 24 random base62 characters, with any usable random source', () => {
     fc.assert(
       fc.property(fc.option(randomByteStream, { nil: undefined }), fc.string(), (bytes, value) => {
         const token = generateToken('random', 'none', value, bytes ? byteSource(bytes) : undefined);
-        expect(token).to.match(/^tok_[0-9A-Za-z]{24}$/);
+        expect(token).to.match(/^tok_[0-9A-Za-z]{30}$/);
       }),
       run,
     );
