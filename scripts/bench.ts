@@ -66,7 +66,11 @@ function rssMb(pid: number): number {
 }
 
 async function post(url: string, key: string, body: object): Promise<any> {
-  const res = await fetch(url, { method: 'POST', headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify(body),
+  });
   if (!res.ok) throw new Error(`${url}: ${res.status} ${await res.text()}`);
   return res.json();
 }
@@ -110,7 +114,9 @@ async function bulkLoad(url: string, key: string, records: number): Promise<{ se
     while (loaded < records) {
       const n = Math.min(1000, records - loaded);
       loaded += n;
-      await post(`${url}/v1/tokenize`, key, { items: Array.from({ length: n }, () => ({ type: 'pan', value: randomPan(), format: 'random' })) });
+      await post(`${url}/v1/tokenize`, key, {
+        items: Array.from({ length: n }, () => ({ type: 'pan', value: randomPan(), format: 'random' })),
+      });
     }
   };
   await Promise.all(Array.from({ length: 4 }, worker));
@@ -157,22 +163,57 @@ async function main(): Promise<void> {
 
     const billing = { authorization: `Bearer ${keys.billing}` };
     const gateway = { authorization: `Bearer ${keys.gateway}` };
-    const seed = await post(`${vault.url}/v1/tokenize`, keys.billing, { items: Array.from({ length: 1000 }, () => ({ type: 'pan', value: randomPan() })) });
+    const seed = await post(`${vault.url}/v1/tokenize`, keys.billing, {
+      items: Array.from({ length: 1000 }, () => ({ type: 'pan', value: randomPan() })),
+    });
     const tokens: string[] = seed.body?.items ?? seed.items.map((i: { token: string }) => i.token);
     const someToken = () => tokens[Math.floor(Math.random() * tokens.length)];
     const oneItem = () => JSON.stringify({ items: [{ type: 'pan', value: randomPan() }] });
     const oneToken = () => JSON.stringify({ tokens: [someToken()], purpose: 'charge' });
-    const batchItems = () => JSON.stringify({ items: Array.from({ length: 1000 }, () => ({ type: 'pan', value: randomPan() })) });
+    const batchItems = () =>
+      JSON.stringify({ items: Array.from({ length: 1000 }, () => ({ type: 'pan', value: randomPan(), format: 'random' })) });
+    // Format-preserving PAN tokens are random digits: they land all over the token index.
+    const batchPanFormat = () => JSON.stringify({ items: Array.from({ length: 1000 }, () => ({ type: 'pan', value: randomPan() })) });
     const batchTokens = () => JSON.stringify({ tokens: Array.from({ length: 1000 }, someToken), purpose: 'charge' });
 
     const rows: Row[] = [];
-    const echoRow = await measure('baseline: express+helmet echo', echo.proc.pid!, { url: `${echo.url}/echo`, body: () => JSON.stringify({ items: [{ type: 'pan', value: '4111111111111111' }] }) });
+    const echoRow = await measure('baseline: express+helmet echo', echo.proc.pid!, {
+      url: `${echo.url}/echo`,
+      body: () => JSON.stringify({ items: [{ type: 'pan', value: '4111111111111111' }] }),
+    });
     rows.push(echoRow);
     const vs = (row: Row) => ({ ...row, ratio: row.reqPerSec / echoRow.reqPerSec, p99Ratio: row.p99 / Math.max(echoRow.p99, 1) });
-    rows.push(vs(await measure('tokenize, 1 value (durable)', vaultPid, { url: `${vault.url}/v1/tokenize`, headers: billing, body: oneItem })));
+    rows.push(
+      vs(await measure('tokenize, 1 value (durable)', vaultPid, { url: `${vault.url}/v1/tokenize`, headers: billing, body: oneItem })),
+    );
     rows.push(vs(await measure('detokenize, 1 value', vaultPid, { url: `${vault.url}/v1/detokenize`, headers: gateway, body: oneToken })));
-    rows.push(await measure('tokenize, batch of 1,000', vaultPid, { url: `${vault.url}/v1/tokenize`, headers: billing, body: batchItems, connections: 4, valuesPerRequest: 1000 }));
-    rows.push(await measure('detokenize, batch of 1,000', vaultPid, { url: `${vault.url}/v1/detokenize`, headers: gateway, body: batchTokens, connections: 4, valuesPerRequest: 1000 }));
+    rows.push(
+      await measure('tokenize, batch of 1,000 (random format)', vaultPid, {
+        url: `${vault.url}/v1/tokenize`,
+        headers: billing,
+        body: batchItems,
+        connections: 4,
+        valuesPerRequest: 1000,
+      }),
+    );
+    rows.push(
+      await measure('tokenize, batch of 1,000 (pan format, last 4 kept)', vaultPid, {
+        url: `${vault.url}/v1/tokenize`,
+        headers: billing,
+        body: batchPanFormat,
+        connections: 4,
+        valuesPerRequest: 1000,
+      }),
+    );
+    rows.push(
+      await measure('detokenize, batch of 1,000', vaultPid, {
+        url: `${vault.url}/v1/detokenize`,
+        headers: gateway,
+        body: batchTokens,
+        connections: 4,
+        valuesPerRequest: 1000,
+      }),
+    );
     // Mixed: 80% detokenize, 20% tokenize, through one URL per request type.
     const mixed = await autocannon({
       url: vault.url,
@@ -182,8 +223,20 @@ async function main(): Promise<void> {
         {
           setupRequest: (req: any) =>
             Math.random() < 0.8
-              ? { ...req, method: 'POST', path: '/v1/detokenize', headers: { 'content-type': 'application/json', ...gateway }, body: oneToken() }
-              : { ...req, method: 'POST', path: '/v1/tokenize', headers: { 'content-type': 'application/json', ...billing }, body: oneItem() },
+              ? {
+                  ...req,
+                  method: 'POST',
+                  path: '/v1/detokenize',
+                  headers: { 'content-type': 'application/json', ...gateway },
+                  body: oneToken(),
+                }
+              : {
+                  ...req,
+                  method: 'POST',
+                  path: '/v1/tokenize',
+                  headers: { 'content-type': 'application/json', ...billing },
+                  body: oneItem(),
+                },
         },
       ],
     });
@@ -199,8 +252,22 @@ async function main(): Promise<void> {
         rssMb: rssMb(vaultPid),
       }),
     );
-    rows.push(await measure('tokenize at a fixed 2,000 req/s', vaultPid, { url: `${vault.url}/v1/tokenize`, headers: billing, body: oneItem, rate: 2000 }));
-    rows.push(await measure('detokenize at a fixed 2,000 req/s', vaultPid, { url: `${vault.url}/v1/detokenize`, headers: gateway, body: oneToken, rate: 2000 }));
+    rows.push(
+      await measure('tokenize at a fixed 2,000 req/s', vaultPid, {
+        url: `${vault.url}/v1/tokenize`,
+        headers: billing,
+        body: oneItem,
+        rate: 2000,
+      }),
+    );
+    rows.push(
+      await measure('detokenize at a fixed 2,000 req/s', vaultPid, {
+        url: `${vault.url}/v1/detokenize`,
+        headers: gateway,
+        body: oneToken,
+        rate: 2000,
+      }),
+    );
 
     const extra: Record<string, unknown> = {};
     if (args.records) {
@@ -209,14 +276,40 @@ async function main(): Promise<void> {
       const load = await bulkLoad(vault.url, keys.billing, target);
       const after = statSync(join(dir, 'vault.db')).size;
       extra.bulkLoad = { records: target, ...load, dbBytesPerRecord: Math.round((after - before) / target) };
-      rows.push(vs(await measure(`detokenize, 1 value, at ${target} records`, vaultPid, { url: `${vault.url}/v1/detokenize`, headers: gateway, body: oneToken })));
-      rows.push(await measure(`tokenize, batch of 1,000, at ${target} records`, vaultPid, { url: `${vault.url}/v1/tokenize`, headers: billing, body: batchItems, connections: 4, valuesPerRequest: 1000 }));
+      rows.push(
+        vs(
+          await measure(`detokenize, 1 value, at ${target} records`, vaultPid, {
+            url: `${vault.url}/v1/detokenize`,
+            headers: gateway,
+            body: oneToken,
+          }),
+        ),
+      );
+      rows.push(
+        await measure(`tokenize, batch of 1,000 (random format), at ${target} records`, vaultPid, {
+          url: `${vault.url}/v1/tokenize`,
+          headers: billing,
+          body: batchItems,
+          connections: 4,
+          valuesPerRequest: 1000,
+        }),
+      );
     }
 
     const metrics = await (await fetch(`${vault.url}/metrics`)).text();
     const providerCalls = Number(/pii_vault_key_provider_calls_total (\d+)/.exec(metrics)?.[1] ?? NaN);
-    const report = { date: new Date().toISOString(), quick: QUICK, durationSeconds: DURATION, connections: CONNECTIONS, rows, keyProviderCalls: providerCalls, ...extra };
-    process.stdout.write(`\n${table(rows)}\n\nKEK provider calls during the whole run: ${providerCalls} (one per data key version per process, not per request)\n`);
+    const report = {
+      date: new Date().toISOString(),
+      quick: QUICK,
+      durationSeconds: DURATION,
+      connections: CONNECTIONS,
+      rows,
+      keyProviderCalls: providerCalls,
+      ...extra,
+    };
+    process.stdout.write(
+      `\n${table(rows)}\n\nKEK provider calls during the whole run: ${providerCalls} (one per data key version per process, not per request)\n`,
+    );
     if (extra.bulkLoad) process.stdout.write(`bulk load: ${JSON.stringify(extra.bulkLoad)}\n`);
     const outDir = join(ROOT, 'bench-results');
     mkdirSync(outDir, { recursive: true });

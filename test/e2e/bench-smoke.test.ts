@@ -21,7 +21,8 @@ describe('npm run bench -- --quick (smoke: it runs and reports; no timing is ass
       expect(report.rows.map((r: { scenario: string }) => r.scenario)).to.include.members([
         'tokenize, 1 value (durable)',
         'detokenize, 1 value',
-        'tokenize, batch of 1,000',
+        'tokenize, batch of 1,000 (random format)',
+        'tokenize, batch of 1,000 (pan format, last 4 kept)',
         'detokenize, batch of 1,000',
         'mixed 80% detokenize / 20% tokenize',
       ]);
