@@ -75,27 +75,48 @@ async function post(url: string, key: string, body: object): Promise<any> {
   return res.json();
 }
 
+interface Request {
+  path: string;
+  headers: Record<string, string>;
+  body: string;
+}
+
 interface Load {
+  /** Base URL of the server. */
   url: string;
-  headers?: Record<string, string>;
-  body: () => string;
+  /** The next request to send (a POST with a JSON body). */
+  next: () => Request;
   connections?: number;
+  /** A fixed overall request rate instead of as fast as possible. */
   rate?: number;
   valuesPerRequest?: number;
+  /** Seconds; the run's duration by default. */
+  duration?: number;
 }
 
 async function measure(scenario: string, pid: number, load: Load): Promise<Row> {
   const result = await autocannon({
     url: load.url,
-    method: 'POST',
     connections: load.connections ?? CONNECTIONS,
-    duration: DURATION,
+    duration: load.duration ?? DURATION,
     ...(load.rate ? { overallRate: load.rate } : {}),
-    headers: { 'content-type': 'application/json', ...load.headers },
-    requests: [{ setupRequest: (req: any) => ({ ...req, body: load.body() }) }],
+    requests: [
+      {
+        setupRequest: (req: any) => {
+          const next = load.next();
+          return {
+            ...req,
+            method: 'POST',
+            path: next.path,
+            headers: { 'content-type': 'application/json', ...next.headers },
+            body: next.body,
+          };
+        },
+      },
+    ],
   });
   const ok = result.requests.total - result.non2xx;
-  const reqPerSec = Math.round(ok / (result.duration || DURATION));
+  const reqPerSec = Math.round(ok / (result.duration || load.duration || DURATION));
   return {
     scenario,
     reqPerSec,
@@ -167,8 +188,8 @@ async function main(): Promise<void> {
     children.push(vault.proc);
     const vaultPid = vault.proc.pid!;
 
-    const billing = { authorization: `Bearer ${keys.billing}` };
-    const gateway = { authorization: `Bearer ${keys.gateway}` };
+    const billing: Record<string, string> = { authorization: `Bearer ${keys.billing}` };
+    const gateway: Record<string, string> = { authorization: `Bearer ${keys.gateway}` };
     const seed = await post(`${vault.url}/v1/tokenize`, keys.billing, {
       items: Array.from({ length: 1000 }, () => ({ type: 'pan', value: randomPan() })),
     });
@@ -182,98 +203,41 @@ async function main(): Promise<void> {
     const batchPanFormat = () => JSON.stringify({ items: Array.from({ length: 1000 }, () => ({ type: 'pan', value: randomPan() })) });
     const batchTokens = () => JSON.stringify({ tokens: Array.from({ length: 1000 }, someToken), purpose: 'charge' });
 
-    const rows: Row[] = [];
-    const echoRow = await measure('baseline: express+helmet echo', echo.proc.pid!, {
-      url: `${echo.url}/echo`,
-      body: () => JSON.stringify({ items: [{ type: 'pan', value: '4111111111111111' }] }),
-    });
-    rows.push(echoRow);
-    const vs = (row: Row) => ({ ...row, ratio: row.reqPerSec / echoRow.reqPerSec, p99Ratio: row.p99 / Math.max(echoRow.p99, 1) });
-    rows.push(
-      vs(await measure('tokenize, 1 value (durable)', vaultPid, { url: `${vault.url}/v1/tokenize`, headers: billing, body: oneItem })),
-    );
-    rows.push(vs(await measure('detokenize, 1 value', vaultPid, { url: `${vault.url}/v1/detokenize`, headers: gateway, body: oneToken })));
-    rows.push(
-      await measure('tokenize, batch of 1,000 (random format)', vaultPid, {
-        url: `${vault.url}/v1/tokenize`,
-        headers: billing,
-        body: batchItems,
-        connections: 4,
-        valuesPerRequest: 1000,
-      }),
-    );
-    rows.push(
-      await measure('tokenize, batch of 1,000 (pan format, last 4 kept)', vaultPid, {
-        url: `${vault.url}/v1/tokenize`,
-        headers: billing,
-        body: batchPanFormat,
-        connections: 4,
-        valuesPerRequest: 1000,
-      }),
-    );
-    rows.push(
-      await measure('detokenize, batch of 1,000', vaultPid, {
-        url: `${vault.url}/v1/detokenize`,
-        headers: gateway,
-        body: batchTokens,
-        connections: 4,
-        valuesPerRequest: 1000,
-      }),
-    );
-    // Mixed: 80% detokenize, 20% tokenize, through one URL per request type.
-    const mixed = await autocannon({
+    const tokenize = (body: () => string) => () => ({ path: '/v1/tokenize', headers: billing, body: body() });
+    const detokenize = (body: () => string) => () => ({ path: '/v1/detokenize', headers: gateway, body: body() });
+    const batch = { connections: 4, valuesPerRequest: 1000 };
+
+    const echoLoad: Load = {
+      url: echo.url,
+      next: () => ({ path: '/echo', headers: {}, body: JSON.stringify({ items: [{ type: 'pan', value: '4111111111111111' }] }) }),
+    };
+    // Warm both servers up (JIT, caches) before anything is recorded, so neither is measured cold.
+    const warmup = QUICK ? 1 : 3;
+    await measure('warm-up', echo.proc.pid!, { ...echoLoad, duration: warmup });
+    await measure('warm-up', vaultPid, {
       url: vault.url,
-      connections: CONNECTIONS,
-      duration: DURATION,
-      requests: [
-        {
-          setupRequest: (req: any) =>
-            Math.random() < 0.8
-              ? {
-                  ...req,
-                  method: 'POST',
-                  path: '/v1/detokenize',
-                  headers: { 'content-type': 'application/json', ...gateway },
-                  body: oneToken(),
-                }
-              : {
-                  ...req,
-                  method: 'POST',
-                  path: '/v1/tokenize',
-                  headers: { 'content-type': 'application/json', ...billing },
-                  body: oneItem(),
-                },
-        },
-      ],
+      next: () => (Math.random() < 0.5 ? detokenize(oneToken)() : tokenize(oneItem)()),
+      duration: warmup,
     });
-    const mixedOk = mixed.requests.total - mixed.non2xx;
-    rows.push(
-      vs({
-        scenario: 'mixed 80% detokenize / 20% tokenize',
-        reqPerSec: Math.round(mixedOk / (mixed.duration || DURATION)),
-        valuesPerSec: Math.round(mixedOk / (mixed.duration || DURATION)),
-        p50: mixed.latency.p50,
-        p99: mixed.latency.p99,
-        errors: mixed.errors + mixed.non2xx + mixed.timeouts,
-        rssMb: rssMb(vaultPid),
-      }),
-    );
-    rows.push(
-      await measure('tokenize at a fixed 2,000 req/s', vaultPid, {
-        url: `${vault.url}/v1/tokenize`,
-        headers: billing,
-        body: oneItem,
-        rate: 2000,
-      }),
-    );
-    rows.push(
-      await measure('detokenize at a fixed 2,000 req/s', vaultPid, {
-        url: `${vault.url}/v1/detokenize`,
-        headers: gateway,
-        body: oneToken,
-        rate: 2000,
-      }),
-    );
+
+    const echoRow = await measure('baseline: express+helmet echo', echo.proc.pid!, echoLoad);
+    const rows: Row[] = [echoRow];
+    const vs = (row: Row) => ({ ...row, ratio: row.reqPerSec / echoRow.reqPerSec, p99Ratio: row.p99 / Math.max(echoRow.p99, 1) });
+    // [scenario, load, compared with the echo baseline]
+    const scenarios: Array<[string, Omit<Load, 'url'>, boolean]> = [
+      ['tokenize, 1 value (durable)', { next: tokenize(oneItem) }, true],
+      ['detokenize, 1 value', { next: detokenize(oneToken) }, true],
+      ['tokenize, batch of 1,000 (random format)', { next: tokenize(batchItems), ...batch }, false],
+      ['tokenize, batch of 1,000 (pan format, last 4 kept)', { next: tokenize(batchPanFormat), ...batch }, false],
+      ['detokenize, batch of 1,000', { next: detokenize(batchTokens), ...batch }, false],
+      ['mixed 80% detokenize / 20% tokenize', { next: () => (Math.random() < 0.8 ? detokenize(oneToken)() : tokenize(oneItem)()) }, true],
+      ['tokenize at a fixed 2,000 req/s', { next: tokenize(oneItem), rate: 2000 }, false],
+      ['detokenize at a fixed 2,000 req/s', { next: detokenize(oneToken), rate: 2000 }, false],
+    ];
+    for (const [scenario, load, compared] of scenarios) {
+      const row = await measure(scenario, vaultPid, { url: vault.url, ...load });
+      rows.push(compared ? vs(row) : row);
+    }
 
     const extra: Record<string, unknown> = {};
     if (args.records) {
@@ -284,22 +248,12 @@ async function main(): Promise<void> {
       extra.bulkLoad = { records: target, ...load, dbBytesPerRecord: Math.round((after - before) / target) };
       // Look up tokens from all over the load, not just the warm ones issued first.
       const anyLoaded = () => JSON.stringify({ tokens: [sample[Math.floor(Math.random() * sample.length)]], purpose: 'charge' });
-      rows.push(
-        vs(
-          await measure(`detokenize, 1 value, at ${target} records`, vaultPid, {
-            url: `${vault.url}/v1/detokenize`,
-            headers: gateway,
-            body: anyLoaded,
-          }),
-        ),
-      );
+      rows.push(vs(await measure(`detokenize, 1 value, at ${target} records`, vaultPid, { url: vault.url, next: detokenize(anyLoaded) })));
       rows.push(
         await measure(`tokenize, batch of 1,000 (random format), at ${target} records`, vaultPid, {
-          url: `${vault.url}/v1/tokenize`,
-          headers: billing,
-          body: batchItems,
-          connections: 4,
-          valuesPerRequest: 1000,
+          url: vault.url,
+          next: tokenize(batchItems),
+          ...batch,
         }),
       );
     }
