@@ -89,10 +89,6 @@ export class MasterKeyring {
     return new MasterKeyring(version, new Map([...this.keys, [version, randomBytes(KEY_BYTES)]]));
   }
 
-  versions(): number[] {
-    return [...this.keys.keys()];
-  }
-
   key(version: number): Buffer | undefined {
     return this.keys.get(version);
   }

@@ -22,8 +22,9 @@ export async function detokenize(deps: VaultDeps, caller: Caller, request: Detok
   const records = await deps.store.findTokens(request.tokens);
   // Only real tokens the caller may see are named in the audit: a "token" that is not one could be
   // a value sent by mistake (a PAN), and must not be written down.
-  const visible = distinct(request.tokens.filter((t) => isVisible(caller, records.get(t))));
-  const unknown = request.tokens.length - request.tokens.filter((t) => isVisible(caller, records.get(t))).length;
+  const known = request.tokens.filter((t) => isVisible(caller, records.get(t)));
+  const visible = distinct(known);
+  const unknown = request.tokens.length - known.length;
   const audit = (fields: Partial<AuditEntry> & Pick<AuditEntry, 'outcome'>) =>
     deps.audit.append(auditEntry(deps, caller, { action: 'detokenize', tokens: visible, purpose, ...fields }));
 

@@ -274,10 +274,6 @@ export class SqliteStore implements VaultStore {
     return new Map(rows.map((r) => [`${r.tenant}/${r.version}`, r.n]));
   }
 
-  async countRecordsAtVersion(tenant: string, version: number): Promise<number> {
-    return this.run(() => (this.stmts.countAtVersion.get(tenant, version) as { n: number }).n);
-  }
-
   async rotateDataKey(next: DataKeyRecord, audit: PendingAudit, expectedActive?: number): Promise<boolean> {
     return this.write(() => {
       if (this.stmts.key.get(next.tenant, next.purpose, next.version)) return false;

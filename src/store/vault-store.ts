@@ -130,7 +130,6 @@ export interface VaultStore {
   listDataKeys(): Promise<DataKeyRecord[]>;
   /** How many records each (tenant, data key version) encrypts; key `${tenant}/${version}`. */
   recordCountsByKey(): Promise<Map<string, number>>;
-  countRecordsAtVersion(tenant: string, version: number): Promise<number>;
   /**
    * Demotes the active key of (tenant, purpose) to decrypt-only and makes `next` active, with its
    * audit row. False (nothing written) if `next.version` exists, or if the active version is not
