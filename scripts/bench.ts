@@ -6,6 +6,7 @@
  *   npm run bench                     full run (about 3 minutes)
  *   npm run bench -- --quick          smoke run (seconds; numbers are not meaningful)
  *   npm run bench -- --records 1000000   also measure with that many stored records
+ *   npm run bench -- --only "fixed"   only the scenarios whose name contains this (baselines always run)
  */
 import autocannon from 'autocannon';
 import { ChildProcess, spawn, spawnSync } from 'node:child_process';
@@ -13,6 +14,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync }
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { openLoop } from './open-loop';
 
 const ROOT = join(__dirname, '..', '..');
 const CLI = join(ROOT, 'bin', 'pii-vault.js');
@@ -30,7 +32,7 @@ interface Row {
 }
 
 const { values: args } = parseArgs({
-  options: { quick: { type: 'boolean', default: false }, records: { type: 'string' }, out: { type: 'string' } },
+  options: { quick: { type: 'boolean', default: false }, records: { type: 'string' }, out: { type: 'string' }, only: { type: 'string' } },
 });
 const QUICK = args.quick;
 const DURATION = QUICK ? 1 : 10;
@@ -87,7 +89,7 @@ interface Load {
   /** The next request to send (a POST with a JSON body). */
   next: () => Request;
   connections?: number;
-  /** A fixed overall request rate instead of as fast as possible. */
+  /** A fixed overall request rate (open loop) instead of as fast as possible (closed loop). */
   rate?: number;
   valuesPerRequest?: number;
   /** Seconds; the run's duration by default. */
@@ -95,11 +97,11 @@ interface Load {
 }
 
 async function measure(scenario: string, pid: number, load: Load): Promise<Row> {
+  if (load.rate) return measureOpenLoop(scenario, pid, { ...load, rate: load.rate });
   const result = await autocannon({
     url: load.url,
     connections: load.connections ?? CONNECTIONS,
     duration: load.duration ?? DURATION,
-    ...(load.rate ? { overallRate: load.rate } : {}),
     requests: [
       {
         setupRequest: (req: any) => {
@@ -124,6 +126,20 @@ async function measure(scenario: string, pid: number, load: Load): Promise<Row> 
     p50: result.latency.p50,
     p99: result.latency.p99,
     errors: result.errors + result.non2xx + result.timeouts,
+    rssMb: rssMb(pid),
+  };
+}
+
+/** A fixed arrival rate; latency counts from when each request was due (see open-loop.ts). */
+async function measureOpenLoop(scenario: string, pid: number, load: Load & { rate: number }): Promise<Row> {
+  const result = await openLoop({ url: load.url, rate: load.rate, durationSeconds: load.duration ?? DURATION, next: load.next });
+  return {
+    scenario,
+    reqPerSec: result.reqPerSec,
+    valuesPerSec: result.reqPerSec * (load.valuesPerRequest ?? 1),
+    p50: result.latency.p50,
+    p99: result.latency.p99,
+    errors: result.errors,
     rssMb: rssMb(pid),
   };
 }
@@ -221,7 +237,8 @@ async function main(): Promise<void> {
     });
 
     const echoRow = await measure('baseline: express+helmet echo', echo.proc.pid!, echoLoad);
-    const rows: Row[] = [echoRow];
+    const echoFixedRow = await measure('baseline: echo at a fixed 2,000 req/s (open loop)', echo.proc.pid!, { ...echoLoad, rate: 2000 });
+    const rows: Row[] = [echoRow, echoFixedRow];
     const vs = (row: Row) => ({ ...row, ratio: row.reqPerSec / echoRow.reqPerSec, p99Ratio: row.p99 / Math.max(echoRow.p99, 1) });
     // [scenario, load, compared with the echo baseline]
     const scenarios: Array<[string, Omit<Load, 'url'>, boolean]> = [
@@ -231,10 +248,11 @@ async function main(): Promise<void> {
       ['tokenize, batch of 1,000 (pan format, last 4 kept)', { next: tokenize(batchPanFormat), ...batch }, false],
       ['detokenize, batch of 1,000', { next: detokenize(batchTokens), ...batch }, false],
       ['mixed 80% detokenize / 20% tokenize', { next: () => (Math.random() < 0.8 ? detokenize(oneToken)() : tokenize(oneItem)()) }, true],
-      ['tokenize at a fixed 2,000 req/s', { next: tokenize(oneItem), rate: 2000 }, false],
-      ['detokenize at a fixed 2,000 req/s', { next: detokenize(oneToken), rate: 2000 }, false],
+      ['tokenize at a fixed 2,000 req/s (open loop)', { next: tokenize(oneItem), rate: 2000 }, false],
+      ['detokenize at a fixed 2,000 req/s (open loop)', { next: detokenize(oneToken), rate: 2000 }, false],
     ];
     for (const [scenario, load, compared] of scenarios) {
+      if (args.only && !scenario.includes(args.only)) continue;
       const row = await measure(scenario, vaultPid, { url: vault.url, ...load });
       rows.push(compared ? vs(row) : row);
     }

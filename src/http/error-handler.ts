@@ -1,4 +1,4 @@
-import type { NextFunction, Request, Response } from 'express';
+import type { ServerResponse } from 'node:http';
 import { AuditUnavailableError } from '../audit/audit-log';
 import { KmsUnavailableError } from '../crypto/aws-kms-key-provider';
 import { KeyUnavailableError } from '../crypto/key-provider';
@@ -6,6 +6,7 @@ import { ErrorCode, VaultError } from '../errors';
 import type { Logger } from '../logger';
 import { StaleDataKeyError, StoreUnavailableError, TokenCollisionError } from '../store/vault-store';
 import { IntegrityError } from '../crypto/aead';
+import { ApiRequest, Next, sendJson } from './pipeline';
 
 /** body-parser's error types, mapped to our codes. */
 const BODY_ERRORS: Record<string, ErrorCode> = {
@@ -40,7 +41,7 @@ export function toVaultError(err: unknown): VaultError {
 }
 
 export function errorHandler(logger: Logger) {
-  return (err: unknown, req: Request, res: Response, _next: NextFunction) => {
+  return (err: unknown, req: ApiRequest, res: ServerResponse, _next?: Next) => {
     const error = toVaultError(err);
     if (error.status >= 500) logger.error({ requestId: req.id, code: error.code, err: describeForLog(err) }, 'request failed');
     if (res.headersSent) return;
@@ -67,8 +68,8 @@ function describeForLog(err: unknown): Record<string, unknown> {
   return own ? { name: e.name, message: e.message } : { name: e?.name ?? typeof err, at };
 }
 
-export function sendError(res: Response, requestId: string, error: VaultError): void {
-  res.status(error.status).json({
+export function sendError(res: ServerResponse, requestId: string, error: VaultError): void {
+  sendJson(res, error.status, {
     error: { code: error.code, message: error.message, requestId, ...(error.details ? { details: error.details } : {}) },
   });
 }

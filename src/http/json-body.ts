@@ -1,5 +1,6 @@
-import type { NextFunction, Request, Response } from 'express';
+import type { ServerResponse } from 'node:http';
 import { VaultError } from '../errors';
+import { ApiRequest, isJsonRequest, Next } from './pipeline';
 
 /**
  * Reads a JSON body of at most `limit` bytes. Unlike a parser that drains an oversized body before
@@ -8,10 +9,13 @@ import { VaultError } from '../errors';
  * connection, so a 100 MiB upload costs neither memory nor time. Compressed bodies are refused.
  */
 export function jsonBody(limit: number) {
-  return (req: Request, res: Response, next: NextFunction) => {
+  return (req: ApiRequest, res: ServerResponse, next: Next) => {
     const hasBody = req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0;
-    if (!hasBody || !req.is('application/json')) return next();
-    const charset = /charset=([^;\s]+)/i.exec(req.headers['content-type'] ?? '')?.[1]?.toLowerCase().replace(/^"|"$/g, '');
+    if (!hasBody || !isJsonRequest(req)) return next();
+    const charset = /charset=([^;\s]+)/i
+      .exec(req.headers['content-type'] ?? '')?.[1]
+      ?.toLowerCase()
+      .replace(/^"|"$/g, '');
     const encoding = (req.headers['content-encoding'] ?? 'identity').toLowerCase();
     if ((charset && charset !== 'utf-8' && charset !== 'utf8') || encoding !== 'identity') {
       return refuse(req, res, next, new VaultError('unsupported_media_type', 'The body must be uncompressed UTF-8 application/json.'));
@@ -48,7 +52,7 @@ export function jsonBody(limit: number) {
 }
 
 /** Answers an error and closes the connection instead of reading what is left of the body. */
-function refuse(req: Request, res: Response, next: NextFunction, error: VaultError) {
+function refuse(req: ApiRequest, res: ServerResponse, next: Next, error: VaultError) {
   res.setHeader('Connection', 'close');
   res.once('finish', () => req.socket.destroySoon?.());
   next(error);
