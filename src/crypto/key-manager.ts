@@ -15,6 +15,12 @@ export interface KeyCacheOptions {
   ttlMs: number;
   /** How many unwrapped keys are kept at most. */
   maxEntries: number;
+  /**
+   * How long which version is active is believed without asking the store again. A version
+   * another process rotated away meanwhile is caught when writing (StaleDataKeyError), and the
+   * caller asks again with `forgetActive`.
+   */
+  activeTtlMs?: number;
 }
 
 /** The tenant used for keys that belong to the vault itself (the audit chain key). */
@@ -29,6 +35,7 @@ export class KeyManager {
   /** Calls made to the KEK provider (generate and unwrap), for metrics and the benchmark. */
   providerCalls = 0;
   private readonly pending = new Map<string, Promise<Buffer>>();
+  private readonly active = new Map<string, { record: DataKeyRecord; expires: number }>();
 
   constructor(
     private readonly store: VaultStore,
@@ -38,10 +45,27 @@ export class KeyManager {
 
   /** The active key of a tenant and purpose, created (version 1) on first use. */
   async activeKey(tenant: string, purpose: KeyPurpose): Promise<DataKey> {
-    const existing = await this.store.activeDataKey(tenant, purpose);
-    const { record, plaintext } = existing ? { record: existing, plaintext: undefined } : await this.createFirstKey(tenant, purpose);
-    const key = plaintext ?? (await this.unwrapCached(record));
-    return { version: record.version, key, encryptions: record.encryptions, createdAt: record.createdAt };
+    const id = `${tenant}\u0000${purpose}`;
+    let record = this.active.get(id);
+    if (!record || record.expires <= Date.now()) {
+      const existing = await this.store.activeDataKey(tenant, purpose);
+      const created = existing ? undefined : await this.createFirstKey(tenant, purpose);
+      record = { record: existing ?? created!.record, expires: Date.now() + (this.options.activeTtlMs ?? 1_000) };
+      this.active.set(id, record);
+      if (created?.plaintext) return toDataKey(record.record, created.plaintext);
+    }
+    return toDataKey(record.record, await this.unwrapCached(record.record));
+  }
+
+  /** Asks the store again next time: the version believed active was rotated away. */
+  forgetActive(tenant: string, purpose: KeyPurpose): void {
+    this.active.delete(`${tenant}\u0000${purpose}`);
+  }
+
+  /** Counts encryptions made under a version, so automatic rotation by count needs no store read. */
+  countEncryptions(tenant: string, purpose: KeyPurpose, version: number, n: number): void {
+    const entry = this.active.get(`${tenant}\u0000${purpose}`);
+    if (entry?.record.version === version) entry.record = { ...entry.record, encryptions: entry.record.encryptions + n };
   }
 
   /**
@@ -70,8 +94,12 @@ export class KeyManager {
       createdAt: Date.now(),
       encryptions: 0,
     };
-    if (!(await this.store.rotateDataKey(record, audit, expectedActive))) return undefined;
+    if (!(await this.store.rotateDataKey(record, audit, expectedActive))) {
+      this.forgetActive(tenant, purpose);
+      return undefined;
+    }
     this.cachePut(cacheKey(tenant, purpose, version), plaintext);
+    this.active.set(`${tenant}\u0000${purpose}`, { record, expires: Date.now() + (this.options.activeTtlMs ?? 1_000) });
     return { version, previous };
   }
 
@@ -95,6 +123,7 @@ export class KeyManager {
    */
   clear(): void {
     this.cache.clear();
+    this.active.clear();
   }
 
   /** Creates version 1; returns its plaintext too when this call's key won (no unwrap needed). */
@@ -172,6 +201,10 @@ export class KeyManager {
     }
     this.cache.set(id, { key, expires: Date.now() + this.options.ttlMs });
   }
+}
+
+function toDataKey(record: DataKeyRecord, key: Buffer): DataKey {
+  return { version: record.version, key, encryptions: record.encryptions, createdAt: record.createdAt };
 }
 
 export function context(tenant: string, purpose: KeyPurpose, version: number): EncryptionContext {

@@ -107,6 +107,7 @@ export async function rewrapKeys(deps: VaultDeps, caller: Caller, target: KekTar
         const from = { kekId: key.kekId, wrapped: key.wrapped };
         const to = await rewrapOne(deps, key, { kekId: key.kekId, blob: key.wrapped });
         if (await deps.store.updateWrappedKey(key, from, { kekId: to.kekId, wrapped: to.blob })) rewrapped++;
+        deps.keys.forgetActive(key.tenant, key.purpose);
         failed.delete(id);
       } catch (err) {
         failed.set(id, { tenant: key.tenant, purpose: key.purpose, version: key.version, error: (err as Error).message });

@@ -157,7 +157,10 @@ export class ReencryptJobs {
         outages = 0;
         await sleep(this.deps.reencrypt.pauseMs);
       } catch (err) {
-        if (err instanceof StaleDataKeyError) continue;
+        if (err instanceof StaleDataKeyError) {
+          this.deps.keys.forgetActive(tenant, 'data');
+          continue;
+        }
         if (!(err instanceof KeyUnavailableError) || ++outages > MAX_OUTAGE_RETRIES) throw err;
         await sleep(Math.min(30_000, 250 * 2 ** outages));
       }

@@ -38,6 +38,7 @@ export async function tokenize(deps: VaultDeps, caller: Caller, request: Tokeniz
     } catch (err) {
       // A rotation committed between reading the active key and storing: seal again under the new one.
       if (!(err instanceof StaleDataKeyError) || attempt >= 3) throw err;
+      deps.keys.forgetActive(tenant, 'data');
     }
   }
 }
@@ -82,6 +83,7 @@ async function sealAndStore(
   });
   const sealer = await deps.audit.sealer();
   const tokens = await deps.store.insertTokens(records, { entry, sealer }, (index) => buildRecord(prepared[index]), now);
+  deps.keys.countEncryptions(tenant, 'data', dataKey.version, records.length + records.filter((r) => r.subjectSealed).length);
   return { items: tokens.map((token, i) => ({ token, type: prepared[i].type })) };
 }
 
@@ -105,7 +107,9 @@ function refuseCardNumbersInMetadata(item: TokenizeItem, index: number): void {
       for (const run of text.match(/\d[\d -]{10,}\d/g) ?? []) {
         const digits = run.replace(/[ -]/g, '');
         if (digits.length >= 12 && digits.length <= 19 && luhnValid(digits)) {
-          throw new VaultError('invalid_request', `items[${index}].metadata: metadata is stored in clear and must not hold card numbers.`, { index });
+          throw new VaultError('invalid_request', `items[${index}].metadata: metadata is stored in clear and must not hold card numbers.`, {
+            index,
+          });
         }
       }
     }

@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { openVault } from '../../src/open-vault';
 import { createTestVault, TestVault } from '../helpers/test-vault';
 
 describe('key lifecycle API (local master key)', () => {
@@ -216,5 +217,22 @@ describe('key lifecycle API (local master key)', () => {
     expect(unconfigured.body.error.message).to.match(/not configured/);
     expect((await v.http.post('/v1/keys/abc/retire').set(security()).send({})).status).to.equal(404);
     expect((await v.http.get('/v1/jobs/not-a-job').set(security())).status).to.equal(404);
+  });
+
+  it('picks up a rotation made by another process: no failed request, new records under the new version', async () => {
+    // This process believes v1 is active (it is cached for a second); another process rotates.
+    const other = await openVault(v.config);
+    try {
+      await other.vault.rotateKeys({ principal: other.vault.authenticate(v.keys.security)!, requestId: 'other-process' }, {});
+    } finally {
+      await other.close();
+    }
+    const res = await v.http
+      .post('/v1/tokenize')
+      .set(v.as('billing'))
+      .send({ items: [{ type: 'text', value: 'after the other rotation' }] });
+    expect(res.status).to.equal(200);
+    const meta = await v.http.get(`/v1/tokens/${res.body.items[0].token}`).set(security());
+    expect(meta.body.keyVersion).to.equal(2);
   });
 });
