@@ -75,6 +75,8 @@ export class SqliteStore implements VaultStore {
   readonly db: Database.Database;
   private readonly stmts;
   private pending: Array<{ work: () => unknown; resolve: (value: unknown) => void; reject: (error: unknown) => void }> = [];
+  /** A transaction around `work`, or a savepoint when already in one (built once: building is costly). */
+  private readonly transactionally: (work: () => unknown) => unknown;
 
   constructor(
     readonly file: string,
@@ -92,6 +94,7 @@ export class SqliteStore implements VaultStore {
     }
     this.migrateNow();
     this.stmts = this.prepare();
+    this.transactionally = this.db.transaction((work: () => unknown) => work());
   }
 
   /** Applies pending migrations; each in its own transaction with its version record. */
@@ -435,17 +438,17 @@ export class SqliteStore implements VaultStore {
     this.pending = [];
     const outcomes: Array<{ ok: true; value: unknown } | { ok: false; error: unknown }> = [];
     try {
-      this.db.transaction(() => {
+      this.transactionally(() => {
         for (const op of batch) {
           try {
-            outcomes.push({ ok: true, value: this.db.transaction(op.work)() });
+            outcomes.push({ ok: true, value: this.transactionally(op.work) });
           } catch (error) {
             // Some failures (disk full, I/O) make SQLite roll back the whole transaction: then nothing of the group stands.
             if (!this.db.inTransaction) throw error;
             outcomes.push({ ok: false, error: this.mapError(error) });
           }
         }
-      })();
+      });
     } catch (err) {
       const error = this.mapError(err);
       for (const op of batch) op.reject(error);

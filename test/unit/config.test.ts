@@ -6,30 +6,29 @@ import { CONFIG_FILE, ConfigError, ConfigSchema, dataPath, defaultConfigFile, lo
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { caught } from '../helpers/caught';
 
-
 /** Every default, spelled out independently of the schema (as the README documents them). */
 const DOCUMENTED_DEFAULTS = {
-      host: '127.0.0.1',
-      port: 8080,
-      databaseFile: 'vault.db',
-      keyProvider: { type: 'local', keyFile: 'master.key', kms: { allowedKeyIds: [], timeoutMs: 2000, maxAttempts: 3 } },
-      policyFile: 'policy.json',
-      logLevel: 'info',
-      keyCacheTtlSeconds: 900,
-      keyCacheMaxEntries: 10_000,
-      dekMaxAgeDays: 90,
-      dekMaxEncryptions: 2 ** 30,
-      reencryptBatchSize: 200,
-      reencryptPauseMs: 5,
-      rateLimits: { default: { ratePerSecond: 2000, burst: 4000 }, roles: {} },
-      authFailuresPerMinute: 20,
-      maxConcurrentRequests: 512,
-      shutdownTimeoutMs: 10_000,
-      headersTimeoutMs: 10_000,
-      requestTimeoutMs: 30_000,
-      keepAliveTimeoutMs: 5_000,
-      databaseBusyTimeoutMs: 5_000,
-      metrics: true,
+  host: '127.0.0.1',
+  port: 8080,
+  databaseFile: 'vault.db',
+  keyProvider: { type: 'local', keyFile: 'master.key', kms: { allowedKeyIds: [], timeoutMs: 2000, maxAttempts: 3 } },
+  policyFile: 'policy.json',
+  logLevel: 'info',
+  keyCacheTtlSeconds: 900,
+  keyCacheMaxEntries: 10_000,
+  dekMaxAgeDays: 90,
+  dekMaxEncryptions: 2 ** 30,
+  reencryptBatchSize: 200,
+  reencryptPauseMs: 5,
+  rateLimits: { default: { ratePerSecond: 2000, burst: 4000 }, roles: {} },
+  authFailuresPerMinute: 20,
+  maxConcurrentRequests: 512,
+  shutdownTimeoutMs: 10_000,
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 30_000,
+  keepAliveTimeoutMs: 5_000,
+  databaseBusyTimeoutMs: 5_000,
+  metrics: true,
 };
 
 describe('config / loadConfig', () => {

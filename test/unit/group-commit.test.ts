@@ -59,15 +59,13 @@ describe('store / SqliteStore group commit', () => {
   });
 
   it('concurrent writes commit together in one transaction, and one failing write does not undo the others', async () => {
-    // Count top-level transactions (nested ones are savepoints).
+    // Each flush is one transaction (its writes are savepoints inside it).
     let transactions = 0;
-    const original = store.db.transaction.bind(store.db);
-    (store.db as { transaction: unknown }).transaction = (fn: (...a: unknown[]) => unknown) => {
-      const wrapped = original(fn);
-      return (...a: unknown[]) => {
-        if (!store.db.inTransaction) transactions++;
-        return wrapped(...a);
-      };
+    const internals = store as unknown as { flush: () => void };
+    const flush = internals.flush.bind(store);
+    internals.flush = () => {
+      transactions++;
+      flush();
     };
     const writes = Array.from({ length: 50 }, (_, i) =>
       store.insertTokens([record(`tok_${i}`, i === 17 ? 9 : 1)], { entry: entry(), sealer }, () => record(`tok_r${i}`), 0),
