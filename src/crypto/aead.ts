@@ -47,12 +47,16 @@ export class IntegrityError extends Error {
  * length-prefixed, so ("ab","c") and ("a","bc") never encode the same.
  */
 export function encodeFields(label: string, fields: ReadonlyArray<string | number>): Buffer {
-  const parts: Buffer[] = [];
-  for (const field of [label, ...fields.map(String)]) {
-    const bytes = Buffer.from(field, 'utf8');
-    const len = Buffer.alloc(4);
-    len.writeUInt32BE(bytes.length);
-    parts.push(len, bytes);
+  const strings = [label, ...fields.map(String)];
+  let size = 0;
+  for (const text of strings) size += 4 + Buffer.byteLength(text, 'utf8');
+  // Every byte is written below, so the unzeroed allocation leaks nothing.
+  const out = Buffer.allocUnsafe(size);
+  let at = 0;
+  for (const text of strings) {
+    const length = out.write(text, at + 4, 'utf8');
+    out.writeUInt32BE(length, at);
+    at += 4 + length;
   }
-  return Buffer.concat(parts);
+  return out;
 }

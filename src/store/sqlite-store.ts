@@ -249,7 +249,7 @@ export class SqliteStore implements VaultStore {
   }
 
   async findTokens(tokens: readonly string[]): Promise<Map<string, TokenRecord>> {
-    return this.run(() => {
+    const lookup = () => {
       const found = new Map<string, TokenRecord>();
       for (const token of tokens) {
         if (found.has(token)) continue;
@@ -257,7 +257,9 @@ export class SqliteStore implements VaultStore {
         if (row) found.set(token, toTokenRecord(row));
       }
       return found;
-    });
+    };
+    // A batch reads in one transaction: one snapshot, and one WAL read lock instead of one per token.
+    return this.run(() => (tokens.length > 1 ? (this.transactionally(lookup) as Map<string, TokenRecord>) : lookup()));
   }
 
   async deleteToken(tenant: string, token: string, audit: PendingAudit): Promise<boolean> {
