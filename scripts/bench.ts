@@ -240,6 +240,8 @@ async function main(): Promise<void> {
     const echoFixedRow = await measure('baseline: echo at a fixed 2,000 req/s (open loop)', echo.proc.pid!, { ...echoLoad, rate: 2000 });
     const rows: Row[] = [echoRow, echoFixedRow];
     const vs = (row: Row) => ({ ...row, ratio: row.reqPerSec / echoRow.reqPerSec, p99Ratio: row.p99 / Math.max(echoRow.p99, 1) });
+    // At a fixed rate only latency is compared, with the echo server at the same rate.
+    const vsFixed = (row: Row) => ({ ...row, p99Ratio: row.p99 / Math.max(echoFixedRow.p99, 0.01) });
     // [scenario, load, compared with the echo baseline]
     const scenarios: Array<[string, Omit<Load, 'url'>, boolean]> = [
       ['tokenize, 1 value (durable)', { next: tokenize(oneItem) }, true],
@@ -254,7 +256,7 @@ async function main(): Promise<void> {
     for (const [scenario, load, compared] of scenarios) {
       if (args.only && !scenario.includes(args.only)) continue;
       const row = await measure(scenario, vaultPid, { url: vault.url, ...load });
-      rows.push(compared ? vs(row) : row);
+      rows.push(load.rate ? vsFixed(row) : compared ? vs(row) : row);
     }
 
     const extra: Record<string, unknown> = {};
