@@ -45,26 +45,30 @@ export class KeyManager {
 
   /** The active key of a tenant and purpose, created (version 1) on first use. */
   async activeKey(tenant: string, purpose: KeyPurpose): Promise<DataKey> {
-    const id = `${tenant}\u0000${purpose}`;
-    let record = this.active.get(id);
-    if (!record || record.expires <= Date.now()) {
+    let believed = this.active.get(activeId(tenant, purpose));
+    if (!believed || believed.expires <= Date.now()) {
       const existing = await this.store.activeDataKey(tenant, purpose);
       const created = existing ? undefined : await this.createFirstKey(tenant, purpose);
-      record = { record: existing ?? created!.record, expires: Date.now() + (this.options.activeTtlMs ?? 1_000) };
-      this.active.set(id, record);
-      if (created?.plaintext) return toDataKey(record.record, created.plaintext);
+      believed = this.believeActive(existing ?? created!.record);
+      if (created?.plaintext) return toDataKey(believed.record, created.plaintext);
     }
-    return toDataKey(record.record, await this.unwrapCached(record.record));
+    return toDataKey(believed.record, await this.unwrapCached(believed.record));
+  }
+
+  private believeActive(record: DataKeyRecord): { record: DataKeyRecord; expires: number } {
+    const believed = { record, expires: Date.now() + (this.options.activeTtlMs ?? 1_000) };
+    this.active.set(activeId(record.tenant, record.purpose), believed);
+    return believed;
   }
 
   /** Asks the store again next time: the version believed active was rotated away. */
   forgetActive(tenant: string, purpose: KeyPurpose): void {
-    this.active.delete(`${tenant}\u0000${purpose}`);
+    this.active.delete(activeId(tenant, purpose));
   }
 
   /** Counts encryptions made under a version, so automatic rotation by count needs no store read. */
   countEncryptions(tenant: string, purpose: KeyPurpose, version: number, n: number): void {
-    const entry = this.active.get(`${tenant}\u0000${purpose}`);
+    const entry = this.active.get(activeId(tenant, purpose));
     if (entry?.record.version === version) entry.record = { ...entry.record, encryptions: entry.record.encryptions + n };
   }
 
@@ -99,7 +103,7 @@ export class KeyManager {
       return undefined;
     }
     this.cachePut(cacheKey(tenant, purpose, version), plaintext);
-    this.active.set(`${tenant}\u0000${purpose}`, { record, expires: Date.now() + (this.options.activeTtlMs ?? 1_000) });
+    this.believeActive(record);
     return { version, previous };
   }
 
@@ -209,6 +213,10 @@ function toDataKey(record: DataKeyRecord, key: Buffer): DataKey {
 
 export function context(tenant: string, purpose: KeyPurpose, version: number): EncryptionContext {
   return { tenant, purpose, version: String(version) };
+}
+
+function activeId(tenant: string, purpose: KeyPurpose): string {
+  return `${tenant}\u0000${purpose}`;
 }
 
 function cacheKey(tenant: string, purpose: KeyPurpose, version: number): string {

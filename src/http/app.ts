@@ -262,7 +262,6 @@ function certificatePrincipal(vault: Vault, req: IncomingMessage): Principal | u
 
 function handle(vault: Vault, route: Route): Middleware {
   return async (req, res) => {
-    req.routePath = route.path;
     if (route.body) {
       if (!isJsonRequest(req)) throw new VaultError('unsupported_media_type');
       rejectOversizedBatch(req.body);
