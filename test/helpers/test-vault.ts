@@ -16,6 +16,8 @@ export interface TestVault {
   http: ReturnType<typeof supertest>;
   /** Headers for a starter principal. */
   as(principal: keyof Required<StarterKeys>): Record<string, string>;
+  /** Tokenizes through the API as billing; throws unless answered 200. Returns the tokens in order. */
+  tokenize(items: object[]): Promise<string[]>;
   close(): Promise<void>;
 }
 
@@ -40,13 +42,22 @@ export async function createTestVault(limits: Partial<HttpLimits> = {}): Promise
       ...limits,
     },
   });
+  const http = supertest(app);
   return {
     dir,
     config,
     keys: apiKeys as Required<StarterKeys>,
     opened,
-    http: supertest(app),
+    http,
     as: (principal) => ({ Authorization: `Bearer ${apiKeys[principal]}` }),
+    tokenize: async (items) => {
+      const res = await http
+        .post('/v1/tokenize')
+        .set({ Authorization: `Bearer ${apiKeys.billing}` })
+        .send({ items });
+      if (res.status !== 200) throw new Error(`tokenize answered ${res.status}: ${JSON.stringify(res.body)}`);
+      return res.body.items.map((item: { token: string }) => item.token);
+    },
     close: async () => {
       await opened.close();
       rmSync(join(dir, '..'), { recursive: true, force: true });

@@ -6,11 +6,7 @@ describe('audit API', () => {
   let token: string;
   beforeEach(async () => {
     v = await createTestVault();
-    const res = await v.http
-      .post('/v1/tokenize')
-      .set(v.as('billing'))
-      .send({ items: [{ type: 'pan', value: '4111111111111111' }] });
-    token = res.body.items[0].token;
+    [token] = await v.tokenize([{ type: 'pan', value: '4111111111111111' }]);
   });
   afterEach(() => v.close());
 

@@ -8,17 +8,11 @@ describe('POST /v1/detokenize', () => {
   let email: string;
   beforeEach(async () => {
     v = await createTestVault();
-    const res = await v.http
-      .post('/v1/tokenize')
-      .set(v.as('billing'))
-      .send({
-        items: [
-          { type: 'pan', value: '4242 4242 4242 4242' },
-          { type: 'ssn', value: '123-45-6789' },
-          { type: 'email', value: 'Jane.Doe@Example.com' },
-        ],
-      });
-    [pan, ssn, email] = res.body.items.map((i: { token: string }) => i.token);
+    [pan, ssn, email] = await v.tokenize([
+      { type: 'pan', value: '4242 4242 4242 4242' },
+      { type: 'ssn', value: '123-45-6789' },
+      { type: 'email', value: 'Jane.Doe@Example.com' },
+    ]);
   });
   afterEach(() => v.close());
 
@@ -128,13 +122,9 @@ describe('GET and DELETE /v1/tokens/:token', () => {
   let token: string;
   beforeEach(async () => {
     v = await createTestVault();
-    const res = await v.http
-      .post('/v1/tokenize')
-      .set(v.as('billing'))
-      .send({
-        items: [{ type: 'ssn', value: '123-45-6789', subject: 'cust_42', metadata: { source: 'signup', plan: 3 }, ttlSeconds: 3600 }],
-      });
-    token = res.body.items[0].token;
+    [token] = await v.tokenize([
+      { type: 'ssn', value: '123-45-6789', subject: 'cust_42', metadata: { source: 'signup', plan: 3 }, ttlSeconds: 3600 },
+    ]);
   });
   afterEach(() => v.close());
 

@@ -7,12 +7,7 @@ describe('faults: locked database, full disk', () => {
   let token: string;
   beforeEach(async () => {
     v = await createTestVault();
-    token = (
-      await v.http
-        .post('/v1/tokenize')
-        .set(v.as('billing'))
-        .send({ items: [{ type: 'pan', value: '4111111111111111' }] })
-    ).body.items[0].token;
+    [token] = await v.tokenize([{ type: 'pan', value: '4111111111111111' }]);
     v.opened.store.db.pragma('busy_timeout = 100');
   });
   afterEach(() => v.close());
@@ -110,12 +105,7 @@ describe('access control through HTTP: every starter role × value action × dat
         expect(tok.status === 200 ? 'allow' : 'deny', `${role} tokenize ${type}`).to.equal(expected(role, 'tokenize', type));
         if (tok.status !== 200) expect(tok.status).to.equal(403);
 
-        const fresh = (
-          await v.http
-            .post('/v1/tokenize')
-            .set(v.as('billing'))
-            .send({ items: [{ type, value: VALUES[type] }] })
-        ).body.items[0].token;
+        const [fresh] = await v.tokenize([{ type, value: VALUES[type] }]);
         const det = await v.http
           .post('/v1/detokenize')
           .set(v.as(role))

@@ -12,11 +12,7 @@ describe('direct dispatch of fixed-path routes answers exactly as express does',
   let token: string;
   before(async () => {
     v = await createTestVault();
-    const res = await v.http
-      .post('/v1/tokenize')
-      .set(v.as('billing'))
-      .send({ items: [{ type: 'pan', value: '4111111111111111' }] });
-    token = res.body.items[0].token;
+    [token] = await v.tokenize([{ type: 'pan', value: '4111111111111111' }]);
   });
   after(() => v.close());
 

@@ -8,7 +8,7 @@ describe('key lifecycle API (local master key)', () => {
   beforeEach(async () => {
     v = await createTestVault();
     const items = Array.from({ length: 30 }, (_, i) => ({ type: 'text', value: `value-${i}`, subject: `cust_${i}` }));
-    tokens = (await v.http.post('/v1/tokenize').set(v.as('billing')).send({ items })).body.items.map((i: { token: string }) => i.token);
+    tokens = await v.tokenize(items);
   });
   afterEach(() => v.close());
 

@@ -39,7 +39,7 @@ describe('vault on AWS KMS (dev KMS through the real SDK)', function () {
       maxAttempts: 2,
     });
     const items = Array.from({ length: 20 }, (_, i) => ({ type: 'pan', value: i % 2 ? '4111111111111111' : '5555555555554444' }));
-    tokens = (await v.http.post('/v1/tokenize').set(v.as('billing')).send({ items })).body.items.map((i: { token: string }) => i.token);
+    tokens = await v.tokenize(items);
   });
   afterEach(async () => {
     kms.clearFaults();

@@ -21,13 +21,11 @@ describe('storage security', () => {
   });
   afterEach(() => v.close());
 
-  const tokenize = async (items: object[]) =>
-    (await v.http.post('/v1/tokenize').set(v.as('billing')).send({ items })).body.items.map((i: { token: string }) => i.token) as string[];
   const charge = (tokens: string[]) => v.http.post('/v1/detokenize').set(v.as('gateway')).send({ tokens, purpose: 'charge' });
   const db = () => v.opened.store.db;
 
   it('never writes a plaintext value or subject id to the database, WAL or shm file', async () => {
-    await tokenize(CANARIES.map((c) => ({ type: c.type, value: c.value, deterministic: true, subject: 'canary-subject-77' })));
+    await v.tokenize(CANARIES.map((c) => ({ type: c.type, value: c.value, deterministic: true, subject: 'canary-subject-77' })));
     await v.http
       .post('/v1/detokenize')
       .set(v.as('support'))
@@ -43,7 +41,7 @@ describe('storage security', () => {
   });
 
   it('keeps values out of audit rows; subject ids appear only as HMACs', async () => {
-    await tokenize([{ type: 'pan', value: '4000056655665556', subject: 'cust_secret_42' }]);
+    await v.tokenize([{ type: 'pan', value: '4000056655665556', subject: 'cust_secret_42' }]);
     const rows = JSON.stringify(db().prepare('SELECT * FROM audit').all());
     expect(rows).not.to.contain('4000056655665556');
     expect(rows).not.to.contain('cust_secret_42');
@@ -55,7 +53,7 @@ describe('storage security', () => {
   describe('tampering gives integrity_failed, never a wrong value', () => {
     let tokens: string[];
     beforeEach(async () => {
-      tokens = await tokenize([
+      tokens = await v.tokenize([
         { type: 'pan', value: '4111111111111111' },
         { type: 'pan', value: '5555555555554444' },
       ]);
@@ -132,7 +130,7 @@ describe('storage security', () => {
   describe('fail closed when the audit log cannot be written', () => {
     let token: string;
     beforeEach(async () => {
-      [token] = await tokenize([{ type: 'pan', value: '4111111111111111' }]);
+      [token] = await v.tokenize([{ type: 'pan', value: '4111111111111111' }]);
       db().exec("CREATE TRIGGER audit_broken BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'disk says no'); END");
     });
 
