@@ -82,7 +82,10 @@ export async function startServer(config: VaultConfig, logger: Logger = createLo
         const drained = new Promise<void>((resolve) => server.close(() => resolve()));
         const idle = setInterval(() => server.closeIdleConnections(), 50);
         server.closeIdleConnections();
-        const timer = setTimeout(() => server.closeAllConnections(), config.shutdownTimeoutMs);
+        const timer = setTimeout(() => {
+          logger.warn({ shutdownTimeoutMs: config.shutdownTimeoutMs }, 'shutdown timeout reached: closing the connections still open');
+          server.closeAllConnections();
+        }, config.shutdownTimeoutMs);
         await drained;
         clearInterval(idle);
         clearTimeout(timer);

@@ -843,8 +843,7 @@ describe('HTTP fuzz: generated requests against one vault', function () {
   });
 
   it('afterwards: the process is alive, the vault ready and working, the audit chain intact, the heap bounded', async () => {
-    // Let re-encryption jobs the fuzz started finish before checking and closing the vault.
-    const deadline = Date.now() + 30_000;
+    // Let re-encryption jobs the fuzz started finish before checking and closing the vault (the test's timeout bounds the wait).
     for (const id of known.jobs) {
       for (;;) {
         const res = await v.http.get(`/v1/jobs/${id}`).set(v.as('security'));
@@ -853,7 +852,6 @@ describe('HTTP fuzz: generated requests against one vault', function () {
           expect(res.body.state, `job ${id}: ${JSON.stringify(res.body)}`).to.equal('completed');
           break;
         }
-        expect(Date.now(), `job ${id} still running`).to.be.below(deadline);
         await new Promise((r) => setTimeout(r, 50));
       }
     }
