@@ -1,5 +1,6 @@
-import { existsSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { writeFileAtomic } from './atomic-write';
 import { AuditLog } from './audit/audit-log';
 import { CONFIG_FILE, ConfigError, VaultConfig, dataPath } from './config';
 import { AwsKmsKeyProvider } from './crypto/aws-kms-key-provider';
@@ -167,7 +168,5 @@ function rememberPrimary(config: VaultConfig, target: KekTarget): void {
   const raw = JSON.parse(readFileSync(file, 'utf8'));
   raw.keyProvider = { ...(raw.keyProvider ?? {}), type: target.type };
   if (target.type === 'aws-kms') raw.keyProvider.kms = { ...(raw.keyProvider.kms ?? {}), keyId: target.keyId };
-  const tmp = `${file}.${process.pid}.tmp`;
-  writeFileSync(tmp, JSON.stringify(raw, null, 2) + '\n', { mode: 0o600 });
-  renameSync(tmp, file);
+  writeFileAtomic(file, JSON.stringify(raw, null, 2) + '\n', { mode: 0o600 });
 }
