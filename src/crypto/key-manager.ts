@@ -179,7 +179,9 @@ export class KeyManager {
       );
     } catch (err) {
       if (err instanceof IntegrityError) {
-        throw new IntegrityError(`cannot unwrap ${record.purpose} key v${record.version}: wrong master key or tampered key record`);
+        throw new IntegrityError(
+          `cannot unwrap ${record.purpose} key v${record.version}: wrong master key or tampered key record (${err.message})`,
+        );
       }
       throw err;
     }
