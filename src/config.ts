@@ -42,7 +42,8 @@ export const ConfigSchema = Type.Object(
             ),
             allowedKeyIds: Type.Array(Type.String({ minLength: 1 }), {
               default: [],
-              description: 'Other KMS keys a rewrap may switch to; the API accepts no key outside keyId and this list.',
+              description:
+                'Other KMS keys a rewrap may switch to; the API accepts no key outside keyId and this list, and no data key wrapped under another key unwraps.',
             }),
             region: Type.Optional(
               Type.String({ description: 'AWS region; else the SDK default chain (AWS_REGION). Env PII_VAULT_KMS_REGION.' }),

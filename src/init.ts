@@ -1,5 +1,6 @@
-import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { chmodSync, existsSync, mkdirSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fsyncDirectory, writeFileAtomic } from './atomic-write';
 import { CONFIG_FILE, defaultConfigFile, loadConfig } from './config';
 import { MasterKeyring } from './crypto/local-key-provider';
 import { openVault } from './open-vault';
@@ -42,8 +43,9 @@ export async function initDataDir(dataDir: string, options: { force?: boolean; e
   }
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   chmodSync(dir, 0o700);
+  fsyncDirectory(dirname(dir));
 
-  const writeNew = (file: string, contents: string) => writeFileSync(join(dir, file), contents, { mode: 0o600, flag: 'wx' });
+  const writeNew = (file: string, contents: string) => writeFileAtomic(join(dir, file), contents, { mode: 0o600, exclusive: true });
   if (!existsSync(join(dir, CONFIG_FILE))) writeNew(CONFIG_FILE, JSON.stringify(defaultConfigFile(), null, 2) + '\n');
   const config = loadConfig(dir, {}, {});
   const keyFile = join(dir, config.keyProvider.keyFile);
@@ -53,8 +55,7 @@ export async function initDataDir(dataDir: string, options: { force?: boolean; e
   const hashes = Object.fromEntries(STARTER_PRINCIPALS.map((p) => [p, hashApiKey(apiKeys[p])])) as Required<StarterKeys>;
   const policyPath = join(dir, config.policyFile);
   const policy = existsSync(policyPath) ? reissueKeys(loadPolicyFile(policyPath), hashes) : starterPolicy(hashes);
-  writeFileSync(policyPath, JSON.stringify(policy, null, 2) + '\n', { mode: 0o600 });
-  chmodSync(policyPath, 0o600);
+  writeFileAtomic(policyPath, JSON.stringify(policy, null, 2) + '\n', { mode: 0o600 });
 
   // Opening creates the schema and the vault's audit key, and proves the master key fits.
   const opened = await openVault(config);

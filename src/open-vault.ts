@@ -1,5 +1,6 @@
-import { existsSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { writeFileAtomic } from './atomic-write';
 import { AuditLog } from './audit/audit-log';
 import { CONFIG_FILE, ConfigError, VaultConfig, dataPath } from './config';
 import { AwsKmsKeyProvider } from './crypto/aws-kms-key-provider';
@@ -116,7 +117,10 @@ function checkDurability(store: SqliteStore): void {
 async function createKekControl(config: VaultConfig): Promise<KekControl> {
   const keyring = loadKeyring(config);
   const local = keyring && new LocalKeyProvider(keyring);
-  const kmsFor = (keyId: string) => AwsKmsKeyProvider.fromSettings({ ...config.keyProvider.kms, keyId }).init();
+  // Whichever key wraps new data keys, every configured key may unwrap, and no other.
+  const allowedKeyIds = () => [config.keyProvider.kms.keyId, ...config.keyProvider.kms.allowedKeyIds].filter((id): id is string => !!id);
+  const kmsFor = (keyId: string) =>
+    AwsKmsKeyProvider.fromSettings({ ...config.keyProvider.kms, keyId, allowedKeyIds: allowedKeyIds() }).init();
   let kms: AwsKmsKeyProvider | undefined;
   if (config.keyProvider.type === 'aws-kms') {
     const keyId = config.keyProvider.kms.keyId;
@@ -145,9 +149,8 @@ async function createKekControl(config: VaultConfig): Promise<KekControl> {
         provider.setPrimary(local);
       } else {
         const keyId = target.keyId ?? config.keyProvider.kms.keyId;
-        const allowed = [config.keyProvider.kms.keyId, ...config.keyProvider.kms.allowedKeyIds].filter(Boolean);
         // The KEK must be one the operator configured: a caller must not point the vault at a key it controls.
-        if (!keyId || !allowed.includes(keyId)) {
+        if (!keyId || !allowedKeyIds().includes(keyId)) {
           throw new VaultError(
             'forbidden',
             `KMS key ${keyId ?? '(none)'} is not configured; add it to keyProvider.kms.keyId or allowedKeyIds first.`,
@@ -166,8 +169,12 @@ function rememberPrimary(config: VaultConfig, target: KekTarget): void {
   const file = join(config.dataDir, CONFIG_FILE);
   const raw = JSON.parse(readFileSync(file, 'utf8'));
   raw.keyProvider = { ...(raw.keyProvider ?? {}), type: target.type };
-  if (target.type === 'aws-kms') raw.keyProvider.kms = { ...(raw.keyProvider.kms ?? {}), keyId: target.keyId };
-  const tmp = `${file}.${process.pid}.tmp`;
-  writeFileSync(tmp, JSON.stringify(raw, null, 2) + '\n', { mode: 0o600 });
-  renameSync(tmp, file);
+  if (target.type === 'aws-kms') {
+    const kms = { allowedKeyIds: [], ...(raw.keyProvider.kms ?? {}) };
+    // The key switched away from stays allowed: data keys a rewrap has not moved yet are still under it.
+    const previous: string | undefined = kms.keyId ?? config.keyProvider.kms.keyId;
+    if (previous && previous !== target.keyId && !kms.allowedKeyIds.includes(previous)) kms.allowedKeyIds.push(previous);
+    raw.keyProvider.kms = { ...kms, keyId: target.keyId };
+  }
+  writeFileAtomic(file, JSON.stringify(raw, null, 2) + '\n', { mode: 0o600 });
 }

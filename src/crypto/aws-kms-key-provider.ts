@@ -12,6 +12,8 @@ import { EncryptionContext, KeyProvider, KeyUnavailableError, ProviderDescriptio
 export interface AwsKmsSettings {
   /** Key id, key ARN, alias (`alias/name`) or alias ARN. */
   keyId: string;
+  /** Other keys (same forms) whose wrapped data keys may be unwrapped; `keyId` always may. */
+  allowedKeyIds?: readonly string[];
   region?: string;
   /** Endpoint override (a VPC endpoint, or the dev KMS for tests and local runs). */
   endpoint?: string;
@@ -30,6 +32,8 @@ export class KmsUnavailableError extends KeyUnavailableError {
 }
 
 const HEALTH_TTL_MS = 5_000;
+const KMS_ARN = /^arn:aws[a-z-]*:kms:/;
+const KEY_ARN = /^arn:aws[a-z-]*:kms:[^:]+:\d+:key\/[^/]+$/;
 
 /**
  * KEK in AWS KMS: GenerateDataKey for new data keys, Decrypt to unwrap, Encrypt or ReEncrypt to
@@ -38,11 +42,14 @@ const HEALTH_TTL_MS = 5_000;
  */
 export class AwsKmsKeyProvider extends KeyProvider {
   private arn: string | undefined;
+  /** ARNs of the keys a wrapped data key may name: resolved at start-up, checked before every KMS call that unwraps. */
+  private allowedArns = new Set<string>();
   private health: { ok: boolean; at: number } | undefined;
 
   constructor(
     private readonly keyId: string,
     private readonly client: KMSClient,
+    private readonly allowedKeyIds: readonly string[] = [],
   ) {
     super();
   }
@@ -55,29 +62,41 @@ export class AwsKmsKeyProvider extends KeyProvider {
       maxAttempts: settings.maxAttempts ?? 3,
       requestHandler: { connectionTimeout: timeout, requestTimeout: timeout },
     });
-    return new AwsKmsKeyProvider(settings.keyId, client);
+    return new AwsKmsKeyProvider(settings.keyId, client, settings.allowedKeyIds);
   }
 
-  /** Resolves the key to its ARN and checks it is enabled (DescribeKey); call once at start-up. */
+  /**
+   * Resolves the key to its ARN and checks it is enabled (DescribeKey); resolves each allowed key
+   * (an alias to the ARN it names now) the same way. Call once at start-up.
+   */
   async init(): Promise<this> {
-    const out = await this.call(() => this.client.send(new DescribeKeyCommand({ KeyId: this.keyId })));
-    const meta = out.KeyMetadata;
-    if (!meta?.Arn) throw new KmsUnavailableError(`key ${this.keyId} has no ARN`);
+    const meta = await this.describeKey(this.keyId);
     if (meta.Enabled === false || (meta.KeyState && meta.KeyState !== 'Enabled')) {
       throw new KmsUnavailableError(`key ${meta.Arn} is ${meta.KeyState ?? 'disabled'}`);
     }
+    const allowed = new Set([meta.Arn]);
+    for (const id of this.allowedKeyIds) allowed.add(KEY_ARN.test(id) ? id : (await this.describeKey(id)).Arn);
     this.arn = meta.Arn;
+    this.allowedArns = allowed;
     return this;
+  }
+
+  private async describeKey(keyId: string): Promise<{ Arn: string; Enabled?: boolean; KeyState?: string }> {
+    const meta = (await this.call(() => this.client.send(new DescribeKeyCommand({ KeyId: keyId })))).KeyMetadata;
+    if (!meta?.Arn) throw new KmsUnavailableError(`key ${keyId} has no ARN`);
+    return { ...meta, Arn: meta.Arn };
   }
 
   describe(): ProviderDescription {
     return { kind: 'aws-kms', kekId: this.requireArn() };
   }
 
-  /** Keys of this provider's region and account (its client cannot reach another region). */
+  /**
+   * Every KMS key id is this provider's to judge: one outside the allow-list, whatever its account
+   * or region, is refused as a tampered key record rather than routed elsewhere.
+   */
   owns(kekId: string): boolean {
-    const prefix = /^arn:aws:kms:[^:]*:[^:]*:/.exec(this.requireArn())?.[0];
-    return prefix !== undefined && kekId.startsWith(prefix);
+    return KMS_ARN.test(kekId);
   }
 
   async healthy(): Promise<boolean> {
@@ -93,6 +112,7 @@ export class AwsKmsKeyProvider extends KeyProvider {
 
   /** Moves a KMS-wrapped key under this provider's key without the plaintext leaving KMS. */
   async reEncrypt(wrapped: WrappedKey, context: EncryptionContext): Promise<WrappedKey> {
+    this.requireAllowed(wrapped.kekId);
     const ctx = toKmsContext(context);
     const out = await this.call(() =>
       this.client.send(
@@ -128,12 +148,23 @@ export class AwsKmsKeyProvider extends KeyProvider {
   }
 
   protected async _unwrap(wrapped: WrappedKey, context: EncryptionContext): Promise<Buffer> {
+    // Checked here, not by KMS alone: whoever can write the database may also hold another key of the account.
+    this.requireAllowed(wrapped.kekId);
+    // KeyId makes KMS refuse a blob made under any other key than the one the record names.
     const out = await this.call(() =>
       this.client.send(
         new DecryptCommand({ CiphertextBlob: wrapped.blob, KeyId: wrapped.kekId, EncryptionContext: toKmsContext(context) }),
       ),
     );
     return Buffer.from(out.Plaintext!);
+  }
+
+  /** A key record naming a KMS key outside keyId and allowedKeyIds was planted or tampered with. */
+  private requireAllowed(kekId: string): void {
+    this.requireArn();
+    if (!this.allowedArns.has(kekId)) {
+      throw new IntegrityError(`the key record names KMS key ${kekId}, which is not keyProvider.kms.keyId or in allowedKeyIds`);
+    }
   }
 
   private requireArn(): string {

@@ -1,5 +1,6 @@
 import { EncryptionContext, KeyProvider, KeyPurpose, KeyUnavailableError } from './key-provider';
 import { IntegrityError } from './aead';
+import { KeyCache, KeyRank } from './key-cache';
 import type { DataKeyRecord, PendingAudit, VaultStore } from '../store/vault-store';
 
 export interface DataKey {
@@ -13,7 +14,7 @@ export interface DataKey {
 export interface KeyCacheOptions {
   /** How long an unwrapped key stays in memory. */
   ttlMs: number;
-  /** How many unwrapped keys are kept at most. */
+  /** How many unwrapped keys are kept at most; old versions are evicted before active keys and the audit key. */
   maxEntries: number;
   /**
    * How long which version is active is believed without asking the store again. A version
@@ -31,17 +32,28 @@ export const SYSTEM_TENANT = '_system';
  * expiring cache; the KEK is asked on a miss, never per request.
  */
 export class KeyManager {
-  private readonly cache = new Map<string, { key: Buffer; expires: number }>();
+  private readonly cache: KeyCache;
   /** Calls made to the KEK provider (generate and unwrap), for metrics and the benchmark. */
   providerCalls = 0;
   private readonly pending = new Map<string, Promise<Buffer>>();
+  /** Automatic rotations in flight, per tenant and purpose: concurrent requests share one. */
+  private readonly rotations = new Map<string, Promise<{ version: number; previous: number | undefined } | undefined>>();
   private readonly active = new Map<string, { record: DataKeyRecord; expires: number }>();
 
   constructor(
     private readonly store: VaultStore,
     private readonly provider: KeyProvider,
     private readonly options: KeyCacheOptions = { ttlMs: 15 * 60_000, maxEntries: 10_000 },
-  ) {}
+  ) {
+    this.cache = new KeyCache(options, (id) => this.rank(id));
+  }
+
+  /** The audit key every request needs ranks highest, then each tenant's active keys, then old versions. */
+  private rank(id: string): KeyRank {
+    const [tenant, purpose, version] = id.split('\u0000') as [string, KeyPurpose, string];
+    if (this.active.get(activeId(tenant, purpose))?.record.version !== Number(version)) return 0;
+    return tenant === SYSTEM_TENANT ? 2 : 1;
+  }
 
   /** The active key of a tenant and purpose, created (version 1) on first use. */
   async activeKey(tenant: string, purpose: KeyPurpose): Promise<DataKey> {
@@ -74,8 +86,9 @@ export class KeyManager {
 
   /**
    * Makes a new version the active key of (tenant, purpose); the old one becomes decrypt-only.
-   * With `expectedActive`, rotates only if that version is still the active one. Returns
-   * undefined when another request or process rotated first.
+   * With `expectedActive` (automatic rotation), rotates only if that version is still the active
+   * one, and concurrent calls share one rotation (one KMS call). Returns undefined when another
+   * request or process rotated first.
    */
   async rotate(
     tenant: string,
@@ -83,8 +96,29 @@ export class KeyManager {
     audit: PendingAudit,
     expectedActive?: number,
   ): Promise<{ version: number; previous: number | undefined } | undefined> {
+    if (expectedActive === undefined) return this.rotateNow(tenant, purpose, audit);
+    const id = activeId(tenant, purpose);
+    let flight = this.rotations.get(id);
+    if (!flight) {
+      flight = this.rotateNow(tenant, purpose, audit, expectedActive).finally(() => this.rotations.delete(id));
+      this.rotations.set(id, flight);
+    }
+    return flight;
+  }
+
+  private async rotateNow(
+    tenant: string,
+    purpose: KeyPurpose,
+    audit: PendingAudit,
+    expectedActive?: number,
+  ): Promise<{ version: number; previous: number | undefined } | undefined> {
     const existing = (await this.store.listDataKeys()).filter((k) => k.tenant === tenant && k.purpose === purpose);
     const previous = existing.find((k) => k.state === 'active')?.version;
+    if (expectedActive !== undefined && previous !== expectedActive) {
+      // Already rotated (by a request that finished just before, or another process): no KMS call.
+      this.forgetActive(tenant, purpose);
+      return undefined;
+    }
     const version = Math.max(0, ...existing.map((k) => k.version)) + 1;
     this.providerCalls++;
     const { plaintext, wrapped } = await this.provider.generateDataKey(context(tenant, purpose, version));
@@ -102,8 +136,8 @@ export class KeyManager {
       this.forgetActive(tenant, purpose);
       return undefined;
     }
-    this.cachePut(cacheKey(tenant, purpose, version), plaintext);
     this.believeActive(record);
+    this.cache.set(cacheKey(tenant, purpose, version), plaintext);
     return { version, previous };
   }
 
@@ -114,17 +148,14 @@ export class KeyManager {
 
   /** A specific version, for decrypting what it encrypted; undefined when it no longer exists. */
   async keyVersion(tenant: string, purpose: KeyPurpose, version: number): Promise<Buffer | undefined> {
-    const cached = this.cacheGet(cacheKey(tenant, purpose, version));
+    const cached = this.cache.get(cacheKey(tenant, purpose, version));
     if (cached) return cached;
     const record = await this.store.dataKey(tenant, purpose, version);
     if (!record || !record.wrapped || record.state === 'destroyed') return undefined;
     return this.unwrapCached(record);
   }
 
-  /**
-   * Drops every unwrapped key from memory. The buffers are not zeroed: requests in flight may
-   * still hold them, and sealing under a zeroed key would be far worse than a key left to the GC.
-   */
+  /** Drops every unwrapped key from memory (not zeroed, for the reason given on KeyCache). */
   clear(): void {
     this.cache.clear();
     this.active.clear();
@@ -145,7 +176,7 @@ export class KeyManager {
       encryptions: 0,
     };
     if (await this.store.insertDataKey(record)) {
-      this.cachePut(cacheKey(tenant, purpose, 1), plaintext);
+      this.cache.set(cacheKey(tenant, purpose, 1), plaintext);
       return { record, plaintext };
     }
     // Another request or process created it first: use theirs.
@@ -157,7 +188,7 @@ export class KeyManager {
 
   private async unwrapCached(record: DataKeyRecord): Promise<Buffer> {
     const id = cacheKey(record.tenant, record.purpose, record.version);
-    const cached = this.cacheGet(id);
+    const cached = this.cache.get(id);
     if (cached) return cached;
     // Concurrent misses for one key share one unwrap call.
     let inflight = this.pending.get(id);
@@ -179,31 +210,14 @@ export class KeyManager {
       );
     } catch (err) {
       if (err instanceof IntegrityError) {
-        throw new IntegrityError(`cannot unwrap ${record.purpose} key v${record.version}: wrong master key or tampered key record`);
+        throw new IntegrityError(
+          `cannot unwrap ${record.purpose} key v${record.version}: wrong master key or tampered key record (${err.message})`,
+        );
       }
       throw err;
     }
-    this.cachePut(cacheKey(record.tenant, record.purpose, record.version), key);
+    this.cache.set(cacheKey(record.tenant, record.purpose, record.version), key);
     return key;
-  }
-
-  private cacheGet(id: string): Buffer | undefined {
-    const entry = this.cache.get(id);
-    if (!entry) return undefined;
-    if (entry.expires <= Date.now()) {
-      this.cache.delete(id);
-      return undefined;
-    }
-    return entry.key;
-  }
-
-  private cachePut(id: string, key: Buffer): void {
-    if (this.cache.size >= this.options.maxEntries) {
-      // Evict the oldest insertion; Map iteration order is insertion order.
-      const oldest = this.cache.keys().next().value;
-      if (oldest !== undefined) this.cache.delete(oldest);
-    }
-    this.cache.set(id, { key, expires: Date.now() + this.options.ttlMs });
   }
 }
 

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
+import { writeFileAtomic } from '../atomic-write';
 import { IntegrityError, KEY_BYTES, encodeFields, open, seal } from './aead';
 import { EncryptionContext, KeyProvider, KeyUnavailableError, ProviderDescription, WrappedKey } from './key-provider';
 
@@ -72,15 +73,8 @@ export class MasterKeyring {
       active: this.active,
       keys: [...this.keys].map(([version, key]) => ({ version, key: key.toString('base64'), createdAt: new Date().toISOString() })),
     };
-    const text = JSON.stringify(file, null, 2) + '\n';
-    if (exclusive) {
-      writeFileSync(path, text, { mode: 0o600, flag: 'wx' });
-      return;
-    }
-    // Replace atomically through a fresh 0600 file, so the key is never briefly readable or half-written.
-    const tmp = `${path}.${process.pid}.tmp`;
-    writeFileSync(tmp, text, { mode: 0o600, flag: 'wx' });
-    renameSync(tmp, path);
+    // Durably and atomically, through a fresh 0600 file: the key is never briefly readable, half-written or lost.
+    writeFileAtomic(path, JSON.stringify(file, null, 2) + '\n', { mode: 0o600, exclusive });
   }
 
   /** A copy of this keyring with one more version, which becomes active. */

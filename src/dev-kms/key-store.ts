@@ -9,8 +9,9 @@
  * AES-256-GCM under the key's material of that version, AAD = canonical encryption context.
  */
 import { createCipheriv, createDecipheriv, randomBytes, randomUUID } from 'node:crypto';
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { writeFileAtomic } from '../atomic-write';
 import { KmsError, validation } from './errors';
 
 export const DEV_KMS_ACCOUNT_ID = '111122223333';
@@ -213,7 +214,8 @@ export class KeyStore {
       keys: this.listKeys().map((k) => ({ ...k, materials: k.materials.map((m) => m.toString('base64')) })),
       aliases: this.listAliases(),
     };
-    writeFileAtomic(this.dataFile, `${JSON.stringify(data, null, 2)}\n`);
+    mkdirSync(dirname(this.dataFile), { recursive: true, mode: 0o700 });
+    writeFileAtomic(this.dataFile, `${JSON.stringify(data, null, 2)}\n`, { mode: 0o600 });
   }
 
   private load(file: string): void {
@@ -268,21 +270,4 @@ function materialOf(key: KeyRecord, version: number): Buffer {
   const material = key.materials[version];
   if (!material) throw new KmsError('KMSInternalException', `Key material version ${version} is missing.`);
   return material;
-}
-
-/** Write to a fresh 0600 temp file next to the target, fsync, then rename over the target. */
-function writeFileAtomic(file: string, contents: string): void {
-  mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
-  const tmp = `${file}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
-  const fd = openSync(tmp, 'wx', 0o600);
-  try {
-    writeSync(fd, contents);
-    fsyncSync(fd);
-  } catch (err) {
-    closeSync(fd);
-    unlinkSync(tmp);
-    throw err;
-  }
-  closeSync(fd);
-  renameSync(tmp, file);
 }

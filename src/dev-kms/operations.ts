@@ -215,7 +215,8 @@ function context(input: Json, field: string): EncryptionContext {
   const value = input[field];
   if (value === undefined || value === null) return {};
   if (typeof value !== 'object' || Array.isArray(value)) throw validation(`${field} must be a map of strings.`);
-  const result: EncryptionContext = {};
+  // Null prototype: a key such as `__proto__` is stored and compared like any other, as in KMS.
+  const result: EncryptionContext = Object.create(null);
   for (const [k, v] of Object.entries(value)) {
     if (typeof v !== 'string') throw validation(`${field}['${k}'] must be a string.`);
     result[k] = v;

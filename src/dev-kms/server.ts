@@ -84,7 +84,7 @@ export async function startDevKms(options: DevKmsOptions = {}): Promise<DevKms> 
 
     const auth = verifySigV4(
       { method: req.method ?? 'GET', url: req.url ?? '/', headers: headersOf(req), body },
-      { region, service: 'kms', now: new Date(), secretFor: (id) => secrets.get(id) },
+      { region, service: 'kms', now: new Date(), requiredSignedHeaders: ['x-amz-target'], secretFor: (id) => secrets.get(id) },
     );
     if (!auth.ok) throw new KmsError(auth.error, auth.message);
 

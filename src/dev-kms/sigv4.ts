@@ -26,6 +26,11 @@ export interface VerifyOptions {
   region: string;
   service: string;
   now: Date;
+  /**
+   * Headers that must be signed besides host and x-amz-date: for KMS, X-Amz-Target names the
+   * operation, and a request that does not sign it could be replayed as another operation.
+   */
+  requiredSignedHeaders?: string[];
   /** The secret for an access key id, or undefined when the key is unknown. */
   secretFor(accessKeyId: string): string | undefined;
 }
@@ -78,7 +83,7 @@ export function verifySigV4(req: SignedRequest, options: VerifyOptions): VerifyR
   if (auth.service !== options.service || auth.terminator !== 'aws4_request') {
     return fail('InvalidSignatureException', `Credential should be scoped to correct service: '${options.service}'.`);
   }
-  for (const required of ['host', 'x-amz-date']) {
+  for (const required of ['host', 'x-amz-date', ...(options.requiredSignedHeaders ?? [])]) {
     if (!auth.signedHeaders.includes(required)) {
       return fail('InvalidSignatureException', `Header '${required}' must be signed.`);
     }

@@ -45,6 +45,38 @@ const text = (b: Uint8Array | undefined): string => Buffer.from(b ?? []).toStrin
 /** Material version field of the dev KMS blob: 'PVK1' | 36-byte key id | uint32 BE version | … */
 const blobVersion = (blob: Uint8Array | undefined): number => Buffer.from(blob ?? []).readUInt32BE(40);
 
+type RawRequest = { body: unknown; headers: Record<string, string> };
+
+/** Lets a test change the request the real SDK sends: `beforeSigning` is covered by the signature, `afterSigning` is not. */
+function withMiddleware(
+  kmsClient: KMSClient,
+  beforeSigning: (request: RawRequest) => void,
+  afterSigning?: (request: RawRequest) => void,
+): KMSClient {
+  type Middleware = Parameters<typeof kmsClient.middlewareStack.addRelativeTo>[0];
+  const step =
+    (change: (request: RawRequest) => void) =>
+    (next: (args: { request: RawRequest }) => Promise<unknown>) =>
+    async (args: { request: RawRequest }) => {
+      change(args.request);
+      args.request.headers['content-length'] = String(Buffer.byteLength(String(args.request.body)));
+      return next(args);
+    };
+  kmsClient.middlewareStack.addRelativeTo(step(beforeSigning) as unknown as Middleware, {
+    relation: 'before',
+    toMiddleware: 'httpSigningMiddleware',
+    name: 'beforeSigning',
+  });
+  if (afterSigning) {
+    kmsClient.middlewareStack.addRelativeTo(step(afterSigning) as unknown as Middleware, {
+      relation: 'after',
+      toMiddleware: 'httpSigningMiddleware',
+      name: 'afterSigning',
+    });
+  }
+  return kmsClient;
+}
+
 describe('dev KMS (real @aws-sdk/client-kms over HTTP)', function () {
   this.timeout(10_000);
 
@@ -207,6 +239,38 @@ describe('dev KMS (real @aws-sdk/client-kms over HTTP)', function () {
       expect(err.name).to.equal('InvalidCiphertextException');
       const garbage = await rejection(client.send(new DecryptCommand({ CiphertextBlob: utf8('not a blob at all') })));
       expect(garbage.name).to.equal('InvalidCiphertextException');
+    });
+
+    it('binds every encryption-context key, __proto__, constructor and prototype included (round-trips exactly)', async () => {
+      const { keyId } = await newKey();
+      for (const special of ['__proto__', 'constructor', 'prototype']) {
+        // The SDK itself drops a __proto__ map key, so the context is written into the JSON before signing.
+        const withContextKey = (value: string) =>
+          withMiddleware(clientFor(kms), (request) => {
+            request.body = String(request.body).replace(
+              '"EncryptionContext":{',
+              `"EncryptionContext":{${JSON.stringify(special)}:"${value}",`,
+            );
+          });
+        const writer = withContextKey('bound');
+        const sameReader = withContextKey('bound');
+        const otherReader = withContextKey('other');
+        try {
+          const { CiphertextBlob } = await writer.send(
+            new EncryptCommand({ KeyId: keyId, Plaintext: utf8('context-bound'), EncryptionContext: { tenant: 't' } }),
+          );
+          const dec = await sameReader.send(new DecryptCommand({ CiphertextBlob, EncryptionContext: { tenant: 't' } }));
+          expect(text(dec.Plaintext), special).to.equal('context-bound');
+          const without = await rejection(client.send(new DecryptCommand({ CiphertextBlob, EncryptionContext: { tenant: 't' } })));
+          expect(without.name, `${special} left out`).to.equal('InvalidCiphertextException');
+          const other = await rejection(otherReader.send(new DecryptCommand({ CiphertextBlob, EncryptionContext: { tenant: 't' } })));
+          expect(other.name, `${special} with another value`).to.equal('InvalidCiphertextException');
+        } finally {
+          writer.destroy();
+          sameReader.destroy();
+          otherReader.destroy();
+        }
+      }
     });
 
     it('rejects Decrypt naming another key with IncorrectKeyException', async () => {
@@ -387,6 +451,34 @@ describe('dev KMS (real @aws-sdk/client-kms over HTTP)', function () {
           expect((await rejection(tampering.send(new ListKeysCommand({})))).name, what).to.equal('InvalidSignatureException');
         } finally {
           tampering.destroy();
+        }
+      }
+    });
+
+    it('refuses a request whose X-Amz-Target is not signed (a signed Encrypt replayed as Decrypt)', async () => {
+      const { keyId } = await newKey();
+      const victim = await client.send(new EncryptCommand({ KeyId: keyId, Plaintext: utf8('the victim value') }));
+      for (const sentAs of ['TrentService.Encrypt', 'TrentService.Decrypt']) {
+        // Signs without X-Amz-Target, then sends it with the target set: the signature covers host, date and body only.
+        const unsignedTarget = withMiddleware(
+          clientFor(kms),
+          (request) => {
+            for (const name of Object.keys(request.headers)) if (name.toLowerCase() === 'x-amz-target') delete request.headers[name];
+          },
+          (request) => {
+            request.headers['x-amz-target'] = sentAs;
+          },
+        );
+        try {
+          // An Encrypt body that also carries someone else's blob: as Decrypt it would reveal that blob's plaintext.
+          const body = { KeyId: keyId, Plaintext: utf8('mine'), CiphertextBlob: victim.CiphertextBlob } as ConstructorParameters<
+            typeof EncryptCommand
+          >[0];
+          const err = await rejection(unsignedTarget.send(new EncryptCommand(body)));
+          expect(err.name, sentAs).to.equal('InvalidSignatureException');
+          expect(err.message).to.match(/x-amz-target/i);
+        } finally {
+          unsignedTarget.destroy();
         }
       }
     });

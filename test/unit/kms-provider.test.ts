@@ -19,7 +19,8 @@ describe('crypto / AwsKmsKeyProvider against the dev KMS, through the real SDK',
       maxAttempts,
       requestHandler: { connectionTimeout: 500, requestTimeout: 1000 },
     });
-  const provider = async (keyId = arn, maxAttempts = 3) => new AwsKmsKeyProvider(keyId, client(maxAttempts)).init();
+  const provider = async (keyId = arn, maxAttempts = 3, allowed: string[] = []) =>
+    new AwsKmsKeyProvider(keyId, client(maxAttempts), allowed).init();
 
   before(async () => {
     kms = await startDevKms();
@@ -66,12 +67,32 @@ describe('crypto / AwsKmsKeyProvider against the dev KMS, through the real SDK',
   it('ReEncrypt moves a wrapped key to another KMS key without exposing it', async () => {
     const source = await provider();
     const { arn: otherArn } = await kms.createKey('other');
-    const target = await provider(otherArn);
+    const target = await provider(otherArn, 3, ['alias/pii-vault-test']);
     const { plaintext, wrapped } = await source.generateDataKey(ctx);
     const moved = await target.reEncrypt(wrapped, ctx);
     expect(moved.kekId).to.equal(otherArn);
     expect((await target.unwrap(moved, ctx)).equals(plaintext)).to.equal(true);
     expect(kms.stats().byOperation.ReEncrypt).to.equal(1);
+  });
+
+  it('unwraps and re-encrypts only keys wrapped under keyId or allowedKeyIds (aliases resolved), refusing others before calling KMS', async () => {
+    const { arn: outsider } = await kms.createKey('not configured');
+    const wrapped = await (await provider(outsider)).wrap(randomBytes(32), ctx);
+    const p = await provider(arn, 3, ['alias/pii-vault-test']);
+    kms.resetStats();
+    for (const attempt of [p.unwrap(wrapped, ctx), p.reEncrypt(wrapped, ctx)]) {
+      const err = await attempt.catch((e) => e);
+      expect(err).to.be.instanceOf(IntegrityError);
+      expect(err.message).to.contain(outsider);
+    }
+    expect(kms.stats().total).to.equal(0);
+    expect(p.owns(outsider)).to.equal(true); // judged (and refused) here, never routed elsewhere
+
+    const { arn: next } = await kms.createKey('allowed by alias');
+    kms.createAlias('alias/pii-vault-allowed', next);
+    const viaAlias = await provider(arn, 3, ['alias/pii-vault-allowed']);
+    const { plaintext, wrapped: underNext } = await (await provider(next)).generateDataKey(ctx);
+    expect((await viaAlias.unwrap(underNext, ctx)).equals(plaintext)).to.equal(true);
   });
 
   it('a disabled key fails with a clear kms error, and so does start-up', async () => {
