@@ -2,7 +2,7 @@ import { DATA_TYPE_SPECS } from '../domain/data-types';
 import type { Reveal } from '../domain/types';
 import type { DetokenizeRequest, DetokenizeResponse } from '../contract/schemas';
 import { ItemErrorCode, VaultError } from '../errors';
-import { decide, leastReveal, mayEver } from '../policy/policy';
+import { decide, leastReveal, mayEver, principalCoversTenant } from '../policy/policy';
 import type { AuditEntry, TokenRecord } from '../store/vault-store';
 import { Caller, VaultDeps, auditEntry } from './context';
 import { openRecord } from './open-record';
@@ -33,6 +33,11 @@ export async function detokenize(deps: VaultDeps, caller: Caller, request: Detok
   if (!mayEver(policy, caller.principal, 'detokenize')) {
     await audit({ outcome: 'deny', reason: 'no detokenize grant' });
     throw new VaultError('forbidden', 'This caller may not detokenize.');
+  }
+  if (request.tenant !== undefined && !principalCoversTenant(caller.principal, request.tenant)) {
+    // The tenant named is not written down: outside the caller's tenants, it may be anything.
+    await audit({ outcome: 'deny', reason: 'tenant not granted' });
+    throw new VaultError('forbidden', 'This caller may not touch the tenant named.');
   }
 
   const now = deps.now();

@@ -1,7 +1,7 @@
 import { IntegrityError } from '../crypto/aead';
 import type { TokenMetadata } from '../contract/schemas';
 import { VaultError } from '../errors';
-import { Action, decide } from '../policy/policy';
+import { Action, decide, principalCoversTenant } from '../policy/policy';
 import type { TokenRecord } from '../store/vault-store';
 import { Caller, VaultDeps, auditEntry } from './context';
 import { openRecord } from './open-record';
@@ -65,6 +65,10 @@ export async function deleteToken(deps: VaultDeps, caller: Caller, token: string
  * (ambiguous_token). Denials are audited before they are reported.
  */
 async function authorisedRecord(deps: VaultDeps, caller: Caller, token: string, action: Action, tenant?: string): Promise<TokenRecord> {
+  if (tenant !== undefined && !principalCoversTenant(caller.principal, tenant)) {
+    await deps.audit.append(auditEntry(deps, caller, { action, outcome: 'deny', reason: 'tenant not granted' }));
+    throw new VaultError('forbidden', 'This caller may not touch the tenant named.');
+  }
   const resolved = resolveToken(caller, (await deps.store.findTokens([token])).get(token), tenant);
   if (resolved === 'ambiguous') {
     await deps.audit.append(
