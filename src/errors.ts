@@ -21,6 +21,11 @@ export const ERROR_CATALOGUE = {
   key_active: { status: 409, message: 'The active key cannot be retired or destroyed; rotate first.' },
   key_in_use: { status: 409, message: 'Records still use this key version; re-encrypt them first.' },
   key_state_conflict: { status: 409, message: 'The key is not in a state that allows this operation.' },
+  deterministic_conflict: {
+    status: 409,
+    message: 'The deterministic token of this value exists with a different ttlSeconds, subject or metadata.',
+  },
+  ambiguous_token: { status: 409, message: 'The token exists in several of your tenants; name one with `tenant`.' },
   payload_too_large: { status: 413, message: 'The request body is too large.' },
   rate_limited: { status: 429, message: 'Too many requests for this principal; retry after the Retry-After header.' },
   too_many_auth_failures: {
@@ -29,6 +34,7 @@ export const ERROR_CATALOGUE = {
   },
   unsupported_media_type: { status: 415, message: 'The request body must be application/json.' },
   internal_error: { status: 500, message: 'Internal error.' },
+  integrity_failed: { status: 500, message: 'A stored record failed its integrity check; nothing was stored or returned.' },
   overloaded: { status: 503, message: 'The vault is at its concurrent request limit; retry shortly.' },
   audit_unavailable: { status: 503, message: 'The audit log cannot be written; the request was refused.' },
   store_unavailable: { status: 503, message: 'The database is not available.' },
@@ -39,7 +45,7 @@ export const ERROR_CATALOGUE = {
 export type ErrorCode = keyof typeof ERROR_CATALOGUE;
 
 /** Per-item outcome codes in a detokenize response (not request-level errors). */
-export const ITEM_ERROR_CODES = ['not_found', 'forbidden', 'expired', 'integrity_failed'] as const;
+export const ITEM_ERROR_CODES = ['not_found', 'forbidden', 'expired', 'integrity_failed', 'ambiguous_token'] as const;
 export type ItemErrorCode = (typeof ITEM_ERROR_CODES)[number];
 
 /** An error meant for the caller: a stable code, a safe message, optional structured details. */

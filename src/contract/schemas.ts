@@ -67,6 +67,13 @@ export const DetokenizeRequestSchema = Type.Object(
     reveal: Type.Optional(
       enumOf(REVEAL_LEVELS, 'Asked-for reveal level; the policy may lower it. Defaults to the most the policy allows.'),
     ),
+    tenant: Type.Optional(
+      Type.String({
+        pattern: TenantId.pattern,
+        description:
+          'Look the tokens up in this tenant only (token spaces are per tenant); needed when a token exists in several of yours.',
+      }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -98,6 +105,18 @@ export const TokenMetadataSchema = Type.Object({
   subject: Type.Union([Type.String(), Type.Null()]),
   metadata: Type.Union([MetadataSchema, Type.Null()]),
 });
+
+export const TokenQuerySchema = Type.Object(
+  {
+    tenant: Type.Optional(
+      Type.String({
+        pattern: TenantId.pattern,
+        description: 'The tenant whose token this is; needed when the token exists in several of yours.',
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
 
 export const AuditQuerySchema = Type.Object(
   {

@@ -151,3 +151,38 @@ export function generateToken(
       return emailToken(preserve, normalized, randomBytes);
   }
 }
+
+/**
+ * Fewest random digits a digit token may have unless the policy opts in: 10^6 combinations (9/10
+ * of them usable, as tokens fail Luhn). That is what the widest truncation PCI DSS allows to be
+ * shown leaves of a 16-digit PAN (first 6 and last 4); with fewer, a tenant can exhaust the space
+ * of one BIN and last 4 with a few hundred thousand requests, and the token narrows the hidden
+ * digits to a list short enough to try.
+ */
+export const MIN_RANDOM_DIGITS = 6;
+
+/** How many random digits a digit-format token for this value has; undefined for the other formats (≥ 100 random bits). */
+export function randomDigitCount(format: TokenFormat, preserve: Preserve, normalized: string): number | undefined {
+  const kept = (preserve === 'bin6' || preserve === 'bin6last4' ? 6 : 0) + (preserve === 'last4' || preserve === 'bin6last4' ? 4 : 0);
+  if (format === 'pan' || format === 'digits') return normalized.length - kept;
+  return undefined;
+}
+
+/**
+ * What a token made before preserve options were recorded keeps of its value, judged from the two.
+ * A part that matches by chance counts as kept, so a token is never taken to show less than it does.
+ */
+export function inferredPreserve(format: TokenFormat, token: string, normalized: string): Preserve {
+  const keepsBin = token.slice(0, 6) === normalized.slice(0, 6);
+  const keepsLast4 = token.slice(-4) === normalized.slice(-4);
+  switch (format) {
+    case 'pan':
+      return keepsBin && keepsLast4 ? 'bin6last4' : keepsBin ? 'bin6' : keepsLast4 ? 'last4' : 'none';
+    case 'digits':
+      return keepsLast4 ? 'last4' : 'none';
+    case 'email':
+      return token.endsWith(`@${EMAIL_TOKEN_DOMAIN}`) ? 'none' : 'domain';
+    default:
+      return 'none';
+  }
+}

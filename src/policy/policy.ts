@@ -35,6 +35,9 @@ const GrantSchema = Type.Object(
         description: 'Detokenize only for one of these stated purposes.',
       }),
     ),
+    allowNarrowTokens: Type.Optional(
+      Type.Boolean({ description: 'On a tokenize grant: allow digit tokens with fewer than 6 random digits (refused otherwise).' }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -155,6 +158,14 @@ export function decide(
   }
   if (best !== undefined) return { allow: true, reveal: best };
   return { allow: false, reason: purposeMismatch ? 'purpose missing or not allowed' : 'no grant' };
+}
+
+/** Whether a tokenize grant on the type opts in to digit tokens narrower than the safe minimum. */
+export function allowsNarrowTokens(policy: PolicyDocument, principal: Principal, request: { tenant: string; type: DataType }): boolean {
+  if (!principalCoversTenant(principal, request.tenant)) return false;
+  return grantsOf(policy, principal).some(
+    (g) => g.allowNarrowTokens === true && g.actions.includes('tokenize') && (g.types ?? []).some((t) => t === '*' || t === request.type),
+  );
 }
 
 /** Whether any grant gives the principal this action at all, on any type or purpose. */

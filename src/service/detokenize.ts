@@ -1,4 +1,3 @@
-import { IntegrityError, open } from '../crypto/aead';
 import { DATA_TYPE_SPECS } from '../domain/data-types';
 import type { Reveal } from '../domain/types';
 import type { DetokenizeRequest, DetokenizeResponse } from '../contract/schemas';
@@ -6,7 +5,8 @@ import { ItemErrorCode, VaultError } from '../errors';
 import { decide, leastReveal, mayEver, principalCoversTenant } from '../policy/policy';
 import type { AuditEntry, TokenRecord } from '../store/vault-store';
 import { Caller, VaultDeps, auditEntry } from './context';
-import { valueAad } from './record-crypto';
+import { openRecord } from './open-record';
+import { resolveToken } from './token-lookup';
 import { distinct } from './tokenize';
 
 type Item = DetokenizeResponse['items'][number];
@@ -14,15 +14,17 @@ type Item = DetokenizeResponse['items'][number];
 /**
  * Returns each token's value at the reveal level the policy allows for the stated purpose.
  * Values leave only after the audit row is durable (fail closed). A token of a tenant the caller
- * may not touch is reported as not_found, so tokens cannot be probed across tenants.
+ * may not touch is reported as not_found, so tokens cannot be probed across tenants; one naming
+ * records in several of the caller's tenants is `ambiguous_token` unless the request names a tenant.
  */
 export async function detokenize(deps: VaultDeps, caller: Caller, request: DetokenizeRequest): Promise<DetokenizeResponse> {
   const policy = deps.policy();
   const purpose = request.purpose ?? null;
-  const records = await deps.store.findTokens(request.tokens);
+  const found = await deps.store.findTokens(request.tokens);
+  const resolved = new Map(request.tokens.map((t) => [t, resolveToken(caller, found.get(t), request.tenant)]));
   // Only real tokens the caller may see are named in the audit: a "token" that is not one could be
   // a value sent by mistake (a PAN), and must not be written down.
-  const known = request.tokens.filter((t) => isVisible(caller, records.get(t)));
+  const known = request.tokens.filter((t) => resolved.get(t) !== 'not_found');
   const visible = distinct(known);
   const unknown = request.tokens.length - known.length;
   const audit = (fields: Partial<AuditEntry> & Pick<AuditEntry, 'outcome'>) =>
@@ -32,11 +34,16 @@ export async function detokenize(deps: VaultDeps, caller: Caller, request: Detok
     await audit({ outcome: 'deny', reason: 'no detokenize grant' });
     throw new VaultError('forbidden', 'This caller may not detokenize.');
   }
+  if (request.tenant !== undefined && !principalCoversTenant(caller.principal, request.tenant)) {
+    // The tenant named is not written down: outside the caller's tenants, it may be anything.
+    await audit({ outcome: 'deny', reason: 'tenant not granted' });
+    throw new VaultError('forbidden', 'This caller may not touch the tenant named.');
+  }
 
   const now = deps.now();
   const items: Item[] = [];
   try {
-    for (const token of request.tokens) items.push(await detokenizeOne(deps, caller, token, records.get(token), request, now));
+    for (const token of request.tokens) items.push(await detokenizeOne(deps, caller, token, resolved.get(token)!, request, now));
   } catch (err) {
     // A key that cannot be had (KMS down): the attempt is audited, then refused as a whole.
     await audit({ outcome: 'deny', reason: `refused: ${(err as Error).name}` });
@@ -44,7 +51,12 @@ export async function detokenize(deps: VaultDeps, caller: Caller, request: Detok
   }
 
   const failures = items.filter((i): i is Extract<Item, { error: unknown }> => 'error' in i);
-  const tenants = distinct(visible.map((t) => records.get(t)!.tenant));
+  const tenants = distinct(
+    visible.flatMap((t) => {
+      const record = resolved.get(t);
+      return typeof record === 'object' ? [record.tenant] : [];
+    }),
+  );
   const counts = summarise(failures.map((f) => f.error.code));
   await audit({
     outcome: failures.length === 0 ? 'allow' : failures.length === items.length ? 'deny' : 'partial',
@@ -55,20 +67,17 @@ export async function detokenize(deps: VaultDeps, caller: Caller, request: Detok
   return { items };
 }
 
-function isVisible(caller: Caller, record: TokenRecord | undefined): boolean {
-  return record !== undefined && principalCoversTenant(caller.principal, record.tenant);
-}
-
 async function detokenizeOne(
   deps: VaultDeps,
   caller: Caller,
   token: string,
-  record: TokenRecord | undefined,
+  record: TokenRecord | 'not_found' | 'ambiguous',
   request: DetokenizeRequest,
   now: number,
 ): Promise<Item> {
   const fail = (code: ItemErrorCode): Item => ({ token, error: { code } });
-  if (!record || !principalCoversTenant(caller.principal, record.tenant)) return fail('not_found');
+  if (record === 'not_found') return fail('not_found');
+  if (record === 'ambiguous') return fail('ambiguous_token');
   const decision = decide(deps.policy(), caller.principal, 'detokenize', {
     tenant: record.tenant,
     type: record.type,
@@ -80,16 +89,10 @@ async function detokenizeOne(
   const reveal: Reveal = request.reveal ? leastReveal(request.reveal, decision.reveal) : decision.reveal;
   if (reveal === 'redacted') return { token, type: record.type, value: null, reveal };
 
-  let plain: string;
-  try {
-    // A missing, destroyed or tampered key record fails this item only, like a tampered value.
-    const key = await deps.keys.keyVersion(record.tenant, 'data', record.keyVersion);
-    if (!key) return fail('integrity_failed');
-    plain = open(key, record, valueAad(record.tenant, record.type, record.token, record.keyVersion)).toString('utf8');
-  } catch (err) {
-    if (err instanceof IntegrityError) return fail('integrity_failed');
-    throw err;
-  }
+  // A missing, destroyed or tampered key record fails this item only, like a tampered value or row.
+  const opened = await openRecord(deps, record);
+  if (!opened) return fail('integrity_failed');
+  const plain = opened.toString('utf8');
   const value = reveal === 'plain' ? plain : DATA_TYPE_SPECS[record.type].mask(plain);
   return { token, type: record.type, value, reveal };
 }

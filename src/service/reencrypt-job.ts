@@ -6,7 +6,8 @@ import { KeyUnavailableError } from '../crypto/key-provider';
 import { principalCoversTenant } from '../policy/policy';
 import { Caller, SYSTEM_CALLER, VaultDeps, auditEntry } from './context';
 import { authoriseTenants, TenantScope } from './keys';
-import { openSubject, sealSubject, valueAad } from './record-crypto';
+import { CURRENT_BINDING, openSubject, recordAad, sealSubject } from './record-crypto';
+import { inferredPreserve } from '../domain/token-formats';
 import type { DataKey } from '../crypto/key-manager';
 
 export interface JobView {
@@ -26,7 +27,8 @@ export interface JobView {
 }
 
 /**
- * Moves records from old data-key versions to the active one in small transactions, pausing
+ * Moves records from old data-key versions to the active one, and from older bindings to the
+ * current one (so their every security-relevant column becomes bound), in small transactions, pausing
  * between batches so live traffic keeps the database. Progress is persisted with each batch, so
  * after a crash or restart `resumeAll` carries on where the job stood.
  */
@@ -143,7 +145,7 @@ export class ReencryptJobs {
       if (this.stopping) return false;
       try {
         const active = await this.deps.keys.activeKey(tenant, 'data');
-        const batch = await this.deps.store.recordsBehind(tenant, active.version, cursor, this.deps.reencrypt.batchSize);
+        const batch = await this.deps.store.recordsBehind(tenant, active.version, CURRENT_BINDING, cursor, this.deps.reencrypt.batchSize);
         if (batch.length === 0) return true;
         const updates: ReencryptedRecord[] = [];
         let failed = 0;
@@ -167,19 +169,27 @@ export class ReencryptJobs {
     }
   }
 
-  /** The record sealed under the active key, or undefined when its ciphertext cannot be opened. */
+  /**
+   * The record sealed under the active key with the current binding, or undefined when its
+   * ciphertext cannot be opened. A record of binding 1 gets the preserve option its token shows.
+   */
   private async reencryptOne(record: TokenRecord, active: DataKey): Promise<ReencryptedRecord | undefined> {
     const oldKey = await this.deps.keys.keyVersion(record.tenant, 'data', record.keyVersion);
     if (!oldKey) return undefined;
     try {
-      const value = open(oldKey, record, valueAad(record.tenant, record.type, record.token, record.keyVersion));
-      const sealed = seal(active.key, value, valueAad(record.tenant, record.type, record.token, active.version));
+      const value = open(oldKey, record, recordAad(record));
+      const preserve = record.preserve ?? inferredPreserve(record.format, record.token, value.toString('utf8'));
+      const upgraded = { ...record, preserve, binding: CURRENT_BINDING, keyVersion: active.version };
+      const sealed = seal(active.key, value, recordAad(upgraded));
       const subject = record.subjectSealed && openSubject(oldKey, record.subjectSealed, record.tenant, record.token, record.keyVersion);
       return {
         token: record.token,
         tenant: record.tenant,
         fromVersion: record.keyVersion,
+        fromBinding: record.binding,
         keyVersion: active.version,
+        binding: CURRENT_BINDING,
+        preserve,
         ...sealed,
         subjectSealed: subject ? sealSubject(active.key, subject, record.tenant, record.token, active.version) : null,
       };

@@ -4,13 +4,31 @@ import { VaultError } from '../errors';
 import { Action, decide, principalCoversTenant } from '../policy/policy';
 import type { TokenRecord } from '../store/vault-store';
 import { Caller, VaultDeps, auditEntry } from './context';
+import { openRecord } from './open-record';
 import { openSubject } from './record-crypto';
+import { resolveToken } from './token-lookup';
 
 export const REDACTED_SUBJECT = '[redacted]';
 
-/** Metadata of one token (never its value). */
-export async function readMetadata(deps: VaultDeps, caller: Caller, token: string): Promise<TokenMetadata> {
-  const record = await authorisedRecord(deps, caller, token, 'read-metadata');
+/**
+ * Metadata of one token (never its value). The value is opened (not shown) to check the record's
+ * binding, so a row whose expiry, format or other bound column was edited is refused, not described.
+ */
+export async function readMetadata(deps: VaultDeps, caller: Caller, token: string, tenant?: string): Promise<TokenMetadata> {
+  const record = await authorisedRecord(deps, caller, token, 'read-metadata', tenant);
+  if (!(await openRecord(deps, record))) {
+    await deps.audit.append(
+      auditEntry(deps, caller, {
+        action: 'read-metadata',
+        outcome: 'deny',
+        tenant: record.tenant,
+        types: [record.type],
+        tokens: [token],
+        reason: 'integrity_failed',
+      }),
+    );
+    throw new VaultError('integrity_failed');
+  }
   await deps.audit.append(
     auditEntry(deps, caller, { action: 'read-metadata', outcome: 'allow', tenant: record.tenant, types: [record.type], tokens: [token] }),
   );
@@ -28,8 +46,8 @@ export async function readMetadata(deps: VaultDeps, caller: Caller, token: strin
 }
 
 /** Deletes one token and its ciphertext; the deletion is audited in the same transaction. */
-export async function deleteToken(deps: VaultDeps, caller: Caller, token: string): Promise<void> {
-  const record = await authorisedRecord(deps, caller, token, 'delete');
+export async function deleteToken(deps: VaultDeps, caller: Caller, token: string, tenant?: string): Promise<void> {
+  const record = await authorisedRecord(deps, caller, token, 'delete', tenant);
   const entry = auditEntry(deps, caller, {
     action: 'delete',
     outcome: 'allow',
@@ -42,12 +60,24 @@ export async function deleteToken(deps: VaultDeps, caller: Caller, token: string
 }
 
 /**
- * Loads a token the caller may act on. Missing tokens and tokens of other tenants look the same
- * (not_found); a policy denial is audited before it is reported.
+ * Loads a token the caller may act on (in `tenant`, when given). Missing tokens and tokens of other
+ * tenants look the same (not_found); a token in several of the caller's tenants needs `tenant`
+ * (ambiguous_token). Denials are audited before they are reported.
  */
-async function authorisedRecord(deps: VaultDeps, caller: Caller, token: string, action: Action): Promise<TokenRecord> {
-  const record = (await deps.store.findTokens([token])).get(token);
-  const visible = record && principalCoversTenant(caller.principal, record.tenant);
+async function authorisedRecord(deps: VaultDeps, caller: Caller, token: string, action: Action, tenant?: string): Promise<TokenRecord> {
+  if (tenant !== undefined && !principalCoversTenant(caller.principal, tenant)) {
+    await deps.audit.append(auditEntry(deps, caller, { action, outcome: 'deny', reason: 'tenant not granted' }));
+    throw new VaultError('forbidden', 'This caller may not touch the tenant named.');
+  }
+  const resolved = resolveToken(caller, (await deps.store.findTokens([token])).get(token), tenant);
+  if (resolved === 'ambiguous') {
+    await deps.audit.append(
+      auditEntry(deps, caller, { action, outcome: 'deny', tokens: [token], reason: 'ambiguous token: no tenant named' }),
+    );
+    throw new VaultError('ambiguous_token');
+  }
+  const record = resolved === 'not_found' ? undefined : resolved;
+  const visible = record !== undefined;
   const decision = visible ? decide(deps.policy(), caller.principal, action, { tenant: record.tenant, type: record.type }) : undefined;
   if (!visible || !decision?.allow) {
     await deps.audit.append(

@@ -1,15 +1,17 @@
 import { seal } from '../crypto/aead';
+import type { ResolveExisting } from '../store/vault-store';
 import { pooledRandomBytes } from '../crypto/random-pool';
 import { DATA_TYPE_SPECS, luhnValid } from '../domain/data-types';
-import { checkFormat, generateToken } from '../domain/token-formats';
+import { MIN_RANDOM_DIGITS, checkFormat, generateToken, randomDigitCount } from '../domain/token-formats';
 import { DataType, DomainValidationError, Preserve, TokenFormat } from '../domain/types';
 import type { TokenizeItem, TokenizeRequest, TokenizeResponse } from '../contract/schemas';
 import { VaultError } from '../errors';
-import { decide } from '../policy/policy';
+import { allowsNarrowTokens, decide } from '../policy/policy';
 import { StaleDataKeyError, TokenRecord } from '../store/vault-store';
 import { Caller, VaultDeps, auditEntry } from './context';
+import { DeterministicRequest, ExistingRecordChangedError, resolveExisting, vetExisting } from './deterministic';
 import { freshDataKey } from './keys';
-import { fingerprint, sealSubject, subjectHash, valueAad } from './record-crypto';
+import { CURRENT_BINDING, fingerprint, recordAad, sealSubject, subjectHash } from './record-crypto';
 
 export const DEFAULT_TENANT = 'default';
 
@@ -21,6 +23,9 @@ interface PreparedItem {
   item: TokenizeItem;
 }
 
+/** Attempts at vetting and storing when deterministic records change in between (concurrent first requests). */
+const MAX_VET_ATTEMPTS = 5;
+
 /**
  * Tokenizes a batch atomically: every item is authorised and validated before anything is
  * stored, and the records are written in one transaction together with their audit row.
@@ -29,18 +34,37 @@ export async function tokenize(deps: VaultDeps, caller: Caller, request: Tokeniz
   const tenant = request.tenant ?? DEFAULT_TENANT;
   await authorise(deps, caller, tenant, request.items);
   const prepared = request.items.map((item, index) => prepare(item, index, deps.phoneRegion));
+  await refuseNarrowTokens(deps, caller, tenant, prepared);
 
   const needsFingerprintKey = request.items.some((i) => i.deterministic || i.subject !== undefined);
   const fingerprintKey = needsFingerprintKey ? (await deps.keys.activeKey(tenant, 'fingerprint')).key : undefined;
-  for (let attempt = 1; ; attempt++) {
+  const deterministic = prepared.map((p) => (p.item.deterministic ? deterministicRequest(p, fingerprintKey!) : undefined));
+  for (let attempt = 1, vetAttempt = 1; ;) {
     try {
-      return await sealAndStore(deps, caller, tenant, prepared, fingerprintKey);
+      const vetted = await vetExisting(deps, caller, tenant, deterministic);
+      return await sealAndStore(deps, caller, tenant, prepared, fingerprintKey, (written, now) =>
+        resolveExisting(deterministic, vetted, written, now),
+      );
     } catch (err) {
+      if (err instanceof ExistingRecordChangedError && vetAttempt++ < MAX_VET_ATTEMPTS) continue;
       // A rotation committed between reading the active key and storing: seal again under the new one.
-      if (!(err instanceof StaleDataKeyError) || attempt >= 3) throw err;
+      if (!(err instanceof StaleDataKeyError) || attempt++ >= 3) throw err;
       deps.keys.forgetActive(tenant, 'data');
     }
   }
+}
+
+function deterministicRequest(p: PreparedItem, fingerprintKey: Buffer): DeterministicRequest {
+  return {
+    type: p.type,
+    normalized: p.normalized,
+    format: p.format,
+    preserve: p.preserve,
+    fingerprint: fingerprint(fingerprintKey, p.type, p.normalized),
+    ttlSeconds: p.item.ttlSeconds,
+    subjectHash: p.item.subject !== undefined ? subjectHash(fingerprintKey, p.item.subject) : null,
+    metadata: p.item.metadata ?? null,
+  };
 }
 
 async function sealAndStore(
@@ -49,21 +73,23 @@ async function sealAndStore(
   tenant: string,
   prepared: PreparedItem[],
   fingerprintKey: Buffer | undefined,
+  resolver: (written: ReadonlyMap<string, TokenRecord>, now: number) => ResolveExisting,
 ): Promise<TokenizeResponse> {
   const dataKey = await freshDataKey(deps, tenant, prepared.length);
   const now = deps.now();
+  const written = new Map<string, TokenRecord>();
 
   const buildRecord = (p: PreparedItem): TokenRecord => {
     const token = generateToken(p.format, p.preserve, p.normalized, pooledRandomBytes);
-    const sealed = seal(dataKey.key, Buffer.from(p.normalized, 'utf8'), valueAad(tenant, p.type, token, dataKey.version));
     const subject = p.item.subject;
-    return {
+    const record: Omit<TokenRecord, 'nonce' | 'ciphertext' | 'tag'> = {
       token,
       tenant,
       type: p.type,
       format: p.format,
+      preserve: p.preserve,
+      binding: CURRENT_BINDING,
       keyVersion: dataKey.version,
-      ...sealed,
       fingerprint: p.item.deterministic ? fingerprint(fingerprintKey!, p.type, p.normalized) : null,
       subjectHash: subject !== undefined ? subjectHash(fingerprintKey!, subject) : null,
       subjectSealed: subject !== undefined ? sealSubject(dataKey.key, subject, tenant, token, dataKey.version) : null,
@@ -71,6 +97,9 @@ async function sealAndStore(
       createdAt: now,
       expiresAt: p.item.ttlSeconds !== undefined ? now + p.item.ttlSeconds * 1000 : null,
     };
+    const sealed = { ...record, ...seal(dataKey.key, Buffer.from(p.normalized, 'utf8'), recordAad(record)) };
+    written.set(token, sealed);
+    return sealed;
   };
   const records = prepared.map(buildRecord);
 
@@ -82,7 +111,11 @@ async function sealAndStore(
     subjects: distinct(records.flatMap((r) => (r.subjectHash ? [r.subjectHash.toString('hex')] : []))),
   });
   const sealer = await deps.audit.sealer();
-  const tokens = await deps.store.insertTokens(records, { entry, sealer }, (index) => buildRecord(prepared[index]), now);
+  const tokens = await deps.store.insertTokens(
+    records,
+    { entry, sealer },
+    { retokenize: (index) => buildRecord(prepared[index]), resolveExisting: resolver(written, now) },
+  );
   deps.keys.countEncryptions(tenant, 'data', dataKey.version, records.length + records.filter((r) => r.subjectSealed).length);
   return { items: tokens.map((token, i) => ({ token, type: prepared[i].type })) };
 }
@@ -98,6 +131,28 @@ async function authorise(deps: VaultDeps, caller: Caller, tenant: string, items:
       throw new VaultError('forbidden', `Not allowed to tokenize ${type} values for tenant ${tenant}.`, { index });
     }
   }
+}
+
+/**
+ * Digit tokens with too few random digits are refused unless a tokenize grant opts in: their space
+ * can be exhausted and they say too much of the value (see MIN_RANDOM_DIGITS). The refusal is audited.
+ */
+async function refuseNarrowTokens(deps: VaultDeps, caller: Caller, tenant: string, prepared: PreparedItem[]): Promise<void> {
+  const index = prepared.findIndex(
+    (p) =>
+      (randomDigitCount(p.format, p.preserve, p.normalized) ?? Infinity) < MIN_RANDOM_DIGITS &&
+      !allowsNarrowTokens(deps.policy(), caller.principal, { tenant, type: p.type }),
+  );
+  if (index < 0) return;
+  const { type, format, preserve } = prepared[index];
+  await deps.audit.append(
+    auditEntry(deps, caller, { action: 'tokenize', outcome: 'deny', tenant, types: [type], reason: 'token format too narrow' }),
+  );
+  throw new VaultError(
+    'forbidden',
+    `items[${index}]: format ${format} with preserve ${preserve} leaves this value fewer than ${MIN_RANDOM_DIGITS} random digits; use a wider format, or a policy grant with allowNarrowTokens.`,
+    { index, type },
+  );
 }
 
 /** Metadata is stored in clear: a card number there (as a key or a value) is refused outright. */

@@ -45,12 +45,12 @@ export class Vault {
     return detokenize(this.deps, caller, request);
   }
 
-  readMetadata(caller: Caller, token: string) {
-    return readMetadata(this.deps, caller, token);
+  readMetadata(caller: Caller, token: string, tenant?: string) {
+    return readMetadata(this.deps, caller, token, tenant);
   }
 
-  deleteToken(caller: Caller, token: string) {
-    return deleteToken(this.deps, caller, token);
+  deleteToken(caller: Caller, token: string, tenant?: string) {
+    return deleteToken(this.deps, caller, token, tenant);
   }
 
   listAudit(caller: Caller, after: number, limit: number) {

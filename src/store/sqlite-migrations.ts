@@ -76,4 +76,42 @@ export const SQLITE_MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> 
       );
     `,
   },
+  {
+    // Token spaces per tenant: the key becomes (token, tenant) (token first, so a lookup by token
+    // alone still uses it, and time-ordered tokens still append). Records gain their binding (rows
+    // written before are binding 1) and what their token preserves (unknown, so null, before).
+    // Deterministic identity covers format and preserve. SQLite cannot change a primary key in
+    // place: the table is rebuilt and its indexes recreated.
+    version: 5,
+    sql: `
+      CREATE TABLE tokens_v5 (
+        token TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        type TEXT NOT NULL,
+        format TEXT NOT NULL,
+        preserve TEXT,
+        binding INTEGER NOT NULL,
+        key_version INTEGER NOT NULL,
+        nonce BLOB NOT NULL,
+        ciphertext BLOB NOT NULL,
+        tag BLOB NOT NULL,
+        fingerprint BLOB,
+        subject_hash BLOB,
+        subject_sealed BLOB,
+        metadata TEXT,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER,
+        PRIMARY KEY (token, tenant)
+      );
+      INSERT INTO tokens_v5 (token, tenant, type, format, preserve, binding, key_version, nonce, ciphertext, tag, fingerprint,
+                             subject_hash, subject_sealed, metadata, created_at, expires_at)
+        SELECT token, tenant, type, format, NULL, 1, key_version, nonce, ciphertext, tag, fingerprint,
+               subject_hash, subject_sealed, metadata, created_at, expires_at FROM tokens;
+      DROP TABLE tokens;
+      ALTER TABLE tokens_v5 RENAME TO tokens;
+      CREATE UNIQUE INDEX tokens_fingerprint ON tokens (tenant, type, fingerprint, format, preserve) WHERE fingerprint IS NOT NULL;
+      CREATE INDEX tokens_subject ON tokens (tenant, subject_hash) WHERE subject_hash IS NOT NULL;
+      CREATE INDEX tokens_key_version ON tokens (tenant, key_version);
+    `,
+  },
 ];

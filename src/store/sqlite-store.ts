@@ -1,6 +1,6 @@
 import Database from 'better-sqlite3';
 import type { KeyPurpose } from '../crypto/key-provider';
-import type { DataType, TokenFormat } from '../domain/types';
+import type { DataType, Preserve, TokenFormat } from '../domain/types';
 import { SQLITE_MIGRATIONS } from './sqlite-migrations';
 import {
   AuditRow,
@@ -8,11 +8,11 @@ import {
   DataKeyRecord,
   DataKeyState,
   GENESIS_HASH,
+  InsertHooks,
   JobRecord,
   MAX_TOKEN_ATTEMPTS,
   ReencryptedRecord,
   PendingAudit,
-  Retokenize,
   KeyInUseError,
   StaleDataKeyError,
   StoreUnavailableError,
@@ -26,6 +26,8 @@ interface TokenRow {
   tenant: string;
   type: string;
   format: string;
+  preserve: string | null;
+  binding: number;
   key_version: number;
   nonce: Buffer;
   ciphertext: Buffer;
@@ -135,12 +137,11 @@ export class SqliteStore implements VaultStore {
         "UPDATE data_keys SET encryptions = encryptions + ? WHERE tenant = ? AND purpose = 'data' AND version = ?",
       ),
       insertToken: db.prepare(
-        `INSERT INTO tokens (token, tenant, type, format, key_version, nonce, ciphertext, tag, fingerprint, subject_hash, subject_sealed, metadata, created_at, expires_at)
-         VALUES (@token, @tenant, @type, @format, @keyVersion, @nonce, @ciphertext, @tag, @fingerprint, @subjectHash, @subjectSealed, @metadata, @createdAt, @expiresAt)
+        `INSERT INTO tokens (token, tenant, type, format, preserve, binding, key_version, nonce, ciphertext, tag, fingerprint, subject_hash, subject_sealed, metadata, created_at, expires_at)
+         VALUES (@token, @tenant, @type, @format, @preserve, @binding, @keyVersion, @nonce, @ciphertext, @tag, @fingerprint, @subjectHash, @subjectSealed, @metadata, @createdAt, @expiresAt)
          ON CONFLICT DO NOTHING`,
       ),
-      byFingerprint: db.prepare('SELECT token, expires_at FROM tokens WHERE tenant = ? AND type = ? AND fingerprint = ?'),
-      deleteByToken: db.prepare('DELETE FROM tokens WHERE token = ?'),
+      byFingerprint: db.prepare('SELECT * FROM tokens WHERE tenant = ? AND type = ? AND fingerprint = ?'),
       deleteOfTenant: db.prepare('DELETE FROM tokens WHERE token = ? AND tenant = ?'),
       token: db.prepare('SELECT * FROM tokens WHERE token = ?'),
       auditHead: db.prepare('SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1'),
@@ -163,10 +164,13 @@ export class SqliteStore implements VaultStore {
       changeState: db.prepare(
         "UPDATE data_keys SET state = @to, wrapped = CASE WHEN @to = 'destroyed' THEN NULL ELSE wrapped END WHERE tenant = @tenant AND purpose = @purpose AND version = @version AND state = @from",
       ),
-      behind: db.prepare('SELECT * FROM tokens WHERE tenant = ? AND key_version != ? AND token > ? ORDER BY token LIMIT ?'),
+      behind: db.prepare(
+        'SELECT * FROM tokens WHERE tenant = ? AND (key_version != ? OR binding != ?) AND token > ? ORDER BY token LIMIT ?',
+      ),
       replaceCiphertext: db.prepare(
-        `UPDATE tokens SET key_version = @keyVersion, nonce = @nonce, ciphertext = @ciphertext, tag = @tag, subject_sealed = @subjectSealed
-         WHERE token = @token AND key_version = @fromVersion`,
+        `UPDATE tokens SET key_version = @keyVersion, binding = @binding, preserve = @preserve, nonce = @nonce, ciphertext = @ciphertext,
+           tag = @tag, subject_sealed = @subjectSealed
+         WHERE token = @token AND tenant = @tenant AND key_version = @fromVersion AND binding = @fromBinding`,
       ),
       jobProgress: db.prepare('UPDATE jobs SET done = done + ?, failed = failed + ?, updated_at = ? WHERE id = ?'),
       insertJob: db.prepare(
@@ -200,12 +204,12 @@ export class SqliteStore implements VaultStore {
     return this.write(() => this.stmts.insertKey.run(record).changes === 1);
   }
 
-  async insertTokens(records: TokenRecord[], audit: PendingAudit, retokenize: Retokenize, now: number): Promise<string[]> {
+  async insertTokens(records: TokenRecord[], audit: PendingAudit, hooks: InsertHooks): Promise<string[]> {
     return this.write(() => {
       // A batch is sealed under one key: check each distinct version once, not per record.
       for (const version of new Set(records.map((r) => r.keyVersion))) this.requireActive(records[0].tenant, version);
       const outcome = { seals: 0, replaced: [] as string[] };
-      const tokens = records.map((record, index) => this.insertOne(record, index, retokenize, now, outcome));
+      const tokens = records.map((record, index) => this.insertOne(record, index, hooks, outcome));
       if (records.length > 0) this.stmts.countEncryptions.run(outcome.seals, records[0].tenant, records[0].keyVersion);
       audit.entry.tokens = tokens;
       if (outcome.replaced.length) audit.entry.reason = `replaced expired deterministic tokens: ${outcome.replaced.join(', ')}`;
@@ -221,45 +225,45 @@ export class SqliteStore implements VaultStore {
   }
 
   /** Inserts one record; counts every seal made under the key (retries and subjects included). */
-  private insertOne(
-    first: TokenRecord,
-    index: number,
-    retokenize: Retokenize,
-    now: number,
-    outcome: { seals: number; replaced: string[] },
-  ): string {
+  private insertOne(first: TokenRecord, index: number, hooks: InsertHooks, outcome: { seals: number; replaced: string[] }): string {
     let record = first;
+    if (record.fingerprint) {
+      const existing = (this.stmts.byFingerprint.all(record.tenant, record.type, record.fingerprint) as TokenRow[]).map(toTokenRecord);
+      if (existing.length > 0) {
+        const decision = hooks.resolveExisting(index, existing);
+        if (typeof decision === 'object' && 'reuse' in decision) return decision.reuse;
+        if (typeof decision === 'object') {
+          for (const token of decision.replace) this.stmts.deleteOfTenant.run(token, record.tenant);
+          outcome.replaced.push(...decision.replace);
+        }
+      }
+    }
     for (let attempt = 0; attempt < MAX_TOKEN_ATTEMPTS; attempt++) {
       outcome.seals += record.subjectSealed ? 2 : 1;
       if (this.stmts.insertToken.run(toTokenParams(record)).changes === 1) return record.token;
-      if (record.fingerprint) {
-        const existing = this.stmts.byFingerprint.get(record.tenant, record.type, record.fingerprint) as
-          { token: string; expires_at: number | null } | undefined;
-        if (existing && (existing.expires_at === null || existing.expires_at > now)) return existing.token;
-        if (existing) {
-          // An expired deterministic token gives way to a fresh one (named in the audit row).
-          this.stmts.deleteByToken.run(existing.token);
-          outcome.replaced.push(existing.token);
-          continue;
-        }
-      }
-      record = retokenize(index);
+      record = hooks.retokenize(index);
     }
     throw new TokenCollisionError();
   }
 
-  async findTokens(tokens: readonly string[]): Promise<Map<string, TokenRecord>> {
+  async findTokens(tokens: readonly string[]): Promise<Map<string, TokenRecord[]>> {
     const lookup = () => {
-      const found = new Map<string, TokenRecord>();
+      const found = new Map<string, TokenRecord[]>();
       for (const token of tokens) {
         if (found.has(token)) continue;
-        const row = this.stmts.token.get(token) as TokenRow | undefined;
-        if (row) found.set(token, toTokenRecord(row));
+        const rows = this.stmts.token.all(token) as TokenRow[];
+        if (rows.length > 0) found.set(token, rows.map(toTokenRecord));
       }
       return found;
     };
     // A batch reads in one transaction: one snapshot, and one WAL read lock instead of one per token.
-    return this.run(() => (tokens.length > 1 ? (this.transactionally(lookup) as Map<string, TokenRecord>) : lookup()));
+    return this.run(() => (tokens.length > 1 ? (this.transactionally(lookup) as Map<string, TokenRecord[]>) : lookup()));
+  }
+
+  async findDeterministic(tenant: string, keys: ReadonlyArray<{ type: DataType; fingerprint: Buffer }>): Promise<TokenRecord[]> {
+    const lookup = () =>
+      keys.flatMap((k) => (this.stmts.byFingerprint.all(tenant, k.type, k.fingerprint) as TokenRow[]).map(toTokenRecord));
+    return this.run(() => (keys.length > 1 ? (this.transactionally(lookup) as TokenRecord[]) : lookup()));
   }
 
   async deleteToken(tenant: string, token: string, audit: PendingAudit): Promise<boolean> {
@@ -323,8 +327,8 @@ export class SqliteStore implements VaultStore {
     return changed;
   }
 
-  async recordsBehind(tenant: string, activeVersion: number, afterToken: string, limit: number): Promise<TokenRecord[]> {
-    return this.run(() => (this.stmts.behind.all(tenant, activeVersion, afterToken, limit) as TokenRow[]).map(toTokenRecord));
+  async recordsBehind(tenant: string, activeVersion: number, binding: number, afterToken: string, limit: number): Promise<TokenRecord[]> {
+    return this.run(() => (this.stmts.behind.all(tenant, activeVersion, binding, afterToken, limit) as TokenRow[]).map(toTokenRecord));
   }
 
   async replaceCiphertexts(updates: ReencryptedRecord[], jobId: string, failed: number, now: number): Promise<number> {
@@ -506,6 +510,8 @@ function toTokenRecord(row: TokenRow): TokenRecord {
     tenant: row.tenant,
     type: row.type as DataType,
     format: row.format as TokenFormat,
+    preserve: row.preserve as Preserve | null,
+    binding: row.binding,
     keyVersion: row.key_version,
     nonce: row.nonce,
     ciphertext: row.ciphertext,

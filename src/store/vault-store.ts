@@ -1,19 +1,26 @@
-import type { DataType, TokenFormat } from '../domain/types';
+import type { DataType, Preserve, TokenFormat } from '../domain/types';
 import type { KeyPurpose } from '../crypto/key-provider';
 
 export type Metadata = Record<string, string | number | boolean | null>;
 
-/** One tokenized value as stored: ciphertext only, bound to its row by the AAD. */
+/**
+ * One tokenized value as stored: ciphertext only, bound to its row by the AAD. A token string is
+ * unique within its tenant only: each tenant has its own token space.
+ */
 export interface TokenRecord {
   token: string;
   tenant: string;
   type: DataType;
   format: TokenFormat;
+  /** What the token keeps of the value; null on records written before it was recorded (binding 1). */
+  preserve: Preserve | null;
+  /** Which columns the ciphertext's AAD covers: 1 (tenant, type, token, key version) or 2 (all; see record-crypto). */
+  binding: number;
   keyVersion: number;
   nonce: Buffer;
   ciphertext: Buffer;
   tag: Buffer;
-  /** HMAC of the normalised value, set only for deterministic tokens (unique per tenant and type). */
+  /** HMAC of the normalised value, set only for deterministic tokens (unique per tenant, type, format and preserve). */
   fingerprint: Buffer | null;
   /** HMAC of the data subject id, for GDPR/CCPA export and erasure lookups. */
   subjectHash: Buffer | null;
@@ -28,7 +35,10 @@ export interface ReencryptedRecord {
   token: string;
   tenant: string;
   fromVersion: number;
+  fromBinding: number;
   keyVersion: number;
+  binding: number;
+  preserve: Preserve | null;
   nonce: Buffer;
   ciphertext: Buffer;
   tag: Buffer;
@@ -102,6 +112,19 @@ export interface PendingAudit {
 export type Retokenize = (index: number) => TokenRecord;
 
 /**
+ * What to do with deterministic record `index` given the records already stored with its tenant,
+ * type and fingerprint (any format and preserve): return one's token (`reuse`), delete some and
+ * insert (`replace`), or insert alongside (`insert`). Called inside the write transaction, so
+ * nothing can change between the decision and the write; it may throw to refuse the whole batch.
+ */
+export type ResolveExisting = (index: number, existing: TokenRecord[]) => { reuse: string } | { replace: string[] } | 'insert';
+
+export interface InsertHooks {
+  retokenize: Retokenize;
+  resolveExisting: ResolveExisting;
+}
+
+/**
  * Persistence seam. Every write that changes records also appends its audit row in the same
  * transaction, so a record never exists without the audit of its creation, nor the reverse.
  */
@@ -116,13 +139,23 @@ export interface VaultStore {
 
   /**
    * Stores the records atomically with the audit row; returns the token of each record in order.
-   * A deterministic record whose fingerprint exists returns the existing token; a token collision
-   * asks `retokenize` for a new one. The audit entry's tokens are set to the returned tokens.
+   * Before a deterministic record is inserted, `hooks.resolveExisting` sees every stored record of
+   * its tenant, type and fingerprint (records of this batch included) and decides; the store
+   * keeps no rule of its own about them. A token already used in the record's tenant asks
+   * `hooks.retokenize` for a new one (tokens of other tenants never collide). The audit entry's
+   * tokens are set to the returned tokens, and the replaced ones named in its reason.
    * Throws StaleDataKeyError (and writes nothing) unless every record's key version is still the
-   * active one at commit, so no record can land under a key that is being retired.
+   * active one at commit, so no record can land under a key that is being retired. Whatever a hook
+   * throws is rethrown, with nothing written.
    */
-  insertTokens(records: TokenRecord[], audit: PendingAudit, retokenize: Retokenize, now: number): Promise<string[]>;
-  findTokens(tokens: readonly string[]): Promise<Map<string, TokenRecord>>;
+  insertTokens(records: TokenRecord[], audit: PendingAudit, hooks: InsertHooks): Promise<string[]>;
+  /**
+   * Every record each token string names, in any tenant (a string may name one record per tenant);
+   * tokens that name none are absent. Callers choose among them by the tenants they may touch.
+   */
+  findTokens(tokens: readonly string[]): Promise<Map<string, TokenRecord[]>>;
+  /** Every record of the tenant with one of these (type, fingerprint) pairs, whatever its format and preserve. */
+  findDeterministic(tenant: string, keys: ReadonlyArray<{ type: DataType; fingerprint: Buffer }>): Promise<TokenRecord[]>;
   /** Deletes a token of the tenant with its audit row; false (and no row) when there is none. */
   deleteToken(tenant: string, token: string, audit: PendingAudit): Promise<boolean>;
 
@@ -154,11 +187,15 @@ export interface VaultStore {
     audit: PendingAudit,
   ): Promise<boolean>;
 
-  /** Records of a tenant not encrypted under `activeVersion`, in token order after `afterToken`. */
-  recordsBehind(tenant: string, activeVersion: number, afterToken: string, limit: number): Promise<TokenRecord[]>;
   /**
-   * Swaps re-encrypted ciphertexts in, each only if the record still has its old key version,
-   * and adds the batch to the job's progress, in one transaction. Returns how many were swapped.
+   * Records of a tenant not encrypted under `activeVersion` or not sealed with `binding`, in token
+   * order after `afterToken`.
+   */
+  recordsBehind(tenant: string, activeVersion: number, binding: number, afterToken: string, limit: number): Promise<TokenRecord[]>;
+  /**
+   * Swaps re-encrypted ciphertexts in (with their new binding and preserve), each only if the record
+   * (tenant, token) still has its old key version and binding, and adds the batch to the job's
+   * progress, in one transaction. Returns how many were swapped.
    * Throws StaleDataKeyError (writing nothing) if the target version stopped being active.
    */
   replaceCiphertexts(updates: ReencryptedRecord[], jobId: string, failed: number, now: number): Promise<number>;

@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AuditEntry, AuditSealer, StaleDataKeyError, TokenRecord } from '../../src/store/vault-store';
+import { AuditEntry, AuditSealer, InsertHooks, StaleDataKeyError, TokenRecord } from '../../src/store/vault-store';
 import { SqliteStore } from '../../src/store/sqlite-store';
 
 const sealer: AuditSealer = { keyVersion: 1, seal: (prev, seq) => Buffer.concat([prev.subarray(0, 28), Buffer.from([0, 0, 0, seq])]) };
@@ -24,6 +24,8 @@ const record = (token: string, keyVersion = 1): TokenRecord => ({
   tenant: 't',
   type: 'text',
   format: 'random',
+  preserve: 'none',
+  binding: 2,
   keyVersion,
   nonce: Buffer.alloc(12),
   ciphertext: Buffer.from('c'),
@@ -34,6 +36,13 @@ const record = (token: string, keyVersion = 1): TokenRecord => ({
   metadata: null,
   createdAt: 0,
   expiresAt: null,
+});
+
+const hooks = (retokenize: () => TokenRecord): InsertHooks => ({
+  retokenize,
+  resolveExisting: () => {
+    throw new Error('no deterministic records here');
+  },
 });
 
 describe('store / SqliteStore group commit', () => {
@@ -68,7 +77,11 @@ describe('store / SqliteStore group commit', () => {
       flush();
     };
     const writes = Array.from({ length: 50 }, (_, i) =>
-      store.insertTokens([record(`tok_${i}`, i === 17 ? 9 : 1)], { entry: entry(), sealer }, () => record(`tok_r${i}`), 0),
+      store.insertTokens(
+        [record(`tok_${i}`, i === 17 ? 9 : 1)],
+        { entry: entry(), sealer },
+        hooks(() => record(`tok_r${i}`)),
+      ),
     );
     const results = await Promise.allSettled(writes);
     expect(results.filter((r) => r.status === 'fulfilled')).to.have.length(49);
@@ -83,7 +96,11 @@ describe('store / SqliteStore group commit', () => {
 
   it('answers each caller only after the shared commit: a read right after an awaited write sees it', async () => {
     await Promise.all([
-      store.insertTokens([record('tok_a')], { entry: entry(), sealer }, () => record('x'), 0),
+      store.insertTokens(
+        [record('tok_a')],
+        { entry: entry(), sealer },
+        hooks(() => record('x')),
+      ),
       store.appendAudit({ entry: entry(), sealer }),
     ]);
     expect((await store.findTokens(['tok_a'])).has('tok_a')).to.equal(true);
