@@ -76,4 +76,22 @@ export const SQLITE_MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> 
       );
     `,
   },
+  {
+    // Record counts per (tenant, data key version), adjusted by the store in the transaction of
+    // every insert, delete and re-encryption, so `GET /v1/keys` reads them instead of counting
+    // every record; and an index for tenant-scoped audit reads.
+    version: 3,
+    sql: `
+      CREATE TABLE record_counts (
+        tenant TEXT NOT NULL,
+        key_version INTEGER NOT NULL,
+        records INTEGER NOT NULL CHECK (records >= 0),
+        PRIMARY KEY (tenant, key_version)
+      ) WITHOUT ROWID;
+      INSERT INTO record_counts (tenant, key_version, records)
+        SELECT tenant, key_version, count(*) FROM tokens GROUP BY tenant, key_version;
+
+      CREATE INDEX audit_tenant_seq ON audit (tenant, seq);
+    `,
+  },
 ];
