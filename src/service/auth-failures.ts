@@ -1,4 +1,5 @@
 import { auditEntry, VaultDeps } from './context';
+import { errorForLog } from './log-error';
 
 /** How failed authentications are written down under attack. */
 export interface AuthFailureAuditLimits {
@@ -79,7 +80,7 @@ export class AuthFailureAudit {
       );
     } catch (err) {
       this.deps.logger.error(
-        { err: { name: (err as Error).name }, failures: ended.summarised, since: from },
+        { error: errorForLog(err), failures: ended.summarised, since: from },
         'the summary of failed authentications could not be audited',
       );
     }

@@ -58,6 +58,9 @@ export async function detokenize(deps: VaultDeps, caller: Caller, request: Detok
   const failures = items.filter((i): i is Extract<Item, { error: unknown }> => 'error' in i);
   const tenants = distinct(visible.map((t) => records.get(t)!.tenant));
   const counts = summarise(failures.map((f) => f.error.code));
+  const tampered = failures.filter((f) => f.error.code === 'integrity_failed').length;
+  // A tampered ciphertext or key record is news for the operators, not only for this caller.
+  if (tampered) deps.logger.warn({ requestId: caller.requestId, records: tampered }, 'records failed their integrity check on detokenize');
   await audit({
     outcome: failures.length === 0 ? 'allow' : failures.length === items.length ? 'deny' : 'partial',
     tenant: tenants.length === 1 ? tenants[0] : null,

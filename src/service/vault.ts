@@ -10,6 +10,7 @@ import { SYSTEM_TENANT } from '../crypto/key-manager';
 import { destroyKey, listKeys, retireKey, rewrapKeys, rotateKeys, TenantScope } from './keys';
 import { ReencryptJobs } from './reencrypt-job';
 import { AuthFailureAudit } from './auth-failures';
+import { errorForLog } from './log-error';
 
 /** The use cases, bound to their dependencies: the only surface the HTTP layer and CLI call. */
 export class Vault {
@@ -91,14 +92,18 @@ export class Vault {
 
   /** Whether the database answers, the vault's own key opens, and the primary KEK is reachable. */
   async readiness(): Promise<{ database: boolean; keys: boolean; keyProvider: boolean }> {
-    const ok = (p: Promise<unknown>) =>
-      p.then(
-        () => true,
-        () => false,
-      );
-    const database = await ok(this.deps.store.ping());
-    const keys = database && (await ok(this.deps.keys.activeKey(SYSTEM_TENANT, 'audit')));
-    const keyProvider = await this.deps.keks.provider.healthy().catch(() => false);
+    const check = async (name: string, probe: () => Promise<unknown>) => {
+      try {
+        if ((await probe()) !== false) return true;
+        this.deps.logger.warn({ check: name }, 'readiness check failed');
+      } catch (err) {
+        this.deps.logger.warn({ check: name, error: errorForLog(err) }, 'readiness check failed');
+      }
+      return false;
+    };
+    const database = await check('database', () => this.deps.store.ping());
+    const keys = database && (await check('keys', () => this.deps.keys.activeKey(SYSTEM_TENANT, 'audit')));
+    const keyProvider = await check('keyProvider', () => this.deps.keks.provider.healthy());
     return { database, keys, keyProvider };
   }
 }
