@@ -3,7 +3,8 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { CONFIG_FILE, ConfigOverrides, loadConfig } from './config';
 import { InitResult, initDataDir } from './init';
-import { OpenedVault, openVault } from './open-vault';
+import { openVault } from './open-vault';
+import { reloadPolicy } from './policy-reload';
 import { startServer } from './server';
 import { CliError, keysCommand } from './cli-keys';
 import { DEV_KMS_CREDENTIALS, startDevKms } from './dev-kms/server';
@@ -152,44 +153,11 @@ async function serve(dataDir: string, flags: ConfigOverrides): Promise<number> {
   };
   process.once('SIGTERM', () => shutdown('SIGTERM'));
   process.once('SIGINT', () => shutdown('SIGINT'));
-  process.on('SIGHUP', () => {
-    const outcome = reloadPolicy(running.opened);
-    running.logger[outcome.ok ? 'info' : 'error'](
-      { reason: outcome.reason },
-      outcome.ok ? 'policy reloaded' : 'policy reload failed; the previous policy stays in force',
-    );
-  });
+  process.on('SIGHUP', () => void reloadPolicy(running.opened, running.logger));
   // Announced only once the signal handlers are in place: a supervisor may signal right after this line.
   process.stdout.write(`listening on ${running.url}\n`);
   running.logger.info({ url: running.url, dataDir: config.dataDir }, 'vault started');
   return new Promise<number>(() => undefined);
-}
-
-/** Re-reads the policy file (SIGHUP); the reload, good or refused, is audited. */
-function reloadPolicy(opened: OpenedVault): { ok: boolean; reason: string } {
-  let outcome: { ok: boolean; reason: string };
-  try {
-    const policy = opened.reloadPolicy();
-    outcome = { ok: true, reason: `${Object.keys(policy.principals).length} principals, ${Object.keys(policy.roles).length} roles` };
-  } catch (err) {
-    outcome = { ok: false, reason: (err as Error).message };
-  }
-  opened.audit
-    .append({
-      ts: new Date().toISOString(),
-      requestId: 'sighup',
-      principal: 'system',
-      tenant: null,
-      action: 'policy:reload',
-      types: [],
-      tokens: [],
-      purpose: null,
-      outcome: outcome.ok ? 'allow' : 'deny',
-      reason: outcome.reason,
-      subjects: [],
-    })
-    .catch(() => undefined);
-  return outcome;
 }
 
 async function devKms(values: { port?: string; host?: string; data?: string }): Promise<number> {

@@ -9,6 +9,7 @@ import { Static, Type } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { Value } from '@sinclair/typebox/value';
 import { oneOf } from './contract/one-of';
+import { TrustedProxies } from './http/client-address';
 
 function LimitSchema(description: string, rate: number, burst: number) {
   return Type.Object(
@@ -97,6 +98,16 @@ export const ConfigSchema = Type.Object(
       maximum: 100_000,
       default: 512,
       description: 'Requests in flight at most; more get 503 overloaded.',
+    }),
+    maxConcurrentRequestsPerPrincipal: Type.Integer({
+      minimum: 1,
+      maximum: 100_000,
+      default: 64,
+      description: 'Requests in flight at most per principal, so one cannot hold every slot; more get 503 overloaded.',
+    }),
+    trustProxy: Type.Array(Type.String({ minLength: 1 }), {
+      default: [],
+      description: 'Proxies (addresses or CIDRs) whose X-Forwarded-For names the client, for the failed-authentication brake.',
     }),
     headersTimeoutMs: Type.Integer({
       minimum: 100,
@@ -225,6 +236,11 @@ export function loadConfig(dataDir: string, overrides: ConfigOverrides = {}, env
   const config = Value.Default(ConfigSchema, raw);
   const error = checker.Errors(config).First();
   if (error) throw new ConfigError(`${file} ${error.path || '/'}: ${error.message}`);
+  try {
+    new TrustedProxies((config as Static<typeof ConfigSchema>).trustProxy);
+  } catch (err) {
+    throw new ConfigError(`${file} /trustProxy: ${(err as Error).message}`);
+  }
   return { ...(config as Static<typeof ConfigSchema>), dataDir: dir };
 }
 

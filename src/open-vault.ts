@@ -13,6 +13,8 @@ import { PolicyDocument } from './policy/policy';
 import { KekControl, KekTarget } from './service/context';
 import { VaultError } from './errors';
 import { Vault } from './service/vault';
+import { createLogger, Logger } from './logger';
+import pino from 'pino';
 import { SqliteStore } from './store/sqlite-store';
 
 export interface OpenedVault {
@@ -41,7 +43,7 @@ export function loadKeyring(config: VaultConfig, env: NodeJS.ProcessEnv = proces
  * durability settings, and the KEK unwraps the vault's own audit key (a wrong key refuses to start
  * rather than writing anything under it). Re-encryption jobs left running resume.
  */
-export async function openVault(config: VaultConfig, options: { resumeJobs?: boolean } = {}): Promise<OpenedVault> {
+export async function openVault(config: VaultConfig, options: { resumeJobs?: boolean; logger?: Logger } = {}): Promise<OpenedVault> {
   checkPrivate(config.dataDir, 'data dir', 'chmod 700');
   let policy = loadPolicyFile(dataPath(config, config.policyFile));
   const keks = await createKekControl(config);
@@ -64,6 +66,8 @@ export async function openVault(config: VaultConfig, options: { resumeJobs?: boo
       keks,
       policy: () => policy,
       phoneRegion: config.phoneRegion,
+      // Without a logger given (CLI commands), stderr: stdout carries the command's own output.
+      logger: options.logger ?? createLogger(config.logLevel, pino.destination({ dest: 2, sync: true })),
       rotation: { maxAgeMs: config.dekMaxAgeDays * DAY_MS, maxEncryptions: config.dekMaxEncryptions },
       reencrypt: { batchSize: config.reencryptBatchSize, pauseMs: config.reencryptPauseMs },
       now: Date.now,
@@ -79,6 +83,7 @@ export async function openVault(config: VaultConfig, options: { resumeJobs?: boo
       reloadPolicy: () => (policy = loadPolicyFile(dataPath(config, config.policyFile))),
       close: async () => {
         await vault.jobs.stop();
+        await vault.authFailures.flush();
         keys.clear();
         await store.close();
       },

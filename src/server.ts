@@ -33,7 +33,7 @@ export const VERSION: string = require('../../package.json').version;
 
 /** Opens the vault and listens; resolves once the port is bound. */
 export async function startServer(config: VaultConfig, logger: Logger = createLogger(config.logLevel)): Promise<RunningServer> {
-  const opened = await openVault(config, { resumeJobs: true });
+  const opened = await openVault(config, { resumeJobs: true, logger });
   const metrics = config.metrics ? new VaultMetrics(() => opened.keys.providerCalls) : undefined;
   const app = createApp({
     vault: opened.vault,
@@ -44,6 +44,8 @@ export async function startServer(config: VaultConfig, logger: Logger = createLo
       rateLimits: config.rateLimits,
       authFailuresPerMinute: config.authFailuresPerMinute,
       maxConcurrentRequests: config.maxConcurrentRequests,
+      maxConcurrentRequestsPerPrincipal: config.maxConcurrentRequestsPerPrincipal,
+      trustProxy: config.trustProxy,
     },
   });
   const timeouts = {

@@ -260,9 +260,16 @@ function normalizeText(raw: string): string {
   return value;
 }
 
+/** Only the shown prefix is looked at: masking a 4,096-character text costs no more than a short one. */
 function maskText(normalized: string): string {
-  const masked = Array.from(normalized, (ch) => (/\s/u.test(ch) ? ch : '*'));
-  return masked.length > TEXT_MASK_MAX ? `${masked.slice(0, TEXT_MASK_MAX).join('')}…` : masked.join('');
+  let masked = '';
+  let shown = 0;
+  for (const ch of normalized) {
+    if (shown === TEXT_MASK_MAX) return `${masked}…`;
+    masked += /\s/u.test(ch) ? ch : '*';
+    shown++;
+  }
+  return masked;
 }
 
 // ---------------------------------------------------------------- catalogue

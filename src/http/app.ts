@@ -1,7 +1,6 @@
 import express from 'express';
-import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
+import type { RequestListener, ServerResponse } from 'node:http';
 import { parse as parseQuery } from 'node:querystring';
-import type { TLSSocket } from 'node:tls';
 import helmet from 'helmet';
 import { v4 as uuidv4 } from 'uuid';
 import { MAX_ITEMS } from '../contract/schemas';
@@ -11,8 +10,10 @@ import { ERROR_CATALOGUE, VaultError } from '../errors';
 import { jsonBody } from './json-body';
 import { VaultMetrics } from './metrics';
 import { KeyedBuckets, Limit } from './rate-limit';
+import { authenticate } from './authenticate';
+import { TrustedProxies } from './client-address';
+import { concurrencyLimit, principalConcurrencyLimit } from './concurrency';
 import type { Logger } from '../logger';
-import { bearerToken } from '../policy/authenticator';
 import type { Principal } from '../policy/policy';
 import type { Vault } from '../service/vault';
 import { errorHandler, sendError } from './error-handler';
@@ -28,6 +29,10 @@ export interface HttpLimits {
   rateLimits: { default: Limit; roles: Record<string, Limit> };
   authFailuresPerMinute: number;
   maxConcurrentRequests: number;
+  /** Default: the config default. */
+  maxConcurrentRequestsPerPrincipal?: number;
+  /** Proxies whose X-Forwarded-For is believed (addresses, CIDRs); default none. */
+  trustProxy?: readonly string[];
 }
 
 export interface AppOptions {
@@ -58,15 +63,24 @@ export function createApp({ vault, logger, version = '0.0.0', limits = defaultLi
   const app = express();
   app.set('trust proxy', false);
   app.set('etag', false); // responses are no-store; hashing every body for an ETag is wasted work
-  const perRequest = [requestContext(logger, metrics), concurrencyLimit(limits.maxConcurrentRequests), helmet() as Middleware];
+  const defaults = defaultConfigFile();
+  // The probes and /metrics are not subject to the concurrency limit: a liveness probe failing
+  // under load would make an orchestrator restart a healthy instance.
+  const unlimited = [requestContext(logger, metrics), helmet() as Middleware];
+  const limited = concurrencyLimit(limits.maxConcurrentRequests);
   const apiGate = chain(
-    authenticate(vault, limits, metrics),
+    authenticate(
+      vault,
+      { authFailuresPerMinute: limits.authFailuresPerMinute, trustedProxies: new TrustedProxies(limits.trustProxy ?? []) },
+      metrics,
+    ),
     principalRateLimit(limits, metrics),
+    principalConcurrencyLimit(limits.maxConcurrentRequestsPerPrincipal ?? defaults.maxConcurrentRequestsPerPrincipal),
     jsonBody(MAX_BODY_BYTES),
     refuseSensitiveAuthData,
   );
   const onError = errorHandler(logger);
-  app.use(...(perRequest as express.RequestHandler[]));
+  app.use(...(unlimited as express.RequestHandler[]));
 
   const openapi = buildOpenApi(version);
   app.get('/healthz', (_req, res) => {
@@ -80,14 +94,15 @@ export function createApp({ vault, logger, version = '0.0.0', limits = defaultLi
       checks: Object.fromEntries(Object.entries(checks).map(([name, up]) => [name, up ? 'ok' : 'unavailable'])),
     });
   });
-  app.get('/openapi.json', (_req, res) => {
-    res.json(openapi);
-  });
   if (metrics) {
     app.get('/metrics', async (_req, res) => {
       res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
     });
   }
+  app.use(limited as express.RequestHandler);
+  app.get('/openapi.json', (_req, res) => {
+    res.json(openapi);
+  });
 
   app.use('/v1', apiGate as express.RequestHandler);
   for (const route of API_ROUTES) {
@@ -106,7 +121,7 @@ export function createApp({ vault, logger, version = '0.0.0', limits = defaultLi
 
   const direct = new Map<string, Middleware>();
   for (const route of API_ROUTES.filter((r) => !r.path.includes(':'))) {
-    direct.set(`${route.method.toUpperCase()} ${route.path}`, chain(...perRequest, apiGate, handle(vault, route)));
+    direct.set(`${route.method.toUpperCase()} ${route.path}`, chain(...unlimited, limited, apiGate, handle(vault, route)));
   }
   return (req, res) => {
     const path = req.url!.split('?', 1)[0];
@@ -131,29 +146,8 @@ function defaultLimits(): HttpLimits {
     rateLimits: defaults.rateLimits,
     authFailuresPerMinute: defaults.authFailuresPerMinute,
     maxConcurrentRequests: defaults.maxConcurrentRequests,
-  };
-}
-
-/** More requests in flight than the limit: 503 at once, instead of queueing without bound. */
-function concurrencyLimit(max: number) {
-  let inFlight = 0;
-  return (req: ApiRequest, res: ServerResponse, next: Next) => {
-    if (inFlight >= max) {
-      res.setHeader('Retry-After', '1');
-      sendError(res, req.id, new VaultError('overloaded'));
-      return;
-    }
-    inFlight++;
-    let released = false;
-    const release = () => {
-      if (!released) {
-        released = true;
-        inFlight--;
-      }
-    };
-    res.on('finish', release);
-    res.on('close', release);
-    next();
+    maxConcurrentRequestsPerPrincipal: defaults.maxConcurrentRequestsPerPrincipal,
+    trustProxy: defaults.trustProxy,
   };
 }
 
@@ -203,45 +197,6 @@ function requestContext(logger: Logger, metrics: VaultMetrics | undefined) {
   };
 }
 
-/**
- * Every /v1 route needs a valid API key, checked before the body is even read. Each failure is
- * audited and spends from the client address's budget; an address out of budget gets 429 before
- * its key is even looked at, which brakes brute-forcing.
- */
-function authenticate(vault: Vault, limits: HttpLimits, metrics: VaultMetrics | undefined) {
-  const perMinute = limits.authFailuresPerMinute;
-  const failures = new KeyedBuckets(() => ({ ratePerSecond: perMinute / 60, burst: perMinute }));
-  return async (req: ApiRequest, res: ServerResponse, next: Next) => {
-    const address = req.socket.remoteAddress ?? 'unknown';
-    const wait = failures.wait(address, Date.now());
-    if (wait > 0) {
-      metrics?.throttled.inc({ reason: 'auth_failures' });
-      res.setHeader('Retry-After', String(Math.max(1, Math.ceil(wait / 1000))));
-      res.setHeader('Connection', 'close');
-      sendError(res, req.id, new VaultError('too_many_auth_failures'));
-      return;
-    }
-    const presented = bearerToken(req.headers.authorization);
-    const principal = presented !== undefined ? vault.authenticate(presented) : certificatePrincipal(vault, req);
-    if (principal) {
-      req.principal = principal;
-      next();
-      return;
-    }
-    failures.take(address, Date.now());
-    metrics?.authFailures.inc();
-    res.setHeader('WWW-Authenticate', 'Bearer realm="pii-vault"');
-    // The connection is closed after the 401 so an unread body is never parsed.
-    res.setHeader('Connection', 'close');
-    try {
-      await vault.recordAuthFailure(req.id, address, presented ? 'unknown API key' : 'missing API key');
-      sendError(res, req.id, new VaultError('unauthorized'));
-    } catch (err) {
-      next(err);
-    }
-  };
-}
-
 function rejectOversizedBatch(body: unknown): void {
   const batch = body as { items?: unknown; tokens?: unknown } | null;
   for (const field of ['items', 'tokens'] as const) {
@@ -250,14 +205,6 @@ function rejectOversizedBatch(body: unknown): void {
       throw new VaultError('too_many_items', `${field}: at most ${MAX_ITEMS} per request, got ${list.length}.`);
     }
   }
-}
-
-/** With mTLS, a verified client certificate pinned in the policy identifies its principal. */
-function certificatePrincipal(vault: Vault, req: IncomingMessage): Principal | undefined {
-  const socket = req.socket as TLSSocket;
-  if (!socket.encrypted || !socket.authorized) return undefined;
-  const fingerprint = socket.getPeerCertificate()?.fingerprint256;
-  return fingerprint ? vault.authenticateCertificate(fingerprint.replace(/:/g, '').toLowerCase()) : undefined;
 }
 
 function handle(vault: Vault, route: Route): Middleware {

@@ -1,5 +1,6 @@
 import type { AuditLog } from '../audit/audit-log';
 import type { KeyManager } from '../crypto/key-manager';
+import type { Logger } from '../logger';
 import type { RoutingKeyProvider } from '../crypto/routing-key-provider';
 import type { PolicyDocument, Principal } from '../policy/policy';
 import type { AuditEntry, VaultStore } from '../store/vault-store';
@@ -31,6 +32,8 @@ export interface VaultDeps {
   reencrypt: { batchSize: number; pauseMs: number };
   /** The current policy (it can be reloaded while serving). */
   policy: () => PolicyDocument;
+  /** For failures no caller is told about (background jobs, audit summaries): names and codes, never values. */
+  logger: Logger;
   /** Region for national phone numbers; unset means international format only. */
   phoneRegion?: string;
   now: () => number;

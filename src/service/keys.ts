@@ -6,6 +6,7 @@ import { Action, decide, principalCoversTenant } from '../policy/policy';
 import { AuditEntry, DataKeyRecord, DataKeyState, KeyInUseError } from '../store/vault-store';
 import { Caller, KekTarget, SYSTEM_CALLER, VaultDeps, auditEntry } from './context';
 import { DEFAULT_TENANT } from './tokenize';
+import { errorForLog } from './log-error';
 
 export interface KeyView {
   tenant: string;
@@ -93,7 +94,7 @@ export async function rewrapKeys(deps: VaultDeps, caller: Caller, target: KekTar
   const kekId = deps.keks.provider.primary.describe().kekId;
   let rewrapped = 0;
   let unchanged = 0;
-  const failed = new Map<string, { tenant: string; purpose: KeyPurpose; version: number; error: string }>();
+  const failed = new Map<string, { view: { tenant: string; purpose: KeyPurpose; version: number; error: string }; cause: unknown }>();
   // A second pass picks up keys a concurrent rotation created under the old KEK meanwhile.
   for (let pass = 0; pass < 2; pass++) {
     for (const key of await deps.store.listDataKeys()) {
@@ -110,9 +111,18 @@ export async function rewrapKeys(deps: VaultDeps, caller: Caller, target: KekTar
         deps.keys.forgetActive(key.tenant, key.purpose);
         failed.delete(id);
       } catch (err) {
-        failed.set(id, { tenant: key.tenant, purpose: key.purpose, version: key.version, error: (err as Error).message });
+        failed.set(id, {
+          view: { tenant: key.tenant, purpose: key.purpose, version: key.version, error: (err as Error).message },
+          cause: err,
+        });
       }
     }
+  }
+  for (const { view, cause } of failed.values()) {
+    deps.logger.warn(
+      { tenant: view.tenant, purpose: view.purpose, version: view.version, error: errorForLog(cause) },
+      'a data key could not be rewrapped',
+    );
   }
   await deps.audit.append(
     auditEntry(deps, caller, {
@@ -121,7 +131,7 @@ export async function rewrapKeys(deps: VaultDeps, caller: Caller, target: KekTar
       reason: `to ${kekId}: ${rewrapped} rewrapped, ${unchanged} unchanged, ${failed.size} failed`,
     }),
   );
-  return { kekId, rewrapped, unchanged, failed: [...failed.values()] };
+  return { kekId, rewrapped, unchanged, failed: [...failed.values()].map((f) => f.view) };
 }
 
 async function rewrapOne(deps: VaultDeps, key: DataKeyRecord, wrapped: WrappedKey): Promise<WrappedKey> {

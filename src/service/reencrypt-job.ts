@@ -9,6 +9,7 @@ import { authoriseTenants, TenantScope } from './keys';
 import { CURRENT_BINDING, openSubject, recordAad, sealSubject } from './record-crypto';
 import { inferredPreserve } from '../domain/token-formats';
 import type { DataKey } from '../crypto/key-manager';
+import { errorForLog, errorSummary } from './log-error';
 
 export interface JobView {
   id: string;
@@ -126,10 +127,14 @@ export class ReencryptJobs {
         }),
       );
     } catch (err) {
+      this.deps.logger.error({ job: job.id, error: errorForLog(err) }, 're-encryption job failed');
       const now = this.deps.now();
-      await this.deps.store
-        .updateJob(job.id, { state: 'failed', error: (err as Error).message, updatedAt: now, finishedAt: now })
-        .catch(() => undefined);
+      try {
+        await this.deps.store.updateJob(job.id, { state: 'failed', error: errorSummary(err), updatedAt: now, finishedAt: now });
+      } catch (updateErr) {
+        // The job stays `running` in the database and resumes at the next start.
+        this.deps.logger.error({ job: job.id, error: errorForLog(updateErr) }, 'a failed re-encryption job could not be marked failed');
+      }
     }
   }
 

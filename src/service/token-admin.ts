@@ -113,7 +113,9 @@ async function readSubject(deps: VaultDeps, caller: Caller, record: TokenRecord)
   try {
     return openSubject(key, record.subjectSealed, record.tenant, record.token, record.keyVersion);
   } catch (err) {
-    if (err instanceof IntegrityError) return null;
-    throw err;
+    if (!(err instanceof IntegrityError)) throw err;
+    // Shown as no subject; the operators learn of the tampering.
+    deps.logger.warn({ tenant: record.tenant, keyVersion: record.keyVersion }, 'a sealed subject id failed its integrity check');
+    return null;
   }
 }

@@ -2,20 +2,24 @@ import type { DetokenizeRequest, TokenizeRequest } from '../contract/schemas';
 import { authenticate, authenticateCertificate } from '../policy/authenticator';
 import type { Principal } from '../policy/policy';
 import { listAudit, verifyAudit } from './audit-queries';
-import { auditEntry, Caller, KekTarget, VaultDeps } from './context';
+import { Caller, KekTarget, VaultDeps } from './context';
 import { detokenize } from './detokenize';
 import { deleteToken, readMetadata } from './token-admin';
 import { tokenize } from './tokenize';
 import { SYSTEM_TENANT } from '../crypto/key-manager';
 import { destroyKey, listKeys, retireKey, rewrapKeys, rotateKeys, TenantScope } from './keys';
 import { ReencryptJobs } from './reencrypt-job';
+import { AuthFailureAudit } from './auth-failures';
+import { errorForLog } from './log-error';
 
 /** The use cases, bound to their dependencies: the only surface the HTTP layer and CLI call. */
 export class Vault {
   readonly jobs: ReencryptJobs;
+  readonly authFailures: AuthFailureAudit;
 
   constructor(readonly deps: VaultDeps) {
     this.jobs = new ReencryptJobs(deps);
+    this.authFailures = new AuthFailureAudit(deps);
   }
 
   authenticate(apiKey: string | undefined): Principal | undefined {
@@ -26,15 +30,12 @@ export class Vault {
     return authenticateCertificate(this.deps.policy(), fingerprintHex);
   }
 
-  /** Audits a refused authentication; the address is the client's network address. */
-  async recordAuthFailure(requestId: string, address: string, reason: string): Promise<void> {
-    await this.deps.audit.append(
-      auditEntry(
-        this.deps,
-        { principal: { id: 'anonymous', roles: [], tenants: [] }, requestId },
-        { action: 'authenticate', outcome: 'deny', reason: `${reason} from ${address}` },
-      ),
-    );
+  /**
+   * Audits a refused authentication, rate-summarised under attack (see AuthFailureAudit). The
+   * address is the client's; `key` what its failures are counted under (default: the address).
+   */
+  recordAuthFailure(requestId: string, address: string, reason: string, key = address): Promise<void> {
+    return this.authFailures.record(requestId, address, key, reason);
   }
 
   tokenize(caller: Caller, request: TokenizeRequest) {
@@ -91,14 +92,18 @@ export class Vault {
 
   /** Whether the database answers, the vault's own key opens, and the primary KEK is reachable. */
   async readiness(): Promise<{ database: boolean; keys: boolean; keyProvider: boolean }> {
-    const ok = (p: Promise<unknown>) =>
-      p.then(
-        () => true,
-        () => false,
-      );
-    const database = await ok(this.deps.store.ping());
-    const keys = database && (await ok(this.deps.keys.activeKey(SYSTEM_TENANT, 'audit')));
-    const keyProvider = await this.deps.keks.provider.healthy().catch(() => false);
+    const check = async (name: string, probe: () => Promise<unknown>) => {
+      try {
+        if ((await probe()) !== false) return true;
+        this.deps.logger.warn({ check: name }, 'readiness check failed');
+      } catch (err) {
+        this.deps.logger.warn({ check: name, error: errorForLog(err) }, 'readiness check failed');
+      }
+      return false;
+    };
+    const database = await check('database', () => this.deps.store.ping());
+    const keys = database && (await check('keys', () => this.deps.keys.activeKey(SYSTEM_TENANT, 'audit')));
+    const keyProvider = await check('keyProvider', () => this.deps.keks.provider.healthy());
     return { database, keys, keyProvider };
   }
 }

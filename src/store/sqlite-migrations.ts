@@ -77,6 +77,24 @@ export const SQLITE_MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> 
     `,
   },
   {
+    // Record counts per (tenant, data key version), adjusted by the store in the transaction of
+    // every insert, delete and re-encryption, so `GET /v1/keys` reads them instead of counting
+    // every record; and an index for tenant-scoped audit reads.
+    version: 3,
+    sql: `
+      CREATE TABLE record_counts (
+        tenant TEXT NOT NULL,
+        key_version INTEGER NOT NULL,
+        records INTEGER NOT NULL CHECK (records >= 0),
+        PRIMARY KEY (tenant, key_version)
+      ) WITHOUT ROWID;
+      INSERT INTO record_counts (tenant, key_version, records)
+        SELECT tenant, key_version, count(*) FROM tokens GROUP BY tenant, key_version;
+
+      CREATE INDEX audit_tenant_seq ON audit (tenant, seq);
+    `,
+  },
+  {
     // Token spaces per tenant: the key becomes (token, tenant) (token first, so a lookup by token
     // alone still uses it, and time-ordered tokens still append). Records gain their binding (rows
     // written before are binding 1) and what their token preserves (unknown, so null, before).

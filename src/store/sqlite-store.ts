@@ -21,6 +21,9 @@ import {
   VaultStore,
 } from './vault-store';
 
+/** A tenant's audit rows after a sequence number, in order (served by the audit_tenant_seq index). */
+export const AUDIT_AFTER_OF_TENANT_SQL = 'SELECT * FROM audit WHERE tenant = ? AND seq > ? ORDER BY seq LIMIT ?';
+
 interface TokenRow {
   token: string;
   tenant: string;
@@ -142,7 +145,12 @@ export class SqliteStore implements VaultStore {
          ON CONFLICT DO NOTHING`,
       ),
       byFingerprint: db.prepare('SELECT * FROM tokens WHERE tenant = ? AND type = ? AND fingerprint = ?'),
-      deleteOfTenant: db.prepare('DELETE FROM tokens WHERE token = ? AND tenant = ?'),
+      deleteOfTenant: db.prepare('DELETE FROM tokens WHERE token = ? AND tenant = ? RETURNING tenant, key_version'),
+      addRecords: db.prepare(
+        `INSERT INTO record_counts (tenant, key_version, records) VALUES (?, ?, ?)
+         ON CONFLICT (tenant, key_version) DO UPDATE SET records = records + excluded.records`,
+      ),
+      removeRecords: db.prepare('UPDATE record_counts SET records = records - ? WHERE tenant = ? AND key_version = ?'),
       token: db.prepare('SELECT * FROM tokens WHERE token = ?'),
       auditHead: db.prepare('SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1'),
       insertAudit: db.prepare(
@@ -150,11 +158,9 @@ export class SqliteStore implements VaultStore {
          VALUES (@seq, @ts, @requestId, @principal, @tenant, @action, @types, @tokens, @purpose, @outcome, @reason, @subjects, @keyVersion, @prevHash, @hash)`,
       ),
       auditAfter: db.prepare('SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT ?'),
-      auditAfterForTenants: db.prepare(
-        'SELECT * FROM audit WHERE seq > ? AND tenant IN (SELECT value FROM json_each(?)) ORDER BY seq LIMIT ?',
-      ),
+      auditAfterOfTenant: db.prepare(AUDIT_AFTER_OF_TENANT_SQL),
       allKeys: db.prepare('SELECT * FROM data_keys ORDER BY tenant, purpose, version'),
-      countsByKey: db.prepare('SELECT tenant, key_version AS version, count(*) AS n FROM tokens GROUP BY tenant, key_version'),
+      countsByKey: db.prepare('SELECT tenant, key_version AS version, records AS n FROM record_counts WHERE records > 0'),
       countAtVersion: db.prepare('SELECT count(*) AS n FROM tokens WHERE tenant = ? AND key_version = ?'),
       demoteActive: db.prepare("UPDATE data_keys SET state = 'decrypt-only' WHERE tenant = ? AND purpose = ? AND state = 'active'"),
       // Only a key still wrapped exactly as read (not destroyed or rewrapped meanwhile) is replaced.
@@ -208,14 +214,24 @@ export class SqliteStore implements VaultStore {
     return this.write(() => {
       // A batch is sealed under one key: check each distinct version once, not per record.
       for (const version of new Set(records.map((r) => r.keyVersion))) this.requireActive(records[0].tenant, version);
-      const outcome = { seals: 0, replaced: [] as string[] };
+      const outcome = { seals: 0, inserted: 0, replaced: [] as string[] };
       const tokens = records.map((record, index) => this.insertOne(record, index, hooks, outcome));
-      if (records.length > 0) this.stmts.countEncryptions.run(outcome.seals, records[0].tenant, records[0].keyVersion);
+      if (records.length > 0) {
+        this.stmts.countEncryptions.run(outcome.seals, records[0].tenant, records[0].keyVersion);
+        this.stmts.addRecords.run(records[0].tenant, records[0].keyVersion, outcome.inserted);
+      }
       audit.entry.tokens = tokens;
       if (outcome.replaced.length) audit.entry.reason = `replaced expired deterministic tokens: ${outcome.replaced.join(', ')}`;
       this.appendAuditNow(audit);
       return tokens;
     });
+  }
+
+  /** Takes a deleted record (a RETURNING row) off its key version's count; false when nothing was deleted. */
+  private uncount(deleted: unknown): boolean {
+    const row = deleted as { tenant: string; key_version: number } | undefined;
+    if (row) this.stmts.removeRecords.run(1, row.tenant, row.key_version);
+    return row !== undefined;
   }
 
   /** Inside a write transaction: the data key version must still be the active one. */
@@ -225,7 +241,12 @@ export class SqliteStore implements VaultStore {
   }
 
   /** Inserts one record; counts every seal made under the key (retries and subjects included). */
-  private insertOne(first: TokenRecord, index: number, hooks: InsertHooks, outcome: { seals: number; replaced: string[] }): string {
+  private insertOne(
+    first: TokenRecord,
+    index: number,
+    hooks: InsertHooks,
+    outcome: { seals: number; inserted: number; replaced: string[] },
+  ): string {
     let record = first;
     if (record.fingerprint) {
       const existing = (this.stmts.byFingerprint.all(record.tenant, record.type, record.fingerprint) as TokenRow[]).map(toTokenRecord);
@@ -233,14 +254,17 @@ export class SqliteStore implements VaultStore {
         const decision = hooks.resolveExisting(index, existing);
         if (typeof decision === 'object' && 'reuse' in decision) return decision.reuse;
         if (typeof decision === 'object') {
-          for (const token of decision.replace) this.stmts.deleteOfTenant.run(token, record.tenant);
+          for (const token of decision.replace) this.uncount(this.stmts.deleteOfTenant.get(token, record.tenant));
           outcome.replaced.push(...decision.replace);
         }
       }
     }
     for (let attempt = 0; attempt < MAX_TOKEN_ATTEMPTS; attempt++) {
       outcome.seals += record.subjectSealed ? 2 : 1;
-      if (this.stmts.insertToken.run(toTokenParams(record)).changes === 1) return record.token;
+      if (this.stmts.insertToken.run(toTokenParams(record)).changes === 1) {
+        outcome.inserted++;
+        return record.token;
+      }
       record = hooks.retokenize(index);
     }
     throw new TokenCollisionError();
@@ -268,7 +292,7 @@ export class SqliteStore implements VaultStore {
 
   async deleteToken(tenant: string, token: string, audit: PendingAudit): Promise<boolean> {
     return this.write(() => {
-      const deleted = this.stmts.deleteOfTenant.run(token, tenant).changes === 1;
+      const deleted = this.uncount(this.stmts.deleteOfTenant.get(token, tenant));
       if (deleted) this.appendAuditNow(audit);
       return deleted;
     });
@@ -338,7 +362,11 @@ export class SqliteStore implements VaultStore {
         this.requireActive(update.tenant, update.keyVersion);
         const changes = this.stmts.replaceCiphertext.run(update).changes;
         swapped += changes;
-        if (changes) this.stmts.countEncryptions.run(update.subjectSealed ? 2 : 1, update.tenant, update.keyVersion);
+        if (changes) {
+          this.stmts.countEncryptions.run(update.subjectSealed ? 2 : 1, update.tenant, update.keyVersion);
+          this.stmts.removeRecords.run(1, update.tenant, update.fromVersion);
+          this.stmts.addRecords.run(update.tenant, update.keyVersion, 1);
+        }
       }
       this.stmts.jobProgress.run(swapped, failed, now, jobId);
       return swapped;
@@ -403,11 +431,20 @@ export class SqliteStore implements VaultStore {
 
   async auditRows(afterSeq: number, limit: number, tenants?: readonly string[]): Promise<AuditRow[]> {
     const rows = this.run(() =>
-      tenants
-        ? (this.stmts.auditAfterForTenants.all(afterSeq, JSON.stringify(tenants), limit) as AuditDbRow[])
-        : (this.stmts.auditAfter.all(afterSeq, limit) as AuditDbRow[]),
+      tenants ? this.auditRowsOf(tenants, afterSeq, limit) : (this.stmts.auditAfter.all(afterSeq, limit) as AuditDbRow[]),
     );
     return rows.map(toAuditRow);
+  }
+
+  /**
+   * One index range per tenant (audit_tenant_seq), each already in seq order and cut at `limit`,
+   * merged: the cost follows the page size, not the size of the audit table.
+   */
+  private auditRowsOf(tenants: readonly string[], afterSeq: number, limit: number): AuditDbRow[] {
+    const read = () =>
+      [...new Set(tenants)].flatMap((tenant) => this.stmts.auditAfterOfTenant.all(tenant, afterSeq, limit) as AuditDbRow[]);
+    const rows = tenants.length > 1 ? (this.transactionally(read) as AuditDbRow[]) : read();
+    return rows.sort((a, b) => a.seq - b.seq).slice(0, limit);
   }
 
   /** Runs a read; SQLite's busy/full/IO failures become StoreUnavailableError. */

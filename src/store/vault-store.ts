@@ -161,7 +161,10 @@ export interface VaultStore {
 
   /** Every data key record (all tenants, purposes and versions). */
   listDataKeys(): Promise<DataKeyRecord[]>;
-  /** How many records each (tenant, data key version) encrypts; key `${tenant}/${version}`. */
+  /**
+   * How many records each (tenant, data key version) encrypts; key `${tenant}/${version}`. Kept by
+   * every write that inserts, deletes or re-encrypts records (in its transaction), never counted.
+   */
   recordCountsByKey(): Promise<Map<string, number>>;
   /**
    * Demotes the active key of (tenant, purpose) to decrypt-only and makes `next` active, with its

@@ -5,7 +5,7 @@ import supertest from 'supertest';
 import { loadConfig, VaultConfig } from '../../src/config';
 import { createApp, HttpLimits } from '../../src/http/app';
 import { initDataDir, StarterKeys } from '../../src/init';
-import { createLogger } from '../../src/logger';
+import { createLogger, Logger } from '../../src/logger';
 import { OpenedVault, openVault } from '../../src/open-vault';
 
 export interface TestVault {
@@ -26,19 +26,21 @@ export function tempDir(prefix = 'pii-vault-test-'): string {
 }
 
 /** A vault on a fresh data dir (real SQLite file, local master key) driven in-process by supertest. */
-export async function createTestVault(limits: Partial<HttpLimits> = {}): Promise<TestVault> {
+export async function createTestVault(limits: Partial<HttpLimits> = {}, options: { logger?: Logger } = {}): Promise<TestVault> {
   const dir = join(tempDir(), 'data');
   const { apiKeys } = await initDataDir(dir, { env: {} });
   const config = loadConfig(dir, {}, {});
-  const opened = await openVault(config);
+  const logger = options.logger ?? createLogger('silent');
+  const opened = await openVault(config, { logger });
   const app = createApp({
     vault: opened.vault,
-    logger: createLogger('silent'),
+    logger,
     // Generous by default so tests that make many calls are not throttled; limit tests pass their own.
     limits: {
       rateLimits: { default: { ratePerSecond: 100_000, burst: 100_000 }, roles: {} },
       authFailuresPerMinute: 100_000,
       maxConcurrentRequests: 10_000,
+      maxConcurrentRequestsPerPrincipal: 10_000,
       ...limits,
     },
   });

@@ -23,6 +23,8 @@ const DOCUMENTED_DEFAULTS = {
   rateLimits: { default: { ratePerSecond: 2000, burst: 4000 }, roles: {} },
   authFailuresPerMinute: 20,
   maxConcurrentRequests: 512,
+  maxConcurrentRequestsPerPrincipal: 64,
+  trustProxy: [],
   shutdownTimeoutMs: 10_000,
   headersTimeoutMs: 10_000,
   requestTimeoutMs: 30_000,
@@ -229,6 +231,14 @@ describe('config / loadConfig', () => {
       { host: 8080 },
     ];
     for (const content of bad) expectConfigError(() => loadConfig(dataDir(content), {}, NO_ENV), CONFIG_FILE);
+  });
+
+  it('takes trusted proxies as IPv4/IPv6 addresses and CIDRs, and rejects anything else naming the entry', () => {
+    const good = ['10.0.0.1', '10.0.0.0/8', '2001:db8::/32', '::1', '0.0.0.0/0'];
+    expect(loadConfig(dataDir({ trustProxy: good }), {}, NO_ENV).trustProxy).to.deep.equal(good);
+    for (const bad of ['10.0.0.0/33', 'fd00::/129', 'proxy.local', '10.0.0.0/8/1', '10.0.0.0/', '10.0.0.256']) {
+      expectConfigError(() => loadConfig(dataDir({ trustProxy: [bad] }), {}, NO_ENV), '/trustProxy', bad);
+    }
   });
 
   it('rejects a blank or non-decimal PII_VAULT_PORT ', () => {

@@ -449,6 +449,9 @@ describe('domain / data types', () => {
       expect(mask('text', 'a\nb')).to.equal('*\n*');
       expect(mask('text', 'the quick brown fox')).to.equal('*** ***** ***** …');
       expect(mask('text', '😀😀')).to.equal('**');
+      expect(mask('text', 'a'.repeat(16))).to.equal('*'.repeat(16));
+      expect(mask('text', '😀'.repeat(17))).to.equal(`${'*'.repeat(16)}…`);
+      expect(mask('text', 'a '.repeat(2048))).to.equal(`${'* '.repeat(8)}…`);
     });
   });
 });

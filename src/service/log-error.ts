@@ -1,0 +1,35 @@
+import { IntegrityError } from '../crypto/aead';
+import { KeyUnavailableError } from '../crypto/key-provider';
+import { VaultError } from '../errors';
+import { AuditUnavailableError, KeyInUseError, StaleDataKeyError, StoreUnavailableError, TokenCollisionError } from '../store/vault-store';
+
+/** The vault's own errors: their messages are written by the vault and never carry a value. */
+const OWN_ERRORS = [
+  VaultError,
+  AuditUnavailableError,
+  StoreUnavailableError,
+  KeyUnavailableError,
+  IntegrityError,
+  StaleDataKeyError,
+  TokenCollisionError,
+  KeyInUseError,
+];
+
+/**
+ * What may be written down of an error caught where no caller sees it (a background job, a probe,
+ * an audit append nobody waits for): its class and code, and its message only when the vault wrote
+ * it — any other message may quote data.
+ */
+export function errorForLog(err: unknown): { name: string; code?: string; message?: string } {
+  const e = err as { name?: unknown; code?: unknown; message?: unknown } | null | undefined;
+  const name = typeof e?.name === 'string' ? e.name : typeof err;
+  const code = typeof e?.code === 'string' || typeof e?.code === 'number' ? String(e.code) : undefined;
+  const own = OWN_ERRORS.some((cls) => err instanceof cls);
+  return { name, ...(code ? { code } : {}), ...(own ? { message: String(e!.message) } : {}) };
+}
+
+/** The same, as one line (for a job's stored `error`). */
+export function errorSummary(err: unknown): string {
+  const { name, code, message } = errorForLog(err);
+  return [name, code && `(${code})`, message && `: ${message}`].filter(Boolean).join(' ').replace(' :', ':');
+}
