@@ -12,7 +12,7 @@ const USAGE = `Usage:
   pii-vault init  --data-dir DIR [--json] [--force]   create a vault; prints the starter API keys once
   pii-vault serve --data-dir DIR [--port N] [--host H] serve the HTTP API (default 127.0.0.1:8080)
   pii-vault start --data-dir DIR [--port N] [--host H] init if needed, then serve (what \`npm start\` runs)
-  pii-vault audit verify --data-dir DIR [--json]     check the audit hash chain (exit 0 intact, 1 broken)
+  pii-vault audit verify --data-dir DIR [--json]     re-verify the whole audit hash chain (exit 0 intact, 1 broken)
 
   pii-vault keys list      [--tenant T | --all] [--json]
   pii-vault keys rotate    [--tenant T | --all] [--json]         new active data-key version
@@ -208,11 +208,14 @@ async function devKms(values: { port?: string; host?: string; data?: string }): 
 async function auditVerify(dataDir: string, json: boolean): Promise<number> {
   const opened = await openVault(loadConfig(dataDir));
   try {
-    const result = await opened.audit.verify();
+    const result = await opened.audit.verify({ full: true });
     if (json) process.stdout.write(JSON.stringify(result) + '\n');
     else if (result.ok) process.stdout.write(`audit chain intact: ${result.rows} rows, head #${result.headSeq} ${result.headHash}\n`);
     else
       process.stdout.write(`audit chain BROKEN at row #${result.firstBadSeq}: ${result.reason} (${result.rows} rows verified before it)\n`);
+    if (!json && result.checkpoint === 'rejected') {
+      process.stdout.write('the stored verification checkpoint was REJECTED: its MAC does not verify (forged or damaged)\n');
+    }
     return result.ok ? 0 : 1;
   } finally {
     await opened.close();

@@ -76,4 +76,18 @@ export const SQLITE_MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> 
       );
     `,
   },
+  {
+    // Audit verification checkpoint (issue 10, item 11): at most one row, MACed under the audit key.
+    version: 4,
+    sql: `
+      CREATE TABLE audit_checkpoint (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        seq INTEGER NOT NULL,
+        hash BLOB NOT NULL,
+        key_version INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        mac BLOB NOT NULL
+      );
+    `,
+  },
 ];

@@ -3,6 +3,8 @@ import type { KeyPurpose } from '../crypto/key-provider';
 import type { DataType, TokenFormat } from '../domain/types';
 import { SQLITE_MIGRATIONS } from './sqlite-migrations';
 import {
+  AuditCheckpoint,
+  AuditHead,
   AuditRow,
   AuditUnavailableError,
   DataKeyRecord,
@@ -151,6 +153,14 @@ export class SqliteStore implements VaultStore {
       auditAfter: db.prepare('SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT ?'),
       auditAfterForTenants: db.prepare(
         'SELECT * FROM audit WHERE seq > ? AND tenant IN (SELECT value FROM json_each(?)) ORDER BY seq LIMIT ?',
+      ),
+      auditCheckpoint: db.prepare(
+        'SELECT seq, hash, key_version AS keyVersion, created_at AS createdAt, mac FROM audit_checkpoint WHERE id = 1',
+      ),
+      saveAuditCheckpoint: db.prepare(
+        `INSERT INTO audit_checkpoint (id, seq, hash, key_version, created_at, mac) VALUES (1, @seq, @hash, @keyVersion, @createdAt, @mac)
+         ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, key_version = excluded.key_version,
+           created_at = excluded.created_at, mac = excluded.mac`,
       ),
       allKeys: db.prepare('SELECT * FROM data_keys ORDER BY tenant, purpose, version'),
       countsByKey: db.prepare('SELECT tenant, key_version AS version, count(*) AS n FROM tokens GROUP BY tenant, key_version'),
@@ -404,6 +414,18 @@ export class SqliteStore implements VaultStore {
         : (this.stmts.auditAfter.all(afterSeq, limit) as AuditDbRow[]),
     );
     return rows.map(toAuditRow);
+  }
+
+  async auditHead(): Promise<AuditHead | undefined> {
+    return this.run(() => this.stmts.auditHead.get() as AuditHead | undefined);
+  }
+
+  async auditCheckpoint(): Promise<AuditCheckpoint | undefined> {
+    return this.run(() => this.stmts.auditCheckpoint.get() as AuditCheckpoint | undefined);
+  }
+
+  async saveAuditCheckpoint(checkpoint: AuditCheckpoint): Promise<void> {
+    await this.write(() => this.stmts.saveAuditCheckpoint.run(checkpoint));
   }
 
   /** Runs a read; SQLite's busy/full/IO failures become StoreUnavailableError. */

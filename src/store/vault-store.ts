@@ -93,6 +93,24 @@ export interface AuditSealer {
   seal(prevHash: Buffer, seq: number, entry: AuditEntry, keyVersion: number): Buffer;
 }
 
+/** The newest audit row: where the chain currently ends. */
+export interface AuditHead {
+  seq: number;
+  hash: Buffer;
+}
+
+/**
+ * The last row a verification found intact, so the next one starts after it. MACed under the
+ * audit key (see audit-marks.ts): a database writer cannot move it forward over rows it edited.
+ */
+export interface AuditCheckpoint {
+  seq: number;
+  hash: Buffer;
+  keyVersion: number;
+  createdAt: string;
+  mac: Buffer;
+}
+
 export interface PendingAudit {
   entry: AuditEntry;
   sealer: AuditSealer;
@@ -174,6 +192,15 @@ export interface VaultStore {
   appendAudit(audit: PendingAudit): Promise<AuditRow>;
   /** Audit rows after a sequence number; with `tenants`, only rows of those tenants. */
   auditRows(afterSeq: number, limit: number, tenants?: readonly string[]): Promise<AuditRow[]>;
+  /** The newest audit row's seq and hash (one read); undefined when no row is stored. */
+  auditHead(): Promise<AuditHead | undefined>;
+  /** The stored verification checkpoint exactly as written; checking its MAC is the caller's job. */
+  auditCheckpoint(): Promise<AuditCheckpoint | undefined>;
+  /**
+   * Replaces the checkpoint (there is at most one), in a transaction of its own, without an audit
+   * row: it is derived state that any verification can rebuild. Concurrent savers: the last wins.
+   */
+  saveAuditCheckpoint(checkpoint: AuditCheckpoint): Promise<void>;
 }
 
 /**

@@ -142,16 +142,18 @@ describe('end to end: the real CLI and server process', function () {
     keys = newKeys;
   });
 
-  it('audit verify exits 0 on an intact chain and non-zero naming the first edited row', () => {
+  it('audit verify re-verifies every row: exits 0 on an intact chain and non-zero naming an edited row before the checkpoint', () => {
     const ok = cli(['audit', 'verify', '--data-dir', dir]);
     expect(ok.status, ok.stderr).to.equal(0);
     expect(ok.stdout).to.match(/intact/);
     const db = new Database(join(dir, 'vault.db'));
+    // The verification left a checkpoint past row 2; the CLI re-verifies rows before it all the same.
+    expect((db.prepare('SELECT seq FROM audit_checkpoint').get() as { seq: number }).seq).to.be.greaterThan(2);
     db.prepare("UPDATE audit SET principal = 'mallory' WHERE seq = 2").run();
     db.close();
     const bad = cli(['audit', 'verify', '--data-dir', dir, '--json']);
     expect(bad.status).to.equal(1);
-    expect(JSON.parse(bad.stdout)).to.include({ ok: false, firstBadSeq: 2 });
+    expect(JSON.parse(bad.stdout)).to.include({ ok: false, firstBadSeq: 2, verifiedFrom: 1, checkpoint: 'valid' });
   });
 
   it('refuses to start with a wrong master key, and explains', async () => {

@@ -77,12 +77,26 @@ describe('audit / hash-chained log (SqliteStore)', () => {
   it('50 appended rows verify ok, with rows 50 and the head hash of row 50', async () => {
     const h = await withRows(50);
     const result = await h.audit.verify();
-    expect(result).to.deep.equal({ ok: true, rows: 50, headSeq: 50, headHash: hashOf(h, 50).toString('hex') });
+    expect(result).to.deep.equal({
+      ok: true,
+      rows: 50,
+      headSeq: 50,
+      headHash: hashOf(h, 50).toString('hex'),
+      verifiedFrom: 1,
+      checkpoint: 'none',
+    });
   });
 
   it('an empty log verifies ok with zero rows and the genesis head', async () => {
     const h = harness();
-    expect(await h.audit.verify()).to.deep.equal({ ok: true, rows: 0, headSeq: 0, headHash: GENESIS_HASH.toString('hex') });
+    expect(await h.audit.verify()).to.deep.equal({
+      ok: true,
+      rows: 0,
+      headSeq: 0,
+      headHash: GENESIS_HASH.toString('hex'),
+      verifiedFrom: 1,
+      checkpoint: 'none',
+    });
   });
 
   it('append numbers rows 1, 2, 3… and links each to the previous hash (the first to the 32-zero-byte genesis)', async () => {
@@ -107,11 +121,12 @@ describe('audit / hash-chained log (SqliteStore)', () => {
 
   it('verification pages through the log: any page size gives the same result and finds tampering across pages', async () => {
     const h = await withRows(50);
-    const full = await h.audit.verify();
-    for (const pageSize of [1, 7, 49, 50, 51]) expect(await h.audit.verify(pageSize), String(pageSize)).to.deep.equal(full);
+    await h.audit.verify({ full: true });
+    const full = await h.audit.verify({ full: true });
+    for (const pageSize of [1, 7, 49, 50, 51]) expect(await h.audit.verify({ full: true, pageSize }), String(pageSize)).to.deep.equal(full);
     sql(h, "UPDATE audit SET action = 'delete' WHERE seq = 36");
     for (const pageSize of [1, 7, 35, 36, 1000]) {
-      const r = await h.audit.verify(pageSize);
+      const r = await h.audit.verify({ full: true, pageSize });
       expect(r.ok, String(pageSize)).to.equal(false);
       expect(!r.ok && r.firstBadSeq).to.equal(36);
     }
@@ -131,7 +146,14 @@ describe('audit / hash-chained log (SqliteStore)', () => {
       const h = await withRows(50);
       sql(h, "UPDATE audit SET principal = 'mallory' WHERE seq = 20");
       const r = await h.audit.verify();
-      expect(r).to.deep.equal({ ok: false, rows: 19, firstBadSeq: 20, reason: 'content does not match its HMAC (edited)' });
+      expect(r).to.deep.equal({
+        ok: false,
+        rows: 19,
+        firstBadSeq: 20,
+        reason: 'content does not match its HMAC (edited)',
+        verifiedFrom: 1,
+        checkpoint: 'none',
+      });
     });
 
     it('an edit of any single column of row 20 → firstBadSeq 20; restoring it verifies ok again', async () => {
@@ -154,11 +176,11 @@ describe('audit / hash-chained log (SqliteStore)', () => {
       const original = h.store.db.prepare('SELECT * FROM audit WHERE seq = 20').get() as Record<string, unknown>;
       for (const [column, value] of Object.entries(edits)) {
         sql(h, `UPDATE audit SET ${column} = ? WHERE seq = 20`, value);
-        const r = await h.audit.verify();
+        const r = await h.audit.verify({ full: true });
         expect(r.ok, column).to.equal(false);
         expect(!r.ok && r.firstBadSeq, column).to.equal(20);
         sql(h, `UPDATE audit SET ${column} = ? WHERE seq = 20`, original[column]);
-        expect((await h.audit.verify()).ok, `${column} restored`).to.equal(true);
+        expect((await h.audit.verify({ full: true })).ok, `${column} restored`).to.equal(true);
       }
     });
 
@@ -242,6 +264,92 @@ describe('audit / hash-chained log (SqliteStore)', () => {
       const r = await cold.verify();
       expect(r.ok).to.equal(false);
       expect(!r.ok && r.firstBadSeq).to.equal(1);
+    });
+  });
+
+  describe('incremental verification from a MAC-protected checkpoint', () => {
+    const checkpointRow = (h: Harness) =>
+      h.store.db.prepare('SELECT seq, hash FROM audit_checkpoint').get() as { seq: number; hash: Buffer } | undefined;
+
+    it('a verification leaves a checkpoint; the next one checks only the rows after it', async () => {
+      const h = await withRows(50);
+      expect(await h.audit.verify()).to.include({ ok: true, rows: 50, verifiedFrom: 1, checkpoint: 'none' });
+      expect(checkpointRow(h)).to.deep.equal({ seq: 50, hash: hashOf(h, 50) });
+      for (let i = 51; i <= 60; i++) await h.audit.append(entry(i));
+      const next = await h.audit.verify();
+      expect(next).to.deep.include({ ok: true, rows: 60, headSeq: 60, verifiedFrom: 51, checkpoint: 'used' });
+      expect(checkpointRow(h)!.seq).to.equal(60);
+    });
+
+    it('an edit after the checkpoint is found by the incremental verification', async () => {
+      const h = await withRows(30);
+      await h.audit.verify();
+      for (let i = 31; i <= 40; i++) await h.audit.append(entry(i));
+      sql(h, "UPDATE audit SET reason = 'forged' WHERE seq = 35");
+      expect(await h.audit.verify()).to.include({ ok: false, firstBadSeq: 35, verifiedFrom: 31, checkpoint: 'used' });
+    });
+
+    it('a forged checkpoint (moved past an edited row) is rejected, recorded, and the whole chain verified', async () => {
+      const h = await withRows(50);
+      await h.audit.verify();
+      for (let i = 51; i <= 60; i++) await h.audit.append(entry(i));
+      sql(h, "UPDATE audit SET principal = 'mallory' WHERE seq = 55");
+      // The writer moves the checkpoint over its edit; it cannot compute the MAC under the audit key.
+      sql(h, 'UPDATE audit_checkpoint SET seq = 60, hash = ?', hashOf(h, 60));
+      const r = await h.audit.verify();
+      expect(r).to.include({ ok: false, firstBadSeq: 55, verifiedFrom: 1, checkpoint: 'rejected' });
+      const [recorded] = await h.store.auditRows(60, 10);
+      expect(recorded).to.include({ action: 'audit:checkpoint-rejected', outcome: 'deny', principal: 'system' });
+    });
+
+    it('a forged checkpoint over an intact chain: ok, reported as rejected, then replaced by a valid one', async () => {
+      const h = await withRows(20);
+      await h.audit.verify();
+      sql(h, 'UPDATE audit_checkpoint SET mac = ?', Buffer.alloc(32, 3));
+      expect(await h.audit.verify()).to.include({ ok: true, verifiedFrom: 1, checkpoint: 'rejected' });
+      expect(await h.audit.verify()).to.include({ ok: true, checkpoint: 'used' });
+    });
+
+    it('rows up to the checkpoint that disappear (a truncated log) are reported', async () => {
+      const h = await withRows(50);
+      await h.audit.verify();
+      sql(h, 'DELETE FROM audit WHERE seq >= 45');
+      for (const full of [false, true]) {
+        const r = await h.audit.verify({ full });
+        expect(r, `full: ${full}`).to.include({ ok: false, firstBadSeq: 45 });
+        expect(!r.ok && r.reason).to.match(/truncated/);
+      }
+    });
+
+    it('an edited checkpoint row makes the run start from the first row and name it', async () => {
+      const h = await withRows(30);
+      await h.audit.verify();
+      sql(h, "UPDATE audit SET action = 'tokenize', hash = ? WHERE seq = 30", Buffer.alloc(32, 5));
+      expect(await h.audit.verify()).to.include({ ok: false, firstBadSeq: 30, verifiedFrom: 1 });
+    });
+
+    it('concurrent verifications share one run (single-flight): the rows are read once', async () => {
+      let reads = 0;
+      const counted = (h: Harness) => {
+        const read = h.store.auditRows.bind(h.store);
+        h.store.auditRows = (...args) => {
+          reads++;
+          return read(...args);
+        };
+      };
+      const alone = await withRows(300);
+      counted(alone);
+      await alone.audit.verify();
+      const readsOfOneRun = reads;
+      expect(readsOfOneRun).to.be.greaterThan(0);
+
+      const h = await withRows(300);
+      counted(h);
+      reads = 0;
+      const [a, b, c] = await Promise.all([h.audit.verify(), h.audit.verify(), h.audit.verify()]);
+      expect(reads).to.equal(readsOfOneRun);
+      expect(b).to.deep.equal(a);
+      expect(c).to.deep.equal(a);
     });
   });
 
