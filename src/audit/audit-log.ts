@@ -1,9 +1,10 @@
 import { KeyManager, SYSTEM_TENANT } from '../crypto/key-manager';
 import { AuditEntry, AuditRow, AuditSealer, AuditUnavailableError, VaultStore } from '../store/vault-store';
 import { auditMac } from './audit-marks';
+import { ArchiveCheck, ArchiveSummary, AuditArchiver } from './audit-archive';
 import { ChainVerifier, VerifyOptions, VerifyResult } from './audit-verification';
 
-export type { VerifyOptions, VerifyResult };
+export type { ArchiveCheck, ArchiveSummary, VerifyOptions, VerifyResult };
 export { AuditUnavailableError, auditMac };
 
 /**
@@ -13,6 +14,7 @@ export { AuditUnavailableError, auditMac };
 export class AuditLog {
   private cachedSealer: { sealer: AuditSealer; until: number } | undefined;
   private readonly verifier: ChainVerifier;
+  private readonly archiver: AuditArchiver;
   private readonly verifying = new Map<'full' | 'incremental', Promise<VerifyResult>>();
 
   constructor(
@@ -20,6 +22,7 @@ export class AuditLog {
     private readonly keys: KeyManager,
   ) {
     this.verifier = new ChainVerifier(store, keys, (seq) => this.reportRejectedCheckpoint(seq));
+    this.archiver = new AuditArchiver(store, keys, this.verifier, () => this.sealer());
   }
 
   /**
@@ -57,6 +60,16 @@ export class AuditLog {
       this.verifying.set(kind, running);
     }
     return running;
+  }
+
+  /** Exports the verified rows before `beforeSeq` to a new file `out`, then prunes them (see AuditArchiver). */
+  archive(beforeSeq: number, out: string): Promise<ArchiveSummary> {
+    return this.archiver.archive(beforeSeq, out);
+  }
+
+  /** Verifies an archive file and that this vault recorded its segment as archived. */
+  verifyArchive(file: string): Promise<ArchiveCheck> {
+    return this.archiver.check(file, { recorded: true });
   }
 
   private async reportRejectedCheckpoint(seq: number): Promise<void> {

@@ -1,6 +1,6 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { encodeFields } from '../crypto/aead';
-import type { AuditCheckpoint, AuditEntry } from '../store/vault-store';
+import type { AuditCheckpoint, AuditEntry, AuditSegment } from '../store/vault-store';
 
 /** A row's chained MAC: its fields, its sequence number, its key version and the previous row's MAC. */
 export function auditMac(key: Buffer, prevHash: Buffer, seq: number, e: AuditEntry, keyVersion: number): Buffer {
@@ -33,6 +33,21 @@ export function auditMac(key: Buffer, prevHash: Buffer, seq: number, e: AuditEnt
 export function checkpointMac(key: Buffer, c: Omit<AuditCheckpoint, 'mac'>): Buffer {
   return createHmac('sha256', key)
     .update(encodeFields('pii-vault/audit-checkpoint/v1', [c.seq, c.keyVersion, c.hash.toString('hex'), c.createdAt]))
+    .digest();
+}
+
+export function segmentMac(key: Buffer, s: Omit<AuditSegment, 'mac'>): Buffer {
+  return createHmac('sha256', key)
+    .update(
+      encodeFields('pii-vault/audit-segment/v1', [
+        s.fromSeq,
+        s.throughSeq,
+        s.keyVersion,
+        s.prevHash.toString('hex'),
+        s.headHash.toString('hex'),
+        s.archivedAt,
+      ]),
+    )
     .digest();
 }
 

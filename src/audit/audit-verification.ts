@@ -1,6 +1,6 @@
 import { KeyManager, SYSTEM_TENANT } from '../crypto/key-manager';
-import { AuditRow, GENESIS_HASH, VaultStore } from '../store/vault-store';
-import { auditMac, checkpointMac, safeEqual } from './audit-marks';
+import { AuditRow, AuditSegment, GENESIS_HASH, VaultStore } from '../store/vault-store';
+import { auditMac, checkpointMac, safeEqual, segmentMac } from './audit-marks';
 
 /**
  * What the stored checkpoint was to this verification: `none` (absent), `used` (intact, and the
@@ -15,6 +15,8 @@ export type VerifyResult = (
   /** The first row this run checked (rows before it were verified by an earlier run). */
   verifiedFrom: number;
   checkpoint: CheckpointStatus;
+  /** The last row exported to an archive and pruned (0: none); `rows` counts the rows after it. */
+  archivedThrough: number;
 };
 
 export interface VerifyOptions {
@@ -26,15 +28,55 @@ export interface VerifyOptions {
 
 /** The longest verification keeps the event loop before letting other work (requests, probes) run. */
 export const VERIFY_SLICE_MS = 10;
-const DEFAULT_PAGE_SIZE = 200;
+export const DEFAULT_PAGE_SIZE = 200;
 
 /** A row known to be good (seq 0 with the genesis hash: before the first row). */
-interface Link {
+export interface Link {
   seq: number;
   hash: Buffer;
 }
 
-type Walk = { ok: true; last: Link } | { ok: false; last: Link; firstBadSeq: number; reason: string };
+export type Problem = { firstBadSeq: number; reason: string };
+export type Walk = { ok: true; last: Link } | ({ ok: false; last: Link } & Problem);
+/** Where the stored chain starts: after the last archived segment, whose records all verify. */
+export type Origin = { ok: true; link: Link; segments: AuditSegment[] } | ({ ok: false } & Problem);
+
+const GENESIS: Link = { seq: 0, hash: GENESIS_HASH };
+
+/** Checks one row against the row before it; remembers the audit key versions it looked up. */
+export class RowChecker {
+  private readonly versions = new Map<number, Buffer | undefined>();
+
+  constructor(private readonly keys: KeyManager) {}
+
+  async check(row: AuditRow, previous: Link): Promise<Problem | undefined> {
+    const expectedSeq = previous.seq + 1;
+    if (row.seq !== expectedSeq) return { firstBadSeq: expectedSeq, reason: `row ${expectedSeq} is missing` };
+    if (!safeEqual(row.prevHash, previous.hash)) return { firstBadSeq: row.seq, reason: 'does not link to the previous row' };
+    const key = await this.key(row.keyVersion);
+    if (!key) return { firstBadSeq: row.seq, reason: `audit key version ${row.keyVersion} is unknown` };
+    if (!safeEqual(auditMac(key, row.prevHash, row.seq, row, row.keyVersion), row.hash)) {
+      return { firstBadSeq: row.seq, reason: 'content does not match its HMAC (edited)' };
+    }
+    return undefined;
+  }
+
+  async key(version: number): Promise<Buffer | undefined> {
+    if (!this.versions.has(version)) this.versions.set(version, await this.keys.keyVersion(SYSTEM_TENANT, 'audit', version));
+    return this.versions.get(version);
+  }
+}
+
+/** Lets other work (requests, probes) run between slices of a long loop. */
+export class Slicer {
+  private started = performance.now();
+
+  async pause(): Promise<void> {
+    if (performance.now() - this.started < VERIFY_SLICE_MS) return;
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    this.started = performance.now();
+  }
+}
 
 /**
  * Verifies the hash chain in slices, yielding to the event loop between them. Incremental runs
@@ -51,8 +93,44 @@ export class ChainVerifier {
   ) {}
 
   async verify(options: VerifyOptions = {}): Promise<VerifyResult> {
+    const found = await this.origin();
+    if (!found.ok) {
+      return {
+        ok: false,
+        rows: 0,
+        firstBadSeq: found.firstBadSeq,
+        reason: found.reason,
+        verifiedFrom: 1,
+        checkpoint: 'none',
+        archivedThrough: 0,
+      };
+    }
+    const result = await this.verifyFrom(found.link, options);
+    // An archive pruned rows while this run read them: what looked missing was archived; run again.
+    if (!result.ok && (await this.store.auditSegments()).length !== found.segments.length) return this.verify(options);
+    return result;
+  }
+
+  /** Checks the archived segments' records: each MAC under the audit key, each following the one before. */
+  async origin(): Promise<Origin> {
+    const checker = new RowChecker(this.keys);
+    const segments = await this.store.auditSegments();
+    let link = GENESIS;
+    for (const s of segments) {
+      const key = await checker.key(s.keyVersion);
+      const what = `the archive record of rows ${s.fromSeq}–${s.throughSeq}`;
+      if (!key || !safeEqual(segmentMac(key, s), s.mac))
+        return { ok: false, firstBadSeq: s.fromSeq, reason: `${what} does not verify (forged)` };
+      if (s.fromSeq !== link.seq + 1 || !safeEqual(s.prevHash, link.hash)) {
+        return { ok: false, firstBadSeq: s.fromSeq, reason: `${what} does not follow the previous one` };
+      }
+      link = { seq: s.throughSeq, hash: s.headHash };
+    }
+    return { ok: true, link, segments };
+  }
+
+  private async verifyFrom(origin: Link, options: VerifyOptions): Promise<VerifyResult> {
     const pageSize = options.pageSize ?? DEFAULT_PAGE_SIZE;
-    const origin: Link = { seq: 0, hash: GENESIS_HASH };
     // Checkpoint before head: a checkpoint saved meanwhile can then never lie beyond the head read.
     const checkpoint = await this.readCheckpoint(origin);
     const end = (await this.store.auditHead())?.seq ?? origin.seq;
@@ -70,7 +148,7 @@ export class ChainVerifier {
       await this.saveCheckpoint(walk.last);
     }
 
-    const common = { verifiedFrom: start.seq + 1, checkpoint: status };
+    const common = { verifiedFrom: start.seq + 1, checkpoint: status, archivedThrough: origin.seq };
     if (!walk.ok)
       return { ok: false, rows: walk.firstBadSeq - 1 - origin.seq, firstBadSeq: walk.firstBadSeq, reason: walk.reason, ...common };
     return { ok: true, rows: walk.last.seq - origin.seq, headSeq: walk.last.seq, headHash: walk.last.hash.toString('hex'), ...common };
@@ -112,41 +190,25 @@ export class ChainVerifier {
     await this.store.saveAuditCheckpoint({ ...unsigned, mac: checkpointMac(key, unsigned) });
   }
 
-  /** Checks rows after `from` up to `throughSeq` (the head when the run began: later rows wait for the next run). */
-  private async walk(from: Link, throughSeq: number, pageSize: number): Promise<Walk> {
-    const keys = new Map<number, Buffer | undefined>();
+  /**
+   * Checks rows after `from` up to `throughSeq` (the head when the run began: later rows wait for
+   * the next run), handing each good row to `visit`.
+   */
+  async walk(from: Link, throughSeq: number, pageSize = DEFAULT_PAGE_SIZE, visit?: (row: AuditRow) => void): Promise<Walk> {
+    const checker = new RowChecker(this.keys);
+    const slicer = new Slicer();
     let last = from;
-    let sliceStarted = performance.now();
     while (last.seq < throughSeq) {
       const page = await this.store.auditRows(last.seq, Math.min(pageSize, throughSeq - last.seq));
       if (page.length === 0) return { ok: false, last, firstBadSeq: last.seq + 1, reason: `row ${last.seq + 1} is missing` };
       for (const row of page) {
-        const bad = await this.checkRow(row, last, keys);
+        const bad = await checker.check(row, last);
         if (bad) return { ok: false, last, ...bad };
+        visit?.(row);
         last = { seq: row.seq, hash: row.hash };
-        if (performance.now() - sliceStarted >= VERIFY_SLICE_MS) {
-          await new Promise<void>((resolve) => setImmediate(resolve));
-          sliceStarted = performance.now();
-        }
+        await slicer.pause();
       }
     }
     return { ok: true, last };
-  }
-
-  private async checkRow(
-    row: AuditRow,
-    previous: Link,
-    keys: Map<number, Buffer | undefined>,
-  ): Promise<{ firstBadSeq: number; reason: string } | undefined> {
-    const expectedSeq = previous.seq + 1;
-    if (row.seq !== expectedSeq) return { firstBadSeq: expectedSeq, reason: `row ${expectedSeq} is missing` };
-    if (!safeEqual(row.prevHash, previous.hash)) return { firstBadSeq: row.seq, reason: 'does not link to the previous row' };
-    if (!keys.has(row.keyVersion)) keys.set(row.keyVersion, await this.keys.keyVersion(SYSTEM_TENANT, 'audit', row.keyVersion));
-    const key = keys.get(row.keyVersion);
-    if (!key) return { firstBadSeq: row.seq, reason: `audit key version ${row.keyVersion} is unknown` };
-    if (!safeEqual(auditMac(key, row.prevHash, row.seq, row, row.keyVersion), row.hash)) {
-      return { firstBadSeq: row.seq, reason: 'content does not match its HMAC (edited)' };
-    }
-    return undefined;
   }
 }

@@ -130,6 +130,9 @@ export const AuditListResponseSchema = Type.Object({
 });
 
 const AuditVerifyRunFields = {
+  archivedThrough: Type.Integer({
+    description: 'The last row exported to an archive and pruned (0: none); `rows` counts the rows after it.',
+  }),
   verifiedFrom: Type.Integer({ description: 'The first row this run checked; earlier rows were verified by an earlier run.' }),
   checkpoint: enumOf(
     ['none', 'used', 'valid', 'rejected'] as const,

@@ -111,6 +111,21 @@ export interface AuditCheckpoint {
   mac: Buffer;
 }
 
+/**
+ * A segment of the chain that was exported to an archive file and pruned from the store: rows
+ * fromSeq..throughSeq, the hash the first chains from and the hash of the last (what the next
+ * stored row chains from). MACed under the audit key (see audit-marks.ts).
+ */
+export interface AuditSegment {
+  fromSeq: number;
+  throughSeq: number;
+  prevHash: Buffer;
+  headHash: Buffer;
+  archivedAt: string;
+  keyVersion: number;
+  mac: Buffer;
+}
+
 export interface PendingAudit {
   entry: AuditEntry;
   sealer: AuditSealer;
@@ -201,6 +216,17 @@ export interface VaultStore {
    * row: it is derived state that any verification can rebuild. Concurrent savers: the last wins.
    */
   saveAuditCheckpoint(checkpoint: AuditCheckpoint): Promise<void>;
+  /** Every archived segment record, in sequence order, exactly as written (MACs are the caller's to check). */
+  auditSegments(): Promise<AuditSegment[]>;
+  /**
+   * Prunes an archived segment, in one transaction with the segment's record and its audit row.
+   * Only when, inside that transaction, the segment follows the last recorded one (or starts at
+   * row 1 when there is none), every row fromSeq..throughSeq is still stored, the first still
+   * chains from `prevHash` and the last still has `headHash`; otherwise returns false and writes
+   * nothing. Rows after the segment keep their numbers; an append to an emptied log continues from
+   * the last segment.
+   */
+  pruneAuditSegment(segment: AuditSegment, audit: PendingAudit): Promise<boolean>;
 }
 
 /**

@@ -136,4 +136,17 @@ describe('audit API', () => {
     await Promise.all([verified, probed]);
     expect(events).to.deep.equal(['healthz 200', 'verify ok=true']);
   });
+
+  it('a 1,000-token detokenize stores a compact audit row that GET /v1/audit shows unchanged', async () => {
+    const tokens = await v.tokenize(Array.from({ length: 1000 }, (_, i) => ({ type: 'text', value: `value ${i}` })));
+    const res = await v.http.post('/v1/detokenize').set(v.as('support')).send({ tokens });
+    expect(res.status).to.equal(200);
+    const { seq, stored } = v.opened.store.db
+      .prepare("SELECT seq, length(tokens) AS stored FROM audit WHERE action = 'detokenize' ORDER BY seq DESC LIMIT 1")
+      .get() as { seq: number; stored: number };
+    expect(stored).to.be.below(0.6 * JSON.stringify(tokens).length);
+    const listed = await v.http.get(`/v1/audit?after=${seq - 1}&limit=1`).set(v.as('security'));
+    expect(listed.body.items[0]).to.include({ seq, action: 'detokenize', principal: 'support' });
+    expect(listed.body.items[0].tokens).to.deep.equal(tokens);
+  });
 });
