@@ -17,24 +17,66 @@ export interface AtomicWriteOptions {
  * itself is on disk. On failure the old file is untouched and the temp file removed.
  */
 export function writeFileAtomic(path: string, contents: string | Buffer, options: AtomicWriteOptions = {}): void {
-  const mode = options.mode ?? 0o600;
-  const dir = dirname(path);
-  const tmp = join(dir, `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
+  const tmp = createTemp(path, options);
   try {
-    const fd = fs.openSync(tmp, 'wx', mode);
     try {
-      fs.fchmodSync(fd, mode); // the umask may have narrowed the mode given to open
-      fs.writeFileSync(fd, contents);
-      fs.fsyncSync(fd);
+      fs.writeFileSync(tmp.fd, contents);
+      fs.fsyncSync(tmp.fd);
     } finally {
-      fs.closeSync(fd);
+      fs.closeSync(tmp.fd);
     }
-    if (options.exclusive) fs.linkSync(tmp, path);
-    else fs.renameSync(tmp, path);
+    publish(tmp.path, path, options);
   } finally {
-    fs.rmSync(tmp, { force: true });
+    fs.rmSync(tmp.path, { force: true });
   }
-  fsyncDirectory(dir);
+  fsyncDirectory(dirname(path));
+}
+
+/**
+ * writeFileAtomic for contents produced piece by piece (a large export): `fill` writes through
+ * `write` and may read the finished temp file (at `tempPath`) to check it before it is published;
+ * if `fill` throws, nothing is published.
+ */
+export async function writeFileAtomicWith<T>(
+  path: string,
+  fill: (write: (chunk: string | Buffer) => void, tempPath: string) => Promise<T>,
+  options: AtomicWriteOptions = {},
+): Promise<T> {
+  const tmp = createTemp(path, options);
+  let result: T;
+  try {
+    try {
+      result = await fill((chunk) => void fs.writeSync(tmp.fd, typeof chunk === 'string' ? Buffer.from(chunk) : chunk), tmp.path);
+      fs.fsyncSync(tmp.fd);
+    } finally {
+      fs.closeSync(tmp.fd);
+    }
+    publish(tmp.path, path, options);
+  } finally {
+    fs.rmSync(tmp.path, { force: true });
+  }
+  fsyncDirectory(dirname(path));
+  return result;
+}
+
+/** A temp file beside `path`, created with the final mode (the umask may have narrowed the mode given to open). */
+function createTemp(path: string, options: AtomicWriteOptions): { path: string; fd: number } {
+  const mode = options.mode ?? 0o600;
+  const tmpPath = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
+  const fd = fs.openSync(tmpPath, 'wx', mode);
+  try {
+    fs.fchmodSync(fd, mode);
+  } catch (err) {
+    fs.closeSync(fd);
+    fs.rmSync(tmpPath, { force: true });
+    throw err;
+  }
+  return { path: tmpPath, fd };
+}
+
+function publish(tmpPath: string, path: string, options: AtomicWriteOptions): void {
+  if (options.exclusive) fs.linkSync(tmpPath, path);
+  else fs.renameSync(tmpPath, path);
 }
 
 /** Makes the directory's entries (a created, renamed or removed file) durable. */

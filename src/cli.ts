@@ -13,7 +13,10 @@ const USAGE = `Usage:
   pii-vault init  --data-dir DIR [--json] [--force]   create a vault; prints the starter API keys once
   pii-vault serve --data-dir DIR [--port N] [--host H] serve the HTTP API (default 127.0.0.1:8080)
   pii-vault start --data-dir DIR [--port N] [--host H] init if needed, then serve (what \`npm start\` runs)
-  pii-vault audit verify --data-dir DIR [--json]     check the audit hash chain (exit 0 intact, 1 broken)
+  pii-vault audit verify --data-dir DIR [--json]     re-verify the whole audit hash chain (exit 0 intact, 1 broken)
+  pii-vault audit verify --data-dir DIR --archive FILE [--json]   verify an archive file against the vault
+  pii-vault audit archive --data-dir DIR --before SEQ --out FILE [--json]
+                                                     export the verified rows before SEQ to a new FILE, then prune them
 
   pii-vault keys list      [--tenant T | --all] [--json]
   pii-vault keys rotate    [--tenant T | --all] [--json]         new active data-key version
@@ -40,6 +43,9 @@ const OPTIONS = {
   confirm: { type: 'string' },
   'kms-key-id': { type: 'string' },
   'to-local': { type: 'boolean', default: false },
+  before: { type: 'string' },
+  out: { type: 'string' },
+  archive: { type: 'string' },
   wait: { type: 'boolean', default: false },
   data: { type: 'string' },
   port: { type: 'string' },
@@ -109,7 +115,9 @@ async function run(argv: string[]): Promise<number> {
       if (!existsSync(join(resolve(dataDir), CONFIG_FILE))) printInit(await initDataDir(dataDir), false);
       return serve(dataDir, overrides(values));
     case 'audit verify':
-      return auditVerify(dataDir, values.json);
+      return values.archive === undefined ? auditVerify(dataDir, values.json) : auditVerifyArchive(dataDir, values.archive, values.json);
+    case 'audit archive':
+      return auditArchive(dataDir, values, values.json);
     default:
       throw new UsageError(`unknown command "${command}"`);
   }
@@ -176,12 +184,50 @@ async function devKms(values: { port?: string; host?: string; data?: string }): 
 async function auditVerify(dataDir: string, json: boolean): Promise<number> {
   const opened = await openVault(loadConfig(dataDir));
   try {
-    const result = await opened.audit.verify();
+    const result = await opened.audit.verify({ full: true });
     if (json) process.stdout.write(JSON.stringify(result) + '\n');
     else if (result.ok) process.stdout.write(`audit chain intact: ${result.rows} rows, head #${result.headSeq} ${result.headHash}\n`);
     else
       process.stdout.write(`audit chain BROKEN at row #${result.firstBadSeq}: ${result.reason} (${result.rows} rows verified before it)\n`);
+    if (!json && result.checkpoint === 'rejected') {
+      process.stdout.write('the stored verification checkpoint was REJECTED: its MAC does not verify (forged or damaged)\n');
+    }
     return result.ok ? 0 : 1;
+  } finally {
+    await opened.close();
+  }
+}
+
+async function auditArchive(dataDir: string, values: { before?: string; out?: string }, json: boolean): Promise<number> {
+  if (values.before === undefined || !/^[1-9][0-9]{0,14}$/.test(values.before))
+    throw new UsageError('--before must be a row number (1 or more)');
+  if (!values.out) throw new UsageError('--out FILE is required');
+  const opened = await openVault(loadConfig(dataDir));
+  try {
+    const summary = await opened.audit.archive(Number(values.before), resolve(values.out));
+    if (json) process.stdout.write(JSON.stringify(summary) + '\n');
+    else
+      process.stdout.write(
+        `archived rows #${summary.fromSeq}–#${summary.throughSeq} (${summary.rows} rows) to ${values.out} and pruned them; ` +
+          `the chain left in the vault continues from head ${summary.headHash}\n`,
+      );
+    return 0;
+  } finally {
+    await opened.close();
+  }
+}
+
+async function auditVerifyArchive(dataDir: string, file: string, json: boolean): Promise<number> {
+  const opened = await openVault(loadConfig(dataDir));
+  try {
+    const check = await opened.audit.verifyArchive(file);
+    if (json) process.stdout.write(JSON.stringify(check) + '\n');
+    else if (check.ok)
+      process.stdout.write(
+        `archive intact: rows #${check.fromSeq}–#${check.throughSeq} (${check.rows} rows), head ${check.headHash}, recorded by this vault\n`,
+      );
+    else process.stdout.write(`archive BROKEN at line ${check.line}: ${check.reason}\n`);
+    return check.ok ? 0 : 1;
   } finally {
     await opened.close();
   }

@@ -1,12 +1,11 @@
-import { createHmac, timingSafeEqual } from 'node:crypto';
-import { encodeFields } from '../crypto/aead';
 import { KeyManager, SYSTEM_TENANT } from '../crypto/key-manager';
-import { AuditEntry, AuditRow, AuditSealer, AuditUnavailableError, GENESIS_HASH, VaultStore } from '../store/vault-store';
+import { AuditEntry, AuditRow, AuditSealer, AuditUnavailableError, VaultStore } from '../store/vault-store';
+import { auditMac } from './audit-marks';
+import { ArchiveCheck, ArchiveSummary, AuditArchiver } from './audit-archive';
+import { ChainVerifier, VerifyOptions, VerifyResult } from './audit-verification';
 
-export type VerifyResult =
-  { ok: true; rows: number; headSeq: number; headHash: string } | { ok: false; rows: number; firstBadSeq: number; reason: string };
-
-export { AuditUnavailableError };
+export type { ArchiveCheck, ArchiveSummary, VerifyOptions, VerifyResult };
+export { AuditUnavailableError, auditMac };
 
 /**
  * Hash-chained audit log: each row's HMAC covers its fields, its sequence number and the previous
@@ -14,11 +13,17 @@ export { AuditUnavailableError };
  */
 export class AuditLog {
   private cachedSealer: { sealer: AuditSealer; until: number } | undefined;
+  private readonly verifier: ChainVerifier;
+  private readonly archiver: AuditArchiver;
+  private readonly verifying = new Map<'full' | 'incremental', Promise<VerifyResult>>();
 
   constructor(
     private readonly store: VaultStore,
     private readonly keys: KeyManager,
-  ) {}
+  ) {
+    this.verifier = new ChainVerifier(store, keys, (seq) => this.reportRejectedCheckpoint(seq));
+    this.archiver = new AuditArchiver(store, keys, this.verifier, () => this.sealer());
+  }
 
   /**
    * The sealer of the active audit key, reused for a second: every request appends a row, and
@@ -43,59 +48,43 @@ export class AuditLog {
     }
   }
 
-  async verify(pageSize = 1000): Promise<VerifyResult> {
-    let expectedSeq = 1;
-    let prevHash: Buffer = GENESIS_HASH;
-    let rows = 0;
-    for (;;) {
-      const page = await this.store.auditRows(expectedSeq - 1, pageSize);
-      if (page.length === 0) break;
-      for (const row of page) {
-        const bad = await this.checkRow(row, expectedSeq, prevHash);
-        if (bad) return { ok: false, rows, firstBadSeq: bad.seq, reason: bad.reason };
-        rows++;
-        expectedSeq = row.seq + 1;
-        prevHash = row.hash;
-      }
+  /**
+   * Verifies the chain (see ChainVerifier): incrementally from the checkpoint, or every row with
+   * `full`. Concurrent calls of one kind share one run instead of each doing the work again.
+   */
+  verify(options: VerifyOptions = {}): Promise<VerifyResult> {
+    const kind = options.full ? 'full' : 'incremental';
+    let running = this.verifying.get(kind);
+    if (!running) {
+      running = this.verifier.verify(options).finally(() => this.verifying.delete(kind));
+      this.verifying.set(kind, running);
     }
-    return { ok: true, rows, headSeq: expectedSeq - 1, headHash: prevHash.toString('hex') };
+    return running;
   }
 
-  private async checkRow(row: AuditRow, expectedSeq: number, prevHash: Buffer): Promise<{ seq: number; reason: string } | undefined> {
-    if (row.seq !== expectedSeq) return { seq: expectedSeq, reason: `row ${expectedSeq} is missing` };
-    if (!safeEqual(row.prevHash, prevHash)) return { seq: row.seq, reason: 'does not link to the previous row' };
-    const key = await this.keys.keyVersion(SYSTEM_TENANT, 'audit', row.keyVersion);
-    if (!key) return { seq: row.seq, reason: `audit key version ${row.keyVersion} is unknown` };
-    if (!safeEqual(auditMac(key, row.prevHash, row.seq, row, row.keyVersion), row.hash)) {
-      return { seq: row.seq, reason: 'content does not match its HMAC (edited)' };
-    }
-    return undefined;
+  /** Exports the verified rows before `beforeSeq` to a new file `out`, then prunes them (see AuditArchiver). */
+  archive(beforeSeq: number, out: string): Promise<ArchiveSummary> {
+    return this.archiver.archive(beforeSeq, out);
   }
-}
 
-export function auditMac(key: Buffer, prevHash: Buffer, seq: number, e: AuditEntry, keyVersion: number): Buffer {
-  return createHmac('sha256', key)
-    .update(prevHash)
-    .update(
-      encodeFields('pii-vault/audit/v1', [
-        seq,
-        keyVersion,
-        e.ts,
-        e.requestId,
-        e.principal,
-        JSON.stringify(e.tenant),
-        e.action,
-        JSON.stringify(e.types),
-        JSON.stringify(e.tokens),
-        JSON.stringify(e.purpose),
-        e.outcome,
-        JSON.stringify(e.reason),
-        JSON.stringify(e.subjects),
-      ]),
-    )
-    .digest();
-}
+  /** Verifies an archive file and that this vault recorded its segment as archived. */
+  verifyArchive(file: string): Promise<ArchiveCheck> {
+    return this.archiver.check(file, { recorded: true });
+  }
 
-function safeEqual(a: Buffer, b: Buffer): boolean {
-  return a.length === b.length && timingSafeEqual(a, b);
+  private async reportRejectedCheckpoint(seq: number): Promise<void> {
+    await this.append({
+      ts: new Date().toISOString(),
+      requestId: 'system',
+      principal: 'system',
+      tenant: null,
+      action: 'audit:checkpoint-rejected',
+      types: [],
+      tokens: [],
+      purpose: null,
+      outcome: 'deny',
+      reason: `the stored verification checkpoint (row ${seq}) failed its MAC; the whole chain was verified instead`,
+      subjects: [],
+    });
+  }
 }

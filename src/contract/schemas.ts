@@ -148,9 +148,30 @@ export const AuditListResponseSchema = Type.Object({
   next: Type.Union([Type.Integer(), Type.Null()], { description: 'Pass as `after` for the next page; null at the end.' }),
 });
 
+const AuditVerifyRunFields = {
+  archivedThrough: Type.Integer({
+    description: 'The last row exported to an archive and pruned (0: none); `rows` counts the rows after it.',
+  }),
+  verifiedFrom: Type.Integer({ description: 'The first row this run checked; earlier rows were verified by an earlier run.' }),
+  checkpoint: enumOf(
+    ['none', 'used', 'valid', 'rejected'] as const,
+    'The stored verification checkpoint: absent, used as the starting point, intact, or rejected (its MAC failed; the whole chain was verified).',
+  ),
+};
+
 export const AuditVerifyResponseSchema = Type.Union([
-  Type.Object({ ok: Type.Literal(true), rows: Type.Integer(), headSeq: Type.Integer(), headHash: Type.String() }),
-  Type.Object({ ok: Type.Literal(false), rows: Type.Integer(), firstBadSeq: Type.Integer(), reason: Type.String() }),
+  Type.Object({ ok: Type.Literal(true), rows: Type.Integer(), headSeq: Type.Integer(), headHash: Type.String(), ...AuditVerifyRunFields }),
+  Type.Object({
+    ok: Type.Literal(false),
+    rows: Type.Integer(),
+    firstBadSeq: Type.Integer(),
+    reason: Type.String(),
+    ...AuditVerifyRunFields,
+  }),
+  Type.Object(
+    { ok: Type.Boolean(), scope: Type.Literal('tenants') },
+    { description: "For a caller scoped to some tenants: whether the whole chain is intact, nothing about other tenants' rows." },
+  ),
 ]);
 
 export const ErrorResponseSchema = Type.Object({

@@ -95,6 +95,30 @@ export const SQLITE_MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> 
     `,
   },
   {
+    // Audit verification checkpoint (issue 10, item 11): at most one row, MACed under the audit key;
+    // archived (exported and pruned) segments of the chain (item 13), each MACed under the audit key.
+    version: 4,
+    sql: `
+      CREATE TABLE audit_segments (
+        through_seq INTEGER PRIMARY KEY,
+        from_seq INTEGER NOT NULL,
+        prev_hash BLOB NOT NULL,
+        head_hash BLOB NOT NULL,
+        archived_at TEXT NOT NULL,
+        key_version INTEGER NOT NULL,
+        mac BLOB NOT NULL
+      );
+      CREATE TABLE audit_checkpoint (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        seq INTEGER NOT NULL,
+        hash BLOB NOT NULL,
+        key_version INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        mac BLOB NOT NULL
+      );
+    `,
+  },
+  {
     // Token spaces per tenant: the key becomes (token, tenant) (token first, so a lookup by token
     // alone still uses it, and time-ordered tokens still append). Records gain their binding (rows
     // written before are binding 1) and what their token preserves (unknown, so null, before).

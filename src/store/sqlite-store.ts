@@ -2,8 +2,12 @@ import Database from 'better-sqlite3';
 import type { KeyPurpose } from '../crypto/key-provider';
 import type { DataType, Preserve, TokenFormat } from '../domain/types';
 import { SQLITE_MIGRATIONS } from './sqlite-migrations';
+import { decodeAuditList, encodeAuditList } from './audit-list-codec';
 import {
+  AuditCheckpoint,
+  AuditHead,
   AuditRow,
+  AuditSegment,
   AuditUnavailableError,
   DataKeyRecord,
   DataKeyState,
@@ -61,12 +65,13 @@ interface AuditDbRow {
   principal: string;
   tenant: string | null;
   action: string;
-  types: string;
-  tokens: string;
+  /** Lists: JSON text, or deflated JSON in a BLOB (audit-list-codec.ts). */
+  types: string | Buffer;
+  tokens: string | Buffer;
   purpose: string | null;
   outcome: string;
   reason: string | null;
-  subjects: string;
+  subjects: string | Buffer;
   key_version: number;
   prev_hash: Buffer;
   hash: Buffer;
@@ -159,6 +164,26 @@ export class SqliteStore implements VaultStore {
       ),
       auditAfter: db.prepare('SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT ?'),
       auditAfterOfTenant: db.prepare(AUDIT_AFTER_OF_TENANT_SQL),
+      auditCheckpoint: db.prepare(
+        'SELECT seq, hash, key_version AS keyVersion, created_at AS createdAt, mac FROM audit_checkpoint WHERE id = 1',
+      ),
+      saveAuditCheckpoint: db.prepare(
+        `INSERT INTO audit_checkpoint (id, seq, hash, key_version, created_at, mac) VALUES (1, @seq, @hash, @keyVersion, @createdAt, @mac)
+         ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, key_version = excluded.key_version,
+           created_at = excluded.created_at, mac = excluded.mac`,
+      ),
+      auditSegments: db.prepare(
+        `SELECT from_seq AS fromSeq, through_seq AS throughSeq, prev_hash AS prevHash, head_hash AS headHash,
+           archived_at AS archivedAt, key_version AS keyVersion, mac FROM audit_segments ORDER BY through_seq`,
+      ),
+      lastAuditSegment: db.prepare('SELECT through_seq AS seq, head_hash AS hash FROM audit_segments ORDER BY through_seq DESC LIMIT 1'),
+      insertAuditSegment: db.prepare(
+        `INSERT INTO audit_segments (through_seq, from_seq, prev_hash, head_hash, archived_at, key_version, mac)
+         VALUES (@throughSeq, @fromSeq, @prevHash, @headHash, @archivedAt, @keyVersion, @mac)`,
+      ),
+      auditRowCount: db.prepare('SELECT count(*) AS n FROM audit WHERE seq BETWEEN ? AND ?'),
+      auditLink: db.prepare('SELECT prev_hash AS prevHash, hash FROM audit WHERE seq = ?'),
+      deleteAuditRows: db.prepare('DELETE FROM audit WHERE seq BETWEEN ? AND ?'),
       allKeys: db.prepare('SELECT * FROM data_keys ORDER BY tenant, purpose, version'),
       countsByKey: db.prepare('SELECT tenant, key_version AS version, records AS n FROM record_counts WHERE records > 0'),
       countAtVersion: db.prepare('SELECT count(*) AS n FROM tokens WHERE tenant = ? AND key_version = ?'),
@@ -410,7 +435,8 @@ export class SqliteStore implements VaultStore {
   }
 
   private appendAuditNow({ entry, sealer }: PendingAudit): AuditRow {
-    const head = this.stmts.auditHead.get() as { seq: number; hash: Buffer } | undefined;
+    // An emptied log (every row archived) continues from the last archived segment.
+    const head = (this.stmts.auditHead.get() ?? this.stmts.lastAuditSegment.get()) as AuditHead | undefined;
     const seq = (head?.seq ?? 0) + 1;
     const prevHash = head?.hash ?? GENESIS_HASH;
     const hash = sealer.seal(prevHash, seq, entry, sealer.keyVersion);
@@ -418,9 +444,9 @@ export class SqliteStore implements VaultStore {
     try {
       this.stmts.insertAudit.run({
         ...row,
-        types: JSON.stringify(row.types),
-        tokens: JSON.stringify(row.tokens),
-        subjects: JSON.stringify(row.subjects),
+        types: encodeAuditList(row.types),
+        tokens: encodeAuditList(row.tokens),
+        subjects: encodeAuditList(row.subjects),
       });
     } catch (err) {
       // Whatever the cause, the enclosing transaction rolls back: no change without its audit row.
@@ -445,6 +471,38 @@ export class SqliteStore implements VaultStore {
       [...new Set(tenants)].flatMap((tenant) => this.stmts.auditAfterOfTenant.all(tenant, afterSeq, limit) as AuditDbRow[]);
     const rows = tenants.length > 1 ? (this.transactionally(read) as AuditDbRow[]) : read();
     return rows.sort((a, b) => a.seq - b.seq).slice(0, limit);
+  }
+
+  async auditHead(): Promise<AuditHead | undefined> {
+    return this.run(() => this.stmts.auditHead.get() as AuditHead | undefined);
+  }
+
+  async auditCheckpoint(): Promise<AuditCheckpoint | undefined> {
+    return this.run(() => this.stmts.auditCheckpoint.get() as AuditCheckpoint | undefined);
+  }
+
+  async saveAuditCheckpoint(checkpoint: AuditCheckpoint): Promise<void> {
+    await this.write(() => this.stmts.saveAuditCheckpoint.run(checkpoint));
+  }
+
+  async auditSegments(): Promise<AuditSegment[]> {
+    return this.run(() => this.stmts.auditSegments.all() as AuditSegment[]);
+  }
+
+  async pruneAuditSegment(segment: AuditSegment, audit: PendingAudit): Promise<boolean> {
+    return this.write(() => {
+      const last = this.stmts.lastAuditSegment.get() as AuditHead | undefined;
+      if (segment.fromSeq !== (last?.seq ?? 0) + 1) return false;
+      const { n } = this.stmts.auditRowCount.get(segment.fromSeq, segment.throughSeq) as { n: number };
+      if (n !== segment.throughSeq - segment.fromSeq + 1) return false;
+      const first = this.stmts.auditLink.get(segment.fromSeq) as { prevHash: Buffer; hash: Buffer };
+      const end = this.stmts.auditLink.get(segment.throughSeq) as { prevHash: Buffer; hash: Buffer };
+      if (!first.prevHash.equals(segment.prevHash) || !end.hash.equals(segment.headHash)) return false;
+      this.stmts.deleteAuditRows.run(segment.fromSeq, segment.throughSeq);
+      this.stmts.insertAuditSegment.run(segment);
+      this.appendAuditNow(audit);
+      return true;
+    });
   }
 
   /** Runs a read; SQLite's busy/full/IO failures become StoreUnavailableError. */
@@ -583,12 +641,12 @@ function toAuditRow(row: AuditDbRow): AuditRow {
     principal: row.principal,
     tenant: row.tenant,
     action: row.action,
-    types: JSON.parse(row.types),
-    tokens: JSON.parse(row.tokens),
+    types: decodeAuditList(row.types),
+    tokens: decodeAuditList(row.tokens),
     purpose: row.purpose,
     outcome: row.outcome as AuditRow['outcome'],
     reason: row.reason,
-    subjects: JSON.parse(row.subjects),
+    subjects: decodeAuditList(row.subjects),
     keyVersion: row.key_version,
     prevHash: row.prev_hash,
     hash: row.hash,

@@ -103,6 +103,39 @@ export interface AuditSealer {
   seal(prevHash: Buffer, seq: number, entry: AuditEntry, keyVersion: number): Buffer;
 }
 
+/** The newest audit row: where the chain currently ends. */
+export interface AuditHead {
+  seq: number;
+  hash: Buffer;
+}
+
+/**
+ * The last row a verification found intact, so the next one starts after it. MACed under the
+ * audit key (see audit-marks.ts): a database writer cannot move it forward over rows it edited.
+ */
+export interface AuditCheckpoint {
+  seq: number;
+  hash: Buffer;
+  keyVersion: number;
+  createdAt: string;
+  mac: Buffer;
+}
+
+/**
+ * A segment of the chain that was exported to an archive file and pruned from the store: rows
+ * fromSeq..throughSeq, the hash the first chains from and the hash of the last (what the next
+ * stored row chains from). MACed under the audit key (see audit-marks.ts).
+ */
+export interface AuditSegment {
+  fromSeq: number;
+  throughSeq: number;
+  prevHash: Buffer;
+  headHash: Buffer;
+  archivedAt: string;
+  keyVersion: number;
+  mac: Buffer;
+}
+
 export interface PendingAudit {
   entry: AuditEntry;
   sealer: AuditSealer;
@@ -214,6 +247,26 @@ export interface VaultStore {
   appendAudit(audit: PendingAudit): Promise<AuditRow>;
   /** Audit rows after a sequence number; with `tenants`, only rows of those tenants. */
   auditRows(afterSeq: number, limit: number, tenants?: readonly string[]): Promise<AuditRow[]>;
+  /** The newest audit row's seq and hash (one read); undefined when no row is stored. */
+  auditHead(): Promise<AuditHead | undefined>;
+  /** The stored verification checkpoint exactly as written; checking its MAC is the caller's job. */
+  auditCheckpoint(): Promise<AuditCheckpoint | undefined>;
+  /**
+   * Replaces the checkpoint (there is at most one), in a transaction of its own, without an audit
+   * row: it is derived state that any verification can rebuild. Concurrent savers: the last wins.
+   */
+  saveAuditCheckpoint(checkpoint: AuditCheckpoint): Promise<void>;
+  /** Every archived segment record, in sequence order, exactly as written (MACs are the caller's to check). */
+  auditSegments(): Promise<AuditSegment[]>;
+  /**
+   * Prunes an archived segment, in one transaction with the segment's record and its audit row.
+   * Only when, inside that transaction, the segment follows the last recorded one (or starts at
+   * row 1 when there is none), every row fromSeq..throughSeq is still stored, the first still
+   * chains from `prevHash` and the last still has `headHash`; otherwise returns false and writes
+   * nothing. Rows after the segment keep their numbers; an append to an emptied log continues from
+   * the last segment.
+   */
+  pruneAuditSegment(segment: AuditSegment, audit: PendingAudit): Promise<boolean>;
 }
 
 /**

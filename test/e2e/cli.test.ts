@@ -142,16 +142,44 @@ describe('end to end: the real CLI and server process', function () {
     keys = newKeys;
   });
 
-  it('audit verify exits 0 on an intact chain and non-zero naming the first edited row', () => {
+  it('audit verify re-verifies every row: exits 0 on an intact chain and non-zero naming an edited row before the checkpoint', () => {
     const ok = cli(['audit', 'verify', '--data-dir', dir]);
     expect(ok.status, ok.stderr).to.equal(0);
     expect(ok.stdout).to.match(/intact/);
     const db = new Database(join(dir, 'vault.db'));
+    // The verification left a checkpoint past row 2; the CLI re-verifies rows before it all the same.
+    expect((db.prepare('SELECT seq FROM audit_checkpoint').get() as { seq: number }).seq).to.be.greaterThan(2);
     db.prepare("UPDATE audit SET principal = 'mallory' WHERE seq = 2").run();
     db.close();
     const bad = cli(['audit', 'verify', '--data-dir', dir, '--json']);
     expect(bad.status).to.equal(1);
-    expect(JSON.parse(bad.stdout)).to.include({ ok: false, firstBadSeq: 2 });
+    expect(JSON.parse(bad.stdout)).to.include({ ok: false, firstBadSeq: 2, verifiedFrom: 1, checkpoint: 'valid' });
+  });
+
+  it('audit archive exports verified rows with their head and prunes them; audit verify checks the rest and the archive file', () => {
+    const fresh = join(root, 'archiving');
+    expect(cli(['init', '--data-dir', fresh]).status).to.equal(0);
+    const db = new Database(join(fresh, 'vault.db'));
+    const rowsBefore = (db.prepare('SELECT count(*) AS n FROM audit').get() as { n: number }).n;
+    db.close();
+    const out = join(root, 'audit-1.jsonl');
+    const archived = cli(['audit', 'archive', '--data-dir', fresh, '--before', String(rowsBefore + 1), '--out', out, '--json']);
+    expect(archived.status, archived.stderr).to.equal(0);
+    expect(JSON.parse(archived.stdout)).to.include({ fromSeq: 1, throughSeq: rowsBefore, rows: rowsBefore });
+    expect(readFileSync(out, 'utf8').trimEnd().split('\n')).to.have.length(rowsBefore + 2);
+
+    const verified = cli(['audit', 'verify', '--data-dir', fresh, '--json']);
+    expect(verified.status, verified.stdout).to.equal(0);
+    expect(JSON.parse(verified.stdout)).to.include({ ok: true, archivedThrough: rowsBefore });
+    const file = cli(['audit', 'verify', '--data-dir', fresh, '--archive', out]);
+    expect(file.status, file.stdout).to.equal(0);
+    expect(file.stdout).to.match(/^archive intact: rows #1–#\d+/);
+
+    writeFileSync(out, readFileSync(out, 'utf8').replace('"action":"vault:init"', '"action":"vault:nothing"'));
+    const tampered = cli(['audit', 'verify', '--data-dir', fresh, '--archive', out]);
+    expect(tampered.status).to.equal(1);
+    expect(tampered.stdout).to.match(/^archive BROKEN at line 2/);
+    expect(cli(['audit', 'archive', '--data-dir', fresh, '--before', 'x', '--out', out]).status).to.equal(2);
   });
 
   it('refuses to start with a wrong master key, and explains', async () => {
