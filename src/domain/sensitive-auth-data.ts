@@ -1,5 +1,5 @@
 import { luhnValid } from './data-types';
-import { foldDigitRuns, foldKeepingCase } from './fold';
+import { countDigits, foldDigitRuns, foldKeepingCase } from './fold';
 
 /**
  * PCI DSS forbids storing sensitive authentication data after authorisation: card verification
@@ -48,8 +48,27 @@ export function nameWords(name: string): string[] {
     .filter((word) => word.length > 0);
 }
 
+/**
+ * Names repeat from request to request (`type`, `value`, metadata keys): each is judged once. Only
+ * short names are remembered, and only so many, so callers cannot make the memory grow.
+ */
+const judgedNames = new Map<string, SadKind | null>();
+const MAX_JUDGED_NAMES = 10_000;
+const MAX_JUDGED_NAME_LENGTH = 64;
+
 /** What sensitive authentication data a field (or data type) name denotes, if any. */
 export function sadNameKind(name: string): SadKind | undefined {
+  if (name.length > MAX_JUDGED_NAME_LENGTH) return judgeName(name);
+  let kind = judgedNames.get(name);
+  if (kind === undefined) {
+    if (judgedNames.size >= MAX_JUDGED_NAMES) judgedNames.clear();
+    kind = judgeName(name) ?? null;
+    judgedNames.set(name, kind);
+  }
+  return kind ?? undefined;
+}
+
+function judgeName(name: string): SadKind | undefined {
   const words = nameWords(name);
   const pairs = words.slice(1).map((word, i) => `${words[i]} ${word}`);
   if (words.some((w) => CODE_STEMS.some((stem) => w.includes(stem)) || CODE_WORDS.has(w)) || pairs.some((p) => CODE_PAIRS.has(p))) {
@@ -71,6 +90,7 @@ const TRACK_1 = /b?(?<!\d)\d{12,19}\^[^^]{2,26}\^(?:\d{4}|\^)/;
 const TRACK_2 = /(?<!\d)(\d{12,19})[=d]\d{4}/g;
 
 export function looksLikeTrackData(text: string): boolean {
+  if (countDigits(text) < 12) return false; // every shape holds a PAN of 12 digits or more
   const folded = foldDigitRuns(text);
   if (TRACK_1.test(folded)) return true;
   for (const match of folded.matchAll(TRACK_2)) if (luhnValid(match[1])) return true;

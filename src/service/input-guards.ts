@@ -1,5 +1,5 @@
 import type { TokenizeItem } from '../contract/schemas';
-import { foldDigitRuns } from '../domain/fold';
+import { countDigits, foldDigitRuns } from '../domain/fold';
 import { describeSadFinding, findSensitiveAuthData } from '../domain/sensitive-auth-data';
 import { findLoneSurrogate } from '../domain/well-formed';
 import { ERROR_CATALOGUE, VaultError } from '../errors';
@@ -33,7 +33,7 @@ const TOO_MANY_DIGITS = new RegExp(`\\d{${MAX_DIGITS_IN_A_ROW + 1},}`);
 
 export function refuseCardNumbersInMetadata(item: TokenizeItem, index: number): void {
   for (const [key, value] of Object.entries(item.metadata ?? {})) {
-    if ([key, String(value)].some((text) => TOO_MANY_DIGITS.test(foldDigitRuns(text)))) {
+    if ([key, String(value)].some((text) => countDigits(text) > MAX_DIGITS_IN_A_ROW && TOO_MANY_DIGITS.test(foldDigitRuns(text)))) {
       throw new VaultError(
         'invalid_request',
         `items[${index}].metadata: metadata is stored in clear and must not hold card numbers (${MAX_DIGITS_IN_A_ROW + 1} or more digits in a row).`,

@@ -88,6 +88,7 @@ describe('domain / sensitive authentication data', () => {
     'soundtrack',
     'stripe_customer',
     'stripeId',
+    'stripe_id',
     'security_question',
     'verification_code_sent',
     'postcode',
