@@ -236,14 +236,16 @@ export const ADDRESS_MASK_KEEP = 10;
 
 /**
  * Shows only the final word of an address (split at spaces, commas and line breaks), when the
- * address has more than one part (comma- or line-separated) and that word is at most
- * ADDRESS_MASK_KEEP characters; letters and digits elsewhere are starred, punctuation and layout
+ * address has more than one part (comma- or line-separated) with letters or digits before that
+ * word, and the word is at most ADDRESS_MASK_KEEP characters; letters and digits elsewhere are starred, punctuation and layout
  * kept. A street line is never shown whole, wherever it stands.
  */
 function maskAddress(normalized: string): string {
   const starLettersAndDigits = (s: string) => s.replace(/[\p{L}\p{M}\p{N}]/gu, '*');
   const last = /[^\s,]+(?=[\s,]*$)/u.exec(normalized);
-  const severalParts = last !== null && /[,\n]/.test(normalized.slice(0, last.index));
+  const before = last === null ? '' : normalized.slice(0, last.index);
+  // Keeping the word must leave something starred before it, or the mask would show it all.
+  const severalParts = /[,\n]/.test(before) && /[\p{L}\p{N}]/u.test(before);
   if (!last || !severalParts || Array.from(last[0]).length > ADDRESS_MASK_KEEP) return starLettersAndDigits(normalized);
   return starLettersAndDigits(normalized.slice(0, last.index)) + normalized.slice(last.index);
 }

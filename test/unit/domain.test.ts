@@ -440,6 +440,8 @@ describe('domain / data types', () => {
         '**** ***** ******\n****** *** ***\n****** Kingdom',
       );
       expect(mask('address', '221B Baker Street')).to.equal('**** ***** ******');
+      // Nothing to star before the final word: keeping it would show the whole address.
+      expect(mask('address', '#, USA')).to.equal('#, ***');
       // No country after the street: the street line must not show, whatever separates it.
       expect(mask('address', 'Springfield, 742 Evergreen Terrace')).to.equal('***********, *** ********* Terrace');
       expect(mask('address', 'Apt 4\n742 Evergreen Terrace')).to.equal('*** *\n*** ********* Terrace');
