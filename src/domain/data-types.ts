@@ -1,5 +1,9 @@
-import { isSupportedCountry, parsePhoneNumberFromString, type CountryCode } from 'libphonenumber-js';
+// The `max` metadata checks a number against the numbering plan (which ranges are mobile, fixed
+// line, ...), not only its length as the default `min` metadata does.
+import { isSupportedCountry, parsePhoneNumberFromString, type CountryCode } from 'libphonenumber-js/max';
+import { IBAN_LENGTHS } from './iban-registry';
 import { DATA_TYPES, DomainValidationError, type DataType, type Preserve, type TokenFormat } from './types';
+import { hasLoneSurrogate } from './well-formed';
 
 export interface NormalizeOptions {
   /** ISO 3166 alpha-2 default region for national phone numbers, e.g. 'US'. When absent only
@@ -39,6 +43,7 @@ function guardRaw(type: DataType, raw: unknown, multiline = false): string {
   if (raw.length > MAX_RAW_LENGTH) invalid(`${type} value must be at most ${MAX_RAW_LENGTH} characters`);
   const forbidden = multiline ? CONTROL_CHARS_EXCEPT_TAB_NEWLINE : CONTROL_CHARS;
   if (forbidden.test(raw)) invalid(`${type} value must not contain control characters`);
+  if (hasLoneSurrogate(raw)) invalid(`${type} value must be well-formed Unicode (it holds a lone UTF-16 surrogate)`);
   return raw;
 }
 
@@ -226,14 +231,23 @@ function normalizeAddress(raw: string): string {
   return value;
 }
 
-/** Keeps the last comma- or line-separated component (city, country); stars letters and digits
- * elsewhere. A single-component address has nothing safe to keep, so it is starred entirely. */
+/** The longest final word of an address a mask shows: a postcode (`62701-1234`) or a country (`USA`). */
+export const ADDRESS_MASK_KEEP = 10;
+
+/**
+ * Shows only the final word of an address (split at spaces, commas and line breaks), when the
+ * address has more than one part (comma- or line-separated) with letters or digits before that
+ * word, and the word is at most ADDRESS_MASK_KEEP characters; letters and digits elsewhere are starred, punctuation and layout
+ * kept. A street line is never shown whole, wherever it stands.
+ */
 function maskAddress(normalized: string): string {
-  const cut = Math.max(normalized.lastIndexOf(','), normalized.lastIndexOf('\n'));
   const starLettersAndDigits = (s: string) => s.replace(/[\p{L}\p{M}\p{N}]/gu, '*');
-  const masked = cut < 0 ? starLettersAndDigits(normalized) : starLettersAndDigits(normalized.slice(0, cut)) + normalized.slice(cut);
-  // When only the last part holds anything, keeping it would show the whole address.
-  return masked === normalized ? starLettersAndDigits(normalized) : masked;
+  const last = /[^\s,]+(?=[\s,]*$)/u.exec(normalized);
+  const before = last === null ? '' : normalized.slice(0, last.index);
+  // Keeping the word must leave something starred before it, or the mask would show it all.
+  const severalParts = /[,\n]/.test(before) && /[\p{L}\p{N}]/u.test(before);
+  if (!last || !severalParts || Array.from(last[0]).length > ADDRESS_MASK_KEEP) return starLettersAndDigits(normalized);
+  return starLettersAndDigits(normalized.slice(0, last.index)) + normalized.slice(last.index);
 }
 
 // ---------------------------------------------------------------- iban
@@ -242,6 +256,9 @@ function normalizeIban(raw: string): string {
   const value = guardRaw('iban', raw).replace(/ /g, '').toUpperCase();
   if (value.length < 15 || value.length > 34) invalid('iban must be 15 to 34 characters');
   if (!/^[A-Z]{2}[0-9]{2}[A-Z0-9]+$/.test(value)) invalid('iban must be a country code, check digits and letters or digits');
+  const length = Object.hasOwn(IBAN_LENGTHS, value.slice(0, 2)) ? IBAN_LENGTHS[value.slice(0, 2)] : undefined;
+  if (length === undefined) invalid('iban country code is not in the IBAN registry');
+  if (value.length !== length) invalid("iban does not have its country's length");
   if (!ibanValid(value)) invalid('iban fails the mod-97 check');
   return value;
 }

@@ -2,12 +2,11 @@ import express from 'express';
 import type { RequestListener, ServerResponse } from 'node:http';
 import { parse as parseQuery } from 'node:querystring';
 import helmet from 'helmet';
-import { v4 as uuidv4 } from 'uuid';
 import { MAX_ITEMS } from '../contract/schemas';
 import { defaultConfigFile } from '../config';
-import { findSensitiveAuthData } from '../domain/sensitive-auth-data';
-import { ERROR_CATALOGUE, VaultError } from '../errors';
+import { VaultError } from '../errors';
 import { jsonBody } from './json-body';
+import { requestIdFor } from './request-id';
 import { VaultMetrics } from './metrics';
 import { KeyedBuckets, Limit } from './rate-limit';
 import { authenticate } from './authenticate';
@@ -15,6 +14,7 @@ import { TrustedProxies } from './client-address';
 import { concurrencyLimit, principalConcurrencyLimit } from './concurrency';
 import type { Logger } from '../logger';
 import type { Principal } from '../policy/policy';
+import { refuseSensitiveAuthData } from '../service/input-guards';
 import type { Vault } from '../service/vault';
 import { errorHandler, sendError } from './error-handler';
 import { buildOpenApi } from './openapi';
@@ -23,7 +23,6 @@ import { API_ROUTES, Route } from './routes';
 import { validate } from './validate';
 
 export const MAX_BODY_BYTES = 1024 * 1024;
-const REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
 
 export interface HttpLimits {
   rateLimits: { default: Limit; roles: Record<string, Limit> };
@@ -77,7 +76,7 @@ export function createApp({ vault, logger, version = '0.0.0', limits = defaultLi
     principalRateLimit(limits, metrics),
     principalConcurrencyLimit(limits.maxConcurrentRequestsPerPrincipal ?? defaults.maxConcurrentRequestsPerPrincipal),
     jsonBody(MAX_BODY_BYTES),
-    refuseSensitiveAuthData,
+    refuseSensitiveAuthDataInBody,
   );
   const onError = errorHandler(logger);
   app.use(...(unlimited as express.RequestHandler[]));
@@ -133,10 +132,9 @@ export function createApp({ vault, logger, version = '0.0.0', limits = defaultLi
   };
 }
 
-function refuseSensitiveAuthData(req: ApiRequest, _res: ServerResponse, next: Next): void {
-  const found = findSensitiveAuthData(req.body);
-  if (found)
-    throw new VaultError('sensitive_authentication_data', `Refused: ${found}. ${ERROR_CATALOGUE.sensitive_authentication_data.message}`);
+/** Every /v1 body, whatever its route; tokenize checks its request again (see input-guards.ts). */
+function refuseSensitiveAuthDataInBody(req: ApiRequest, _res: ServerResponse, next: Next): void {
+  refuseSensitiveAuthData(req.body);
   next();
 }
 
@@ -173,11 +171,10 @@ function principalRateLimit(limits: HttpLimits, metrics: VaultMetrics | undefine
   };
 }
 
-/** Request id (a safe incoming X-Request-Id or a new UUID) and one access log line per request. */
+/** Request id (an incoming X-Request-Id of a PII-free shape, or a new UUID) and one access log line per request. */
 function requestContext(logger: Logger, metrics: VaultMetrics | undefined) {
   return (req: ApiRequest, res: ServerResponse, next: Next) => {
-    const incoming = req.headers['x-request-id'];
-    req.id = typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : uuidv4();
+    req.id = requestIdFor(req.headers['x-request-id']);
     res.setHeader('X-Request-Id', req.id);
     res.setHeader('Cache-Control', 'no-store');
     const started = process.hrtime.bigint();

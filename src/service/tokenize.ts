@@ -1,7 +1,7 @@
 import { seal } from '../crypto/aead';
 import type { ResolveExisting } from '../store/vault-store';
 import { pooledRandomBytes } from '../crypto/random-pool';
-import { DATA_TYPE_SPECS, luhnValid } from '../domain/data-types';
+import { DATA_TYPE_SPECS } from '../domain/data-types';
 import { MIN_RANDOM_DIGITS, checkFormat, generateToken, randomDigitCount } from '../domain/token-formats';
 import { DataType, DomainValidationError, Preserve, TokenFormat } from '../domain/types';
 import type { TokenizeItem, TokenizeRequest, TokenizeResponse } from '../contract/schemas';
@@ -10,6 +10,7 @@ import { allowsNarrowTokens, decide } from '../policy/policy';
 import { StaleDataKeyError, TokenRecord } from '../store/vault-store';
 import { Caller, VaultDeps, auditEntry } from './context';
 import { DeterministicRequest, ExistingRecordChangedError, resolveExisting, vetExisting } from './deterministic';
+import { refuseCardNumbersInMetadata, refuseLoneSurrogates, refuseSensitiveAuthData } from './input-guards';
 import { freshDataKey } from './keys';
 import { CURRENT_BINDING, fingerprint, recordAad, sealSubject, subjectHash } from './record-crypto';
 
@@ -31,6 +32,7 @@ const MAX_VET_ATTEMPTS = 5;
  * stored, and the records are written in one transaction together with their audit row.
  */
 export async function tokenize(deps: VaultDeps, caller: Caller, request: TokenizeRequest): Promise<TokenizeResponse> {
+  refuseSensitiveAuthData(request);
   const tenant = request.tenant ?? DEFAULT_TENANT;
   await authorise(deps, caller, tenant, request.items);
   const prepared = request.items.map((item, index) => prepare(item, index, deps.phoneRegion));
@@ -155,23 +157,8 @@ async function refuseNarrowTokens(deps: VaultDeps, caller: Caller, tenant: strin
   );
 }
 
-/** Metadata is stored in clear: a card number there (as a key or a value) is refused outright. */
-function refuseCardNumbersInMetadata(item: TokenizeItem, index: number): void {
-  for (const [key, value] of Object.entries(item.metadata ?? {})) {
-    for (const text of [key, String(value)]) {
-      for (const run of text.match(/\d[\d -]{10,}\d/g) ?? []) {
-        const digits = run.replace(/[ -]/g, '');
-        if (digits.length >= 12 && digits.length <= 19 && luhnValid(digits)) {
-          throw new VaultError('invalid_request', `items[${index}].metadata: metadata is stored in clear and must not hold card numbers.`, {
-            index,
-          });
-        }
-      }
-    }
-  }
-}
-
 function prepare(item: TokenizeItem, index: number, phoneRegion: string | undefined): PreparedItem {
+  refuseLoneSurrogates(item, index);
   refuseCardNumbersInMetadata(item, index);
   const spec = DATA_TYPE_SPECS[item.type];
   const format = item.format ?? spec.defaultFormat;

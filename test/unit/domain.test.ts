@@ -1,6 +1,15 @@
 import crypto from 'node:crypto';
 import { expect } from 'chai';
-import { DATA_TYPE_SPECS, ibanValid, isDataType, luhnValid, normalizeDob, type NormalizeOptions } from '../../src/domain/data-types';
+import {
+  ADDRESS_MASK_KEEP,
+  DATA_TYPE_SPECS,
+  ibanValid,
+  isDataType,
+  luhnValid,
+  normalizeDob,
+  type NormalizeOptions,
+} from '../../src/domain/data-types';
+import { IBAN_LENGTHS } from '../../src/domain/iban-registry';
 import { base62, checkFormat, generateToken, randomDigits, timePrefix } from '../../src/domain/token-formats';
 import {
   DATA_TYPES,
@@ -78,6 +87,15 @@ function cyclicRandom(): RandomBytes {
 
 const digitsOf = (s: string) => s.replace(/\D/g, '');
 
+/** An IBAN with correct mod-97 check digits for any country code and BBAN. */
+function withCheckDigits(country: string, bban: string): string {
+  for (let check = 2; check <= 98; check++) {
+    const candidate = `${country}${String(check).padStart(2, '0')}${bban}`;
+    if (ibanValid(candidate)) return candidate;
+  }
+  throw new Error('unreachable: some check digits always fit');
+}
+
 // ---------------------------------------------------------------- data types
 
 describe('domain / data types', () => {
@@ -104,6 +122,27 @@ describe('domain / data types', () => {
         for (const x of [undefined, null, 4111111111111111, ['a']]) {
           expect(caught(() => normalize(type, x as unknown as string))).to.be.instanceOf(DomainValidationError);
         }
+      }
+    });
+
+    it('rejects a lone UTF-16 surrogate in every type, and accepts a paired one', () => {
+      const samples: Record<DataType, string> = {
+        pan: '4111111111111111',
+        ssn: '123-45-6789',
+        email: 'jane@example.com',
+        phone: '+14155552671',
+        name: 'Jane Doe',
+        dob: '1980-02-29',
+        address: '1 Main St, Springfield',
+        iban: 'GB82WEST12345698765432',
+        text: 'free text',
+      };
+      for (const type of DATA_TYPES) {
+        expectInvalid(type, `${samples[type]}\ud800`);
+        expectInvalid(type, `\udfff${samples[type]}`);
+      }
+      for (const type of ['name', 'address', 'text'] as const) {
+        expect(normalize(type, `${samples[type]} \ud83d\ude00`)).to.include('\u{1F600}');
       }
     });
 
@@ -285,6 +324,16 @@ describe('domain / data types', () => {
       expectInvalid('phone', '4155552671', { phoneRegion: 'USA' });
     });
 
+    it('checks numbers against the numbering plan, not only their length', () => {
+      // Each has a length its country allows but lies in no range assigned to any line type.
+      for (const raw of ['+49 151 2345678', '+33 7 03 78 38 52', '+34 989 124 242', '+1 345 856 9762', '+81 6 7605 9203 8']) {
+        expectInvalid('phone', raw);
+      }
+      for (const raw of ['+49 1512 3456789', '+33 7 81 23 45 67', '+34 912 345 678', '+1 345 949 1234', '+81 3 1234 5678']) {
+        expect(() => normalize('phone', raw), raw).not.to.throw();
+      }
+    });
+
     it('masks all digits but the last four', () => {
       expect(mask('phone', '+1 415 555 2671')).to.equal('+*******2671');
     });
@@ -385,12 +434,34 @@ describe('domain / data types', () => {
       expect(normalize('address', 'x'.repeat(500))).to.have.length(500);
     });
 
-    it('keeps only the last component', () => {
-      expect(mask('address', '1 Main St, Springfield')).to.equal('* **** **, Springfield');
+    it('shows at most a short final word (postcode, country), never a street line', () => {
+      expect(mask('address', '1 Main St, Springfield, IL 62701')).to.equal('* **** **, ***********, ** 62701');
       expect(mask('address', '221B Baker Street\nLondon NW1 6XE\nUnited Kingdom')).to.equal(
-        '**** ***** ******\n****** *** ***\nUnited Kingdom',
+        '**** ***** ******\n****** *** ***\n****** Kingdom',
       );
       expect(mask('address', '221B Baker Street')).to.equal('**** ***** ******');
+      // Nothing to star before the final word: keeping it would show the whole address.
+      expect(mask('address', '#, USA')).to.equal('#, ***');
+      // No country after the street: the street line must not show, whatever separates it.
+      expect(mask('address', 'Springfield, 742 Evergreen Terrace')).to.equal('***********, *** ********* Terrace');
+      expect(mask('address', 'Apt 4\n742 Evergreen Terrace')).to.equal('*** *\n*** ********* Terrace');
+      expect(mask('address', 'Flat 2, 10 Downing St')).to.equal('**** *, ** ******* St');
+      expect(mask('address', 'Evergreen Terrace 742, Springfield')).to.equal('********* ******* ***, ***********');
+    });
+
+    it('never shows more than the bounded final word', () => {
+      for (const raw of [
+        '1 Main St, Springfield',
+        'Hauptstraße 5, 10115 Berlin',
+        'Springfield, 742 Evergreen Terrace',
+        '12 Rue de la Paix, 75002 Paris, France',
+        'Unit 3, 99 Long Boulevard Name Without Country',
+      ]) {
+        const masked = mask('address', raw);
+        const shown = masked.replace(/^[^]*?([^*\s,]*)[\s,]*$/u, '$1');
+        expect(Array.from(shown).length, `${raw} → ${masked}`).to.be.at.most(ADDRESS_MASK_KEEP);
+        expect(masked.slice(0, masked.length - shown.length)).not.to.match(/[\p{L}\p{N}]/u);
+      }
     });
   });
 
@@ -415,6 +486,39 @@ describe('domain / data types', () => {
         `GB82${'1'.repeat(31)}`, // 35 chars
       ]) {
         expectInvalid('iban', raw);
+      }
+    });
+
+    it("refuses an IBAN of another length than its country's, or of a country without IBANs", () => {
+      for (const raw of [
+        withCheckDigits('GB', 'WEST1234569876543'), // 21 characters; GB IBANs have 22
+        withCheckDigits('GB', 'WEST123456987654321'), // 23
+        withCheckDigits('DE', '37040044053201300'), // 21; DE has 22
+        withCheckDigits('NL', 'ABNA04171643001'), // 19; NL has 18
+        withCheckDigits('US', '1234567890123456'), // the US has no IBAN
+        withCheckDigits('XX', '1234567890123456'),
+      ]) {
+        expect(ibanValid(raw), `${raw} has valid check digits`).to.equal(true);
+        expectInvalid('iban', raw);
+      }
+    });
+
+    it('accepts every registry country at its length, and only at it', () => {
+      expect(Object.keys(IBAN_LENGTHS)).to.have.length.greaterThan(80);
+      for (const [country, length] of Object.entries(IBAN_LENGTHS)) {
+        const bban = '1'.repeat(length - 4);
+        expect(normalize('iban', withCheckDigits(country, bban)), country).to.have.length(length);
+        expectInvalid('iban', withCheckDigits(country, `${bban}1`));
+        expectInvalid('iban', withCheckDigits(country, bban.slice(1)));
+      }
+      for (const example of [
+        'NO93 8601 1117 947',
+        'BE68 5390 0754 7034',
+        'FR14 2004 1010 0505 0001 3M02 606',
+        'MT84 MALT 0110 0001 2345 MTLC AST0 01S',
+        'LC55 HEMM 0001 0001 0012 0012 0002 3015',
+      ]) {
+        expect(() => normalize('iban', example), example).not.to.throw();
       }
     });
 
