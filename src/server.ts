@@ -34,6 +34,7 @@ export const VERSION: string = require('../../package.json').version;
 /** Opens the vault and listens; resolves once the port is bound. */
 export async function startServer(config: VaultConfig, logger: Logger = createLogger(config.logLevel)): Promise<RunningServer> {
   const opened = await openVault(config, { resumeJobs: true });
+  opened.store.onWarning = (message) => logger.warn(message);
   const metrics = config.metrics ? new VaultMetrics(() => opened.keys.providerCalls) : undefined;
   const app = createApp({
     vault: opened.vault,
