@@ -1,4 +1,4 @@
-import { TSchema } from '@sinclair/typebox';
+import { TSchema, Type } from '@sinclair/typebox';
 import {
   AuditListResponseSchema,
   AuditQuerySchema,
@@ -28,7 +28,7 @@ import {
   RotateResponseSchema,
   RewrapResponseSchema,
 } from '../contract/schemas';
-import { VaultError } from '../errors';
+import { ErrorCode, VaultError } from '../errors';
 import { DEFAULT_AUDIT_PAGE, MAX_AUDIT_PAGE } from '../service/audit-queries';
 import type { Caller } from '../service/context';
 import type { Vault } from '../service/vault';
@@ -52,6 +52,8 @@ export interface Route {
   query?: TSchema;
   status: number;
   response?: TSchema;
+  /** Error codes this operation can answer besides those every /v1 operation can (see openapi.ts). */
+  errors?: ErrorCode[];
   handler: (input: RouteInput) => Promise<unknown>;
 }
 
@@ -73,6 +75,7 @@ export const API_ROUTES: Route[] = [
     body: TokenizeRequestSchema,
     status: 200,
     response: TokenizeResponseSchema,
+    errors: ['invalid_value', 'unsupported_format', 'too_many_items', 'token_collision'],
     handler: ({ vault, caller, body }) => vault.tokenize(caller, body as TokenizeRequest),
   },
   {
@@ -84,6 +87,7 @@ export const API_ROUTES: Route[] = [
     body: DetokenizeRequestSchema,
     status: 200,
     response: DetokenizeResponseSchema,
+    errors: ['too_many_items'],
     handler: ({ vault, caller, body }) => vault.detokenize(caller, body as DetokenizeRequest),
   },
   {
@@ -94,6 +98,7 @@ export const API_ROUTES: Route[] = [
     action: 'read-metadata',
     status: 200,
     response: TokenMetadataSchema,
+    errors: ['not_found'],
     handler: ({ vault, caller, params }) => vault.readMetadata(caller, tokenParam(params)),
   },
   {
@@ -103,6 +108,7 @@ export const API_ROUTES: Route[] = [
     summary: 'Delete a token and its ciphertext.',
     action: 'delete',
     status: 204,
+    errors: ['not_found'],
     handler: ({ vault, caller, params }) => vault.deleteToken(caller, tokenParam(params)),
   },
   {
@@ -193,6 +199,7 @@ API_ROUTES.push(
     action: 'keys:read',
     status: 200,
     response: JobSchema,
+    errors: ['not_found'],
     handler: ({ vault, caller, params }) => {
       if (!/^[0-9a-f-]{36}$/.test(params.id)) throw new VaultError('not_found', 'No such job.');
       return vault.jobStatus(caller, params.id);
@@ -207,6 +214,7 @@ API_ROUTES.push(
     body: RetireRequestSchema,
     status: 200,
     response: KeyChangeResponseSchema,
+    errors: ['not_found', 'key_active', 'key_in_use', 'key_state_conflict'],
     handler: ({ vault, caller, body, params }) =>
       vault.retireKey(caller, (body as { tenant?: string }).tenant ?? 'default', versionParam(params)),
   },
@@ -219,6 +227,7 @@ API_ROUTES.push(
     body: DestroyRequestSchema,
     status: 200,
     response: KeyChangeResponseSchema,
+    errors: ['not_found', 'confirmation_required', 'key_active', 'key_in_use', 'key_state_conflict'],
     handler: ({ vault, caller, body, params }) => {
       const { tenant, confirm } = body as DestroyRequest;
       return vault.destroyKey(caller, tenant ?? 'default', versionParam(params), confirm);
@@ -229,5 +238,5 @@ API_ROUTES.push(
 export const PUBLIC_ROUTES = [
   { path: '/healthz', summary: 'Liveness: the process answers.', response: HealthSchema },
   { path: '/readyz', summary: 'Readiness: the database and keys are usable (503 otherwise).', response: ReadinessSchema },
-  { path: '/openapi.json', summary: 'This OpenAPI 3.1 document.', response: undefined },
+  { path: '/openapi.json', summary: 'This OpenAPI 3.1 document.', response: Type.Object({}, { description: 'An OpenAPI 3.1 document.' }) },
 ] as const;
