@@ -1,5 +1,5 @@
-import { existsSync, watchFile } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { accessSync, constants, existsSync, watchFile } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { CONFIG_FILE, ConfigOverrides, dataPath, loadConfig, VaultConfig } from './config';
 import { InitResult, initDataDir } from './init';
@@ -104,6 +104,8 @@ async function run(argv: string[]): Promise<number> {
   if (!dataDir) throw new UsageError('--data-dir is required');
   const keysFile = values['keys-file'];
   if (keysFile !== undefined && command !== 'init' && command !== 'start') throw new UsageError('--keys-file goes with init or start');
+  // Checked before init: keys issued but not written anywhere would be lost.
+  if (keysFile !== undefined) requireWritableDirectory(dirname(resolve(keysFile)), '--keys-file');
   switch (command) {
     case 'init':
       announceInit(await initDataDir(dataDir, { force: values.force }), { json: values.json, keysFile });
@@ -128,6 +130,14 @@ function overrides(values: { port?: string; host?: string }): ConfigOverrides {
   }
   if (values.host !== undefined) result.host = values.host;
   return result;
+}
+
+function requireWritableDirectory(dir: string, option: string): void {
+  try {
+    accessSync(dir, constants.W_OK);
+  } catch (err) {
+    throw new UsageError(`${option}: cannot write into ${dir} (${(err as NodeJS.ErrnoException).code})`);
+  }
 }
 
 /** Tells the operator about a new vault (or re-issued keys): the keys themselves, or only where they were written. */

@@ -251,6 +251,10 @@ describe('end to end: the real CLI and server process', function () {
     expect(json.status, json.stderr).to.equal(0);
     expect(JSON.parse(json.stdout)).to.deep.equal({ keysFile: join(root, 'k2.json'), dataDir: join(root, 'container-json') });
     expect(cli(['serve', '--data-dir', fresh, '--keys-file', keysFile]).status, '--keys-file only with init/start').to.equal(2);
+    const nowhere = cli(['init', '--data-dir', join(root, 'never-created'), '--keys-file', join(root, 'no-such-dir', 'k.json')]);
+    expect(nowhere.status).to.equal(2);
+    expect(nowhere.stderr).to.match(/--keys-file: cannot write into/);
+    expect(existsSync(join(root, 'never-created')), 'no vault whose keys would be lost').to.equal(false);
   });
 
   it('audit verify exits 0 on an intact chain and non-zero naming the first edited row', () => {
