@@ -1,18 +1,21 @@
-import { existsSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { accessSync, constants, existsSync, watchFile } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { CONFIG_FILE, ConfigOverrides, loadConfig } from './config';
+import { CONFIG_FILE, ConfigOverrides, dataPath, loadConfig, VaultConfig } from './config';
 import { InitResult, initDataDir } from './init';
 import { openVault } from './open-vault';
-import { reloadPolicy } from './policy-reload';
+import { PolicyReloadTrigger, reloadPolicy } from './policy-reload';
 import { startServer } from './server';
 import { CliError, keysCommand } from './cli-keys';
-import { DEV_KMS_CREDENTIALS, startDevKms } from './dev-kms/server';
+import { writeKeysFile } from './keys-file';
 
 const USAGE = `Usage:
-  pii-vault init  --data-dir DIR [--json] [--force]   create a vault; prints the starter API keys once
+  pii-vault init  --data-dir DIR [--json] [--force] [--keys-file FILE]
+                                                     create a vault; prints the starter API keys once
+                                                     (--keys-file: writes them to FILE, mode 0600, and prints only its path)
   pii-vault serve --data-dir DIR [--port N] [--host H] serve the HTTP API (default 127.0.0.1:8080)
-  pii-vault start --data-dir DIR [--port N] [--host H] init if needed, then serve (what \`npm start\` runs)
+  pii-vault start --data-dir DIR [--port N] [--host H] [--keys-file FILE]
+                                                     init if needed, then serve (what \`npm start\` runs)
   pii-vault audit verify --data-dir DIR [--json]     re-verify the whole audit hash chain (exit 0 intact, 1 broken)
   pii-vault audit verify --data-dir DIR --archive FILE [--json]   verify an archive file against the vault
   pii-vault audit archive --data-dir DIR --before SEQ --out FILE [--json]
@@ -52,6 +55,7 @@ const OPTIONS = {
   host: { type: 'string' },
   json: { type: 'boolean', default: false },
   force: { type: 'boolean', default: false },
+  'keys-file': { type: 'string' },
   help: { type: 'boolean', short: 'h', default: false },
 } as const;
 
@@ -105,14 +109,18 @@ async function run(argv: string[]): Promise<number> {
   if (command === 'dev-kms') return devKms(values);
   const dataDir = values['data-dir'];
   if (!dataDir) throw new UsageError('--data-dir is required');
+  const keysFile = values['keys-file'];
+  if (keysFile !== undefined && command !== 'init' && command !== 'start') throw new UsageError('--keys-file goes with init or start');
+  // Checked before init: keys issued but not written anywhere would be lost.
+  if (keysFile !== undefined) requireWritableDirectory(dirname(resolve(keysFile)), '--keys-file');
   switch (command) {
     case 'init':
-      printInit(await initDataDir(dataDir, { force: values.force }), values.json);
+      announceInit(await initDataDir(dataDir, { force: values.force }), { json: values.json, keysFile });
       return 0;
     case 'serve':
       return serve(dataDir, overrides(values));
     case 'start':
-      if (!existsSync(join(resolve(dataDir), CONFIG_FILE))) printInit(await initDataDir(dataDir), false);
+      if (!existsSync(join(resolve(dataDir), CONFIG_FILE))) announceInit(await initDataDir(dataDir), { json: false, keysFile });
       return serve(dataDir, overrides(values));
     case 'audit verify':
       return values.archive === undefined ? auditVerify(dataDir, values.json) : auditVerifyArchive(dataDir, values.archive, values.json);
@@ -133,18 +141,36 @@ function overrides(values: { port?: string; host?: string }): ConfigOverrides {
   return result;
 }
 
-function printInit(result: InitResult, json: boolean): void {
+function requireWritableDirectory(dir: string, option: string): void {
+  try {
+    accessSync(dir, constants.W_OK);
+  } catch (err) {
+    throw new UsageError(`${option}: cannot write into ${dir} (${(err as NodeJS.ErrnoException).code})`);
+  }
+}
+
+/** Tells the operator about a new vault (or re-issued keys): the keys themselves, or only where they were written. */
+function announceInit(result: InitResult, { json, keysFile }: { json: boolean; keysFile?: string }): void {
+  const file = keysFile === undefined ? undefined : resolve(keysFile);
+  if (file) writeKeysFile(file, result);
   if (json) {
-    process.stdout.write(JSON.stringify({ apiKeys: result.apiKeys, dataDir: result.dataDir }) + '\n');
+    const shown = file ? { keysFile: file } : { apiKeys: result.apiKeys };
+    process.stdout.write(JSON.stringify({ ...shown, dataDir: result.dataDir }) + '\n');
     return;
   }
   const lines = [
     result.kept.length
       ? `Re-issued starter API keys for the vault in ${result.dataDir} (kept: ${result.kept.join(', ')})`
       : `Created a vault in ${result.dataDir}`,
-    'API keys (shown only now; store them in your secrets manager):',
-    ...Object.entries(result.apiKeys).map(([id, key]) => `  ${id.padEnd(9)} ${key}`),
-    `Serve it with: pii-vault serve --data-dir ${result.dataDir}`,
+    ...(file
+      ? [`API keys written to ${file} (mode 0600): move them to your secrets manager, then delete the file.`]
+      : [
+          'API keys (shown only now; store them in your secrets manager):',
+          ...Object.entries(result.apiKeys).map(([id, key]) => `  ${id.padEnd(9)} ${key}`),
+        ]),
+    result.kept.length
+      ? `A running vault loads the new keys within ${POLICY_WATCH_INTERVAL_MS / 1000} s (it watches its policy file); the previous keys stop working then.`
+      : `Serve it with: pii-vault serve --data-dir ${result.dataDir}`,
   ];
   process.stdout.write(lines.join('\n') + '\n');
 }
@@ -161,24 +187,40 @@ async function serve(dataDir: string, flags: ConfigOverrides): Promise<number> {
   };
   process.once('SIGTERM', () => shutdown('SIGTERM'));
   process.once('SIGINT', () => shutdown('SIGINT'));
-  process.on('SIGHUP', () => void reloadPolicy(running.opened, running.logger));
+  const reload = (trigger: PolicyReloadTrigger) => void reloadPolicy(running.opened, running.logger, trigger);
+  process.on('SIGHUP', () => reload('sighup'));
+  watchPolicyFile(config, () => reload('policy-file-changed'));
   // Announced only once the signal handlers are in place: a supervisor may signal right after this line.
   process.stdout.write(`listening on ${running.url}\n`);
   running.logger.info({ url: running.url, dataDir: config.dataDir }, 'vault started');
   return new Promise<number>(() => undefined);
 }
 
+/** How often the serving process looks at its policy file for changes (new API keys from `init --force`, edits). */
+const POLICY_WATCH_INTERVAL_MS = 1_000;
+
+/**
+ * Reloads the policy when its file changes, as SIGHUP does, so re-issued or revoked API keys take
+ * effect without a signal. Polling stat() (size, times, inode) sees in-place writes and atomic renames alike.
+ */
+function watchPolicyFile(config: VaultConfig, onChange: () => void): void {
+  watchFile(dataPath(config, config.policyFile), { persistent: false, interval: POLICY_WATCH_INTERVAL_MS }, onChange);
+}
+
 async function devKms(values: { port?: string; host?: string; data?: string }): Promise<number> {
   const { port } = overrides({ port: values.port ?? '4599' });
-  const kms = await startDevKms({ port, host: values.host ?? '127.0.0.1', dataFile: values.data });
-  const stop = () => kms.close().then(() => process.exit(0));
-  process.once('SIGTERM', stop);
-  process.once('SIGINT', stop);
-  process.stdout.write(`dev KMS (NOT for production) listening on ${kms.url}\n`);
-  process.stdout.write(
-    `  credentials: AWS_ACCESS_KEY_ID=${DEV_KMS_CREDENTIALS.accessKeyId} AWS_SECRET_ACCESS_KEY=${DEV_KMS_CREDENTIALS.secretAccessKey}\n`,
-  );
-  return new Promise<number>(() => undefined);
+  return loadDevKms().runDevKms({ port: port!, host: values.host ?? '127.0.0.1', dataFile: values.data });
+}
+
+/** The dev KMS is loaded only when asked for: production builds (tsconfig.build.json) leave it out. */
+function loadDevKms(): { runDevKms(options: { port: number; host: string; dataFile?: string }): Promise<number> } {
+  try {
+    // A plain require (not an import) keeps the dev KMS out of the production build's compilation.
+    return require('./dev-kms/cli');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND') throw err;
+    throw new Error('the dev KMS is not part of this build (it is for tests and local runs; use a development checkout)');
+  }
 }
 
 async function auditVerify(dataDir: string, json: boolean): Promise<number> {

@@ -164,7 +164,10 @@ export const ConfigSchema = Type.Object(
       default: 5,
       description: 'Pause between re-encryption batches, leaving room for live traffic.',
     }),
-    policyFile: Type.String({ default: 'policy.json', description: 'Roles, grants and principals; reloaded on SIGHUP.' }),
+    policyFile: Type.String({
+      default: 'policy.json',
+      description: 'Roles, grants and principals; reloaded on SIGHUP and when the file changes.',
+    }),
     phoneRegion: Type.Optional(
       Type.String({ pattern: '^[A-Z]{2}$', description: 'Region (ISO 3166) for national phone numbers; unset accepts only +… numbers.' }),
     ),

@@ -1,4 +1,4 @@
-import { chmodSync, existsSync, mkdirSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fsyncDirectory, writeFileAtomic } from './atomic-write';
 import { CONFIG_FILE, defaultConfigFile, loadConfig } from './config';
@@ -41,6 +41,7 @@ export async function initDataDir(dataDir: string, options: { force?: boolean; e
         'Add --force to re-issue the starter API keys (keys, records and settings are kept).',
     );
   }
+  if (existing.length === 0) refuseForeignDirectory(dir);
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   chmodSync(dir, 0o700);
   fsyncDirectory(dirname(dir));
@@ -79,6 +80,27 @@ export async function initDataDir(dataDir: string, options: { force?: boolean; e
   // Only principals still in the policy get a usable key.
   const issued = Object.fromEntries(STARTER_PRINCIPALS.filter((p) => policy.principals[p]).map((p) => [p, apiKeys[p]]));
   return { dataDir: dir, apiKeys: issued, kept: existing };
+}
+
+/**
+ * A new vault takes over its directory (chmod 700). Only a directory that does not exist yet, or an
+ * empty one of its own, is taken: a non-empty directory holds someone else's files, and a shared
+ * one (world-writable or sticky, like /tmp) must stay shared.
+ */
+function refuseForeignDirectory(dir: string): void {
+  if (!existsSync(dir)) return;
+  const stat = statSync(dir);
+  if (!stat.isDirectory()) throw new InitRefusedError(`${dir} exists and is not a directory; nothing was changed.`);
+  if (readdirSync(dir).length > 0) {
+    throw new InitRefusedError(
+      `${dir} is not empty and holds no vault; nothing was changed. Choose a new or empty directory (init makes it private, mode 700).`,
+    );
+  }
+  if (stat.mode & 0o1002) {
+    throw new InitRefusedError(
+      `${dir} is a shared directory (mode ${(stat.mode & 0o7777).toString(8)}); nothing was changed. Choose a new directory inside it.`,
+    );
+  }
 }
 
 /** Replaces the API keys of the starter principals still present in a policy; the rest is kept. */

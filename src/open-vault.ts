@@ -12,6 +12,7 @@ import { loadPolicyFile } from './policy/policy-file';
 import { PolicyDocument } from './policy/policy';
 import { KekControl, KekTarget } from './service/context';
 import { VaultError } from './errors';
+import { requireNotWritableByOthers } from './file-modes';
 import { Vault } from './service/vault';
 import { createLogger, Logger } from './logger';
 import pino from 'pino';
@@ -45,7 +46,13 @@ export function loadKeyring(config: VaultConfig, env: NodeJS.ProcessEnv = proces
  */
 export async function openVault(config: VaultConfig, options: { resumeJobs?: boolean; logger?: Logger } = {}): Promise<OpenedVault> {
   checkPrivate(config.dataDir, 'data dir', 'chmod 700');
-  let policy = loadPolicyFile(dataPath(config, config.policyFile));
+  requireNotWritableByOthers(join(config.dataDir, CONFIG_FILE), 'config file');
+  const loadPolicy = () => {
+    const file = dataPath(config, config.policyFile);
+    requireNotWritableByOthers(file, 'policy file');
+    return loadPolicyFile(file);
+  };
+  let policy = loadPolicy();
   const keks = await createKekControl(config);
   const store = new SqliteStore(dataPath(config, config.databaseFile), config.databaseBusyTimeoutMs);
   try {
@@ -80,7 +87,7 @@ export async function openVault(config: VaultConfig, options: { resumeJobs?: boo
       keys,
       audit,
       keks,
-      reloadPolicy: () => (policy = loadPolicyFile(dataPath(config, config.policyFile))),
+      reloadPolicy: () => (policy = loadPolicy()),
       close: async () => {
         await vault.jobs.stop();
         await vault.authFailures.flush();

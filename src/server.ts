@@ -2,6 +2,7 @@ import http, { Server } from 'node:http';
 import https from 'node:https';
 import { readFileSync } from 'node:fs';
 import { dataPath } from './config';
+import { requireNotWritableByOthers, requirePrivateFile } from './file-modes';
 import { VaultMetrics } from './http/metrics';
 import { AddressInfo } from 'node:net';
 import { VaultConfig } from './config';
@@ -21,6 +22,9 @@ export interface RunningServer {
 function tlsOptions(config: VaultConfig): https.ServerOptions {
   const tls = config.tls!;
   const read = (file: string) => readFileSync(dataPath(config, file));
+  requirePrivateFile(dataPath(config, tls.keyFile), 'TLS private key');
+  requireNotWritableByOthers(dataPath(config, tls.certFile), 'TLS certificate');
+  if (tls.clientCaFile) requireNotWritableByOthers(dataPath(config, tls.clientCaFile), 'TLS client CA file');
   return {
     cert: read(tls.certFile),
     key: read(tls.keyFile),
@@ -33,7 +37,10 @@ export const VERSION: string = require('../../package.json').version;
 
 /** Opens the vault and listens; resolves once the port is bound. */
 export async function startServer(config: VaultConfig, logger: Logger = createLogger(config.logLevel)): Promise<RunningServer> {
+  // Read (and permission-checked) before anything is opened: a bad key file refuses to start cleanly.
+  const tls = config.tls ? tlsOptions(config) : undefined;
   const opened = await openVault(config, { resumeJobs: true, logger });
+  opened.store.onWarning = (message) => logger.warn(message);
   const metrics = config.metrics ? new VaultMetrics(() => opened.keys.providerCalls) : undefined;
   const app = createApp({
     vault: opened.vault,
@@ -55,7 +62,7 @@ export async function startServer(config: VaultConfig, logger: Logger = createLo
     // How often Node checks the timeouts above; its 30 s default would let slow clients linger.
     connectionsCheckingInterval: Math.min(1_000, config.headersTimeoutMs),
   };
-  const server = config.tls ? https.createServer({ ...tlsOptions(config), ...timeouts }, app) : http.createServer(timeouts, app);
+  const server = tls ? https.createServer({ ...tls, ...timeouts }, app) : http.createServer(timeouts, app);
   server.keepAliveTimeout = config.keepAliveTimeoutMs;
   server.listen(config.port, config.host);
   await new Promise<void>((resolve, reject) => {

@@ -81,7 +81,7 @@ export function createApp({ vault, logger, version = '0.0.0', limits = defaultLi
   const onError = errorHandler(logger);
   app.use(...(unlimited as express.RequestHandler[]));
 
-  const openapi = buildOpenApi(version);
+  const openapi = buildOpenApi(version, { metrics: metrics !== undefined });
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });
   });

@@ -1,6 +1,6 @@
 import { TSchema } from '@sinclair/typebox';
-import { ErrorResponseSchema } from '../contract/schemas';
-import { ERROR_CATALOGUE } from '../errors';
+import { ErrorResponseSchema, ReadinessSchema } from '../contract/schemas';
+import { ERROR_CATALOGUE, ErrorCode } from '../errors';
 import { API_ROUTES, PUBLIC_ROUTES } from './routes';
 
 /** TypeBox schemas are JSON Schema already; this drops TypeBox's symbol keys. */
@@ -10,8 +10,49 @@ function plain(schema: TSchema): object {
 
 const json = (schema: TSchema) => ({ 'application/json': { schema: plain(schema) } });
 
+/**
+ * What every /v1 operation can answer, whatever it does: the request pipeline (concurrency limit,
+ * authentication and its brake, per-principal rate limit, JSON body reader, the sensitive
+ * authentication data check, validation) and the service behind it (policy, audit, store, keys).
+ */
+const EVERY_API_ERROR: ErrorCode[] = [
+  'malformed_json',
+  'invalid_request',
+  'sensitive_authentication_data',
+  'unauthorized',
+  'forbidden',
+  'payload_too_large',
+  'unsupported_media_type',
+  'rate_limited',
+  'too_many_auth_failures',
+  'internal_error',
+  'overloaded',
+  'audit_unavailable',
+  'store_unavailable',
+  'key_unavailable',
+  'kms_unavailable',
+];
+
+/** The unauthenticated routes pass only the concurrency limit before answering. */
+const PUBLIC_ERRORS: ErrorCode[] = ['internal_error', 'overloaded'];
+
+/** One response per error status, naming its codes (also machine-readable as `x-error-codes`). */
+function errorResponses(codes: readonly ErrorCode[]): Record<string, object> {
+  const byStatus = new Map<number, ErrorCode[]>();
+  for (const code of new Set(codes)) {
+    const status = ERROR_CATALOGUE[code].status;
+    byStatus.set(status, [...(byStatus.get(status) ?? []), code]);
+  }
+  return Object.fromEntries(
+    [...byStatus].map(([status, list]) => [
+      String(status),
+      { description: `Error: ${list.map((c) => `\`${c}\``).join(', ')}`, 'x-error-codes': list, content: json(ErrorResponseSchema) },
+    ]),
+  );
+}
+
 /** OpenAPI 3.1, generated from the same route table and schemas that validate requests. */
-export function buildOpenApi(version: string): object {
+export function buildOpenApi(version: string, { metrics = true }: { metrics?: boolean } = {}): object {
   const paths: Record<string, Record<string, object>> = {};
   for (const route of API_ROUTES) {
     const path = route.path.replace(/:(\w+)/g, '{$1}');
@@ -33,16 +74,32 @@ export function buildOpenApi(version: string): object {
       ...(route.body ? { requestBody: { required: true, content: json(route.body) } } : {}),
       responses: {
         [route.status]: route.response ? { description: 'Success', content: json(route.response) } : { description: 'Success, no body' },
-        default: { description: 'Error (see the error catalogue in info.description)', content: json(ErrorResponseSchema) },
+        ...errorResponses([...EVERY_API_ERROR, ...(route.errors ?? [])]),
       },
     };
   }
   for (const route of PUBLIC_ROUTES) {
-    paths[route.path] = {
+    const errors = errorResponses(PUBLIC_ERRORS);
+    const responses: Record<string, object> = { 200: { description: 'OK', content: json(route.response) }, ...errors };
+    if (route.path === '/readyz') {
+      // Not ready is a readiness body; an overloaded vault answers with an error body.
+      responses[503] = {
+        description: 'Not ready (a readiness body naming the failed checks), or `overloaded` (an error body)',
+        'x-error-codes': ['overloaded'],
+        content: { 'application/json': { schema: { anyOf: [plain(ReadinessSchema), plain(ErrorResponseSchema)] } } },
+      };
+    }
+    paths[route.path] = { get: { summary: route.summary, security: [], responses } };
+  }
+  if (metrics) {
+    paths['/metrics'] = {
       get: {
-        summary: route.summary,
+        summary: 'Prometheus metrics (no values or tokens in them); expose it only to your scraper.',
         security: [],
-        responses: { 200: route.response ? { description: 'OK', content: json(route.response) } : { description: 'OK' } },
+        responses: {
+          200: { description: 'Prometheus text exposition format', content: { 'text/plain': { schema: { type: 'string' } } } },
+          ...errorResponses(PUBLIC_ERRORS),
+        },
       },
     };
   }

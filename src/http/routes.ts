@@ -1,4 +1,4 @@
-import { TSchema } from '@sinclair/typebox';
+import { TSchema, Type } from '@sinclair/typebox';
 import {
   AuditListResponseSchema,
   AuditQuerySchema,
@@ -29,7 +29,7 @@ import {
   RotateResponseSchema,
   RewrapResponseSchema,
 } from '../contract/schemas';
-import { VaultError } from '../errors';
+import { ErrorCode, VaultError } from '../errors';
 import { DEFAULT_AUDIT_PAGE, MAX_AUDIT_PAGE } from '../service/audit-queries';
 import type { Caller } from '../service/context';
 import type { Vault } from '../service/vault';
@@ -53,6 +53,8 @@ export interface Route {
   query?: TSchema;
   status: number;
   response?: TSchema;
+  /** Error codes this operation can answer besides those every /v1 operation can (see openapi.ts). */
+  errors?: ErrorCode[];
   handler: (input: RouteInput) => Promise<unknown>;
 }
 
@@ -74,6 +76,7 @@ export const API_ROUTES: Route[] = [
     body: TokenizeRequestSchema,
     status: 200,
     response: TokenizeResponseSchema,
+    errors: ['invalid_value', 'unsupported_format', 'too_many_items', 'token_collision'],
     handler: ({ vault, caller, body }) => vault.tokenize(caller, body as TokenizeRequest),
   },
   {
@@ -85,6 +88,7 @@ export const API_ROUTES: Route[] = [
     body: DetokenizeRequestSchema,
     status: 200,
     response: DetokenizeResponseSchema,
+    errors: ['too_many_items'],
     handler: ({ vault, caller, body }) => vault.detokenize(caller, body as DetokenizeRequest),
   },
   {
@@ -96,6 +100,7 @@ export const API_ROUTES: Route[] = [
     query: TokenQuerySchema,
     status: 200,
     response: TokenMetadataSchema,
+    errors: ['not_found', 'ambiguous_token'],
     handler: ({ vault, caller, params, query }) => vault.readMetadata(caller, tokenParam(params), query.tenant),
   },
   {
@@ -106,6 +111,7 @@ export const API_ROUTES: Route[] = [
     action: 'delete',
     query: TokenQuerySchema,
     status: 204,
+    errors: ['not_found', 'ambiguous_token'],
     handler: ({ vault, caller, params, query }) => vault.deleteToken(caller, tokenParam(params), query.tenant),
   },
   {
@@ -196,6 +202,7 @@ API_ROUTES.push(
     action: 'keys:read',
     status: 200,
     response: JobSchema,
+    errors: ['not_found'],
     handler: ({ vault, caller, params }) => {
       if (!/^[0-9a-f-]{36}$/.test(params.id)) throw new VaultError('not_found', 'No such job.');
       return vault.jobStatus(caller, params.id);
@@ -210,6 +217,7 @@ API_ROUTES.push(
     body: RetireRequestSchema,
     status: 200,
     response: KeyChangeResponseSchema,
+    errors: ['not_found', 'key_active', 'key_in_use', 'key_state_conflict'],
     handler: ({ vault, caller, body, params }) =>
       vault.retireKey(caller, (body as { tenant?: string }).tenant ?? 'default', versionParam(params)),
   },
@@ -222,6 +230,7 @@ API_ROUTES.push(
     body: DestroyRequestSchema,
     status: 200,
     response: KeyChangeResponseSchema,
+    errors: ['not_found', 'confirmation_required', 'key_active', 'key_in_use', 'key_state_conflict'],
     handler: ({ vault, caller, body, params }) => {
       const { tenant, confirm } = body as DestroyRequest;
       return vault.destroyKey(caller, tenant ?? 'default', versionParam(params), confirm);
@@ -232,5 +241,5 @@ API_ROUTES.push(
 export const PUBLIC_ROUTES = [
   { path: '/healthz', summary: 'Liveness: the process answers.', response: HealthSchema },
   { path: '/readyz', summary: 'Readiness: the database and keys are usable (503 otherwise).', response: ReadinessSchema },
-  { path: '/openapi.json', summary: 'This OpenAPI 3.1 document.', response: undefined },
+  { path: '/openapi.json', summary: 'This OpenAPI 3.1 document.', response: Type.Object({}, { description: 'An OpenAPI 3.1 document.' }) },
 ] as const;

@@ -86,11 +86,15 @@ export class SqliteStore implements VaultStore {
   private readonly stmts;
   private pending: Array<{ work: () => unknown; resolve: (value: unknown) => void; reject: (error: unknown) => void }> = [];
   /** A transaction around `work`, or a savepoint when already in one (built once: building is costly). */
-  private readonly transactionally: (work: () => unknown) => unknown;
+  private readonly transactionally: Database.Transaction<(work: () => unknown) => unknown>;
+  /** Told when deleted data stays in the WAL longer than the busy timeout (a reader holds it); never given values. */
+  onWarning: (message: string) => void = () => undefined;
+  private walPurge?: Promise<boolean>;
+  private walPurgeRetry?: NodeJS.Timeout;
 
   constructor(
     readonly file: string,
-    busyTimeoutMs = 5_000,
+    private readonly busyTimeoutMs = 5_000,
   ) {
     try {
       this.db = new Database(file);
@@ -218,6 +222,7 @@ export class SqliteStore implements VaultStore {
   }
 
   async close(): Promise<void> {
+    clearTimeout(this.walPurgeRetry);
     if (this.db.open) this.db.close();
   }
 
@@ -316,11 +321,14 @@ export class SqliteStore implements VaultStore {
   }
 
   async deleteToken(tenant: string, token: string, audit: PendingAudit): Promise<boolean> {
-    return this.write(() => {
+    const deleted = await this.write(() => {
       const deleted = this.uncount(this.stmts.deleteOfTenant.get(token, tenant));
       if (deleted) this.appendAuditNow(audit);
       return deleted;
     });
+    // secure_delete zeroes the row in the database pages, but the WAL still holds the frames that inserted it.
+    if (deleted) await this.purgeWal();
+    return deleted;
   }
 
   async listDataKeys(): Promise<DataKeyRecord[]> {
@@ -372,7 +380,7 @@ export class SqliteStore implements VaultStore {
       return done;
     });
     // Crypto-shred: push the freed (zeroed, secure_delete) pages out of the WAL too.
-    if (changed && to === 'destroyed') this.run(() => this.db.pragma('wal_checkpoint(TRUNCATE)'));
+    if (changed && to === 'destroyed') await this.purgeWal();
     return changed;
   }
 
@@ -505,6 +513,59 @@ export class SqliteStore implements VaultStore {
     });
   }
 
+  /**
+   * Copies every WAL frame into the database file and truncates the WAL, so deleted data (whose
+   * database pages secure_delete zeroed) no longer survives in the WAL either. Another process
+   * holding a read snapshot (a CLI command, an online backup) keeps the WAL from being truncated:
+   * the attempt is repeated without blocking the event loop for up to the busy timeout, then the
+   * answer goes out (the deletion itself is committed), a warning is reported and the purge keeps
+   * being retried in the background. Resolves true once the WAL is empty.
+   */
+  purgeWal(): Promise<boolean> {
+    this.walPurge ??= this.purgeWalWithin(this.busyTimeoutMs).finally(() => (this.walPurge = undefined));
+    return this.walPurge.then((done) => {
+      if (!done) this.retryWalPurgeLater();
+      return done;
+    });
+  }
+
+  private async purgeWalWithin(waitMs: number): Promise<boolean> {
+    const deadline = Date.now() + waitMs;
+    for (let pause = 5; ; pause = Math.min(pause * 2, 100)) {
+      if (this.tryPurgeWal()) return true;
+      if (Date.now() >= deadline || !this.db.open) return false;
+      await new Promise((resolve) => setTimeout(resolve, pause));
+    }
+  }
+
+  /**
+   * One non-blocking TRUNCATE checkpoint (SQLite's busy handler would block the whole process while
+   * it waits). A failure counts as not done: the deletion is committed either way.
+   */
+  private tryPurgeWal(): boolean {
+    if (!this.db.open) return false;
+    try {
+      this.db.pragma('busy_timeout = 0');
+      const [result] = this.db.pragma('wal_checkpoint(TRUNCATE)') as { busy: number }[];
+      return result.busy === 0;
+    } catch {
+      return false;
+    } finally {
+      if (this.db.open) this.db.pragma(`busy_timeout = ${Math.trunc(this.busyTimeoutMs)}`);
+    }
+  }
+
+  private retryWalPurgeLater(): void {
+    if (this.walPurgeRetry || !this.db.open) return;
+    this.onWarning('deleted data is still in the WAL: another process holds a read snapshot; retrying the checkpoint');
+    const retry = () => {
+      this.walPurgeRetry = undefined;
+      if (!this.db.open || this.tryPurgeWal()) return;
+      this.walPurgeRetry = setTimeout(retry, WAL_PURGE_RETRY_MS).unref();
+    };
+    this.walPurgeRetry = setTimeout(retry, WAL_PURGE_RETRY_MS).unref();
+  }
+
   /** Runs a read; SQLite's busy/full/IO failures become StoreUnavailableError. */
   private run<T>(fn: () => T): T {
     try {
@@ -539,7 +600,9 @@ export class SqliteStore implements VaultStore {
     this.pending = [];
     const outcomes: Array<{ ok: true; value: unknown } | { ok: false; error: unknown }> = [];
     try {
-      this.transactionally(() => {
+      // BEGIN IMMEDIATE: a deferred transaction that upgrades to a write lock held by another process
+      // fails at once with SQLITE_BUSY; taking the lock first lets the busy timeout apply.
+      this.transactionally.immediate(() => {
         for (const op of batch) {
           try {
             outcomes.push({ ok: true, value: this.transactionally(op.work) });
@@ -562,6 +625,8 @@ export class SqliteStore implements VaultStore {
     });
   }
 }
+
+const WAL_PURGE_RETRY_MS = 1_000;
 
 interface JobRow {
   id: string;

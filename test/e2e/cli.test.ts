@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import Database from 'better-sqlite3';
-import { existsSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { cli, serve, ServerProcess } from '../helpers/processes';
 import { tempDir } from '../helpers/test-vault';
@@ -108,7 +108,10 @@ describe('end to end: the real CLI and server process', function () {
     server.proc.kill('SIGHUP');
     await new Promise((r) => setTimeout(r, 300));
     expect((await call('/v1/audit/verify', newKey)).status, 'the previous policy stays in force').to.equal(200);
-    const rows = (await call('/v1/audit?limit=1000', newKey)).body.items.filter((r: { action: string }) => r.action === 'policy:reload');
+    // The server also notices the file change by itself (audited as policy-file-changed); these are the SIGHUP reloads.
+    const rows = (await call('/v1/audit?limit=1000', newKey)).body.items.filter(
+      (r: { action: string; requestId: string }) => r.action === 'policy:reload' && r.requestId === 'sighup',
+    );
     expect(rows.map((r: { outcome: string }) => r.outcome)).to.deep.equal(['allow', 'deny']);
     expect(server.output()).to.match(/policy reload failed/);
     writeFileSync(policyFile, original);
@@ -140,6 +143,118 @@ describe('end to end: the real CLI and server process', function () {
     expect(res.body.items[0].value).to.equal('***-**-6789');
     expect((await call('/v1/audit/verify', newKeys.security)).body.ok).to.equal(true);
     keys = newKeys;
+  });
+
+  it('init --force on a running vault: the server drops the old keys and accepts the new ones without a signal', async () => {
+    server = await serve(dir);
+    expect((await call('/v1/audit/verify', keys.security)).status).to.equal(200);
+    const keysFile = join(root, 'reissued-keys.json');
+    const forced = cli(['init', '--data-dir', dir, '--force', '--keys-file', keysFile]);
+    expect(forced.status, forced.stderr).to.equal(0);
+    expect(forced.stdout).to.match(/A running vault loads the new keys within \d+ s/);
+    expect(forced.stdout).not.to.contain('pvk_');
+    const newKeys: Keys = JSON.parse(readFileSync(keysFile, 'utf8')).apiKeys;
+    // No SIGHUP: the server notices the policy file changed. Poll for it (no deadline is asserted).
+    for (let i = 0; i < 300 && (await call('/v1/audit/verify', keys.security)).status !== 401; i++)
+      await new Promise((r) => setTimeout(r, 100));
+    expect((await call('/v1/audit/verify', keys.security)).status, 'old key').to.equal(401);
+    expect((await call('/v1/audit/verify', newKeys.security)).status, 'new key').to.equal(200);
+    const reloads = (await call('/v1/audit?limit=1000', newKeys.security)).body.items.filter(
+      (r: { action: string; requestId: string }) => r.action === 'policy:reload' && r.requestId === 'policy-file-changed',
+    );
+    expect(reloads.map((r: { outcome: string }) => r.outcome)).to.include('allow');
+    keys = newKeys;
+  });
+
+  describe('start-up refuses files other users can change or read, naming the file and the mode to set', () => {
+    let loose: string;
+    beforeEach(() => {
+      loose = join(root, `loose-${Math.random().toString(36).slice(2)}`);
+      expect(cli(['init', '--data-dir', loose]).status).to.equal(0);
+    });
+    const refusal = () => {
+      const res = cli(['serve', '--data-dir', loose, '--port', '0']);
+      expect(res.status, res.stdout).to.equal(1);
+      expect(res.stdout).not.to.contain('listening');
+      return res.stderr;
+    };
+
+    it('a world-writable policy file', () => {
+      chmodSync(join(loose, 'policy.json'), 0o666);
+      expect(refusal())
+        .to.contain(`policy file ${join(loose, 'policy.json')} has mode 666`)
+        .and.to.match(/chmod go-w/);
+    });
+
+    it('a group-writable config.json', () => {
+      chmodSync(join(loose, 'config.json'), 0o620);
+      expect(refusal())
+        .to.contain(`config file ${join(loose, 'config.json')} has mode 620`)
+        .and.to.match(/chmod go-w/);
+    });
+
+    it('a world-readable TLS private key, and a CA file others can write', () => {
+      const config = JSON.parse(readFileSync(join(loose, 'config.json'), 'utf8'));
+      config.tls = { certFile: 'server.pem', keyFile: 'server.key', clientCaFile: 'ca.pem' };
+      writeFileSync(join(loose, 'config.json'), JSON.stringify(config));
+      for (const file of ['server.pem', 'server.key', 'ca.pem'])
+        writeFileSync(join(loose, file), 'not read before the check', { mode: 0o644 });
+      chmodSync(join(loose, 'server.key'), 0o644);
+      expect(refusal())
+        .to.contain(`TLS private key ${join(loose, 'server.key')} has mode 644`)
+        .and.to.contain('chmod 600');
+      chmodSync(join(loose, 'server.key'), 0o600);
+      chmodSync(join(loose, 'ca.pem'), 0o666);
+      expect(refusal()).to.contain(`TLS client CA file ${join(loose, 'ca.pem')} has mode 666`);
+    });
+  });
+
+  it('init refuses a non-empty directory that is not a vault, and a shared (1777) one, changing nothing', () => {
+    const occupied = join(root, 'occupied');
+    mkdirSync(occupied, { mode: 0o755 });
+    chmodSync(occupied, 0o755);
+    writeFileSync(join(occupied, 'notes.txt'), 'someone else’s file');
+    const res = cli(['init', '--data-dir', occupied]);
+    expect(res.status).to.equal(1);
+    expect(res.stderr)
+      .to.contain(occupied)
+      .and.to.match(/not empty and holds no vault/);
+    expect(statSync(occupied).mode & 0o7777).to.equal(0o755);
+    expect(readdirSync(occupied)).to.deep.equal(['notes.txt']);
+
+    const shared = join(root, 'shared');
+    mkdirSync(shared);
+    chmodSync(shared, 0o1777);
+    const again = cli(['init', '--data-dir', shared]);
+    expect(again.status).to.equal(1);
+    expect(again.stderr)
+      .to.contain(shared)
+      .and.to.match(/shared directory/);
+    expect(statSync(shared).mode & 0o7777).to.equal(0o1777);
+    expect(readdirSync(shared)).to.deep.equal([]);
+  });
+
+  it('start --keys-file writes the starter keys to a 0600 file and prints only where they are', async () => {
+    const fresh = join(root, 'container');
+    const keysFile = join(root, 'starter-api-keys.json');
+    server = await serve(fresh, { command: 'start', args: ['--keys-file', keysFile] });
+    expect(server.output()).not.to.contain('pvk_');
+    expect(server.output()).to.contain(`API keys written to ${keysFile} (mode 0600)`);
+    expect(statSync(keysFile).mode & 0o777).to.equal(0o600);
+    const written = JSON.parse(readFileSync(keysFile, 'utf8'));
+    expect(written.dataDir).to.equal(fresh);
+    expect(Object.keys(written.apiKeys).sort()).to.deep.equal(['billing', 'gateway', 'security', 'support']);
+    const tok = await call('/v1/tokenize', written.apiKeys.billing, { items: [{ type: 'pan', value: '4111111111111111' }] });
+    expect(tok.status).to.equal(200);
+
+    const json = cli(['init', '--data-dir', join(root, 'container-json'), '--json', '--keys-file', join(root, 'k2.json')]);
+    expect(json.status, json.stderr).to.equal(0);
+    expect(JSON.parse(json.stdout)).to.deep.equal({ keysFile: join(root, 'k2.json'), dataDir: join(root, 'container-json') });
+    expect(cli(['serve', '--data-dir', fresh, '--keys-file', keysFile]).status, '--keys-file only with init/start').to.equal(2);
+    const nowhere = cli(['init', '--data-dir', join(root, 'never-created'), '--keys-file', join(root, 'no-such-dir', 'k.json')]);
+    expect(nowhere.status).to.equal(2);
+    expect(nowhere.stderr).to.match(/--keys-file: cannot write into/);
+    expect(existsSync(join(root, 'never-created')), 'no vault whose keys would be lost').to.equal(false);
   });
 
   it('audit verify re-verifies every row: exits 0 on an intact chain and non-zero naming an edited row before the checkpoint', () => {

@@ -31,9 +31,9 @@ export interface ServerProcess {
 /** Starts `pii-vault serve` (or `start`) as a real process and waits for its `listening on` line. */
 export function serve(
   dataDir: string,
-  { command = 'serve', env = {} }: { command?: string; env?: NodeJS.ProcessEnv } = {},
+  { command = 'serve', env = {}, args = [] }: { command?: string; env?: NodeJS.ProcessEnv; args?: string[] } = {},
 ): Promise<ServerProcess> {
-  const proc = spawn(process.execPath, [CLI, command, '--data-dir', dataDir, '--port', '0'], {
+  const proc = spawn(process.execPath, [CLI, command, '--data-dir', dataDir, '--port', '0', ...args], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

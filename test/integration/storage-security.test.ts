@@ -40,6 +40,28 @@ describe('storage security', () => {
     }
   });
 
+  it('DELETE leaves neither ciphertext, nonce, tag, sealed subject nor metadata in the database or its WAL once it answers 204', async () => {
+    const [token, kept] = await v.tokenize([
+      { type: 'text', value: 'deleted-value-1', subject: 'deleted-subject-1', metadata: { label: 'deleted-label-d41d8cd98f' } },
+      { type: 'text', value: 'kept-value-2' },
+    ]);
+    const row = db().prepare('SELECT nonce, ciphertext, tag, subject_sealed, metadata FROM tokens WHERE token = ?').get(token) as Record<
+      string,
+      Buffer | string
+    >;
+    const file = v.opened.store.file;
+    const stored = () => Buffer.concat([fileBytes(file), fileBytes(`${file}-wal`)]);
+    const needles = { ...row, label: 'deleted-label-d41d8cd98f' } as Record<string, Buffer | string>;
+    // The scan can see them: before the deletion every part is in the files.
+    for (const [name, needle] of Object.entries(needles)) expect(stored().includes(needle), `${name} before`).to.equal(true);
+
+    const res = await v.http.delete(`/v1/tokens/${token}`).set(v.as('billing'));
+    expect(res.status).to.equal(204);
+    const after = stored();
+    for (const [name, needle] of Object.entries(needles)) expect(after.includes(needle), `${name} after`).to.equal(false);
+    expect((await charge([kept])).status).to.equal(200);
+  });
+
   it('keeps values out of audit rows; subject ids appear only as HMACs', async () => {
     await v.tokenize([{ type: 'pan', value: '4000056655665556', subject: 'cust_secret_42' }]);
     const rows = JSON.stringify(db().prepare('SELECT * FROM audit').all());

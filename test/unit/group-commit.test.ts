@@ -1,42 +1,14 @@
 import { expect } from 'chai';
-import { mkdtempSync, rmSync } from 'node:fs';
+import Database from 'better-sqlite3';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AuditEntry, AuditSealer, InsertHooks, StaleDataKeyError, TokenRecord } from '../../src/store/vault-store';
+import { InsertHooks, StaleDataKeyError, TokenRecord } from '../../src/store/vault-store';
 import { SqliteStore } from '../../src/store/sqlite-store';
+import { activeDataKey, auditEntry, testSealer as sealer, tokenRecord as record } from '../helpers/store-fixtures';
 
-const sealer: AuditSealer = { keyVersion: 1, seal: (prev, seq) => Buffer.concat([prev.subarray(0, 28), Buffer.from([0, 0, 0, seq])]) };
-const entry = (): AuditEntry => ({
-  ts: new Date().toISOString(),
-  requestId: 'r',
-  principal: 'p',
-  tenant: 't',
-  action: 'tokenize',
-  types: ['text'],
-  tokens: [],
-  purpose: null,
-  outcome: 'allow',
-  reason: null,
-  subjects: [],
-});
-const record = (token: string, keyVersion = 1): TokenRecord => ({
-  token,
-  tenant: 't',
-  type: 'text',
-  format: 'random',
-  preserve: 'none',
-  binding: 2,
-  keyVersion,
-  nonce: Buffer.alloc(12),
-  ciphertext: Buffer.from('c'),
-  tag: Buffer.alloc(16),
-  fingerprint: null,
-  subjectHash: null,
-  subjectSealed: null,
-  metadata: null,
-  createdAt: 0,
-  expiresAt: null,
-});
+const entry = auditEntry;
 
 const hooks = (retokenize: () => TokenRecord): InsertHooks => ({
   retokenize,
@@ -51,16 +23,7 @@ describe('store / SqliteStore group commit', () => {
   beforeEach(async () => {
     dir = mkdtempSync(join(tmpdir(), 'pii-vault-group-'));
     store = new SqliteStore(join(dir, 'v.db'));
-    await store.insertDataKey({
-      tenant: 't',
-      purpose: 'data',
-      version: 1,
-      state: 'active',
-      kekId: 'local:v1',
-      wrapped: Buffer.alloc(61),
-      createdAt: 0,
-      encryptions: 0,
-    });
+    await store.insertDataKey(activeDataKey());
   });
   afterEach(async () => {
     await store.close();
@@ -94,16 +57,125 @@ describe('store / SqliteStore group commit', () => {
     expect(transactions).to.equal(1);
   });
 
-  it('answers each caller only after the shared commit: a read right after an awaited write sees it', async () => {
-    await Promise.all([
-      store.insertTokens(
-        [record('tok_a')],
-        { entry: entry(), sealer },
-        hooks(() => record('x')),
-      ),
-      store.appendAudit({ entry: entry(), sealer }),
-    ]);
-    expect((await store.findTokens(['tok_a'])).has('tok_a')).to.equal(true);
-    expect(await store.auditRows(0, 10)).to.have.length(2);
+  it('answers each caller only after the shared commit: another connection sees the write as soon as it is acknowledged', async () => {
+    // A second connection sees committed data only (the store's own connection would also see its uncommitted writes).
+    const other = new Database(store.file, { readonly: true });
+    try {
+      const seen: Array<{ token: boolean; audit: number }> = [];
+      const look = () => ({
+        token: other.prepare('SELECT 1 FROM tokens WHERE token = ?').get('tok_a') !== undefined,
+        audit: (other.prepare('SELECT count(*) AS n FROM audit').get() as { n: number }).n,
+      });
+      await Promise.all([
+        store
+          .insertTokens(
+            [record('tok_a')],
+            { entry: entry(), sealer },
+            hooks(() => record('x')),
+          )
+          .then(() => seen.push(look())),
+        store.appendAudit({ entry: entry(), sealer }).then(() => seen.push(look())),
+      ]);
+      expect(seen).to.deep.equal([
+        { token: true, audit: 2 },
+        { token: true, audit: 2 },
+      ]);
+    } finally {
+      other.close();
+    }
+  });
+});
+
+describe('store / SqliteStore with two processes on one database', function () {
+  this.timeout(60_000);
+  let dir: string;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'pii-vault-2proc-'));
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('a write waits for the write lock another process holds (databaseBusyTimeoutMs) instead of failing at once with 503', async () => {
+    const file = join(dir, 'v.db');
+    const store = new SqliteStore(file, 30_000);
+    await store.insertDataKey(activeDataKey());
+    const marker = join(dir, 'writing');
+    const holder = spawn(process.execPath, [join(__dirname, '..', 'helpers', 'lock-holder.js'), file, marker, '300'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    holder.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+    holder.stderr!.on('data', (c: Buffer) => (out += c.toString()));
+    const exited = new Promise<number | null>((resolve) => holder.once('exit', resolve));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        holder.stdout!.on('data', () => out.includes('locked') && resolve());
+        holder.once('exit', () => reject(new Error(`lock holder exited: ${out}`)));
+      });
+      // The holder commits 300 ms after it sees this file: our writes start while it holds the lock.
+      writeFileSync(marker, '');
+      const writes = await Promise.allSettled([
+        store.insertTokens(
+          [record('tok_1')],
+          { entry: entry(), sealer },
+          hooks(() => record('tok_r1')),
+        ),
+        store.insertTokens(
+          [record('tok_2')],
+          { entry: entry(), sealer },
+          hooks(() => record('tok_r2')),
+        ),
+        store.appendAudit({ entry: entry(), sealer }),
+      ]);
+      expect(writes.map((w) => (w.status === 'rejected' ? String(w.reason) : 'ok'))).to.deep.equal(['ok', 'ok', 'ok']);
+      expect(await exited, out).to.equal(0);
+      // Order of events: the holder's row (written under its lock) is #1; ours come after it.
+      expect((await store.auditRows(0, 10)).map((r) => r.seq)).to.deep.equal([1, 2, 3, 4]);
+      expect((await store.findTokens(['tok_1', 'tok_2'])).size).to.equal(2);
+    } finally {
+      holder.kill('SIGKILL');
+      await store.close();
+    }
+  });
+});
+
+describe('store / SqliteStore WAL purge after a deletion', () => {
+  let dir: string;
+  let store: SqliteStore;
+  const file = () => join(dir, 'v.db');
+  const walHolds = (needle: Buffer) => existsSync(`${file()}-wal`) && readFileSync(`${file()}-wal`).includes(needle);
+  beforeEach(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'pii-vault-wal-'));
+    store = new SqliteStore(file(), 50);
+    await store.insertDataKey(activeDataKey());
+  });
+  afterEach(async () => {
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('while another connection holds a read snapshot: answers after the busy timeout, warns, and purges once the reader lets go', async () => {
+    const doomed = { ...record('tok_doomed'), ciphertext: Buffer.from('doomed-ciphertext-7f3a9c') };
+    await store.insertTokens(
+      [doomed],
+      { entry: entry(), sealer },
+      hooks(() => record('x')),
+    );
+    const reader = new Database(file(), { readonly: true });
+    reader.exec('BEGIN');
+    reader.prepare('SELECT count(*) FROM tokens').get();
+    const warnings: string[] = [];
+    store.onWarning = (message) => warnings.push(message);
+
+    expect(await store.deleteToken('t', 'tok_doomed', { entry: entry(), sealer })).to.equal(true);
+    expect(walHolds(doomed.ciphertext), 'the reader keeps the WAL').to.equal(true);
+    expect(warnings).to.have.length(1);
+    expect(warnings[0]).not.to.contain('tok_doomed');
+
+    reader.exec('COMMIT');
+    reader.close();
+    // The background retry empties the WAL once nothing reads from it.
+    for (let i = 0; i < 300 && walHolds(doomed.ciphertext); i++) await new Promise((r) => setTimeout(r, 100));
+    expect(walHolds(doomed.ciphertext)).to.equal(false);
+    expect(readFileSync(file()).includes(doomed.ciphertext)).to.equal(false);
   });
 });

@@ -12,13 +12,22 @@ describe('crypto / pooledRandomBytes', () => {
     expect(seen.size).to.equal(20_000);
   });
 
-  it('returns copies: changing one result changes no other', () => {
-    const a = pooledRandomBytes(16);
-    const copy = Buffer.from(a);
-    a.fill(0);
-    const b = pooledRandomBytes(16);
-    expect(b.equals(Buffer.alloc(16))).to.equal(false);
-    expect(copy.equals(Buffer.alloc(16))).to.equal(false);
+  it('returns copies: neither a later refill of the pool nor changing one result changes another', () => {
+    const first = pooledRandomBytes(16);
+    const firstBytes = Buffer.from(first);
+    expect(firstBytes.equals(Buffer.alloc(16)), 'handed out zeroed').to.equal(false);
+    // 48 KiB drawn after it: the 16 KiB pool is refilled at least twice meanwhile.
+    const later = Array.from({ length: 3 * 1024 }, () => pooledRandomBytes(16));
+    const laterBytes = later.map((b) => Buffer.from(b));
+    expect(first.equals(firstBytes), 'a refill changed an earlier result').to.equal(true);
+    first.fill(0);
+    later[0].fill(0xff);
+    expect(
+      later.slice(1).every((b, i) => b.equals(laterBytes[i + 1])),
+      'changing one result changed another',
+    ).to.equal(true);
+    const next = pooledRandomBytes(16);
+    expect(next.equals(Buffer.alloc(16)) || next.equals(Buffer.alloc(16, 0xff)), 'a change leaked into the pool').to.equal(false);
   });
 
   it('serves requests larger than the pool directly', () => {
