@@ -11,6 +11,8 @@ import { destroyKey, listKeys, retireKey, rewrapKeys, rotateKeys, TenantScope } 
 import { ReencryptJobs } from './reencrypt-job';
 import { AuthFailureAudit } from './auth-failures';
 import { errorForLog } from './log-error';
+import { requireGrant } from './grants';
+import type { Action } from '../policy/policy';
 
 /** The use cases, bound to their dependencies: the only surface the HTTP layer and CLI call. */
 export class Vault {
@@ -36,6 +38,11 @@ export class Vault {
    */
   recordAuthFailure(requestId: string, address: string, reason: string, key = address): Promise<void> {
     return this.authFailures.record(requestId, address, key, reason);
+  }
+
+  /** Refuses (audited) a caller no grant gives the action at all; see grants.ts. */
+  requireGrant(caller: Caller, action: Action, auditAction?: string): Promise<void> {
+    return requireGrant(this.deps, caller, action, auditAction);
   }
 
   tokenize(caller: Caller, request: TokenizeRequest) {
