@@ -2,13 +2,15 @@ import type { TSchema } from '@sinclair/typebox';
 
 /** A handler answered something its response schema does not describe: a bug, answered as internal_error. */
 export class UndeclaredResponseError extends Error {
-  constructor(readonly path: string) {
-    super(`the response does not fit its schema at ${path || '/'}`);
+  constructor() {
+    super('the response does not fit its schema');
     this.name = 'UndeclaredResponseError';
   }
 }
 
-type Projection = (value: unknown, path: string) => unknown;
+/** What a projection returns for a value that does not fit its schema (cheaper than throwing, in unions). */
+const MISFIT = Symbol('misfit');
+type Projection = (value: unknown) => unknown;
 
 interface SchemaNode {
   type?: string;
@@ -27,8 +29,8 @@ const compiled = new WeakMap<TSchema, Projection>();
  * The response schema as an allow-list: a copy of `value` holding only what the schema declares
  * (undeclared properties are dropped, at any depth), built by a function compiled once per schema.
  * A value of the wrong type, or a required property missing, throws UndeclaredResponseError:
- * nothing the schema does not describe leaves the vault. Formats and patterns are not checked
- * (the vault's own output is trusted to have them); shapes and types are.
+ * nothing the schema does not describe leaves the vault. Formats and patterns of strings are not
+ * checked (the vault's own output is trusted to have them); shapes, types and constants are.
  */
 export function allowListed(schema: TSchema, value: unknown): unknown {
   let project = compiled.get(schema);
@@ -36,12 +38,18 @@ export function allowListed(schema: TSchema, value: unknown): unknown {
     project = compile(schema as SchemaNode);
     compiled.set(schema, project);
   }
-  return project(value, '');
+  const out = project(value);
+  if (out === MISFIT) throw new UndeclaredResponseError();
+  return out;
 }
 
 function compile(schema: SchemaNode): Projection {
+  if (schema.anyOf?.every((member) => 'const' in member)) {
+    const allowed = new Set(schema.anyOf.map((member) => member.const));
+    return (value) => (allowed.has(value) ? value : MISFIT);
+  }
   if (schema.anyOf) return union(schema.anyOf.map(compile));
-  if ('const' in schema) return (value, path) => (value === schema.const ? value : fail(path));
+  if ('const' in schema) return (value) => (value === schema.const ? value : MISFIT);
   switch (schema.type) {
     case 'object':
       return object(schema);
@@ -63,38 +71,38 @@ function compile(schema: SchemaNode): Projection {
   }
 }
 
-/** A caller-chosen key (a metadata key) may be `__proto__`: defined, never assigned. */
-function define(target: Record<string, unknown>, key: string, value: unknown): void {
-  Object.defineProperty(target, key, { value, enumerable: true, writable: true, configurable: true });
-}
-
-function fail(path: string): never {
-  throw new UndeclaredResponseError(path);
-}
-
 function primitive(fits: (value: unknown) => boolean): Projection {
-  return (value, path) => (fits(value) ? value : fail(path));
+  return (value) => (fits(value) ? value : MISFIT);
 }
 
-/** The first member the value fits; members are tried in their declared order. */
+/**
+ * The member that fits and keeps the most of the value's properties (the first such, in declared
+ * order): a member declaring a subset of another's properties fits too, but keeps less.
+ */
 function union(members: Projection[]): Projection {
-  return (value, path) => {
+  return (value) => {
+    const present = isRecord(value) ? Object.keys(value).filter((k) => value[k] !== undefined).length : 0;
+    let best: unknown = MISFIT;
+    let bestKept = -1;
     for (const member of members) {
-      try {
-        return member(value, path);
-      } catch (err) {
-        if (!(err instanceof UndeclaredResponseError)) throw err;
-      }
+      const out = member(value);
+      if (out === MISFIT) continue;
+      const kept = isRecord(out) ? Object.keys(out).length : 0;
+      if (kept === present) return out;
+      if (kept > bestKept) [best, bestKept] = [out, kept];
     }
-    return fail(path);
+    return best;
   };
 }
 
 function array(item: Projection): Projection {
-  return (value, path) => {
-    if (!Array.isArray(value)) return fail(path);
+  return (value) => {
+    if (!Array.isArray(value)) return MISFIT;
     const out = new Array<unknown>(value.length);
-    for (let i = 0; i < value.length; i++) out[i] = item(value[i], `${path}/${i}`);
+    for (let i = 0; i < value.length; i++) {
+      out[i] = item(value[i]);
+      if (out[i] === MISFIT) return MISFIT;
+    }
     return out;
   };
 }
@@ -112,23 +120,31 @@ function object(schema: SchemaNode): Projection {
   }));
   // Only an explicit `additionalProperties: true` lets undeclared properties through (the OpenAPI document).
   const open = schema.additionalProperties === true;
-  return (value, path) => {
-    if (typeof value !== 'object' || value === null || Array.isArray(value)) return fail(path);
-    const input = value as Record<string, unknown>;
+  return (value) => {
+    if (!isRecord(value)) return MISFIT;
     const out: Record<string, unknown> = {};
     for (const { key, required, project } of properties) {
-      const child = input[key];
-      if (child !== undefined) out[key] = project(child, `${path}/${key}`);
-      else if (required) fail(`${path}/${key}`);
-    }
-    if (patterns.length > 0 || open) {
-      for (const key of Object.keys(input)) {
-        if (Object.hasOwn(out, key) || input[key] === undefined) continue;
-        const matched = patterns.find((p) => p.pattern.test(key));
-        if (matched) define(out, key, matched.project(input[key], `${path}/${key}`));
-        else if (open) define(out, key, input[key]);
+      if (value[key] === undefined) {
+        if (required) return MISFIT;
+        continue;
       }
+      const child = project(value[key]);
+      if (child === MISFIT) return MISFIT;
+      out[key] = child;
+    }
+    if (patterns.length === 0 && !open) return out;
+    for (const key of Object.keys(value)) {
+      if (Object.hasOwn(out, key) || value[key] === undefined) continue;
+      const matched = patterns.find((p) => p.pattern.test(key));
+      const child = matched ? matched.project(value[key]) : open ? value[key] : undefined;
+      if (child === MISFIT) return MISFIT;
+      // A caller-chosen key (a metadata key) may be `__proto__`: defined, never assigned.
+      if (child !== undefined) Object.defineProperty(out, key, { value: child, enumerable: true, writable: true, configurable: true });
     }
     return out;
   };
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
