@@ -9,8 +9,8 @@ import type { ApiRoute } from './routes';
  * from the headers, before the body is read; a refusal is audited, then answered 403.
  */
 export function authorize(vault: Vault, route: ApiRoute) {
-  return async (req: ApiRequest, _res: ServerResponse, next: Next) => {
-    await vault.requireGrant({ principal: req.principal!, requestId: req.id }, route.action, route.auditAction);
-    next();
+  return (req: ApiRequest, _res: ServerResponse, next: Next) => {
+    if (vault.hasGrant(req.principal!, route.action)) return next();
+    return vault.refuseUngranted({ principal: req.principal!, requestId: req.id }, route.action, route.auditAction);
   };
 }

@@ -11,8 +11,8 @@ import { destroyKey, listKeys, retireKey, rewrapKeys, rotateKeys, TenantScope } 
 import { ReencryptJobs } from './reencrypt-job';
 import { AuthFailureAudit } from './auth-failures';
 import { errorForLog } from './log-error';
-import { requireGrant } from './grants';
-import type { Action } from '../policy/policy';
+import { refuseUngranted } from './grants';
+import { Action, mayEver } from '../policy/policy';
 
 /** The use cases, bound to their dependencies: the only surface the HTTP layer and CLI call. */
 export class Vault {
@@ -40,9 +40,14 @@ export class Vault {
     return this.authFailures.record(requestId, address, key, reason);
   }
 
-  /** Refuses (audited) a caller no grant gives the action at all; see grants.ts. */
-  requireGrant(caller: Caller, action: Action, auditAction?: string): Promise<void> {
-    return requireGrant(this.deps, caller, action, auditAction);
+  /** Whether some grant gives the principal the action at all, on any tenant, type or purpose. */
+  hasGrant(principal: Principal, action: Action): boolean {
+    return mayEver(this.deps.policy(), principal, action);
+  }
+
+  /** Audits, then refuses, a caller that `hasGrant` said no to; see grants.ts. */
+  refuseUngranted(caller: Caller, action: Action, auditAction?: string): Promise<never> {
+    return refuseUngranted(this.deps, caller, action, auditAction);
   }
 
   tokenize(caller: Caller, request: TokenizeRequest) {

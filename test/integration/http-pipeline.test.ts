@@ -106,7 +106,7 @@ describe('one HTTP pipeline for every route', () => {
     };
     // Every use case fails the same way; authentication and the coarse check still work.
     for (const n of names)
-      if (!['authenticate', 'authenticateCertificate', 'requireGrant', 'recordAuthFailure'].includes(n)) vault[n] = failing;
+      if (!['authenticate', 'authenticateCertificate', 'hasGrant', 'refuseUngranted', 'recordAuthFailure'].includes(n)) vault[n] = failing;
     try {
       for (const route of API_ROUTES) {
         const res = await call(route)
