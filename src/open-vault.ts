@@ -163,10 +163,7 @@ async function createKekControl(config: VaultConfig): Promise<KekControl> {
         const keyId = target.keyId ?? config.keyProvider.kms.keyId;
         // The KEK must be one the operator configured: a caller must not point the vault at a key it controls.
         if (!keyId || !allowedKeyIds().includes(keyId)) {
-          throw new VaultError(
-            'forbidden',
-            `KMS key ${keyId ?? '(none)'} is not configured; add it to keyProvider.kms.keyId or allowedKeyIds first.`,
-          );
+          throw new VaultError('forbidden', 'That KMS key is not configured; add it to keyProvider.kms.keyId or allowedKeyIds first.');
         }
         provider.setPrimary(await kmsFor(keyId));
         target = { type: 'aws-kms', keyId };

@@ -14,8 +14,8 @@ export const MAX_TTL_SECONDS = 10 * 365 * 24 * 3600;
 const enumOf = <T extends readonly string[]>(values: T, description: string) => oneOf(values, { description });
 
 export const TenantId = Type.String({
-  pattern: '^[a-z0-9][a-z0-9_-]{0,63}$',
-  description: 'Isolation unit (merchant, billing entity). Lower-case letters, digits, `_` and `-`.',
+  pattern: '^(?!.*\\d{12})[a-z0-9][a-z0-9_-]{0,63}$',
+  description: 'Isolation unit (merchant, billing entity). Lower-case letters, digits, `_` and `-`; no run of 12 digits.',
   examples: ['default'],
 });
 
@@ -62,7 +62,13 @@ export const DetokenizeRequestSchema = Type.Object(
   {
     tokens: Type.Array(TokenString, { minItems: 1, maxItems: MAX_ITEMS }),
     purpose: Type.Optional(
-      Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_.:-]+$', description: 'Why the values are needed, e.g. `charge`.' }),
+      Type.String({
+        minLength: 1,
+        maxLength: 64,
+        // No run of 12 digits: the purpose is written to every audit row, so it must not be able to carry a card number.
+        pattern: '^(?!.*\\d{12})[A-Za-z0-9_.:-]+$',
+        description: 'Why the values are needed, e.g. `charge`.',
+      }),
     ),
     reveal: Type.Optional(
       enumOf(REVEAL_LEVELS, 'Asked-for reveal level; the policy may lower it. Defaults to the most the policy allows.'),

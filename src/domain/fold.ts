@@ -37,7 +37,11 @@ export function countDigits(text: string): number {
   for (let i = 0; i < text.length; i++) {
     const code = text.charCodeAt(i);
     if (code >= 48 && code <= 57) count++;
-    else if (code > 127 && DECIMAL_DIGIT.test(text[i])) count++;
+    else if (code >= 0xd800 && code <= 0xdbff) {
+      // Digits outside the Basic Multilingual Plane (mathematical bold, Osmanya...) are surrogate pairs.
+      if (DECIMAL_DIGIT.test(text.slice(i, i + 2))) count++;
+      i++;
+    } else if (code > 127 && DECIMAL_DIGIT.test(text[i])) count++;
   }
   return count;
 }

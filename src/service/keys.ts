@@ -86,10 +86,17 @@ export async function rewrapKeys(deps: VaultDeps, caller: Caller, target: KekTar
   await authoriseVaultWide(deps, caller, 'keys:rotate');
   deps.keks.reloadLocal();
   if (target) {
-    // The switch is audited before it happens, whatever follows.
-    const to = target.type === 'local' ? 'the local master key' : `KMS key ${target.keyId ?? '(configured)'}`;
+    // The switch is audited before it happens, and a refused one gets its own deny row. The caller's
+    // key id is not written down (it may be anything); the summary row below names the KEK used.
+    const to = target.type === 'local' ? 'the local master key' : 'a KMS key';
     await deps.audit.append(auditEntry(deps, caller, { action: 'keys:rewrap', outcome: 'allow', reason: `switching the KEK to ${to}` }));
-    await deps.keks.switchPrimary(target);
+    try {
+      await deps.keks.switchPrimary(target);
+    } catch (err) {
+      const why = err instanceof VaultError ? err.code : (err as Error).name;
+      await deps.audit.append(auditEntry(deps, caller, { action: 'keys:rewrap', outcome: 'deny', reason: `KEK switch refused (${why})` }));
+      throw err;
+    }
   }
   const kekId = deps.keks.provider.primary.describe().kekId;
   let rewrapped = 0;
