@@ -78,6 +78,11 @@ export const ConfigSchema = Type.Object(
       description:
         'A data key that encrypted this many values is rotated automatically (well under the 2^32 random-nonce limit of AES-GCM).',
     }),
+    legacyRecordBinding: Type.Union([Type.Literal('accept'), Type.Literal('refuse')], {
+      default: 'accept',
+      description:
+        'Whether records sealed before binding 2 (only their tenant, type, token and key version bound) still open. A vault made by init refuses them; an upgraded one accepts them until a re-encryption job leaves none, then records refuse here.',
+    }),
     rateLimits: Type.Object(
       {
         default: LimitSchema('Requests per second (and burst) each principal may make, unless its role says otherwise.', 2_000, 4_000),

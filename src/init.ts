@@ -47,7 +47,7 @@ export async function initDataDir(dataDir: string, options: { force?: boolean; e
   fsyncDirectory(dirname(dir));
 
   const writeNew = (file: string, contents: string) => writeFileAtomic(join(dir, file), contents, { mode: 0o600, exclusive: true });
-  if (!existsSync(join(dir, CONFIG_FILE))) writeNew(CONFIG_FILE, JSON.stringify(defaultConfigFile(), null, 2) + '\n');
+  if (!existsSync(join(dir, CONFIG_FILE))) writeNew(CONFIG_FILE, JSON.stringify(newVaultConfigFile(), null, 2) + '\n');
   const config = loadConfig(dir, {}, {});
   const keyFile = join(dir, config.keyProvider.keyFile);
   if (!env.PII_VAULT_MASTER_KEY && !existsSync(keyFile)) MasterKeyring.generate().save(keyFile, true);
@@ -111,4 +111,9 @@ function reissueKeys(policy: PolicyDocument, hashes: Required<StarterKeys>): Pol
     if (principal) principal.apiKeys = [{ sha256: hashes[id], createdAt }];
   }
   return policy;
+}
+
+/** The config.json of a new vault: the defaults, and no records of binding 1 to accept (it has none). */
+function newVaultConfigFile() {
+  return { ...defaultConfigFile(), legacyRecordBinding: 'refuse' as const };
 }

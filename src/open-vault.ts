@@ -10,7 +10,7 @@ import { LocalKeyProvider, MasterKeyring } from './crypto/local-key-provider';
 import { RoutingKeyProvider } from './crypto/routing-key-provider';
 import { loadPolicyFile } from './policy/policy-file';
 import { PolicyDocument } from './policy/policy';
-import { KekControl, KekTarget } from './service/context';
+import { KekControl, KekTarget, RecordBindingControl } from './service/context';
 import { VaultError } from './errors';
 import { requireNotWritableByOthers } from './file-modes';
 import { Vault } from './service/vault';
@@ -71,6 +71,7 @@ export async function openVault(config: VaultConfig, options: { resumeJobs?: boo
       keys,
       audit,
       keks,
+      recordBinding: recordBindingControl(config),
       policy: () => policy,
       phoneRegion: config.phoneRegion,
       // Without a logger given (CLI commands), stderr: stdout carries the command's own output.
@@ -175,15 +176,35 @@ async function createKekControl(config: VaultConfig): Promise<KekControl> {
 
 /** Records the primary KEK in config.json, so a restart keeps wrapping under it. */
 function rememberPrimary(config: VaultConfig, target: KekTarget): void {
+  updateConfigFile(config, (raw) => {
+    raw.keyProvider = { ...(raw.keyProvider ?? {}), type: target.type };
+    if (target.type === 'aws-kms') {
+      const kms = { allowedKeyIds: [], ...(raw.keyProvider.kms ?? {}) };
+      // The key switched away from stays allowed: data keys a rewrap has not moved yet are still under it.
+      const previous: string | undefined = kms.keyId ?? config.keyProvider.kms.keyId;
+      if (previous && previous !== target.keyId && !kms.allowedKeyIds.includes(previous)) kms.allowedKeyIds.push(previous);
+      raw.keyProvider.kms = { ...kms, keyId: target.keyId };
+    }
+  });
+}
+
+function recordBindingControl(config: VaultConfig): RecordBindingControl {
+  let setting = config.legacyRecordBinding;
+  return {
+    acceptsLegacy: () => setting === 'accept',
+    refuseLegacy: () => {
+      updateConfigFile(config, (raw) => {
+        raw.legacyRecordBinding = 'refuse';
+      });
+      setting = 'refuse';
+    },
+  };
+}
+
+/** Changes config.json (durably, see atomic-write.ts) as the vault's own settings change. */
+function updateConfigFile(config: VaultConfig, change: (raw: ReturnType<typeof JSON.parse>) => void): void {
   const file = join(config.dataDir, CONFIG_FILE);
   const raw = JSON.parse(readFileSync(file, 'utf8'));
-  raw.keyProvider = { ...(raw.keyProvider ?? {}), type: target.type };
-  if (target.type === 'aws-kms') {
-    const kms = { allowedKeyIds: [], ...(raw.keyProvider.kms ?? {}) };
-    // The key switched away from stays allowed: data keys a rewrap has not moved yet are still under it.
-    const previous: string | undefined = kms.keyId ?? config.keyProvider.kms.keyId;
-    if (previous && previous !== target.keyId && !kms.allowedKeyIds.includes(previous)) kms.allowedKeyIds.push(previous);
-    raw.keyProvider.kms = { ...kms, keyId: target.keyId };
-  }
+  change(raw);
   writeFileAtomic(file, JSON.stringify(raw, null, 2) + '\n', { mode: 0o600 });
 }

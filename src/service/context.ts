@@ -17,6 +17,18 @@ export interface KekControl {
   switchPrimary(target: KekTarget): Promise<void>;
 }
 
+/**
+ * Whether records of binding 1 (sealed before every security-relevant column was bound, see
+ * record-crypto.ts) may still be opened. Once none remain, accepting them would only let a database
+ * writer put back an old ciphertext with edited columns; the answer is kept in config.json, out of
+ * that writer's reach.
+ */
+export interface RecordBindingControl {
+  acceptsLegacy(): boolean;
+  /** From now on refuses binding-1 records, here and after a restart. */
+  refuseLegacy(): void;
+}
+
 export interface RotationPolicy {
   maxAgeMs: number;
   maxEncryptions: number;
@@ -28,6 +40,7 @@ export interface VaultDeps {
   keys: KeyManager;
   audit: AuditLog;
   keks: KekControl;
+  recordBinding: RecordBindingControl;
   rotation: RotationPolicy;
   reencrypt: { batchSize: number; pauseMs: number };
   /** The current policy (it can be reloaded while serving). */

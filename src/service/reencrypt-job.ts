@@ -106,6 +106,26 @@ export class ReencryptJobs {
     this.running.set(job.id, run);
   }
 
+  /**
+   * Once no record of any tenant is behind (every one under its tenant's active key and binding),
+   * none of binding 1 remains: from then on the vault refuses them (see RecordBindingControl).
+   */
+  private async refuseLegacyOnceNoneRemain(): Promise<void> {
+    if (!this.deps.recordBinding.acceptsLegacy()) return;
+    const dataKeys = (await this.deps.store.listDataKeys()).filter((k) => k.purpose === 'data' && k.state === 'active');
+    for (const key of dataKeys) {
+      if ((await this.deps.store.recordsBehind(key.tenant, key.version, CURRENT_BINDING, '', 1)).length > 0) return;
+    }
+    this.deps.recordBinding.refuseLegacy();
+    await this.deps.audit.append(
+      auditEntry(this.deps, SYSTEM_CALLER, {
+        action: 'keys:reencrypt',
+        outcome: 'allow',
+        reason: 'no record of binding 1 remains: such records are refused from now on',
+      }),
+    );
+  }
+
   private async run(job: JobRecord): Promise<void> {
     try {
       for (const tenant of job.tenants) {
@@ -126,6 +146,7 @@ export class ReencryptJobs {
           reason: `job ${job.id} completed: ${final?.done ?? 0} re-encrypted, ${final?.failed ?? 0} could not be opened`,
         }),
       );
+      await this.refuseLegacyOnceNoneRemain();
     } catch (err) {
       this.deps.logger.error({ job: job.id, error: errorForLog(err) }, 're-encryption job failed');
       const now = this.deps.now();

@@ -241,7 +241,8 @@ export class SqliteStore implements VaultStore {
   }
 
   async insertTokens(records: TokenRecord[], audit: PendingAudit, hooks: InsertHooks): Promise<string[]> {
-    return this.write(() => {
+    let replaced = 0;
+    const tokens = await this.write(() => {
       // A batch is sealed under one key: check each distinct version once, not per record.
       for (const version of new Set(records.map((r) => r.keyVersion))) this.requireActive(records[0].tenant, version);
       const outcome = { seals: 0, inserted: 0, replaced: [] as string[] };
@@ -253,8 +254,12 @@ export class SqliteStore implements VaultStore {
       audit.entry.tokens = tokens;
       if (outcome.replaced.length) audit.entry.reason = `replaced expired deterministic tokens: ${outcome.replaced.join(', ')}`;
       this.appendAuditNow(audit);
+      replaced = outcome.replaced.length;
       return tokens;
     });
+    // Replaced records were deleted: their bytes must leave the WAL too, as for deleteToken.
+    if (replaced > 0) await this.purgeWal();
+    return tokens;
   }
 
   /** Takes a deleted record (a RETURNING row) off its key version's count; false when nothing was deleted. */

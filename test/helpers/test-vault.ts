@@ -1,8 +1,8 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import supertest from 'supertest';
-import { loadConfig, VaultConfig } from '../../src/config';
+import { CONFIG_FILE, loadConfig, VaultConfig } from '../../src/config';
 import { createApp, HttpLimits } from '../../src/http/app';
 import { initDataDir, StarterKeys } from '../../src/init';
 import { createLogger, Logger } from '../../src/logger';
@@ -26,9 +26,16 @@ export function tempDir(prefix = 'pii-vault-test-'): string {
 }
 
 /** A vault on a fresh data dir (real SQLite file, local master key) driven in-process by supertest. */
-export async function createTestVault(limits: Partial<HttpLimits> = {}, options: { logger?: Logger } = {}): Promise<TestVault> {
+export async function createTestVault(
+  limits: Partial<HttpLimits> = {},
+  options: { logger?: Logger; settings?: Record<string, unknown> } = {},
+): Promise<TestVault> {
   const dir = join(tempDir(), 'data');
   const { apiKeys } = await initDataDir(dir, { env: {} });
+  if (options.settings) {
+    const file = join(dir, CONFIG_FILE);
+    writeFileSync(file, JSON.stringify({ ...JSON.parse(readFileSync(file, 'utf8')), ...options.settings }, null, 2));
+  }
   const config = loadConfig(dir, {}, {});
   const logger = options.logger ?? createLogger('silent');
   const opened = await openVault(config, { logger });

@@ -18,6 +18,7 @@ const DOCUMENTED_DEFAULTS = {
   keyCacheMaxEntries: 10_000,
   dekMaxAgeDays: 90,
   dekMaxEncryptions: 2 ** 30,
+  legacyRecordBinding: 'accept',
   reencryptBatchSize: 200,
   reencryptPauseMs: 5,
   rateLimits: { default: { ratePerSecond: 2000, burst: 4000 }, roles: {} },
