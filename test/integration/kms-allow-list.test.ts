@@ -6,7 +6,7 @@ import { context, SYSTEM_TENANT } from '../../src/crypto/key-manager';
 import { KeyPurpose } from '../../src/crypto/key-provider';
 import { DEV_KMS_CREDENTIALS, DevKms, startDevKms } from '../../src/dev-kms/server';
 import { loadConfig } from '../../src/config';
-import { openVault } from '../../src/open-vault';
+import { openVault } from '../../src/app/open-vault';
 import { createTestVault, TestVault } from '../helpers/test-vault';
 
 /**

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { MasterKeyring } from '../../src/crypto/local-key-provider';
 import { createLogger } from '../../src/logger';
-import { reloadPolicy } from '../../src/policy-reload';
+import { reloadPolicy } from '../../src/app/policy-reload';
 import { AuditUnavailableError, StoreUnavailableError } from '../../src/store/vault-store';
 import { createTestVault, TestVault } from '../helpers/test-vault';
 

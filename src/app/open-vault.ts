@@ -1,22 +1,22 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { writeFileAtomic } from './atomic-write';
-import { AuditLog } from './audit/audit-log';
-import { CONFIG_FILE, ConfigError, VaultConfig, dataPath } from './config';
-import { AwsKmsKeyProvider } from './crypto/aws-kms-key-provider';
-import { KeyManager, SYSTEM_TENANT } from './crypto/key-manager';
-import { KeyProvider, KeyUnavailableError } from './crypto/key-provider';
-import { LocalKeyProvider, MasterKeyring } from './crypto/local-key-provider';
-import { RoutingKeyProvider } from './crypto/routing-key-provider';
-import { loadPolicyFile } from './policy/policy-file';
-import { PolicyDocument } from './policy/policy';
-import { KekControl, KekTarget } from './service/context';
-import { VaultError } from './errors';
-import { requireNotWritableByOthers } from './file-modes';
-import { Vault } from './service/vault';
-import { createLogger, Logger } from './logger';
+import { writeFileAtomic } from '../atomic-write';
+import { AuditLog } from '../audit/audit-log';
+import { CONFIG_FILE, ConfigError, VaultConfig, dataPath } from '../config';
+import { AwsKmsKeyProvider } from '../crypto/aws-kms-key-provider';
+import { KeyManager, SYSTEM_TENANT } from '../crypto/key-manager';
+import { KeyProvider, KeyUnavailableError } from '../crypto/key-provider';
+import { LocalKeyProvider, MasterKeyring } from '../crypto/local-key-provider';
+import { RoutingKeyProvider } from '../crypto/routing-key-provider';
+import { loadPolicyFile } from '../policy/policy-file';
+import { PolicyDocument } from '../policy/policy';
+import { KekControl, KekTarget } from '../service/context';
+import { VaultError } from '../errors';
+import { requireNotWritableByOthers } from '../file-modes';
+import { Vault } from '../service/vault';
+import { createLogger, Logger } from '../logger';
 import pino from 'pino';
-import { SqliteStore } from './store/sqlite-store';
+import { SqliteStore } from '../store/sqlite-store';
 
 export interface OpenedVault {
   vault: Vault;

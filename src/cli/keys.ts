@@ -4,8 +4,8 @@
  * PII_VAULT_URL/PII_VAULT_API_KEY (prefer the environment: flags end up in shell history).
  */
 import { existsSync } from 'node:fs';
-import { loadConfig, dataPath } from './config';
-import { MasterKeyring } from './crypto/local-key-provider';
+import { loadConfig, dataPath } from '../config';
+import { MasterKeyring } from '../crypto/local-key-provider';
 
 export interface KeysCommandOptions {
   url?: string;
