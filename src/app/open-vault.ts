@@ -4,7 +4,7 @@ import { writeFileAtomic } from '../atomic-write';
 import { AuditLog } from '../audit/audit-log';
 import { CONFIG_FILE, ConfigError, VaultConfig, dataPath } from '../config';
 import { AwsKmsKeyProvider } from '../crypto/aws-kms-key-provider';
-import { KeyManager, SYSTEM_TENANT } from '../crypto/key-manager';
+import { KeyManager, SYSTEM_TENANT } from '../keys/key-manager';
 import { KeyProvider, KeyUnavailableError } from '../crypto/key-provider';
 import { LocalKeyProvider, MasterKeyring } from '../crypto/local-key-provider';
 import { RoutingKeyProvider } from '../crypto/routing-key-provider';

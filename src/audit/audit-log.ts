@@ -1,4 +1,4 @@
-import { KeyManager, SYSTEM_TENANT } from '../crypto/key-manager';
+import { KeyManager, SYSTEM_TENANT } from '../keys/key-manager';
 import { AuditEntry, AuditRow, AuditSealer, AuditUnavailableError, VaultStore } from '../store/vault-store';
 import { auditMac } from './audit-marks';
 import { ArchiveCheck, ArchiveSummary, AuditArchiver } from './audit-archive';

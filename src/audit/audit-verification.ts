@@ -1,4 +1,4 @@
-import { KeyManager, SYSTEM_TENANT } from '../crypto/key-manager';
+import { KeyManager, SYSTEM_TENANT } from '../keys/key-manager';
 import { AuditRow, AuditSegment, GENESIS_HASH, VaultStore } from '../store/vault-store';
 import { auditMac, checkpointMac, safeEqual, segmentMac } from './audit-marks';
 

@@ -1,5 +1,5 @@
 import { AwsKmsKeyProvider } from '../crypto/aws-kms-key-provider';
-import { context, DataKey } from '../crypto/key-manager';
+import { context, DataKey } from '../keys/key-manager';
 import type { KeyPurpose, WrappedKey } from '../crypto/key-provider';
 import { VaultError } from '../errors';
 import { Action, decide, principalCoversTenant } from '../policy/policy';

@@ -8,7 +8,7 @@ import { Caller, SYSTEM_CALLER, VaultDeps, auditEntry } from './context';
 import { authoriseTenants, TenantScope } from './keys';
 import { CURRENT_BINDING, openSubject, recordAad, sealSubject } from './record-crypto';
 import { inferredPreserve } from '../domain/token-formats';
-import type { DataKey } from '../crypto/key-manager';
+import type { DataKey } from '../keys/key-manager';
 import { errorForLog, errorSummary } from './log-error';
 
 export interface JobView {

@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { KMSClient } from '@aws-sdk/client-kms';
 import { AuditLog, AuditUnavailableError } from '../../src/audit/audit-log';
 import { AwsKmsKeyProvider } from '../../src/crypto/aws-kms-key-provider';
-import { context, SYSTEM_TENANT } from '../../src/crypto/key-manager';
+import { context, SYSTEM_TENANT } from '../../src/keys/key-manager';
 import { KeyPurpose } from '../../src/crypto/key-provider';
 import { DEV_KMS_CREDENTIALS, DevKms, startDevKms } from '../../src/dev-kms/server';
 import { loadConfig } from '../../src/config';

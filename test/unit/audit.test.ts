@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { AuditLog, AuditUnavailableError, auditMac } from '../../src/audit/audit-log';
-import { KeyManager, SYSTEM_TENANT } from '../../src/crypto/key-manager';
+import { KeyManager, SYSTEM_TENANT } from '../../src/keys/key-manager';
 import { LocalKeyProvider, MasterKeyring } from '../../src/crypto/local-key-provider';
 import { generateToken } from '../../src/domain/token-formats';
 import { SqliteStore } from '../../src/store/sqlite-store';

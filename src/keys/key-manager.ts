@@ -1,5 +1,5 @@
-import { EncryptionContext, KeyProvider, KeyPurpose, KeyUnavailableError } from './key-provider';
-import { IntegrityError } from './aead';
+import { EncryptionContext, KeyProvider, KeyPurpose, KeyUnavailableError } from '../crypto/key-provider';
+import { IntegrityError } from '../crypto/aead';
 import { KeyCache, KeyRank } from './key-cache';
 import type { DataKeyRecord, PendingAudit, VaultStore } from '../store/vault-store';
 
