@@ -1,3 +1,4 @@
+import type { KeyPurpose } from '../domain/keys';
 import { KEY_BYTES } from './aead';
 
 /** Binds a wrapped data key to what it is for; a KEK refuses to unwrap under another context. */
@@ -6,9 +7,6 @@ export interface EncryptionContext {
   readonly purpose: KeyPurpose;
   readonly version: string;
 }
-
-/** data: encrypts values; fingerprint: HMACs values and subject ids; audit: HMACs the audit chain. */
-export type KeyPurpose = 'data' | 'fingerprint' | 'audit';
 
 export interface WrappedKey {
   /** Which key-encryption key (and version) wrapped it, e.g. `local:v1` or a KMS key ARN. */

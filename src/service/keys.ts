@@ -1,24 +1,14 @@
 import { AwsKmsKeyProvider } from '../crypto/aws-kms-key-provider';
 import { context, DataKey } from '../keys/key-manager';
-import type { KeyPurpose, WrappedKey } from '../crypto/key-provider';
+import type { WrappedKey } from '../crypto/key-provider';
+import type { DataKeyRecord, DataKeyState, KeyPurpose } from '../domain/keys';
+import type { KeyListResponse, KeyView } from '../contract/schemas';
 import { VaultError } from '../errors';
 import { Action, decide, principalCoversTenant } from '../policy/policy';
-import { AuditEntry, DataKeyRecord, DataKeyState, KeyInUseError } from '../store/vault-store';
+import { AuditEntry, KeyInUseError } from '../store/vault-store';
 import { Caller, KekTarget, SYSTEM_CALLER, VaultDeps, auditEntry } from './context';
-import { DEFAULT_TENANT } from './tokenize';
+import { DEFAULT_TENANT } from '../domain/tenants';
 import { errorForLog } from './log-error';
-
-export interface KeyView {
-  tenant: string;
-  purpose: KeyPurpose;
-  version: number;
-  state: DataKeyState;
-  kekId: string;
-  createdAt: string;
-  encryptions: number;
-  /** Records encrypted under this version (data keys only). */
-  records: number | null;
-}
 
 export interface TenantScope {
   tenant?: string;
@@ -26,7 +16,7 @@ export interface TenantScope {
 }
 
 /** Every key version of the tenants the caller may see. */
-export async function listKeys(deps: VaultDeps, caller: Caller, scope: TenantScope): Promise<{ keys: KeyView[] }> {
+export async function listKeys(deps: VaultDeps, caller: Caller, scope: TenantScope): Promise<KeyListResponse> {
   const tenants = await authoriseTenants(deps, caller, 'keys:read', scope, true);
   await deps.audit.append(
     auditEntry(deps, caller, {

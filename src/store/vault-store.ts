@@ -1,5 +1,5 @@
 import type { DataType, Preserve, TokenFormat } from '../domain/types';
-import type { KeyPurpose } from '../crypto/key-provider';
+import type { DataKeyRecord, DataKeyState, KeyPurpose } from '../domain/keys';
 
 export type Metadata = Record<string, string | number | boolean | null>;
 
@@ -61,18 +61,8 @@ export interface JobRecord {
   error: string | null;
 }
 
-export type DataKeyState = 'active' | 'decrypt-only' | 'retired' | 'destroyed';
-
-export interface DataKeyRecord {
-  tenant: string;
-  purpose: KeyPurpose;
-  version: number;
-  state: DataKeyState;
-  kekId: string;
-  wrapped: Buffer | null;
-  createdAt: number;
-  encryptions: number;
-}
+// The data-key records are domain vocabulary; the store's modules keep naming them through this seam.
+export type { DataKeyRecord, DataKeyState };
 
 /** What an audit row says. Never a value; personal identifiers only as HMACs. */
 export interface AuditEntry {
