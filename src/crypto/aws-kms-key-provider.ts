@@ -128,6 +128,11 @@ export class AwsKmsKeyProvider extends KeyProvider {
     return { kekId: out.KeyId ?? this.requireArn(), blob: Buffer.from(out.CiphertextBlob!) };
   }
 
+  /** KMS to KMS: ReEncrypt, so the data key's plaintext never leaves KMS. */
+  protected override _rewrap(wrapped: WrappedKey, context: EncryptionContext, source: KeyProvider): Promise<WrappedKey> {
+    return this.owns(wrapped.kekId) ? this.reEncrypt(wrapped, context) : super._rewrap(wrapped, context, source);
+  }
+
   protected async _generateDataKey(context: EncryptionContext) {
     const out = await this.call(() =>
       this.client.send(

@@ -47,6 +47,19 @@ export abstract class KeyProvider {
     return plaintext;
   }
 
+  /**
+   * Wraps under this provider's KEK a key that `source` (the provider owning `wrapped.kekId`)
+   * wrapped. By default `source` unwraps and this provider wraps; a backend that can move the key
+   * without its plaintext leaving the backend (KMS ReEncrypt) overrides `_rewrap`.
+   */
+  async rewrap(wrapped: WrappedKey, context: EncryptionContext, source: KeyProvider = this): Promise<WrappedKey> {
+    return this._rewrap(wrapped, context, source);
+  }
+
+  protected async _rewrap(wrapped: WrappedKey, context: EncryptionContext, source: KeyProvider): Promise<WrappedKey> {
+    return this.wrap(await source.unwrap(wrapped, context), context);
+  }
+
   /** Whether the KEK can be used right now (for /readyz). */
   abstract healthy(): Promise<boolean>;
 

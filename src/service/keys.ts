@@ -1,6 +1,4 @@
-import { AwsKmsKeyProvider } from '../crypto/aws-kms-key-provider';
 import { context, DataKey } from '../keys/key-manager';
-import type { WrappedKey } from '../crypto/key-provider';
 import type { DataKeyRecord, DataKeyState, KeyPurpose } from '../domain/keys';
 import type { KeyListResponse, KeyView } from '../contract/schemas';
 import { VaultError } from '../errors';
@@ -96,7 +94,7 @@ export async function rewrapKeys(deps: VaultDeps, caller: Caller, target: KekTar
       const id = `${key.tenant}/${key.purpose}/${key.version}`;
       try {
         const from = { kekId: key.kekId, wrapped: key.wrapped };
-        const to = await rewrapOne(deps, key, { kekId: key.kekId, blob: key.wrapped });
+        const to = await deps.keks.provider.rewrap({ kekId: key.kekId, blob: key.wrapped }, context(key.tenant, key.purpose, key.version));
         if (await deps.store.updateWrappedKey(key, from, { kekId: to.kekId, wrapped: to.blob })) rewrapped++;
         deps.keys.forgetActive(key.tenant, key.purpose);
         failed.delete(id);
@@ -122,16 +120,6 @@ export async function rewrapKeys(deps: VaultDeps, caller: Caller, target: KekTar
     }),
   );
   return { kekId, rewrapped, unchanged, failed: [...failed.values()].map((f) => f.view) };
-}
-
-async function rewrapOne(deps: VaultDeps, key: DataKeyRecord, wrapped: WrappedKey): Promise<WrappedKey> {
-  const ctx = context(key.tenant, key.purpose, key.version);
-  const source = deps.keks.provider.providerFor(key.kekId);
-  const primary = deps.keks.provider.primary;
-  // KMS to KMS: ReEncrypt, so the data key's plaintext never leaves KMS.
-  if (source instanceof AwsKmsKeyProvider && primary instanceof AwsKmsKeyProvider) return primary.reEncrypt(wrapped, ctx);
-  const plaintext = await source.unwrap(wrapped, ctx);
-  return primary.wrap(plaintext, ctx);
 }
 
 /** Marks a decrypt-only data key retired; refused while any record still uses it. */
