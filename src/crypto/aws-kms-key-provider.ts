@@ -26,7 +26,11 @@ export interface AwsKmsSettings {
 /** KMS could not be used: unreachable, throttled, denied, disabled or missing key. Maps to 503. */
 export class KmsUnavailableError extends KeyUnavailableError {
   constructor(readonly reason: string) {
-    super(`AWS KMS is unavailable: ${reason}`);
+    super(
+      `AWS KMS is unavailable: ${reason}`,
+      `AWS KMS is unavailable (${reason}) and the key needed is not cached; try again later.`,
+      'kms_unavailable',
+    );
     this.name = 'KmsUnavailableError';
   }
 }

@@ -1,4 +1,5 @@
 import type { KeyPurpose } from '../domain/keys';
+import { InternalError } from '../errors';
 import { KEY_BYTES } from './aead';
 
 /** Binds a wrapped data key to what it is for; a KEK refuses to unwrap under another context. */
@@ -72,9 +73,9 @@ export abstract class KeyProvider {
 }
 
 /** The KEK could not be used (missing, wrong, unreachable). Maps to 503 key_unavailable. */
-export class KeyUnavailableError extends Error {
-  constructor(message: string) {
-    super(message);
+export class KeyUnavailableError extends InternalError {
+  constructor(message: string, publicMessage?: string, code: 'key_unavailable' | 'kms_unavailable' = 'key_unavailable') {
+    super(code, message, publicMessage);
     this.name = 'KeyUnavailableError';
   }
 }
