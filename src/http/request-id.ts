@@ -1,4 +1,4 @@
-import { v4 as uuidv4 } from 'uuid';
+import { randomUUID } from 'node:crypto';
 
 /**
  * The request id lands in logs and audit rows and is echoed back, so a caller's `X-Request-Id` is
@@ -18,5 +18,5 @@ export function acceptableRequestId(candidate: unknown): candidate is string {
 
 /** The caller's id when acceptable, else a new one. */
 export function requestIdFor(header: string | string[] | undefined): string {
-  return acceptableRequestId(header) ? header : uuidv4();
+  return acceptableRequestId(header) ? header : randomUUID();
 }
