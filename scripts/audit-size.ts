@@ -7,8 +7,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig } from '../src/config';
-import { initDataDir } from '../src/init';
-import { openVault } from '../src/open-vault';
+import { initDataDir } from '../src/app/init';
+import { openVault } from '../src/app/open-vault';
 import type { Caller } from '../src/service/context';
 
 const REPEATS = 10;

@@ -1,7 +1,8 @@
 import { createReadStream, existsSync, unlinkSync } from 'node:fs';
 import { writeFileAtomicWith } from '../atomic-write';
 import { createInterface } from 'node:readline';
-import { SYSTEM_TENANT, KeyManager } from '../crypto/key-manager';
+import { KeyManager } from '../keys/key-manager';
+import { SYSTEM_TENANT } from '../domain/tenants';
 import { AuditRow, AuditSealer, VaultStore } from '../store/vault-store';
 import { safeEqual, segmentMac } from './audit-marks';
 import { ChainVerifier, DEFAULT_PAGE_SIZE, Link, RowChecker } from './audit-verification';

@@ -1,4 +1,5 @@
-import { KeyManager, SYSTEM_TENANT } from '../crypto/key-manager';
+import { KeyManager } from '../keys/key-manager';
+import { SYSTEM_TENANT } from '../domain/tenants';
 import { AuditRow, AuditSegment, GENESIS_HASH, VaultStore } from '../store/vault-store';
 import { auditMac, checkpointMac, safeEqual, segmentMac } from './audit-marks';
 

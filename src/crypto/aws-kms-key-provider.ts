@@ -26,7 +26,11 @@ export interface AwsKmsSettings {
 /** KMS could not be used: unreachable, throttled, denied, disabled or missing key. Maps to 503. */
 export class KmsUnavailableError extends KeyUnavailableError {
   constructor(readonly reason: string) {
-    super(`AWS KMS is unavailable: ${reason}`);
+    super(
+      `AWS KMS is unavailable: ${reason}`,
+      `AWS KMS is unavailable (${reason}) and the key needed is not cached; try again later.`,
+      'kms_unavailable',
+    );
     this.name = 'KmsUnavailableError';
   }
 }
@@ -126,6 +130,11 @@ export class AwsKmsKeyProvider extends KeyProvider {
       ),
     );
     return { kekId: out.KeyId ?? this.requireArn(), blob: Buffer.from(out.CiphertextBlob!) };
+  }
+
+  /** KMS to KMS: ReEncrypt, so the data key's plaintext never leaves KMS. */
+  protected override _rewrap(wrapped: WrappedKey, context: EncryptionContext, source: KeyProvider): Promise<WrappedKey> {
+    return this.owns(wrapped.kekId) ? this.reEncrypt(wrapped, context) : super._rewrap(wrapped, context, source);
   }
 
   protected async _generateDataKey(context: EncryptionContext) {

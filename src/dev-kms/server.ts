@@ -82,7 +82,7 @@ export async function startDevKms(options: DevKmsOptions = {}): Promise<DevKms> 
     const operation = target?.startsWith(TARGET_PREFIX) ? target.slice(TARGET_PREFIX.length) : undefined;
     faults.record(operation ?? '(no target)');
 
-    const auth = verifySigV4(
+    const auth = await verifySigV4(
       { method: req.method ?? 'GET', url: req.url ?? '/', headers: headersOf(req), body },
       { region, service: 'kms', now: new Date(), requiredSignedHeaders: ['x-amz-target'], secretFor: (id) => secrets.get(id) },
     );

@@ -1,4 +1,4 @@
-import { v4 as uuidv4 } from 'uuid';
+import { randomUUID } from 'node:crypto';
 import { luhnValid } from '../domain/data-types';
 
 /**
@@ -32,5 +32,5 @@ function holdsCardNumber(hex: string): boolean {
 
 /** The caller's id when acceptable, else a new one. */
 export function requestIdFor(header: string | string[] | undefined): string {
-  return acceptableRequestId(header) ? header : uuidv4();
+  return acceptableRequestId(header) ? header : randomUUID();
 }

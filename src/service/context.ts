@@ -1,5 +1,5 @@
 import type { AuditLog } from '../audit/audit-log';
-import type { KeyManager } from '../crypto/key-manager';
+import type { KeyManager } from '../keys/key-manager';
 import type { Logger } from '../logger';
 import type { RoutingKeyProvider } from '../crypto/routing-key-provider';
 import type { PolicyDocument, Principal } from '../policy/policy';

@@ -1,24 +1,12 @@
-import { AwsKmsKeyProvider } from '../crypto/aws-kms-key-provider';
-import { context, DataKey } from '../crypto/key-manager';
-import type { KeyPurpose, WrappedKey } from '../crypto/key-provider';
+import { context, DataKey } from '../keys/key-manager';
+import type { DataKeyRecord, DataKeyState, KeyPurpose } from '../domain/keys';
+import type { KeyListResponse, KeyView } from '../contract/schemas';
 import { VaultError } from '../errors';
 import { Action, decide, principalCoversTenant } from '../policy/policy';
-import { AuditEntry, DataKeyRecord, DataKeyState, KeyInUseError } from '../store/vault-store';
+import { AuditEntry, KeyInUseError } from '../store/vault-store';
 import { Caller, KekTarget, SYSTEM_CALLER, VaultDeps, auditEntry } from './context';
-import { DEFAULT_TENANT } from './tokenize';
+import { DEFAULT_TENANT } from '../domain/tenants';
 import { errorForLog } from './log-error';
-
-export interface KeyView {
-  tenant: string;
-  purpose: KeyPurpose;
-  version: number;
-  state: DataKeyState;
-  kekId: string;
-  createdAt: string;
-  encryptions: number;
-  /** Records encrypted under this version (data keys only). */
-  records: number | null;
-}
 
 export interface TenantScope {
   tenant?: string;
@@ -26,7 +14,7 @@ export interface TenantScope {
 }
 
 /** Every key version of the tenants the caller may see. */
-export async function listKeys(deps: VaultDeps, caller: Caller, scope: TenantScope): Promise<{ keys: KeyView[] }> {
+export async function listKeys(deps: VaultDeps, caller: Caller, scope: TenantScope): Promise<KeyListResponse> {
   const tenants = await authoriseTenants(deps, caller, 'keys:read', scope, true);
   await deps.audit.append(
     auditEntry(deps, caller, {
@@ -113,7 +101,7 @@ export async function rewrapKeys(deps: VaultDeps, caller: Caller, target: KekTar
       const id = `${key.tenant}/${key.purpose}/${key.version}`;
       try {
         const from = { kekId: key.kekId, wrapped: key.wrapped };
-        const to = await rewrapOne(deps, key, { kekId: key.kekId, blob: key.wrapped });
+        const to = await deps.keks.provider.rewrap({ kekId: key.kekId, blob: key.wrapped }, context(key.tenant, key.purpose, key.version));
         if (await deps.store.updateWrappedKey(key, from, { kekId: to.kekId, wrapped: to.blob })) rewrapped++;
         deps.keys.forgetActive(key.tenant, key.purpose);
         failed.delete(id);
@@ -139,16 +127,6 @@ export async function rewrapKeys(deps: VaultDeps, caller: Caller, target: KekTar
     }),
   );
   return { kekId, rewrapped, unchanged, failed: [...failed.values()].map((f) => f.view) };
-}
-
-async function rewrapOne(deps: VaultDeps, key: DataKeyRecord, wrapped: WrappedKey): Promise<WrappedKey> {
-  const ctx = context(key.tenant, key.purpose, key.version);
-  const source = deps.keks.provider.providerFor(key.kekId);
-  const primary = deps.keks.provider.primary;
-  // KMS to KMS: ReEncrypt, so the data key's plaintext never leaves KMS.
-  if (source instanceof AwsKmsKeyProvider && primary instanceof AwsKmsKeyProvider) return primary.reEncrypt(wrapped, ctx);
-  const plaintext = await source.unwrap(wrapped, ctx);
-  return primary.wrap(plaintext, ctx);
 }
 
 /** Marks a decrypt-only data key retired; refused while any record still uses it. */

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { IntegrityError, open, seal } from '../crypto/aead';
+import type { JobView } from '../contract/schemas';
 import { VaultError } from '../errors';
 import { JobRecord, ReencryptedRecord, StaleDataKeyError, TokenRecord } from '../store/vault-store';
 import { KeyUnavailableError } from '../crypto/key-provider';
@@ -8,24 +9,8 @@ import { Caller, SYSTEM_CALLER, VaultDeps, auditEntry } from './context';
 import { authoriseTenants, TenantScope } from './keys';
 import { CURRENT_BINDING, openSubject, recordAad, sealSubject } from './record-crypto';
 import { inferredPreserve } from '../domain/token-formats';
-import type { DataKey } from '../crypto/key-manager';
+import type { DataKey } from '../keys/key-manager';
 import { errorForLog, errorSummary } from './log-error';
-
-export interface JobView {
-  id: string;
-  kind: 'reencrypt';
-  state: JobRecord['state'];
-  tenants: string[];
-  total: number;
-  done: number;
-  failed: number;
-  ratePerSecond: number;
-  etaSeconds: number | null;
-  createdAt: string;
-  updatedAt: string;
-  finishedAt: string | null;
-  error: string | null;
-}
 
 /**
  * Moves records from old data-key versions to the active one, and from older bindings to the

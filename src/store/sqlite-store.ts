@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3';
-import type { KeyPurpose } from '../crypto/key-provider';
+import type { KeyPurpose } from '../domain/keys';
 import type { DataType, Preserve, TokenFormat } from '../domain/types';
 import { SQLITE_MIGRATIONS } from './sqlite-migrations';
 import { decodeAuditList, encodeAuditList } from './audit-list-codec';

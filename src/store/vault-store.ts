@@ -1,5 +1,6 @@
 import type { DataType, Preserve, TokenFormat } from '../domain/types';
-import type { KeyPurpose } from '../crypto/key-provider';
+import { InternalError } from '../errors';
+import type { DataKeyRecord, DataKeyState, KeyPurpose } from '../domain/keys';
 
 export type Metadata = Record<string, string | number | boolean | null>;
 
@@ -61,18 +62,8 @@ export interface JobRecord {
   error: string | null;
 }
 
-export type DataKeyState = 'active' | 'decrypt-only' | 'retired' | 'destroyed';
-
-export interface DataKeyRecord {
-  tenant: string;
-  purpose: KeyPurpose;
-  version: number;
-  state: DataKeyState;
-  kekId: string;
-  wrapped: Buffer | null;
-  createdAt: number;
-  encryptions: number;
-}
+// The data-key records are domain vocabulary; the store's modules keep naming them through this seam.
+export type { DataKeyRecord, DataKeyState };
 
 /** What an audit row says. Never a value; personal identifiers only as HMACs. */
 export interface AuditEntry {
@@ -273,42 +264,42 @@ export interface VaultStore {
  * The data key a batch was sealed under stopped being active before the batch committed (a
  * rotation won the race); the caller seals again under the new active key.
  */
-export class StaleDataKeyError extends Error {
+export class StaleDataKeyError extends InternalError {
   constructor() {
-    super('the data key is no longer active');
+    super('key_unavailable', 'the data key is no longer active', 'Keys are being rotated; retry the request.');
     this.name = 'StaleDataKeyError';
   }
 }
 
-export class KeyInUseError extends Error {
+export class KeyInUseError extends InternalError {
   constructor(readonly records: number) {
-    super(`${records} records still use this key version`);
+    super('key_in_use', `${records} records still use this key version`);
     this.name = 'KeyInUseError';
   }
 }
 
-export class TokenCollisionError extends Error {
+export class TokenCollisionError extends InternalError {
   constructor() {
-    super('could not allocate a unique token');
+    super('token_collision', 'could not allocate a unique token');
     this.name = 'TokenCollisionError';
   }
 }
 
 /** The store cannot be used (locked, disk full, connection lost). Maps to 503. */
-export class StoreUnavailableError extends Error {
+export class StoreUnavailableError extends InternalError {
   constructor(
     message: string,
     override readonly cause?: unknown,
   ) {
-    super(message);
+    super('store_unavailable', message);
     this.name = 'StoreUnavailableError';
   }
 }
 
 /** The audit row was not written; callers must refuse the request (fail closed). */
-export class AuditUnavailableError extends Error {
+export class AuditUnavailableError extends InternalError {
   constructor(override readonly cause: unknown) {
-    super('audit log cannot be written');
+    super('audit_unavailable', 'audit log cannot be written');
     this.name = 'AuditUnavailableError';
   }
 }

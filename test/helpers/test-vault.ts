@@ -4,9 +4,9 @@ import { join } from 'node:path';
 import supertest from 'supertest';
 import { CONFIG_FILE, loadConfig, VaultConfig } from '../../src/config';
 import { createApp, HttpLimits } from '../../src/http/app';
-import { initDataDir, StarterKeys } from '../../src/init';
+import { initDataDir, StarterKeys } from '../../src/app/init';
 import { createLogger, Logger } from '../../src/logger';
-import { OpenedVault, openVault } from '../../src/open-vault';
+import { OpenedVault, openVault } from '../../src/app/open-vault';
 
 export interface TestVault {
   dir: string;

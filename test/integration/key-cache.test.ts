@@ -3,7 +3,7 @@ import supertest from 'supertest';
 import { KeyUnavailableError } from '../../src/crypto/key-provider';
 import { createApp } from '../../src/http/app';
 import { createLogger } from '../../src/logger';
-import { openVault } from '../../src/open-vault';
+import { openVault } from '../../src/app/open-vault';
 import { createTestVault, TestVault } from '../helpers/test-vault';
 
 describe('key cache and automatic rotation', function () {

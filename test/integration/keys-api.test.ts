@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { openVault } from '../../src/open-vault';
+import { openVault } from '../../src/app/open-vault';
 import { createTestVault, TestVault } from '../helpers/test-vault';
 
 describe('key lifecycle API (local master key)', () => {

@@ -2,11 +2,12 @@ import { expect } from 'chai';
 import { KMSClient } from '@aws-sdk/client-kms';
 import { AuditLog, AuditUnavailableError } from '../../src/audit/audit-log';
 import { AwsKmsKeyProvider } from '../../src/crypto/aws-kms-key-provider';
-import { context, SYSTEM_TENANT } from '../../src/crypto/key-manager';
-import { KeyPurpose } from '../../src/crypto/key-provider';
+import { context } from '../../src/keys/key-manager';
+import { SYSTEM_TENANT } from '../../src/domain/tenants';
+import { KeyPurpose } from '../../src/domain/keys';
 import { DEV_KMS_CREDENTIALS, DevKms, startDevKms } from '../../src/dev-kms/server';
 import { loadConfig } from '../../src/config';
-import { openVault } from '../../src/open-vault';
+import { openVault } from '../../src/app/open-vault';
 import { createTestVault, TestVault } from '../helpers/test-vault';
 
 /**

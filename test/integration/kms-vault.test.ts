@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { loadConfig } from '../../src/config';
 import { createApp } from '../../src/http/app';
 import { createLogger } from '../../src/logger';
-import { openVault } from '../../src/open-vault';
+import { openVault } from '../../src/app/open-vault';
 import { DEV_KMS_CREDENTIALS, DevKms, startDevKms } from '../../src/dev-kms/server';
 import supertest from 'supertest';
 import { createTestVault, TestVault } from '../helpers/test-vault';

@@ -6,7 +6,7 @@ import { expect } from 'chai';
 import { IntegrityError, KEY_BYTES, NONCE_BYTES, TAG_BYTES, encodeFields, open, seal, type Sealed } from '../../src/crypto/aead';
 import { EncryptionContext, KeyProvider, KeyUnavailableError, ProviderDescription, WrappedKey } from '../../src/crypto/key-provider';
 import { LocalKeyProvider, MasterKeyring } from '../../src/crypto/local-key-provider';
-import { KeyManager, context } from '../../src/crypto/key-manager';
+import { KeyManager, context } from '../../src/keys/key-manager';
 import { SqliteStore } from '../../src/store/sqlite-store';
 import { valueAad } from '../../src/service/record-crypto';
 import { caught } from '../helpers/caught';

@@ -1,13 +1,13 @@
 import http, { Server } from 'node:http';
 import https from 'node:https';
 import { readFileSync } from 'node:fs';
-import { dataPath } from './config';
-import { requireNotWritableByOthers, requirePrivateFile } from './file-modes';
-import { VaultMetrics } from './http/metrics';
+import { dataPath } from '../config';
+import { requireNotWritableByOthers, requirePrivateFile } from '../file-modes';
+import { VaultMetrics } from '../http/metrics';
 import { AddressInfo } from 'node:net';
-import { VaultConfig } from './config';
-import { createApp } from './http/app';
-import { createLogger, Logger } from './logger';
+import { VaultConfig } from '../config';
+import { createApp } from '../http/app';
+import { createLogger, Logger } from '../logger';
 import { OpenedVault, openVault } from './open-vault';
 
 export interface RunningServer {
@@ -33,7 +33,7 @@ function tlsOptions(config: VaultConfig): https.ServerOptions {
   };
 }
 
-export const VERSION: string = require('../../package.json').version;
+export const VERSION: string = require('../../../package.json').version;
 
 /** Opens the vault and listens; resolves once the port is bound. */
 export async function startServer(config: VaultConfig, logger: Logger = createLogger(config.logLevel)): Promise<RunningServer> {

@@ -1,12 +1,12 @@
 import { chmodSync, existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { fsyncDirectory, writeFileAtomic } from './atomic-write';
-import { CONFIG_FILE, defaultConfigFile, loadConfig } from './config';
-import { MasterKeyring } from './crypto/local-key-provider';
+import { fsyncDirectory, writeFileAtomic } from '../atomic-write';
+import { CONFIG_FILE, defaultConfigFile, loadConfig } from '../config';
+import { MasterKeyring } from '../crypto/local-key-provider';
 import { openVault } from './open-vault';
-import { generateApiKey, hashApiKey } from './policy/authenticator';
-import { STARTER_PRINCIPALS, loadPolicyFile, starterPolicy } from './policy/policy-file';
-import { PolicyDocument } from './policy/policy';
+import { generateApiKey, hashApiKey } from '../policy/authenticator';
+import { STARTER_PRINCIPALS, loadPolicyFile, starterPolicy } from '../policy/policy-file';
+import { PolicyDocument } from '../policy/policy';
 
 export type StarterKeys = Partial<Record<(typeof STARTER_PRINCIPALS)[number], string>>;
 
