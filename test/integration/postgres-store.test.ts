@@ -492,9 +492,11 @@ describe('store / PostgresStore: two instances writing at once', function () {
   });
 
   it('audit appends from both instances at once form one gap-free chain', async () => {
-    await Promise.all(
-      Array.from({ length: 400 }, (_, i) => (i % 2 ? a : b).appendAudit({ entry: { ...auditEntry(), requestId: `r${i}` }, sealer })),
-    );
+    // Workers that each wait for their append before the next: many small transactions, interleaved across instances.
+    const worker = async (store: PostgresStore, name: string) => {
+      for (let i = 0; i < 50; i++) await store.appendAudit({ entry: { ...auditEntry(), requestId: `${name}-${i}` }, sealer });
+    };
+    await Promise.all(['a1', 'a2', 'a3', 'a4', 'b1', 'b2', 'b3', 'b4'].map((name) => worker(name[0] === 'a' ? a : b, name)));
     const rows = await a.auditRows(0, 1_000);
     expectOneChain(rows, 400);
     expect(new Set(rows.map((r) => r.requestId)).size).to.equal(400);
