@@ -122,6 +122,9 @@ export class GroupCommit {
       return;
     }
     let broken: unknown;
+    // A checked-out client has no error listener of the pool's: a connection lost between statements must not crash the process.
+    const onError = (err: Error) => (broken = err);
+    client.on('error', onError);
     try {
       for (let attempt = 1; ; attempt++) {
         try {
@@ -145,6 +148,7 @@ export class GroupCommit {
         }
       }
     } finally {
+      client.removeListener('error', onError);
       client.release(broken ? (broken as Error) : undefined);
     }
   }

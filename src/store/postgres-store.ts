@@ -122,6 +122,7 @@ export class PostgresStore implements VaultStore {
   /** Whether the database at `url` already holds a vault (its data keys table has a row). */
   static async holdsVault(url: string, connectTimeoutMs: number): Promise<boolean> {
     const client = new Client({ connectionString: url, connectionTimeoutMillis: connectTimeoutMs });
+    client.on('error', () => undefined); // reported by the failing query
     try {
       await client.connect();
       const { rows } = await client.query("SELECT to_regclass('data_keys') IS NOT NULL AS has");
@@ -138,6 +139,8 @@ export class PostgresStore implements VaultStore {
   private async migrate(): Promise<void> {
     const client = await this.pool.connect();
     let broken: Error | undefined;
+    const onError = (err: Error) => (broken = err);
+    client.on('error', onError);
     try {
       await query(client, 'SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]);
       try {
@@ -165,6 +168,7 @@ export class PostgresStore implements VaultStore {
       broken = err as Error;
       throw err;
     } finally {
+      client.removeListener('error', onError);
       client.release(broken);
     }
   }
