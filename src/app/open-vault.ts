@@ -17,11 +17,12 @@ import { requireNotWritableByOthers } from '../file-modes';
 import { Vault } from '../service/vault';
 import { createLogger, Logger } from '../logger';
 import pino from 'pino';
-import { SqliteStore } from '../store/sqlite-store';
+import { OpenedStore, openStore } from '../store/open-store';
 
-export interface OpenedVault {
+/** `S` narrows the store where the caller knows which one it opened (tests of the embedded store). */
+export interface OpenedVault<S extends OpenedStore = OpenedStore> {
   vault: Vault;
-  store: SqliteStore;
+  store: S;
   keys: KeyManager;
   audit: AuditLog;
   keks: KekControl;
@@ -55,9 +56,8 @@ export async function openVault(config: VaultConfig, options: { resumeJobs?: boo
   };
   let policy = loadPolicy();
   const keks = await createKekControl(config);
-  const store = new SqliteStore(dataPath(config, config.databaseFile), config.databaseBusyTimeoutMs);
+  const store = await openStore(config);
   try {
-    checkDurability(store);
     const keys = new KeyManager(store, keks.provider, {
       ttlMs: config.keyCacheTtlSeconds * 1000,
       maxEntries: config.keyCacheMaxEntries,
@@ -115,16 +115,6 @@ function checkPrivate(path: string, what: string, fix: string): void {
   }
   if (mode & 0o077)
     throw new ConfigError(`${what} ${path} has mode ${mode.toString(8)}; it must be private to the vault's user (${fix} ${path})`);
-}
-
-/** An acknowledged token must be on disk: WAL with synchronous=FULL, or the vault does not start. */
-function checkDurability(store: SqliteStore): void {
-  const { journalMode, synchronous } = store.settings();
-  if (journalMode !== 'wal' || synchronous !== 2) {
-    throw new ConfigError(
-      `the database is in journal_mode=${journalMode}, synchronous=${synchronous}; the vault needs WAL with synchronous=FULL (2)`,
-    );
-  }
 }
 
 /** The configured KEKs: the primary wraps, every available one unwraps what it once wrapped. */

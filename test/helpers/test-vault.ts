@@ -7,18 +7,30 @@ import { createApp, HttpLimits } from '../../src/http/app';
 import { initDataDir, StarterKeys } from '../../src/app/init';
 import { createLogger, Logger } from '../../src/logger';
 import { OpenedVault, openVault } from '../../src/app/open-vault';
+import { SqliteStore } from '../../src/store/sqlite-store';
 
 export interface TestVault {
   dir: string;
   config: VaultConfig;
   keys: Required<StarterKeys>;
-  opened: OpenedVault;
+  /** On the embedded store: tests may look into its SQLite file. */
+  opened: OpenedVault<SqliteStore>;
   http: ReturnType<typeof supertest>;
   /** Headers for a starter principal. */
   as(principal: keyof Required<StarterKeys>): Record<string, string>;
   /** Tokenizes through the API as billing; throws unless answered 200. Returns the tokens in order. */
   tokenize(items: object[]): Promise<string[]>;
   close(): Promise<void>;
+}
+
+/** openVault on a data dir without a database URL: the embedded store, which tests may look into. */
+export async function openEmbeddedVault(config: VaultConfig, options: { logger?: Logger } = {}): Promise<OpenedVault<SqliteStore>> {
+  const opened = await openVault(config, options);
+  if (!(opened.store instanceof SqliteStore)) {
+    await opened.close();
+    throw new Error('expected the embedded SQLite store');
+  }
+  return opened as OpenedVault<SqliteStore>;
 }
 
 export function tempDir(prefix = 'pii-vault-test-'): string {
@@ -38,7 +50,7 @@ export async function createTestVault(
   }
   const config = loadConfig(dir, {}, {});
   const logger = options.logger ?? createLogger('silent');
-  const opened = await openVault(config, { logger });
+  const opened = await openEmbeddedVault(config, { logger });
   const app = createApp({
     vault: opened.vault,
     logger,
