@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { loadConfig } from '../src/config';
 import { initDataDir } from '../src/init';
 import { openVault } from '../src/open-vault';
+import { SqliteStore } from '../src/store/sqlite-store';
 import type { Caller } from '../src/service/context';
 
 const REPEATS = 10;
@@ -18,7 +19,8 @@ async function main(): Promise<void> {
   const dir = join(root, 'data');
   await initDataDir(dir, { env: {} });
   const opened = await openVault(loadConfig(dir, {}, {}));
-  const db = opened.store.db;
+  // Measures the embedded store's file: its rows and pages.
+  const db = (opened.store as SqliteStore).db;
   const as = (id: string, roles: string[]): Caller => ({ principal: { id, roles, tenants: ['default'] }, requestId: crypto.randomUUID() });
   const billing = () => as('billing', ['billing']);
   const support = () => as('support', ['support']);

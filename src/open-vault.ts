@@ -16,11 +16,12 @@ import { requireNotWritableByOthers } from './file-modes';
 import { Vault } from './service/vault';
 import { createLogger, Logger } from './logger';
 import pino from 'pino';
-import { SqliteStore } from './store/sqlite-store';
+import { openStore } from './store/open-store';
+import type { VaultStore } from './store/vault-store';
 
 export interface OpenedVault {
   vault: Vault;
-  store: SqliteStore;
+  store: VaultStore;
   keys: KeyManager;
   audit: AuditLog;
   keks: KekControl;
@@ -54,9 +55,14 @@ export async function openVault(config: VaultConfig, options: { resumeJobs?: boo
   };
   let policy = loadPolicy();
   const keks = await createKekControl(config);
-  const store = new SqliteStore(dataPath(config, config.databaseFile), config.databaseBusyTimeoutMs);
+  // Without a logger given (CLI commands), stderr: stdout carries the command's own output.
+  const logger = options.logger ?? createLogger(config.logLevel, pino.destination({ dest: 2, sync: true }));
+  const store = await openStore({
+    databaseFile: dataPath(config, config.databaseFile),
+    busyTimeoutMs: config.databaseBusyTimeoutMs,
+    onWarning: (message) => logger.warn(message),
+  });
   try {
-    checkDurability(store);
     const keys = new KeyManager(store, keks.provider, {
       ttlMs: config.keyCacheTtlSeconds * 1000,
       maxEntries: config.keyCacheMaxEntries,
@@ -73,8 +79,7 @@ export async function openVault(config: VaultConfig, options: { resumeJobs?: boo
       keks,
       policy: () => policy,
       phoneRegion: config.phoneRegion,
-      // Without a logger given (CLI commands), stderr: stdout carries the command's own output.
-      logger: options.logger ?? createLogger(config.logLevel, pino.destination({ dest: 2, sync: true })),
+      logger,
       rotation: { maxAgeMs: config.dekMaxAgeDays * DAY_MS, maxEncryptions: config.dekMaxEncryptions },
       reencrypt: { batchSize: config.reencryptBatchSize, pauseMs: config.reencryptPauseMs },
       now: Date.now,
@@ -113,16 +118,6 @@ function checkPrivate(path: string, what: string, fix: string): void {
   }
   if (mode & 0o077)
     throw new ConfigError(`${what} ${path} has mode ${mode.toString(8)}; it must be private to the vault's user (${fix} ${path})`);
-}
-
-/** An acknowledged token must be on disk: WAL with synchronous=FULL, or the vault does not start. */
-function checkDurability(store: SqliteStore): void {
-  const { journalMode, synchronous } = store.settings();
-  if (journalMode !== 'wal' || synchronous !== 2) {
-    throw new ConfigError(
-      `the database is in journal_mode=${journalMode}, synchronous=${synchronous}; the vault needs WAL with synchronous=FULL (2)`,
-    );
-  }
 }
 
 /** The configured KEKs: the primary wraps, every available one unwraps what it once wrapped. */

@@ -7,12 +7,14 @@ import { createApp, HttpLimits } from '../../src/http/app';
 import { initDataDir, StarterKeys } from '../../src/init';
 import { createLogger, Logger } from '../../src/logger';
 import { OpenedVault, openVault } from '../../src/open-vault';
+import { SqliteStore } from '../../src/store/sqlite-store';
 
 export interface TestVault {
   dir: string;
   config: VaultConfig;
   keys: Required<StarterKeys>;
-  opened: OpenedVault;
+  /** The opened vault; its store is the embedded SQLite one, so tests may inspect and tamper with the file. */
+  opened: SqliteOpenedVault;
   http: ReturnType<typeof supertest>;
   /** Headers for a starter principal. */
   as(principal: keyof Required<StarterKeys>): Record<string, string>;
@@ -25,13 +27,20 @@ export function tempDir(prefix = 'pii-vault-test-'): string {
   return mkdtempSync(join(tmpdir(), prefix));
 }
 
+export type SqliteOpenedVault = OpenedVault & { store: SqliteStore };
+
+/** openVault on a test data dir: its store is the embedded SQLite one (typed so, for tests that inspect the file). */
+export async function openTestVault(config: VaultConfig, options: { logger?: Logger } = {}): Promise<SqliteOpenedVault> {
+  return (await openVault(config, options)) as SqliteOpenedVault;
+}
+
 /** A vault on a fresh data dir (real SQLite file, local master key) driven in-process by supertest. */
 export async function createTestVault(limits: Partial<HttpLimits> = {}, options: { logger?: Logger } = {}): Promise<TestVault> {
   const dir = join(tempDir(), 'data');
   const { apiKeys } = await initDataDir(dir, { env: {} });
   const config = loadConfig(dir, {}, {});
   const logger = options.logger ?? createLogger('silent');
-  const opened = await openVault(config, { logger });
+  const opened = await openTestVault(config, { logger });
   const app = createApp({
     vault: opened.vault,
     logger,
