@@ -59,14 +59,14 @@ function* insertOnePlan(first: TokenRecord, index: number, hooks: InsertHooks, t
       }
     }
   }
-  for (let attempt = 0; attempt < MAX_TOKEN_ATTEMPTS; attempt++) {
+  for (let attempt = 1; ; attempt++) {
     const outcome = yield* ask('insertRecord', record);
     if (outcome === 'identity-taken') throw new ConcurrentWriteError('a deterministic record of this value was just written');
     tally.add(record.keyVersion, sealsOf(record), outcome === 'inserted' ? 1 : 0);
     if (outcome === 'inserted') return record.token;
+    if (attempt === MAX_TOKEN_ATTEMPTS) throw new TokenCollisionError();
     record = hooks.retokenize(index);
   }
-  throw new TokenCollisionError();
 }
 
 /** Deletes one record and takes it off its key version's count; false when there was none. */
