@@ -149,6 +149,7 @@ export type Retokenize = (index: number) => TokenRecord;
  * type and fingerprint (any format and preserve): return one's token (`reuse`), delete some and
  * insert (`replace`), or insert alongside (`insert`). Called inside the write transaction, so
  * nothing can change between the decision and the write; it may throw to refuse the whole batch.
+ * A store that runs the transaction again (a concurrent writer won a race) calls it again.
  */
 export type ResolveExisting = (index: number, existing: TokenRecord[]) => { reuse: string } | { replace: string[] } | 'insert';
 
