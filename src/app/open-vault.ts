@@ -56,7 +56,9 @@ export async function openVault(config: VaultConfig, options: { resumeJobs?: boo
   };
   let policy = loadPolicy();
   const keks = await createKekControl(config);
-  const store = await openStore(config);
+  // Without a logger given (CLI commands), stderr: stdout carries the command's own output.
+  const logger = options.logger ?? createLogger(config.logLevel, pino.destination({ dest: 2, sync: true }));
+  const store = await openStore(config, (message) => logger.warn(message));
   try {
     const keys = new KeyManager(store, keks.provider, {
       ttlMs: config.keyCacheTtlSeconds * 1000,
@@ -75,8 +77,7 @@ export async function openVault(config: VaultConfig, options: { resumeJobs?: boo
       recordBinding: recordBindingControl(config),
       policy: () => policy,
       phoneRegion: config.phoneRegion,
-      // Without a logger given (CLI commands), stderr: stdout carries the command's own output.
-      logger: options.logger ?? createLogger(config.logLevel, pino.destination({ dest: 2, sync: true })),
+      logger,
       rotation: { maxAgeMs: config.dekMaxAgeDays * DAY_MS, maxEncryptions: config.dekMaxEncryptions },
       reencrypt: { batchSize: config.reencryptBatchSize, pauseMs: config.reencryptPauseMs },
       now: Date.now,

@@ -40,7 +40,6 @@ export async function startServer(config: VaultConfig, logger: Logger = createLo
   // Read (and permission-checked) before anything is opened: a bad key file refuses to start cleanly.
   const tls = config.tls ? tlsOptions(config) : undefined;
   const opened = await openVault(config, { resumeJobs: true, logger });
-  opened.store.onWarning = (message) => logger.warn(message);
   const metrics = config.metrics ? new VaultMetrics(() => opened.keys.providerCalls) : undefined;
   const app = createApp({
     vault: opened.vault,

@@ -33,8 +33,8 @@ describe('store / SqliteStore group commit', () => {
   it('concurrent writes commit together in one transaction, and one failing write does not undo the others', async () => {
     // Each flush is one transaction (its writes are savepoints inside it).
     let transactions = 0;
-    const internals = store as unknown as { flush: () => void };
-    const flush = internals.flush.bind(store);
+    const internals = (store as unknown as { writer: { flush: () => void } }).writer;
+    const flush = internals.flush.bind(internals);
     internals.flush = () => {
       transactions++;
       flush();
