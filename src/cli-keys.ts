@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { loadConfig, dataPath } from './config';
 import { MasterKeyring } from './crypto/local-key-provider';
 
-export interface KeysCommandOptions {
+interface KeysCommandOptions {
   url?: string;
   apiKey?: string;
   tenant?: string;

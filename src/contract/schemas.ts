@@ -8,12 +8,12 @@ import { ERROR_CATALOGUE, ITEM_ERROR_CODES } from '../errors';
 import { oneOf } from './one-of';
 
 export const MAX_ITEMS = 1000;
-export const MAX_VALUE_CHARS = 4096;
-export const MAX_TTL_SECONDS = 10 * 365 * 24 * 3600;
+const MAX_VALUE_CHARS = 4096;
+const MAX_TTL_SECONDS = 10 * 365 * 24 * 3600;
 
 const enumOf = <T extends readonly string[]>(values: T, description: string) => oneOf(values, { description });
 
-export const TenantId = Type.String({
+const TenantId = Type.String({
   pattern: '^[a-z0-9][a-z0-9_-]{0,63}$',
   description: 'Isolation unit (merchant, billing entity). Lower-case letters, digits, `_` and `-`.',
   examples: ['default'],
@@ -30,7 +30,7 @@ const MetadataSchema = Type.Record(
   { maxProperties: 20, additionalProperties: false, description: 'Non-sensitive labels stored in clear; never put personal data here.' },
 );
 
-export const TokenizeItemSchema = Type.Object(
+const TokenizeItemSchema = Type.Object(
   {
     type: enumOf(DATA_TYPES, 'Data type; decides validation, normalisation and masking.'),
     value: Type.String({ minLength: 1, maxLength: MAX_VALUE_CHARS, description: 'The sensitive value.' }),
@@ -78,14 +78,14 @@ export const DetokenizeRequestSchema = Type.Object(
   { additionalProperties: false },
 );
 
-export const DetokenizedItemSchema = Type.Object({
+const DetokenizedItemSchema = Type.Object({
   token: Type.String(),
   type: enumOf(DATA_TYPES, 'Data type.'),
   value: Type.Union([Type.String(), Type.Null()], { description: 'Null when the reveal level is `redacted`.' }),
   reveal: enumOf(REVEAL_LEVELS, 'What the caller was given.'),
 });
 
-export const DetokenizeFailedItemSchema = Type.Object({
+const DetokenizeFailedItemSchema = Type.Object({
   token: Type.String(),
   error: Type.Object({ code: enumOf(ITEM_ERROR_CODES, 'Why this token gave no value.') }),
 });
@@ -126,7 +126,7 @@ export const AuditQuerySchema = Type.Object(
   { additionalProperties: false },
 );
 
-export const AuditRowSchema = Type.Object({
+const AuditRowSchema = Type.Object({
   seq: Type.Integer(),
   ts: Type.String({ format: 'date-time' }),
   requestId: Type.String(),
@@ -200,7 +200,7 @@ export type AuditVerifyResponse = Static<typeof AuditVerifyResponseSchema>;
 
 // ---- Key lifecycle ----
 
-export const KeyViewSchema = Type.Object({
+const KeyViewSchema = Type.Object({
   tenant: Type.String(),
   purpose: enumOf(['data', 'fingerprint', 'audit'] as const, 'What the key is for.'),
   version: Type.Integer(),

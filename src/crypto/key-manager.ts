@@ -11,7 +11,7 @@ export interface DataKey {
   readonly createdAt: number;
 }
 
-export interface KeyCacheOptions {
+interface KeyCacheOptions {
   /** How long an unwrapped key stays in memory. */
   ttlMs: number;
   /** How many unwrapped keys are kept at most; old versions are evicted before active keys and the audit key. */

@@ -8,12 +8,12 @@
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import type { KmsErrorName } from './errors';
 
-export const SIGV4_ALGORITHM = 'AWS4-HMAC-SHA256';
+const SIGV4_ALGORITHM = 'AWS4-HMAC-SHA256';
 
 /** Largest accepted difference between X-Amz-Date and the server clock. */
-export const MAX_CLOCK_SKEW_MS = 15 * 60 * 1000;
+const MAX_CLOCK_SKEW_MS = 15 * 60 * 1000;
 
-export interface SignedRequest {
+interface SignedRequest {
   method: string;
   /** Request target as sent: path plus optional `?query`. */
   url: string;
@@ -22,7 +22,7 @@ export interface SignedRequest {
   body: Buffer;
 }
 
-export interface VerifyOptions {
+interface VerifyOptions {
   region: string;
   service: string;
   now: Date;
@@ -35,7 +35,7 @@ export interface VerifyOptions {
   secretFor(accessKeyId: string): string | undefined;
 }
 
-export type VerifyResult =
+type VerifyResult =
   | { ok: true; accessKeyId: string }
   | {
       ok: false;
@@ -118,7 +118,7 @@ export function verifySigV4(req: SignedRequest, options: VerifyOptions): VerifyR
 }
 
 /** The SigV4 canonical request for the headers named in `signedHeaders`. */
-export function canonicalRequest(req: SignedRequest, signedHeaders: string[], payloadHash: string): string {
+function canonicalRequest(req: SignedRequest, signedHeaders: string[], payloadHash: string): string {
   const queryStart = req.url.indexOf('?');
   const path = queryStart === -1 ? req.url : req.url.slice(0, queryStart);
   const query = queryStart === -1 ? '' : req.url.slice(queryStart + 1);
@@ -126,7 +126,7 @@ export function canonicalRequest(req: SignedRequest, signedHeaders: string[], pa
   return [req.method.toUpperCase(), canonicalUri(path), canonicalQuery(query), headers, signedHeaders.join(';'), payloadHash].join('\n');
 }
 
-export function signingKey(secret: string, date: string, region: string, service: string): Buffer {
+function signingKey(secret: string, date: string, region: string, service: string): Buffer {
   const kDate = hmac(`AWS4${secret}`, date);
   const kRegion = hmac(kDate, region);
   const kService = hmac(kRegion, service);

@@ -11,7 +11,7 @@ export interface NormalizeOptions {
   phoneRegion?: string;
 }
 
-export interface DataTypeSpec {
+interface DataTypeSpec {
   readonly type: DataType;
   /** Validates and returns the canonical form stored and fingerprinted. Throws
    * DomainValidationError('invalid_value', msg); msg never includes the value or any part of it. */
@@ -25,7 +25,7 @@ export interface DataTypeSpec {
 }
 
 /** Longest raw input accepted by any type, checked before any other work. */
-export const MAX_RAW_LENGTH = 4096;
+const MAX_RAW_LENGTH = 4096;
 
 const OPAQUE_FORMATS = { random: ['none'], uuid: ['none'] } as const;
 
@@ -157,7 +157,7 @@ function phoneRegion(options?: NormalizeOptions): CountryCode | undefined {
 function normalizePhone(raw: string, options?: NormalizeOptions): string {
   let value = guardRaw('phone', raw).trim();
   // Only formatting characters: this also rules out extensions, which E.164 cannot carry.
-  if (!/^\+?[0-9 ().\/-]+$/.test(value)) invalid('phone must contain only digits and formatting characters');
+  if (!/^\+?[0-9 ()./-]+$/.test(value)) invalid('phone must contain only digits and formatting characters');
   if (value.startsWith('00')) value = `+${value.slice(2)}`;
   const defaultCountry = phoneRegion(options);
   if (!value.startsWith('+') && defaultCountry === undefined) {

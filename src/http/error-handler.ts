@@ -20,7 +20,7 @@ const BODY_ERRORS: Record<string, ErrorCode> = {
 };
 
 /** The one place where any error becomes a response: a stable code, a safe message, no stack. */
-export function toVaultError(err: unknown): VaultError {
+function toVaultError(err: unknown): VaultError {
   if (err instanceof VaultError) return err;
   if (err instanceof AuditUnavailableError) return new VaultError('audit_unavailable');
   if (err instanceof StoreUnavailableError) return new VaultError('store_unavailable');

@@ -10,7 +10,7 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const SHORT_TOKEN = /^[A-Za-z0-9_-]{1,64}$/;
 const SIX_DIGITS = /\d{6}/;
 
-export function acceptableRequestId(candidate: unknown): candidate is string {
+function acceptableRequestId(candidate: unknown): candidate is string {
   if (typeof candidate !== 'string') return false;
   if (UUID.test(candidate)) return true;
   return SHORT_TOKEN.test(candidate) && !SIX_DIGITS.test(candidate.replace(/[-_]/g, ''));

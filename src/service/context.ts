@@ -17,7 +17,7 @@ export interface KekControl {
   switchPrimary(target: KekTarget): Promise<void>;
 }
 
-export interface RotationPolicy {
+interface RotationPolicy {
   maxAgeMs: number;
   maxEncryptions: number;
 }

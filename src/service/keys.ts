@@ -8,7 +8,7 @@ import { Caller, KekTarget, SYSTEM_CALLER, VaultDeps, auditEntry } from './conte
 import { DEFAULT_TENANT } from './tokenize';
 import { errorForLog } from './log-error';
 
-export interface KeyView {
+interface KeyView {
   tenant: string;
   purpose: KeyPurpose;
   version: number;
@@ -197,7 +197,7 @@ async function changeState(
   if (!changed) throw new VaultError('key_state_conflict', `Key version ${key.version} changed state meanwhile; try again.`);
 }
 
-export function destroyConfirmation(tenant: string, version: number): string {
+function destroyConfirmation(tenant: string, version: number): string {
   return `destroy ${tenant}/data/v${version}`;
 }
 

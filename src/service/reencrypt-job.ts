@@ -11,7 +11,7 @@ import { inferredPreserve } from '../domain/token-formats';
 import type { DataKey } from '../crypto/key-manager';
 import { errorForLog, errorSummary } from './log-error';
 
-export interface JobView {
+interface JobView {
   id: string;
   kind: 'reencrypt';
   state: JobRecord['state'];

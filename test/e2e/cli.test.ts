@@ -1,5 +1,6 @@
 import { expect } from 'chai';
 import Database from 'better-sqlite3';
+import { createHash } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { cli, serve, ServerProcess } from '../helpers/processes';
@@ -97,7 +98,7 @@ describe('end to end: the real CLI and server process', function () {
     policy.principals.auditor = {
       roles: ['security'],
       tenants: ['*'],
-      apiKeys: [{ sha256: require('node:crypto').createHash('sha256').update(newKey).digest('hex') }],
+      apiKeys: [{ sha256: createHash('sha256').update(newKey).digest('hex') }],
     };
     writeFileSync(policyFile, JSON.stringify(policy));
     server.proc.kill('SIGHUP');
@@ -309,7 +310,7 @@ describe('end to end: the real CLI and server process', function () {
   it('refuses a master key file others can read', () => {
     const loose = join(root, 'loose');
     expect(cli(['init', '--data-dir', loose]).status).to.equal(0);
-    require('node:fs').chmodSync(join(loose, 'master.key'), 0o644);
+    chmodSync(join(loose, 'master.key'), 0o644);
     const res = cli(['serve', '--data-dir', loose, '--port', '0']);
     expect(res.status).to.equal(1);
     expect(res.stderr).to.match(/chmod 600/);
