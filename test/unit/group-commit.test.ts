@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { InsertHooks, StaleDataKeyError, TokenRecord } from '../../src/store/vault-store';
 import { SqliteStore } from '../../src/store/sqlite-store';
 import { activeDataKey, auditEntry, testSealer as sealer, tokenRecord as record } from '../helpers/store-fixtures';
+import { waitFor } from '../helpers/wait-for';
 
 const entry = auditEntry;
 
@@ -174,8 +175,7 @@ describe('store / SqliteStore WAL purge after a deletion', () => {
     reader.exec('COMMIT');
     reader.close();
     // The background retry empties the WAL once nothing reads from it.
-    for (let i = 0; i < 300 && walHolds(doomed.ciphertext); i++) await new Promise((r) => setTimeout(r, 100));
-    expect(walHolds(doomed.ciphertext)).to.equal(false);
+    await waitFor(() => !walHolds(doomed.ciphertext), { what: 'the WAL purge retry', everyMs: 100 });
     expect(readFileSync(file()).includes(doomed.ciphertext)).to.equal(false);
   });
 });
