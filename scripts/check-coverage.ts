@@ -10,9 +10,10 @@ type Metric = 'lines' | 'branches' | 'functions';
 type Summary = Record<string, Record<Metric, { total: number; covered: number }>>;
 
 const THRESHOLDS: Record<string, Record<Metric, number>> = {
-  'src/crypto/': { lines: 0, branches: 0, functions: 0 },
-  'src/store/': { lines: 0, branches: 0, functions: 0 },
-  'src/audit/': { lines: 0, branches: 0, functions: 0 },
+  // Measured on 2026-11-30 (npm test, 2 cores): crypto 97.4/94.5/96.6, store 99.5/99/98.4, audit 98.7/100/100.
+  'src/crypto/': { lines: 96, branches: 93, functions: 95 },
+  'src/store/': { lines: 98, branches: 97, functions: 97 },
+  'src/audit/': { lines: 97, branches: 98, functions: 98 },
 };
 
 /** Covered percentage per directory and metric, over the files of that directory (and below it). */

@@ -12,6 +12,8 @@ export const mochaHooks = {
     if (left.length > 0) process.stderr.write(`      (${this.currentTest?.fullTitle()}: ended while waiting for ${left.join('; ')})\n`);
   },
   afterAll() {
+    // A parallel worker outlives its files on purpose (it waits for the next one): nothing to name there.
+    if (process.env.MOCHA_WORKER_ID !== undefined) return;
     // Runs only if something still holds the event loop a while after the last test: names it.
     setTimeout(() => {
       const resources = process.getActiveResourcesInfo().filter((name) => name !== 'TTYWrap');
