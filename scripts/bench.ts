@@ -15,6 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { openLoop } from './open-loop';
+import { luhnCheckDigit } from '../src/domain/data-types';
 
 const ROOT = join(__dirname, '..', '..');
 const CLI = join(ROOT, 'bin', 'pii-vault.js');
@@ -41,14 +42,8 @@ const DURATION = QUICK ? 1 : 10;
 const CONNECTIONS = 50;
 
 function randomPan(): string {
-  const d = ['4', ...Array.from({ length: 14 }, () => String(Math.floor(Math.random() * 10)))];
-  let sum = 0;
-  for (let i = 0; i < 15; i++) {
-    let x = Number(d[14 - i]);
-    if (i % 2 === 0) x = x * 2 > 9 ? x * 2 - 9 : x * 2;
-    sum += x;
-  }
-  return d.join('') + String((10 - (sum % 10)) % 10);
+  const body = '4' + Array.from({ length: 14 }, () => String(Math.floor(Math.random() * 10))).join('');
+  return body + luhnCheckDigit(body);
 }
 
 function start(command: string[], env: NodeJS.ProcessEnv = {}): Promise<{ proc: ChildProcess; url: string }> {

@@ -19,7 +19,7 @@ export interface InitResult {
   kept: string[];
 }
 
-export class InitRefusedError extends Error {
+class InitRefusedError extends Error {
   constructor(message: string) {
     super(message);
     this.name = 'InitRefusedError';

@@ -34,7 +34,7 @@ export interface OpenedVault<S extends OpenedStore = OpenedStore> {
 const DAY_MS = 86_400_000;
 
 /** The master keyring: PII_VAULT_MASTER_KEY (base64) if set, else the key file if present. */
-export function loadKeyring(config: VaultConfig, env: NodeJS.ProcessEnv = process.env): MasterKeyring | undefined {
+function loadKeyring(config: VaultConfig, env: NodeJS.ProcessEnv = process.env): MasterKeyring | undefined {
   if (env.PII_VAULT_MASTER_KEY) return MasterKeyring.fromBase64(env.PII_VAULT_MASTER_KEY);
   const file = dataPath(config, config.keyProvider.keyFile);
   if (config.keyProvider.type === 'aws-kms' && !existsSync(file)) return undefined;

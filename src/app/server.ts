@@ -10,7 +10,7 @@ import { createApp } from '../http/app';
 import { createLogger, Logger } from '../logger';
 import { OpenedVault, openVault } from './open-vault';
 
-export interface RunningServer {
+interface RunningServer {
   url: string;
   server: Server;
   opened: OpenedVault;
@@ -33,7 +33,7 @@ function tlsOptions(config: VaultConfig): https.ServerOptions {
   };
 }
 
-export const VERSION: string = require('../../../package.json').version;
+const VERSION: string = require('../../../package.json').version;
 
 /** Opens the vault and listens; resolves once the port is bound. */
 export async function startServer(config: VaultConfig, logger: Logger = createLogger(config.logLevel)): Promise<RunningServer> {

@@ -17,7 +17,7 @@ import type {
 } from '../contract/schemas';
 import { MasterKeyring } from '../crypto/local-key-provider';
 
-export interface KeysCommandOptions {
+interface KeysCommandOptions {
   url?: string;
   apiKey?: string;
   tenant?: string;

@@ -219,7 +219,7 @@ function loadDevKms(): { runDevKms(options: { port: number; host: string; dataFi
     return require('../dev-kms/cli');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND') throw err;
-    throw new Error('the dev KMS is not part of this build (it is for tests and local runs; use a development checkout)');
+    throw new Error('the dev KMS is not part of this build (it is for tests and local runs; use a development checkout)', { cause: err });
   }
 }
 

@@ -24,7 +24,7 @@ export interface HttpAnswer {
   text: string;
 }
 
-export interface Exchange {
+interface Exchange {
   method: string;
   url: URL;
   headers: Record<string, string>;

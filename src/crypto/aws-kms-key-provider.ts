@@ -9,7 +9,7 @@ import {
 import { IntegrityError } from './aead';
 import { EncryptionContext, KeyProvider, KeyUnavailableError, ProviderDescription, WrappedKey } from './key-provider';
 
-export interface AwsKmsSettings {
+interface AwsKmsSettings {
   /** Key id, key ARN, alias (`alias/name`) or alias ARN. */
   keyId: string;
   /** Other keys (same forms) whose wrapped data keys may be unwrapped; `keyId` always may. */
@@ -200,7 +200,7 @@ function toKmsContext(context: EncryptionContext): Record<string, string> {
 }
 
 /** KMS errors → IntegrityError (the wrapped key or its context is wrong) or KmsUnavailableError. */
-export function translateKmsError(err: unknown): Error {
+function translateKmsError(err: unknown): Error {
   const name = (err as { name?: string }).name ?? '';
   switch (name) {
     case 'InvalidCiphertextException':

@@ -25,7 +25,7 @@ import { verifySigV4 } from './sigv4';
 export type { Faults, Stats } from './faults';
 export { KmsError, type KmsErrorName } from './errors';
 
-export interface DevKmsOptions {
+interface DevKmsOptions {
   /** 0 (default) = any free port. */
   port?: number;
   /** Default 127.0.0.1. */

@@ -12,12 +12,12 @@ import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import { SignatureV4 } from '@smithy/signature-v4';
 import type { KmsErrorName } from './errors';
 
-export const SIGV4_ALGORITHM = 'AWS4-HMAC-SHA256';
+const SIGV4_ALGORITHM = 'AWS4-HMAC-SHA256';
 
 /** Largest accepted difference between X-Amz-Date and the server clock. */
-export const MAX_CLOCK_SKEW_MS = 15 * 60 * 1000;
+const MAX_CLOCK_SKEW_MS = 15 * 60 * 1000;
 
-export interface SignedRequest {
+interface SignedRequest {
   method: string;
   /** Request target as sent: path plus optional `?query`. */
   url: string;
@@ -26,7 +26,7 @@ export interface SignedRequest {
   body: Buffer;
 }
 
-export interface VerifyOptions {
+interface VerifyOptions {
   region: string;
   service: string;
   now: Date;
@@ -39,7 +39,7 @@ export interface VerifyOptions {
   secretFor(accessKeyId: string): string | undefined;
 }
 
-export type VerifyResult =
+type VerifyResult =
   | { ok: true; accessKeyId: string }
   | {
       ok: false;

@@ -9,7 +9,7 @@ const INVISIBLE = /[\p{Cf}\p{Default_Ignorable_Code_Point}]/gu;
 const NON_ASCII_DIGIT = /[^\P{Nd}0-9]/gu;
 const DECIMAL_DIGIT = /\p{Nd}/u;
 
-const NON_ASCII = /[^\x00-\x7f]/;
+const NON_ASCII = /[\u0080-\uffff]/;
 
 /** NFKC, without invisible characters, ASCII digits; case is kept (field names need it to split words). */
 export function foldKeepingCase(text: string): string {
@@ -17,7 +17,7 @@ export function foldKeepingCase(text: string): string {
   return text.normalize('NFKC').replace(INVISIBLE, '').replace(NON_ASCII_DIGIT, asciiDigit);
 }
 
-export function fold(text: string): string {
+function fold(text: string): string {
   return foldKeepingCase(text).toLowerCase();
 }
 

@@ -12,7 +12,7 @@ import { countDigits, foldDigitRuns, foldKeepingCase } from './fold';
  * (`cardCVV`, `card.cvv`, `CVC2`, `pin_code` → card cvv / cvc 2 / pin code) and the words are
  * looked up. Words that merely contain a short code (`pinned`, `spinner`, `incident`) are not.
  */
-export type SadKind = 'card verification code' | 'PIN' | 'track data';
+type SadKind = 'card verification code' | 'PIN' | 'track data';
 
 const DESCRIPTION: Record<SadKind, string> = {
   'card verification code': 'a card verification code',
@@ -20,7 +20,7 @@ const DESCRIPTION: Record<SadKind, string> = {
   'track data': 'magnetic-stripe track data',
 };
 
-export interface SadFinding {
+interface SadFinding {
   kind: SadKind;
   /** Where it was found, as JSON path segments of the submitted body (keys are the caller's). */
   path: (string | number)[];
@@ -45,7 +45,7 @@ const TRACK_WORDS = new Set(['trackdata', 'magstripe', 'magneticstripe']);
 const TRACK_PAIRS = new Set(['track 1', 'track 2', 'track data', 'mag stripe', 'magnetic stripe']);
 
 /** Splits a name into lower-case words at punctuation, camelCase humps and letter/digit edges. */
-export function nameWords(name: string): string[] {
+function nameWords(name: string): string[] {
   return foldKeepingCase(name)
     .replace(/(\p{Ll}|\d)(\p{Lu})/gu, '$1 $2')
     .replace(/(\p{Lu})(\p{Lu}\p{Ll})/gu, '$1 $2')
@@ -65,7 +65,7 @@ const MAX_JUDGED_NAMES = 10_000;
 const MAX_JUDGED_NAME_LENGTH = 64;
 
 /** What sensitive authentication data a field (or data type) name denotes, if any. */
-export function sadNameKind(name: string): SadKind | undefined {
+function sadNameKind(name: string): SadKind | undefined {
   if (name.length > MAX_JUDGED_NAME_LENGTH) return judgeName(name);
   let kind = judgedNames.get(name);
   if (kind === undefined) {
@@ -98,7 +98,7 @@ function judgeName(name: string): SadKind | undefined {
 const TRACK_1 = /b?(?<!\d)\d{12,19}\^[^^]{2,26}\^(?:\d{4}|\^)/;
 const TRACK_2 = /(\d{12,})\s*[=d]\s*\d{4}/g;
 
-export function looksLikeTrackData(text: string): boolean {
+function looksLikeTrackData(text: string): boolean {
   if (countDigits(text) < 12) return false; // every shape holds a PAN of 12 digits or more
   const folded = foldDigitRuns(text);
   if (TRACK_1.test(folded)) return true;

@@ -22,7 +22,7 @@ import { ApiRequest, chain, isJsonRequest, Middleware, Next, sendJson } from './
 import { API_ROUTES, Route } from './routes';
 import { validate } from './validate';
 
-export const MAX_BODY_BYTES = 1024 * 1024;
+const MAX_BODY_BYTES = 1024 * 1024;
 
 export interface HttpLimits {
   rateLimits: { default: Limit; roles: Record<string, Limit> };
@@ -34,7 +34,7 @@ export interface HttpLimits {
   trustProxy?: readonly string[];
 }
 
-export interface AppOptions {
+interface AppOptions {
   vault: Vault;
   logger: Logger;
   version?: string;

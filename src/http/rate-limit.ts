@@ -1,5 +1,5 @@
 /** A token bucket: `burst` tokens at most, refilled at `ratePerSecond`. Time is passed in (testable). */
-export class TokenBucket {
+class TokenBucket {
   private tokens: number;
   private last: number;
 

@@ -13,7 +13,7 @@ const DIGIT_RUNS = /\d{13,}/g;
 const SHORT_TOKEN = /^[A-Za-z0-9_-]{1,64}$/;
 const SIX_DIGITS = /\d{6}/;
 
-export function acceptableRequestId(candidate: unknown): candidate is string {
+function acceptableRequestId(candidate: unknown): candidate is string {
   if (typeof candidate !== 'string') return false;
   if (UUID.test(candidate)) return !holdsCardNumber(candidate.replace(/-/g, ''));
   return SHORT_TOKEN.test(candidate) && !SIX_DIGITS.test(candidate.replace(/[-_]/g, ''));

@@ -34,7 +34,7 @@ import { DEFAULT_AUDIT_PAGE, MAX_AUDIT_PAGE } from '../service/audit-queries';
 import type { Caller } from '../service/context';
 import type { Vault } from '../service/vault';
 
-export interface RouteInput {
+interface RouteInput {
   vault: Vault;
   caller: Caller;
   body: unknown;

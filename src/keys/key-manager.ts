@@ -9,7 +9,7 @@ import type { PendingAudit } from '../store/vault-store';
  * The few store operations the key manager uses (the vault store provides them); see VaultStore
  * for their contracts. Owning this seam keeps the key manager testable and store-agnostic.
  */
-export interface DataKeyStore {
+interface DataKeyStore {
   activeDataKey(tenant: string, purpose: KeyPurpose): Promise<DataKeyRecord | undefined>;
   dataKey(tenant: string, purpose: KeyPurpose, version: number): Promise<DataKeyRecord | undefined>;
   /** False when that version already exists (another process won). */
@@ -27,7 +27,7 @@ export interface DataKey {
   readonly createdAt: number;
 }
 
-export interface KeyCacheOptions {
+interface KeyCacheOptions {
   /** How long an unwrapped key stays in memory. */
   ttlMs: number;
   /** How many unwrapped keys are kept at most; old versions are evicted before active keys and the audit key. */

@@ -29,7 +29,7 @@ export interface RecordBindingControl {
   refuseLegacy(): void;
 }
 
-export interface RotationPolicy {
+interface RotationPolicy {
   maxAgeMs: number;
   maxEncryptions: number;
 }

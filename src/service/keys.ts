@@ -182,7 +182,7 @@ async function changeState(
   if (!changed) throw new VaultError('key_state_conflict', `Key version ${key.version} changed state meanwhile; try again.`);
 }
 
-export function destroyConfirmation(tenant: string, version: number): string {
+function destroyConfirmation(tenant: string, version: number): string {
   return `destroy ${tenant}/data/v${version}`;
 }
 

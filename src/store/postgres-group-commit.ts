@@ -4,7 +4,7 @@ import { breaksConnection, isRetryable, toStoreError } from './postgres-errors';
 import { AuditRow, AuditUnavailableError, PendingAudit, StoreUnavailableError } from './vault-store';
 
 /** Filled in with the chained row once the transaction that appends it has committed. */
-export interface AuditSlot {
+interface AuditSlot {
   row?: AuditRow;
 }
 
@@ -52,7 +52,7 @@ function add(map: Map<string, number>, key: string, n: number): void {
   map.set(key, (map.get(key) ?? 0) + n);
 }
 
-export interface GroupCommitOptions {
+interface GroupCommitOptions {
   /** Writes per transaction at most. */
   maxBatch: number;
   /** Transactions in flight at once from this instance. */

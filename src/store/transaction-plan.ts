@@ -9,7 +9,7 @@ export interface KeyRef {
 }
 
 /** What inserting one record did: stored it, found its token taken in its tenant, or found its identity (fingerprint) taken. */
-export type TokenInsert = 'inserted' | 'token-taken' | 'identity-taken';
+type TokenInsert = 'inserted' | 'token-taken' | 'identity-taken';
 
 /**
  * The primitive reads and writes a store offers inside one write transaction. SQL and locking live
@@ -82,7 +82,7 @@ export interface TransactionOps {
 }
 
 /** One primitive call a plan asks its store to make. */
-export type Step = { [K in keyof TransactionOps]: { op: K; args: Parameters<TransactionOps[K]> } }[keyof TransactionOps];
+type Step = { [K in keyof TransactionOps]: { op: K; args: Parameters<TransactionOps[K]> } }[keyof TransactionOps];
 
 /**
  * A write transaction's logic, written once for every store: a generator that yields the
@@ -144,7 +144,7 @@ function call(ops: TransactionOps | AsyncTransactionOps, step: Step): unknown {
 /**
  * The transaction lost a race with a concurrent writer that a lock could not prevent (a unique
  * index conflict, a serialization failure or deadlock): it wrote nothing, and the store runs the
- * whole transaction again, up to MAX_TRANSACTION_ATTEMPTS times, before giving up with
+ * whole transaction again, a bounded number of times, before giving up with
  * StoreUnavailableError. Callers never see it.
  */
 export class ConcurrentWriteError extends Error {
@@ -154,4 +154,3 @@ export class ConcurrentWriteError extends Error {
   }
 }
 
-export const MAX_TRANSACTION_ATTEMPTS = 5;

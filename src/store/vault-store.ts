@@ -133,7 +133,7 @@ export interface PendingAudit {
 }
 
 /** Gives record `index` a fresh token (and so a fresh ciphertext) after a token collision. */
-export type Retokenize = (index: number) => TokenRecord;
+type Retokenize = (index: number) => TokenRecord;
 
 /**
  * What to do with deterministic record `index` given the records already stored with its tenant,

@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -72,7 +72,7 @@ describe('typed client (pii-vault/client) against a real vault', function () {
     expect(esm.status, esm.stderr).to.equal(0);
     expect(esm.stdout).to.equal(cjs.stdout);
     expect(cjs.stdout).to.include('VaultClient');
-    const pkg = require(join(REPO, 'package.json'));
+    const pkg = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8'));
     expect(existsSync(join(REPO, pkg.exports['./client'].types))).to.equal(true);
   });
 

@@ -57,7 +57,7 @@ describe('container image and compose example', () => {
     expect(
       copies.every((l) => /--from=(deps|build) \/app\/(node_modules|dist) |^COPY package\.json |^COPY bin\/\S+ bin\//.test(l)),
       copies.join('\n'),
-    ).to.be.true;
+    ).to.equal(true);
     expect(runtimeText).to.not.match(/apt-get|g\+\+|npm ci|COPY (src|test|scripts)/);
     expect(runtime.filter((l) => /^USER /.test(l))).to.deep.equal(['USER node']);
     expect(runtimeText).to.match(/^VOLUME \["\/data"\]$/m);

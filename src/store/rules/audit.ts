@@ -2,7 +2,7 @@ import { Plan, ask } from '../transaction-plan';
 import { AuditHead, AuditRow, AuditSegment, AuditUnavailableError, GENESIS_HASH, PendingAudit } from '../vault-store';
 
 /** The row that continues the chain from `head` (none: the genesis): the next seq, chained from its hash. */
-export function linkAuditRow(head: AuditHead | undefined, { entry, sealer }: PendingAudit): AuditRow {
+function linkAuditRow(head: AuditHead | undefined, { entry, sealer }: PendingAudit): AuditRow {
   const seq = (head?.seq ?? 0) + 1;
   const prevHash = head?.hash ?? GENESIS_HASH;
   return { ...entry, seq, keyVersion: sealer.keyVersion, prevHash, hash: sealer.seal(prevHash, seq, entry, sealer.keyVersion) };
