@@ -7,8 +7,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig } from '../src/config';
-import { initDataDir } from '../src/init';
-import { openVault } from '../src/open-vault';
+import { initDataDir } from '../src/app/init';
+import { openVault } from '../src/app/open-vault';
+import { SqliteStore } from '../src/store/sqlite-store';
 import type { Caller } from '../src/service/context';
 
 const REPEATS = 10;
@@ -18,6 +19,7 @@ async function main(): Promise<void> {
   const dir = join(root, 'data');
   await initDataDir(dir, { env: {} });
   const opened = await openVault(loadConfig(dir, {}, {}));
+  if (!(opened.store instanceof SqliteStore)) throw new Error('audit-size measures the embedded SQLite store');
   const db = opened.store.db;
   const as = (id: string, roles: string[]): Caller => ({ principal: { id, roles, tenants: ['default'] }, requestId: crypto.randomUUID() });
   const billing = () => as('billing', ['billing']);

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 
-export interface AtomicWriteOptions {
+interface AtomicWriteOptions {
   /** Mode of the written file; default 0600 (everything the vault writes is its own user's). */
   mode?: number;
   /** Refuse to replace an existing file (throws EEXIST), e.g. a master key that must never be overwritten. */

@@ -78,6 +78,11 @@ export const ConfigSchema = Type.Object(
       description:
         'A data key that encrypted this many values is rotated automatically (well under the 2^32 random-nonce limit of AES-GCM).',
     }),
+    legacyRecordBinding: Type.Union([Type.Literal('accept'), Type.Literal('refuse')], {
+      default: 'accept',
+      description:
+        'Whether records sealed before binding 2 (only their tenant, type, token and key version bound) still open. A vault made by init refuses them; an upgraded one accepts them until a re-encryption job leaves none, then records refuse here.',
+    }),
     rateLimits: Type.Object(
       {
         default: LimitSchema('Requests per second (and burst) each principal may make, unless its role says otherwise.', 2_000, 4_000),
@@ -133,6 +138,37 @@ export const ConfigSchema = Type.Object(
       default: 5_000,
       description: 'How long a write waits for a locked database before 503 store_unavailable.',
     }),
+    database: Type.Object(
+      {
+        url: Type.Optional(
+          Type.String({
+            pattern: '^postgres(ql)?://',
+            description:
+              'postgres://user@host:port/db selects PostgreSQL instead of the SQLite file (several instances can share it). Env PII_VAULT_DATABASE_URL (wins).',
+          }),
+        ),
+        poolSize: Type.Integer({ minimum: 1, maximum: 1_000, default: 10, description: 'PostgreSQL connections per instance at most.' }),
+        connectTimeoutMs: Type.Integer({
+          minimum: 100,
+          maximum: 600_000,
+          default: 5_000,
+          description: 'How long a request waits for a PostgreSQL connection before 503 store_unavailable.',
+        }),
+        statementTimeoutMs: Type.Integer({
+          minimum: 100,
+          maximum: 600_000,
+          default: 10_000,
+          description: 'PostgreSQL statement_timeout: a statement running longer fails (503 store_unavailable).',
+        }),
+        idleInTransactionTimeoutMs: Type.Integer({
+          minimum: 100,
+          maximum: 600_000,
+          default: 30_000,
+          description: 'PostgreSQL idle_in_transaction_session_timeout: a session idle inside a transaction this long is ended.',
+        }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
     shutdownTimeoutMs: Type.Integer({
       minimum: 0,
       maximum: 600_000,
@@ -228,6 +264,7 @@ export function loadConfig(dataDir: string, overrides: ConfigOverrides = {}, env
     raw.port = Number(env.PII_VAULT_PORT);
   }
   if (env.PII_VAULT_LOG_LEVEL) raw.logLevel = env.PII_VAULT_LOG_LEVEL;
+  if (env.PII_VAULT_DATABASE_URL) raw.database = { ...((raw.database as object) ?? {}), url: env.PII_VAULT_DATABASE_URL };
   const kmsEnv = { keyId: env.PII_VAULT_KMS_KEY_ID, region: env.PII_VAULT_KMS_REGION, endpoint: env.PII_VAULT_KMS_ENDPOINT };
   if (Object.values(kmsEnv).some(Boolean)) {
     const provider = (raw.keyProvider ??= {}) as Record<string, unknown>;

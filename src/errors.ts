@@ -48,17 +48,35 @@ export type ErrorCode = keyof typeof ERROR_CATALOGUE;
 export const ITEM_ERROR_CODES = ['not_found', 'forbidden', 'expired', 'integrity_failed', 'ambiguous_token'] as const;
 export type ItemErrorCode = (typeof ITEM_ERROR_CODES)[number];
 
-/** An error meant for the caller: a stable code, a safe message, optional structured details. */
+/**
+ * The base of every error the vault raises: it carries its catalogue code, so the HTTP layer maps
+ * any of them to a response by that code alone. Messages never carry a submitted value.
+ */
 export class VaultError extends Error {
   readonly code: ErrorCode;
   readonly status: number;
   readonly details?: Record<string, unknown>;
+  /** What the caller is told: the message, unless the error is an InternalError. */
+  readonly publicMessage: string;
 
-  constructor(code: ErrorCode, message?: string, details?: Record<string, unknown>) {
+  constructor(code: ErrorCode, message?: string, details?: Record<string, unknown>, publicMessage?: string) {
     super(message ?? ERROR_CATALOGUE[code].message);
     this.name = 'VaultError';
     this.code = code;
     this.status = ERROR_CATALOGUE[code].status;
     this.details = details;
+    this.publicMessage = publicMessage ?? this.message;
+  }
+}
+
+/**
+ * A failure inside the vault (store, keys, audit, integrity): its message is for the operators'
+ * log and may name files or KMS errors; the caller is told only `publicMessage`, by default the
+ * catalogue message of its code.
+ */
+export class InternalError extends VaultError {
+  constructor(code: ErrorCode, message: string, publicMessage: string = ERROR_CATALOGUE[code].message) {
+    super(code, message, undefined, publicMessage);
+    this.name = 'InternalError';
   }
 }

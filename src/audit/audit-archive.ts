@@ -1,7 +1,8 @@
 import { createReadStream, existsSync, unlinkSync } from 'node:fs';
 import { writeFileAtomicWith } from '../atomic-write';
 import { createInterface } from 'node:readline';
-import { SYSTEM_TENANT, KeyManager } from '../crypto/key-manager';
+import { KeyManager } from '../keys/key-manager';
+import { SYSTEM_TENANT } from '../domain/tenants';
 import { AuditRow, AuditSealer, VaultStore } from '../store/vault-store';
 import { safeEqual, segmentMac } from './audit-marks';
 import { ChainVerifier, DEFAULT_PAGE_SIZE, Link, RowChecker } from './audit-verification';
@@ -12,7 +13,7 @@ import { ChainVerifier, DEFAULT_PAGE_SIZE, Link, RowChecker } from './audit-veri
  * anchoring head the first row left in the vault chains from. The vault keeps a MACed record of
  * every archived segment, so a file can be checked against the vault it came from.
  */
-export const ARCHIVE_FORMAT = 'pii-vault-audit-archive';
+const ARCHIVE_FORMAT = 'pii-vault-audit-archive';
 
 interface ArchiveHeader {
   format: typeof ARCHIVE_FORMAT;
@@ -38,7 +39,7 @@ export interface ArchiveSummary {
 export type ArchiveCheck = ({ ok: true } & ArchiveSummary) | { ok: false; line: number; reason: string };
 
 /** The archive could not be made; nothing was pruned. */
-export class ArchiveError extends Error {
+class ArchiveError extends Error {
   constructor(message: string) {
     super(message);
     this.name = 'ArchiveError';

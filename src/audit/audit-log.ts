@@ -1,4 +1,5 @@
-import { KeyManager, SYSTEM_TENANT } from '../crypto/key-manager';
+import { KeyManager } from '../keys/key-manager';
+import { SYSTEM_TENANT } from '../domain/tenants';
 import { AuditEntry, AuditRow, AuditSealer, AuditUnavailableError, VaultStore } from '../store/vault-store';
 import { auditMac } from './audit-marks';
 import { ArchiveCheck, ArchiveSummary, AuditArchiver } from './audit-archive';

@@ -1,4 +1,5 @@
-import { KeyManager, SYSTEM_TENANT } from '../crypto/key-manager';
+import { KeyManager } from '../keys/key-manager';
+import { SYSTEM_TENANT } from '../domain/tenants';
 import { AuditRow, AuditSegment, GENESIS_HASH, VaultStore } from '../store/vault-store';
 import { auditMac, checkpointMac, safeEqual, segmentMac } from './audit-marks';
 
@@ -7,7 +8,7 @@ import { auditMac, checkpointMac, safeEqual, segmentMac } from './audit-marks';
  * verification started after it), `valid` (intact, not needed: a full run), `rejected` (its MAC does
  * not verify: forged or damaged; a full re-verify was done instead).
  */
-export type CheckpointStatus = 'none' | 'used' | 'valid' | 'rejected';
+type CheckpointStatus = 'none' | 'used' | 'valid' | 'rejected';
 
 export type VerifyResult = (
   { ok: true; rows: number; headSeq: number; headHash: string } | { ok: false; rows: number; firstBadSeq: number; reason: string }
@@ -27,7 +28,7 @@ export interface VerifyOptions {
 }
 
 /** The longest verification keeps the event loop before letting other work (requests, probes) run. */
-export const VERIFY_SLICE_MS = 10;
+const VERIFY_SLICE_MS = 10;
 export const DEFAULT_PAGE_SIZE = 200;
 
 /** A row known to be good (seq 0 with the genesis hash: before the first row). */
@@ -36,10 +37,10 @@ export interface Link {
   hash: Buffer;
 }
 
-export type Problem = { firstBadSeq: number; reason: string };
-export type Walk = { ok: true; last: Link } | ({ ok: false; last: Link } & Problem);
+type Problem = { firstBadSeq: number; reason: string };
+type Walk = { ok: true; last: Link } | ({ ok: false; last: Link } & Problem);
 /** Where the stored chain starts: after the last archived segment, whose records all verify. */
-export type Origin = { ok: true; link: Link; segments: AuditSegment[] } | ({ ok: false } & Problem);
+type Origin = { ok: true; link: Link; segments: AuditSegment[] } | ({ ok: false } & Problem);
 
 const GENESIS: Link = { seq: 0, hash: GENESIS_HASH };
 
@@ -68,7 +69,7 @@ export class RowChecker {
 }
 
 /** Lets other work (requests, probes) run between slices of a long loop. */
-export class Slicer {
+class Slicer {
   private started = performance.now();
 
   async pause(): Promise<void> {

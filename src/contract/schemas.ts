@@ -3,6 +3,7 @@
  * validators and the OpenAPI document's schemas.
  */
 import { Static, Type } from '@sinclair/typebox';
+import { DATA_KEY_STATES, KEY_PURPOSES } from '../domain/keys';
 import { DATA_TYPES, PRESERVE_OPTIONS, REVEAL_LEVELS, TOKEN_FORMATS } from '../domain/types';
 import { ERROR_CATALOGUE, ITEM_ERROR_CODES } from '../errors';
 import { oneOf } from './one-of';
@@ -14,8 +15,8 @@ export const MAX_TTL_SECONDS = 10 * 365 * 24 * 3600;
 const enumOf = <T extends readonly string[]>(values: T, description: string) => oneOf(values, { description });
 
 export const TenantId = Type.String({
-  pattern: '^[a-z0-9][a-z0-9_-]{0,63}$',
-  description: 'Isolation unit (merchant, billing entity). Lower-case letters, digits, `_` and `-`.',
+  pattern: '^(?!.*\\d{12})[a-z0-9][a-z0-9_-]{0,63}$',
+  description: 'Isolation unit (merchant, billing entity). Lower-case letters, digits, `_` and `-`; no run of 12 digits.',
   examples: ['default'],
 });
 
@@ -62,7 +63,13 @@ export const DetokenizeRequestSchema = Type.Object(
   {
     tokens: Type.Array(TokenString, { minItems: 1, maxItems: MAX_ITEMS }),
     purpose: Type.Optional(
-      Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_.:-]+$', description: 'Why the values are needed, e.g. `charge`.' }),
+      Type.String({
+        minLength: 1,
+        maxLength: 64,
+        // No run of 12 digits: the purpose is written to every audit row, so it must not be able to carry a card number.
+        pattern: '^(?!.*\\d{12})[A-Za-z0-9_.:-]+$',
+        description: 'Why the values are needed, e.g. `charge`.',
+      }),
     ),
     reveal: Type.Optional(
       enumOf(REVEAL_LEVELS, 'Asked-for reveal level; the policy may lower it. Defaults to the most the policy allows.'),
@@ -197,14 +204,15 @@ export type DetokenizeResponse = Static<typeof DetokenizeResponseSchema>;
 export type TokenMetadata = Static<typeof TokenMetadataSchema>;
 export type AuditListResponse = Static<typeof AuditListResponseSchema>;
 export type AuditVerifyResponse = Static<typeof AuditVerifyResponseSchema>;
+export type ErrorResponse = Static<typeof ErrorResponseSchema>;
 
 // ---- Key lifecycle ----
 
 export const KeyViewSchema = Type.Object({
   tenant: Type.String(),
-  purpose: enumOf(['data', 'fingerprint', 'audit'] as const, 'What the key is for.'),
+  purpose: enumOf(KEY_PURPOSES, 'What the key is for.'),
   version: Type.Integer(),
-  state: enumOf(['active', 'decrypt-only', 'retired', 'destroyed'] as const, 'Lifecycle state.'),
+  state: enumOf(DATA_KEY_STATES, 'Lifecycle state.'),
   kekId: Type.String({ description: 'The key-encryption key that wraps it (`local:vN` or a KMS key ARN).' }),
   createdAt: Type.String({ format: 'date-time' }),
   encryptions: Type.Integer({ description: 'Values encrypted under it so far.' }),
@@ -303,3 +311,10 @@ export const JobResponseSchema = Type.Object({ job: JobSchema });
 export type KeyScope = Static<typeof KeyScopeSchema>;
 export type RewrapRequest = Static<typeof RewrapRequestSchema>;
 export type DestroyRequest = Static<typeof DestroyRequestSchema>;
+export type KeyView = Static<typeof KeyViewSchema>;
+export type KeyListResponse = Static<typeof KeyListResponseSchema>;
+export type KeyChangeResponse = Static<typeof KeyChangeResponseSchema>;
+export type RotateResponse = Static<typeof RotateResponseSchema>;
+export type RewrapResponse = Static<typeof RewrapResponseSchema>;
+export type JobView = Static<typeof JobSchema>;
+export type JobResponse = Static<typeof JobResponseSchema>;

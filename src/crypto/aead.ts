@@ -1,5 +1,6 @@
 import { createCipheriv, createDecipheriv } from 'node:crypto';
 import { pooledRandomBytes } from './random-pool';
+import { InternalError } from '../errors';
 
 export const KEY_BYTES = 32;
 export const NONCE_BYTES = 12;
@@ -35,9 +36,13 @@ export function open(key: Buffer, sealed: Sealed, aad: Buffer): Buffer {
   }
 }
 
-export class IntegrityError extends Error {
+/**
+ * A ciphertext or MAC did not verify. Record failures are reported per item; one that reaches a
+ * caller concerns a key record, so it answers key_unavailable.
+ */
+export class IntegrityError extends InternalError {
   constructor(reason: string) {
-    super(`integrity check failed: ${reason}`);
+    super('key_unavailable', `integrity check failed: ${reason}`, 'A key record failed its integrity check; the request was refused.');
     this.name = 'IntegrityError';
   }
 }

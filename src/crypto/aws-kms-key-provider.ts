@@ -9,7 +9,7 @@ import {
 import { IntegrityError } from './aead';
 import { EncryptionContext, KeyProvider, KeyUnavailableError, ProviderDescription, WrappedKey } from './key-provider';
 
-export interface AwsKmsSettings {
+interface AwsKmsSettings {
   /** Key id, key ARN, alias (`alias/name`) or alias ARN. */
   keyId: string;
   /** Other keys (same forms) whose wrapped data keys may be unwrapped; `keyId` always may. */
@@ -26,7 +26,11 @@ export interface AwsKmsSettings {
 /** KMS could not be used: unreachable, throttled, denied, disabled or missing key. Maps to 503. */
 export class KmsUnavailableError extends KeyUnavailableError {
   constructor(readonly reason: string) {
-    super(`AWS KMS is unavailable: ${reason}`);
+    super(
+      `AWS KMS is unavailable: ${reason}`,
+      `AWS KMS is unavailable (${reason}) and the key needed is not cached; try again later.`,
+      'kms_unavailable',
+    );
     this.name = 'KmsUnavailableError';
   }
 }
@@ -128,6 +132,11 @@ export class AwsKmsKeyProvider extends KeyProvider {
     return { kekId: out.KeyId ?? this.requireArn(), blob: Buffer.from(out.CiphertextBlob!) };
   }
 
+  /** KMS to KMS: ReEncrypt, so the data key's plaintext never leaves KMS. */
+  protected override _rewrap(wrapped: WrappedKey, context: EncryptionContext, source: KeyProvider): Promise<WrappedKey> {
+    return this.owns(wrapped.kekId) ? this.reEncrypt(wrapped, context) : super._rewrap(wrapped, context, source);
+  }
+
   protected async _generateDataKey(context: EncryptionContext) {
     const out = await this.call(() =>
       this.client.send(
@@ -191,7 +200,7 @@ function toKmsContext(context: EncryptionContext): Record<string, string> {
 }
 
 /** KMS errors → IntegrityError (the wrapped key or its context is wrong) or KmsUnavailableError. */
-export function translateKmsError(err: unknown): Error {
+function translateKmsError(err: unknown): Error {
   const name = (err as { name?: string }).name ?? '';
   switch (name) {
     case 'InvalidCiphertextException':

@@ -1,3 +1,5 @@
+import type { KeyPurpose } from '../domain/keys';
+import { InternalError } from '../errors';
 import { KEY_BYTES } from './aead';
 
 /** Binds a wrapped data key to what it is for; a KEK refuses to unwrap under another context. */
@@ -6,9 +8,6 @@ export interface EncryptionContext {
   readonly purpose: KeyPurpose;
   readonly version: string;
 }
-
-/** data: encrypts values; fingerprint: HMACs values and subject ids; audit: HMACs the audit chain. */
-export type KeyPurpose = 'data' | 'fingerprint' | 'audit';
 
 export interface WrappedKey {
   /** Which key-encryption key (and version) wrapped it, e.g. `local:v1` or a KMS key ARN. */
@@ -49,6 +48,19 @@ export abstract class KeyProvider {
     return plaintext;
   }
 
+  /**
+   * Wraps under this provider's KEK a key that `source` (the provider owning `wrapped.kekId`)
+   * wrapped. By default `source` unwraps and this provider wraps; a backend that can move the key
+   * without its plaintext leaving the backend (KMS ReEncrypt) overrides `_rewrap`.
+   */
+  async rewrap(wrapped: WrappedKey, context: EncryptionContext, source: KeyProvider = this): Promise<WrappedKey> {
+    return this._rewrap(wrapped, context, source);
+  }
+
+  protected async _rewrap(wrapped: WrappedKey, context: EncryptionContext, source: KeyProvider): Promise<WrappedKey> {
+    return this.wrap(await source.unwrap(wrapped, context), context);
+  }
+
   /** Whether the KEK can be used right now (for /readyz). */
   abstract healthy(): Promise<boolean>;
 
@@ -61,9 +73,9 @@ export abstract class KeyProvider {
 }
 
 /** The KEK could not be used (missing, wrong, unreachable). Maps to 503 key_unavailable. */
-export class KeyUnavailableError extends Error {
-  constructor(message: string) {
-    super(message);
+export class KeyUnavailableError extends InternalError {
+  constructor(message: string, publicMessage?: string, code: 'key_unavailable' | 'kms_unavailable' = 'key_unavailable') {
+    super(code, message, publicMessage);
     this.name = 'KeyUnavailableError';
   }
 }

@@ -44,6 +44,11 @@ export class RoutingKeyProvider extends KeyProvider {
     return this.providers.some((p) => p.owns(kekId));
   }
 
+  /** Moves a wrapped key under the primary KEK, from whichever provider owns its KEK now. */
+  protected override _rewrap(wrapped: WrappedKey, context: EncryptionContext): Promise<WrappedKey> {
+    return this.current.rewrap(wrapped, context, this.providerFor(wrapped.kekId));
+  }
+
   protected _generateDataKey(context: EncryptionContext) {
     return this.current.generateDataKey(context);
   }

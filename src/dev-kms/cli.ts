@@ -6,7 +6,15 @@ import { DEV_KMS_CREDENTIALS, startDevKms } from './server';
  */
 export async function runDevKms(options: { port: number; host: string; dataFile?: string }): Promise<number> {
   const kms = await startDevKms(options);
-  const stop = () => kms.close().then(() => process.exit(0));
+  // A signal handler cannot return a promise to anyone: a failed close is reported and exits non-zero.
+  const stop = () =>
+    void kms.close().then(
+      () => process.exit(0),
+      (err: Error) => {
+        process.stderr.write(`dev KMS: close failed: ${err.message}\n`);
+        process.exit(1);
+      },
+    );
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
   process.stdout.write(`dev KMS (NOT for production) listening on ${kms.url}\n`);

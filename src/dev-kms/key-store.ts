@@ -39,7 +39,7 @@ export interface KeyRecord {
   materials: Buffer[];
 }
 
-export interface AliasRecord {
+interface AliasRecord {
   aliasName: string;
   targetKeyId: string;
   /** Epoch seconds. */
@@ -255,7 +255,7 @@ export class KeyStore {
 }
 
 /** JSON of the context with keys sorted (built by hand: JSON.stringify reorders integer-like keys). */
-export function canonicalContext(context: EncryptionContext): string {
+function canonicalContext(context: EncryptionContext): string {
   const entries = Object.keys(context)
     .sort()
     .map((k) => `${JSON.stringify(k)}:${JSON.stringify(context[k])}`);

@@ -8,8 +8,8 @@ import { randomBytes } from 'node:crypto';
 import { KmsError, validation } from './errors';
 import { DEV_KMS_ACCOUNT_ID, type EncryptionContext, type KeyRecord, type KeyStore } from './key-store';
 
-export type Json = Record<string, unknown>;
-export type Operation = (store: KeyStore, input: Json) => Json;
+type Json = Record<string, unknown>;
+type Operation = (store: KeyStore, input: Json) => Json;
 
 const ALGORITHM = 'SYMMETRIC_DEFAULT';
 const MAX_PLAINTEXT = 4096;
@@ -131,7 +131,7 @@ export const OPERATIONS: Record<string, Operation> = {
   },
 };
 
-export function keyMetadata(store: KeyStore, key: KeyRecord): Json {
+function keyMetadata(store: KeyStore, key: KeyRecord): Json {
   return {
     AWSAccountId: DEV_KMS_ACCOUNT_ID,
     KeyId: key.keyId,

@@ -25,7 +25,7 @@ import { verifySigV4 } from './sigv4';
 export type { Faults, Stats } from './faults';
 export { KmsError, type KmsErrorName } from './errors';
 
-export interface DevKmsOptions {
+interface DevKmsOptions {
   /** 0 (default) = any free port. */
   port?: number;
   /** Default 127.0.0.1. */
@@ -82,7 +82,7 @@ export async function startDevKms(options: DevKmsOptions = {}): Promise<DevKms> 
     const operation = target?.startsWith(TARGET_PREFIX) ? target.slice(TARGET_PREFIX.length) : undefined;
     faults.record(operation ?? '(no target)');
 
-    const auth = verifySigV4(
+    const auth = await verifySigV4(
       { method: req.method ?? 'GET', url: req.url ?? '/', headers: headersOf(req), body },
       { region, service: 'kms', now: new Date(), requiredSignedHeaders: ['x-amz-target'], secretFor: (id) => secrets.get(id) },
     );

@@ -1,19 +1,23 @@
 /**
  * AWS Signature Version 4 verification for the development KMS. DEV/TEST ONLY.
  *
- * Pure: the caller hands in the request (method, path, headers, body), the clock and a way to look
- * up secrets; the result says who signed it or which KMS error to answer with. Only header-based
- * signing (`Authorization: AWS4-HMAC-SHA256 …`) is supported, no presigned query strings.
+ * The caller hands in the request (method, path, headers, body), the clock and a way to look up
+ * secrets; the result says who signed it or which KMS error to answer with. The checks a signer
+ * does not make (scope, clock skew, which headers must be signed) are made here; the signature
+ * itself is recomputed with the SDK's own signer (@smithy/signature-v4) over the headers the client
+ * says it signed, and compared in constant time. Only header-based signing
+ * (`Authorization: AWS4-HMAC-SHA256 …`) is supported, no presigned query strings.
  */
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import { SignatureV4 } from '@smithy/signature-v4';
 import type { KmsErrorName } from './errors';
 
-export const SIGV4_ALGORITHM = 'AWS4-HMAC-SHA256';
+const SIGV4_ALGORITHM = 'AWS4-HMAC-SHA256';
 
 /** Largest accepted difference between X-Amz-Date and the server clock. */
-export const MAX_CLOCK_SKEW_MS = 15 * 60 * 1000;
+const MAX_CLOCK_SKEW_MS = 15 * 60 * 1000;
 
-export interface SignedRequest {
+interface SignedRequest {
   method: string;
   /** Request target as sent: path plus optional `?query`. */
   url: string;
@@ -22,7 +26,7 @@ export interface SignedRequest {
   body: Buffer;
 }
 
-export interface VerifyOptions {
+interface VerifyOptions {
   region: string;
   service: string;
   now: Date;
@@ -35,7 +39,7 @@ export interface VerifyOptions {
   secretFor(accessKeyId: string): string | undefined;
 }
 
-export type VerifyResult =
+type VerifyResult =
   | { ok: true; accessKeyId: string }
   | {
       ok: false;
@@ -53,7 +57,7 @@ interface ParsedAuthorization {
   signature: string;
 }
 
-export function verifySigV4(req: SignedRequest, options: VerifyOptions): VerifyResult {
+export async function verifySigV4(req: SignedRequest, options: VerifyOptions): Promise<VerifyResult> {
   const authorization = single(req.headers, 'authorization');
   if (authorization === undefined || authorization.trim() === '') {
     return fail('MissingAuthenticationTokenException', 'Missing Authentication Token');
@@ -100,11 +104,7 @@ export function verifySigV4(req: SignedRequest, options: VerifyOptions): VerifyR
     return fail('InvalidSignatureException', 'The provided x-amz-content-sha256 does not match the request body.');
   }
 
-  const scope = `${auth.date}/${auth.region}/${auth.service}/${auth.terminator}`;
-  const request = canonicalRequest(req, auth.signedHeaders, payloadHash);
-  const stringToSign = [SIGV4_ALGORITHM, amzDate, scope, sha256Hex(request)].join('\n');
-  const key = signingKey(secret, auth.date, auth.region, auth.service);
-  const expected = createHmac('sha256', key).update(stringToSign, 'utf8').digest('hex');
+  const expected = await expectedSignature(req, auth, signedAt, secret);
 
   const a = Buffer.from(expected, 'utf8');
   const b = Buffer.from(auth.signature, 'utf8');
@@ -117,20 +117,60 @@ export function verifySigV4(req: SignedRequest, options: VerifyOptions): VerifyR
   return { ok: true, accessKeyId: auth.accessKeyId };
 }
 
-/** The SigV4 canonical request for the headers named in `signedHeaders`. */
-export function canonicalRequest(req: SignedRequest, signedHeaders: string[], payloadHash: string): string {
+/** The signature the SDK's signer gives this request, signing exactly the headers the client named. */
+async function expectedSignature(req: SignedRequest, auth: ParsedAuthorization, signedAt: Date, secret: string): Promise<string> {
+  const signer = new SignatureV4({
+    service: auth.service,
+    region: auth.region,
+    credentials: { accessKeyId: auth.accessKeyId, secretAccessKey: secret },
+    sha256: NodeSha256,
+    // The payload hash header is checked above; the signer must not add one the client did not sign.
+    applyChecksum: false,
+  });
   const queryStart = req.url.indexOf('?');
-  const path = queryStart === -1 ? req.url : req.url.slice(0, queryStart);
-  const query = queryStart === -1 ? '' : req.url.slice(queryStart + 1);
-  const headers = signedHeaders.map((name) => `${name}:${canonicalHeaderValue(req.headers[name] ?? [])}\n`).join('');
-  return [req.method.toUpperCase(), canonicalUri(path), canonicalQuery(query), headers, signedHeaders.join(';'), payloadHash].join('\n');
+  const signedHeaders = Object.fromEntries(auth.signedHeaders.map((name) => [name, single(req.headers, name) ?? '']));
+  const signed = await signer.sign(
+    {
+      method: req.method.toUpperCase(),
+      protocol: 'http:',
+      hostname: signedHeaders.host ?? '',
+      path: queryStart === -1 ? req.url : req.url.slice(0, queryStart),
+      query: queryOf(queryStart === -1 ? '' : req.url.slice(queryStart + 1)),
+      headers: signedHeaders,
+      body: req.body,
+    },
+    { signingDate: signedAt, signableHeaders: new Set(auth.signedHeaders) },
+  );
+  return /Signature=([0-9a-f]+)$/.exec(String(signed.headers.authorization))?.[1] ?? '';
 }
 
-export function signingKey(secret: string, date: string, region: string, service: string): Buffer {
-  const kDate = hmac(`AWS4${secret}`, date);
-  const kRegion = hmac(kDate, region);
-  const kService = hmac(kRegion, service);
-  return hmac(kService, 'aws4_request');
+/** node:crypto behind the hash interface the signer takes: SHA-256, or HMAC-SHA256 with a secret. */
+class NodeSha256 {
+  private hash;
+
+  constructor(private readonly secret?: string | ArrayBuffer | ArrayBufferView) {
+    this.hash = this.fresh();
+  }
+
+  update(data: Uint8Array): void {
+    this.hash.update(data);
+  }
+
+  async digest(): Promise<Uint8Array> {
+    return new Uint8Array(this.hash.digest());
+  }
+
+  reset(): void {
+    this.hash = this.fresh();
+  }
+
+  private fresh() {
+    const secret = this.secret;
+    if (secret === undefined) return createHash('sha256');
+    if (typeof secret === 'string') return createHmac('sha256', secret);
+    const key = ArrayBuffer.isView(secret) ? Buffer.from(secret.buffer, secret.byteOffset, secret.byteLength) : Buffer.from(secret);
+    return createHmac('sha256', key);
+  }
 }
 
 // ---------------------------------------------------------------- helpers
@@ -185,38 +225,18 @@ function parseAmzDate(value: string): Date | undefined {
   return date.getUTCDate() === d && date.getUTCHours() === h ? date : undefined;
 }
 
-/** Trim, collapse inner whitespace runs to one space, join repeated values with commas. */
-function canonicalHeaderValue(values: string[]): string {
-  return values.map((v) => v.trim().replace(/\s+/g, ' ')).join(',');
-}
-
-/** Non-S3 services: normalize the path, then URI-encode each (already encoded) segment again. */
-function canonicalUri(path: string): string {
-  if (path === '' || path === '/') return '/';
-  const segments: string[] = [];
-  for (const segment of path.split('/')) {
-    if (segment === '' || segment === '.') continue;
-    if (segment === '..') segments.pop();
-    else segments.push(uriEncode(segment));
+/** `a=1&b=2&b=3` → { a: '1', b: ['2', '3'] }, decoded (the signer encodes again). */
+function queryOf(query: string): Record<string, string | string[]> {
+  const result: Record<string, string | string[]> = {};
+  for (const pair of query.split('&')) {
+    if (pair === '') continue;
+    const eq = pair.indexOf('=');
+    const key = safeDecode(eq === -1 ? pair : pair.slice(0, eq));
+    const value = safeDecode(eq === -1 ? '' : pair.slice(eq + 1));
+    const seen = result[key];
+    result[key] = seen === undefined ? value : [...(Array.isArray(seen) ? seen : [seen]), value];
   }
-  const trailing = path.endsWith('/') && segments.length > 0 ? '/' : '';
-  return `/${segments.join('/')}${trailing}`;
-}
-
-function canonicalQuery(query: string): string {
-  if (query === '') return '';
-  return query
-    .split('&')
-    .filter((pair) => pair !== '')
-    .map((pair) => {
-      const eq = pair.indexOf('=');
-      const key = eq === -1 ? pair : pair.slice(0, eq);
-      const value = eq === -1 ? '' : pair.slice(eq + 1);
-      return [uriEncode(safeDecode(key)), uriEncode(safeDecode(value))] as const;
-    })
-    .sort(([ka, va], [kb, vb]) => (ka < kb ? -1 : ka > kb ? 1 : va < vb ? -1 : va > vb ? 1 : 0))
-    .map(([k, v]) => `${k}=${v}`)
-    .join('&');
+  return result;
 }
 
 function safeDecode(value: string): string {
@@ -227,15 +247,6 @@ function safeDecode(value: string): string {
   }
 }
 
-/** RFC 3986 encoding as SigV4 wants it: everything but A-Z a-z 0-9 - _ . ~ */
-function uriEncode(value: string): string {
-  return encodeURIComponent(value).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
-}
-
 function sha256Hex(data: Buffer | string): string {
   return createHash('sha256').update(data).digest('hex');
-}
-
-function hmac(key: Buffer | string, data: string): Buffer {
-  return createHmac('sha256', key).update(data, 'utf8').digest();
 }

@@ -11,7 +11,7 @@ export interface NormalizeOptions {
   phoneRegion?: string;
 }
 
-export interface DataTypeSpec {
+interface DataTypeSpec {
   readonly type: DataType;
   /** Validates and returns the canonical form stored and fingerprinted. Throws
    * DomainValidationError('invalid_value', msg); msg never includes the value or any part of it. */
@@ -25,7 +25,7 @@ export interface DataTypeSpec {
 }
 
 /** Longest raw input accepted by any type, checked before any other work. */
-export const MAX_RAW_LENGTH = 4096;
+const MAX_RAW_LENGTH = 4096;
 
 const OPAQUE_FORMATS = { random: ['none'], uuid: ['none'] } as const;
 
@@ -67,17 +67,28 @@ function maskAllButLast(s: string, keep: number): string {
 // ---------------------------------------------------------------- checksums
 
 export function luhnValid(digits: string): boolean {
-  if (!/^\d+$/.test(digits)) return false;
+  return /^\d+$/.test(digits) && luhnSum(digits, false) % 10 === 0;
+}
+
+/** The digit that makes `body + digit` pass Luhn. */
+export function luhnCheckDigit(body: string): string {
+  if (!/^\d*$/.test(body)) throw new RangeError('a Luhn body is digits only');
+  return String((10 - (luhnSum(body, true) % 10)) % 10);
+}
+
+/** Sum of the digits, every second one from the right doubled (digit sum); the rightmost too when it is not a check digit. */
+function luhnSum(digits: string, doubleRightmost: boolean): number {
+  const doubled = doubleRightmost ? 0 : 1;
   let sum = 0;
   for (let i = 0; i < digits.length; i++) {
     let d = digits.charCodeAt(digits.length - 1 - i) - 48;
-    if (i % 2 === 1) {
+    if (i % 2 === doubled) {
       d *= 2;
       if (d > 9) d -= 9;
     }
     sum += d;
   }
-  return sum % 10 === 0;
+  return sum;
 }
 
 /** ISO 13616 mod-97 check of an upper-case IBAN without spaces. */
@@ -157,7 +168,7 @@ function phoneRegion(options?: NormalizeOptions): CountryCode | undefined {
 function normalizePhone(raw: string, options?: NormalizeOptions): string {
   let value = guardRaw('phone', raw).trim();
   // Only formatting characters: this also rules out extensions, which E.164 cannot carry.
-  if (!/^\+?[0-9 ().\/-]+$/.test(value)) invalid('phone must contain only digits and formatting characters');
+  if (!/^\+?[0-9 ()./-]+$/.test(value)) invalid('phone must contain only digits and formatting characters');
   if (value.startsWith('00')) value = `+${value.slice(2)}`;
   const defaultCountry = phoneRegion(options);
   if (!value.startsWith('+') && defaultCountry === undefined) {

@@ -9,7 +9,7 @@ const INVISIBLE = /[\p{Cf}\p{Default_Ignorable_Code_Point}]/gu;
 const NON_ASCII_DIGIT = /[^\P{Nd}0-9]/gu;
 const DECIMAL_DIGIT = /\p{Nd}/u;
 
-const NON_ASCII = /[^\x00-\x7f]/;
+const NON_ASCII = /[\u0080-\uffff]/;
 
 /** NFKC, without invisible characters, ASCII digits; case is kept (field names need it to split words). */
 export function foldKeepingCase(text: string): string {
@@ -17,7 +17,7 @@ export function foldKeepingCase(text: string): string {
   return text.normalize('NFKC').replace(INVISIBLE, '').replace(NON_ASCII_DIGIT, asciiDigit);
 }
 
-export function fold(text: string): string {
+function fold(text: string): string {
   return foldKeepingCase(text).toLowerCase();
 }
 
@@ -37,7 +37,11 @@ export function countDigits(text: string): number {
   for (let i = 0; i < text.length; i++) {
     const code = text.charCodeAt(i);
     if (code >= 48 && code <= 57) count++;
-    else if (code > 127 && DECIMAL_DIGIT.test(text[i])) count++;
+    else if (code >= 0xd800 && code <= 0xdbff) {
+      // Digits outside the Basic Multilingual Plane (mathematical bold, Osmanya...) are surrogate pairs.
+      if (DECIMAL_DIGIT.test(text.slice(i, i + 2))) count++;
+      i++;
+    } else if (code > 127 && DECIMAL_DIGIT.test(text[i])) count++;
   }
   return count;
 }

@@ -12,7 +12,7 @@ import { countDigits, foldDigitRuns, foldKeepingCase } from './fold';
  * (`cardCVV`, `card.cvv`, `CVC2`, `pin_code` → card cvv / cvc 2 / pin code) and the words are
  * looked up. Words that merely contain a short code (`pinned`, `spinner`, `incident`) are not.
  */
-export type SadKind = 'card verification code' | 'PIN' | 'track data';
+type SadKind = 'card verification code' | 'PIN' | 'track data';
 
 const DESCRIPTION: Record<SadKind, string> = {
   'card verification code': 'a card verification code',
@@ -20,7 +20,7 @@ const DESCRIPTION: Record<SadKind, string> = {
   'track data': 'magnetic-stripe track data',
 };
 
-export interface SadFinding {
+interface SadFinding {
   kind: SadKind;
   /** Where it was found, as JSON path segments of the submitted body (keys are the caller's). */
   path: (string | number)[];
@@ -29,15 +29,23 @@ export interface SadFinding {
 /** Letter sequences no ordinary word contains: a word holding one is about a verification code. */
 const CODE_STEMS = ['cvv', 'cvc', 'cvn'];
 /** Whole words that are verification-code names. */
-const CODE_WORDS = new Set(['cid', 'cav', 'csc', 'cvd', 'securitycode', 'cardcode', 'verificationvalue', 'cardverification']);
+const CODE_WORDS = new Set(['cid', 'cav', 'csc', 'cvd', 'ccv', 'securitycode', 'cardcode', 'verificationvalue', 'cardverification']);
 /** Adjacent word pairs that name a verification code (`card_security_code`, Authorize.Net's `cardCode`). */
-const CODE_PAIRS = new Set(['security code', 'sec code', 'card code', 'card verification', 'verification value']);
+const CODE_PAIRS = new Set([
+  'security code',
+  'security number',
+  'sec code',
+  'card code',
+  'card verification',
+  'verification value',
+  'cv 2', // Opayo/Sage Pay's CV2
+]);
 const PIN_WORDS = new Set(['pin', 'pinblock', 'pincode', 'pinnumber', 'pinno', 'pindata']);
 const TRACK_WORDS = new Set(['trackdata', 'magstripe', 'magneticstripe']);
 const TRACK_PAIRS = new Set(['track 1', 'track 2', 'track data', 'mag stripe', 'magnetic stripe']);
 
 /** Splits a name into lower-case words at punctuation, camelCase humps and letter/digit edges. */
-export function nameWords(name: string): string[] {
+function nameWords(name: string): string[] {
   return foldKeepingCase(name)
     .replace(/(\p{Ll}|\d)(\p{Lu})/gu, '$1 $2')
     .replace(/(\p{Lu})(\p{Lu}\p{Ll})/gu, '$1 $2')
@@ -57,7 +65,7 @@ const MAX_JUDGED_NAMES = 10_000;
 const MAX_JUDGED_NAME_LENGTH = 64;
 
 /** What sensitive authentication data a field (or data type) name denotes, if any. */
-export function sadNameKind(name: string): SadKind | undefined {
+function sadNameKind(name: string): SadKind | undefined {
   if (name.length > MAX_JUDGED_NAME_LENGTH) return judgeName(name);
   let kind = judgedNames.get(name);
   if (kind === undefined) {
@@ -84,17 +92,25 @@ function judgeName(name: string): SadKind | undefined {
 /**
  * Track 1 (`%B<PAN>^NAME^YYMM…`), track 2 (`;<PAN>=YYMM…`) and EMV track-2 equivalent data
  * (`<PAN>D<YYMM>…`), with or without sentinels, in folded (lower-case) text. Track 2 must carry a
- * PAN that passes Luhn, which keeps ordinary `digits=digits` text out.
+ * PAN that passes Luhn, which keeps ordinary `digits=digits` text out. In chip data the PAN may
+ * come after EMV tag 57 and its length byte, in hex digits that run on into it (`57 13 <PAN>D…`).
  */
 const TRACK_1 = /b?(?<!\d)\d{12,19}\^[^^]{2,26}\^(?:\d{4}|\^)/;
-const TRACK_2 = /(?<!\d)(\d{12,19})[=d]\d{4}/g;
+const TRACK_2 = /(\d{12,})\s*[=d]\s*\d{4}/g;
 
-export function looksLikeTrackData(text: string): boolean {
+function looksLikeTrackData(text: string): boolean {
   if (countDigits(text) < 12) return false; // every shape holds a PAN of 12 digits or more
   const folded = foldDigitRuns(text);
   if (TRACK_1.test(folded)) return true;
-  for (const match of folded.matchAll(TRACK_2)) if (luhnValid(match[1])) return true;
+  for (const [, digits] of folded.matchAll(TRACK_2)) if (panCandidates(digits).some(luhnValid)) return true;
   return false;
+}
+
+/** The run itself, and what follows each `57` + length byte in it (EMV tag 57). */
+function panCandidates(digits: string): string[] {
+  const candidates = [digits];
+  for (let at = digits.indexOf('57'); at >= 0; at = digits.indexOf('57', at + 1)) candidates.push(digits.slice(at + 4));
+  return candidates.filter((c) => c.length >= 12 && c.length <= 19);
 }
 
 /**

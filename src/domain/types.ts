@@ -1,3 +1,5 @@
+import { VaultError } from '../errors';
+
 export const DATA_TYPES = ['pan', 'ssn', 'email', 'phone', 'name', 'dob', 'address', 'iban', 'text'] as const;
 export type DataType = (typeof DATA_TYPES)[number];
 
@@ -12,12 +14,11 @@ export const REVEAL_LEVELS = ['plain', 'masked', 'redacted'] as const;
 export type Reveal = (typeof REVEAL_LEVELS)[number];
 
 /** Thrown by pure domain code; the message never contains the value. */
-export class DomainValidationError extends Error {
-  constructor(
-    readonly code: 'invalid_value' | 'unsupported_format',
-    message: string,
-  ) {
-    super(message);
+export class DomainValidationError extends VaultError {
+  declare readonly code: 'invalid_value' | 'unsupported_format';
+
+  constructor(code: 'invalid_value' | 'unsupported_format', message: string) {
+    super(code, message);
     this.name = 'DomainValidationError';
   }
 }

@@ -23,7 +23,7 @@ import { allowListed } from './response-allow-list';
 import { API_ROUTES, ApiRoute, isPublic, PublicRoute, Route, ROUTES, ServerContext } from './routes';
 import { validate } from './validate';
 
-export const MAX_BODY_BYTES = 1024 * 1024;
+const MAX_BODY_BYTES = 1024 * 1024;
 
 export interface HttpLimits {
   rateLimits: { default: Limit; roles: Record<string, Limit> };
@@ -35,7 +35,7 @@ export interface HttpLimits {
   trustProxy?: readonly string[];
 }
 
-export interface AppOptions {
+interface AppOptions {
   vault: Vault;
   logger: Logger;
   version?: string;

@@ -1,11 +1,6 @@
 import type { ServerResponse } from 'node:http';
-import { AuditUnavailableError } from '../audit/audit-log';
-import { KmsUnavailableError } from '../crypto/aws-kms-key-provider';
-import { KeyUnavailableError } from '../crypto/key-provider';
 import { ErrorCode, VaultError } from '../errors';
 import type { Logger } from '../logger';
-import { StaleDataKeyError, StoreUnavailableError, TokenCollisionError } from '../store/vault-store';
-import { IntegrityError } from '../crypto/aead';
 import { ApiRequest, Next, sendJson } from './pipeline';
 
 /** body-parser's error types, mapped to our codes. */
@@ -19,18 +14,13 @@ const BODY_ERRORS: Record<string, ErrorCode> = {
   'stream.encoding.set': 'internal_error',
 };
 
-/** The one place where any error becomes a response: a stable code, a safe message, no stack. */
+/**
+ * The one place where any error becomes a response: the vault's own errors carry their code (and
+ * so their status) and the message the caller may see; anything else is a body-parser or express
+ * error, or internal_error. No stack, no internal message.
+ */
 export function toVaultError(err: unknown): VaultError {
   if (err instanceof VaultError) return err;
-  if (err instanceof AuditUnavailableError) return new VaultError('audit_unavailable');
-  if (err instanceof StoreUnavailableError) return new VaultError('store_unavailable');
-  if (err instanceof KmsUnavailableError)
-    return new VaultError('kms_unavailable', `AWS KMS is unavailable (${err.reason}) and the key needed is not cached; try again later.`);
-  if (err instanceof KeyUnavailableError) return new VaultError('key_unavailable');
-  if (err instanceof TokenCollisionError) return new VaultError('token_collision');
-  if (err instanceof IntegrityError)
-    return new VaultError('key_unavailable', 'A key record failed its integrity check; the request was refused.');
-  if (err instanceof StaleDataKeyError) return new VaultError('key_unavailable', 'Keys are being rotated; retry the request.');
   const bodyType = (err as { type?: string }).type;
   if (bodyType && BODY_ERRORS[bodyType]) return new VaultError(BODY_ERRORS[bodyType]);
   // Other client errors raised by the router itself (e.g. an undecodable path parameter).
@@ -56,20 +46,13 @@ export function errorHandler(logger: Logger) {
  */
 function describeForLog(err: unknown): Record<string, unknown> {
   const e = err as Error;
-  const own = [
-    AuditUnavailableError,
-    StoreUnavailableError,
-    KeyUnavailableError,
-    IntegrityError,
-    StaleDataKeyError,
-    TokenCollisionError,
-  ].some((cls) => err instanceof cls);
+  const own = err instanceof VaultError;
   const at = /\n\s+at (.*)/.exec(e?.stack ?? '')?.[1];
   return own ? { name: e.name, message: e.message } : { name: e?.name ?? typeof err, at };
 }
 
 export function sendError(res: ServerResponse, requestId: string, error: VaultError): void {
   sendJson(res, error.status, {
-    error: { code: error.code, message: error.message, requestId, ...(error.details ? { details: error.details } : {}) },
+    error: { code: error.code, message: error.publicMessage, requestId, ...(error.details ? { details: error.details } : {}) },
   });
 }

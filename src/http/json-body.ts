@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import type { ServerResponse } from 'node:http';
 import { VaultError } from '../errors';
 import { ApiRequest, isJsonRequest, Next } from './pipeline';
@@ -30,7 +31,10 @@ export function jsonBody(limit: number) {
       done = true;
       req.off('data', onData);
       if (error) return refuse(req, res, next, error);
-      const text = Buffer.concat(chunks, size).toString('utf8');
+      const bytes = Buffer.concat(chunks, size);
+      // Invalid UTF-8 (an encoded lone surrogate, a stray byte) would be decoded silently to U+FFFD: another value.
+      if (!isUtf8(bytes)) return next(new VaultError('malformed_json', 'The request body is not valid UTF-8.'));
+      const text = bytes.toString('utf8');
       try {
         const parsed: unknown = JSON.parse(text);
         if (typeof parsed !== 'object' || parsed === null) throw new SyntaxError('not an object or array');

@@ -5,7 +5,7 @@ import type { VaultMetrics } from './metrics';
 import type { ApiRequest, Next } from './pipeline';
 
 /** A token bucket: `burst` tokens at most, refilled at `ratePerSecond`. Time is passed in (testable). */
-export class TokenBucket {
+class TokenBucket {
   private tokens: number;
   private last: number;
 

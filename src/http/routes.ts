@@ -36,7 +36,7 @@ import type { Caller } from '../service/context';
 import type { Vault } from '../service/vault';
 import type { VaultMetrics } from './metrics';
 
-export interface RouteInput {
+interface RouteInput {
   vault: Vault;
   caller: Caller;
   body: unknown;
@@ -75,7 +75,7 @@ export interface ServerContext {
   openapi: object;
 }
 
-export interface Reply {
+interface Reply {
   status: number;
   body: unknown;
   /** The exact Content-Type header, when not JSON. */

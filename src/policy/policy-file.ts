@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { PolicyDocument, PolicyError, validatePolicy } from './policy';
+import { DEFAULT_TENANT } from '../domain/tenants';
 
 export function loadPolicyFile(path: string): PolicyDocument {
   let parsed: unknown;
@@ -28,7 +29,7 @@ export function starterPolicy(keyHashes: Record<(typeof STARTER_PRINCIPALS)[numb
   const principal = (role: (typeof STARTER_PRINCIPALS)[number]) => ({
     roles: [role],
     // The security team manages keys and reads audit across every tenant.
-    tenants: role === 'security' ? ['*'] : ['default'],
+    tenants: role === 'security' ? ['*'] : [DEFAULT_TENANT],
     apiKeys: [{ sha256: keyHashes[role], createdAt }],
   });
   return {

@@ -72,7 +72,7 @@ const PrincipalSchema = Type.Object(
   { additionalProperties: false },
 );
 
-export const PolicySchema = Type.Object(
+const PolicySchema = Type.Object(
   {
     version: Type.Literal(1),
     // additionalProperties: false makes names outside the pattern an error instead of unvalidated.
@@ -83,7 +83,7 @@ export const PolicySchema = Type.Object(
 );
 
 export type PolicyDocument = Static<typeof PolicySchema>;
-export type Grant = Static<typeof GrantSchema>;
+type Grant = Static<typeof GrantSchema>;
 
 export interface Principal {
   readonly id: string;

@@ -2,7 +2,7 @@ import { auditEntry, VaultDeps } from './context';
 import { errorForLog } from './log-error';
 
 /** How failed authentications are written down under attack. */
-export interface AuthFailureAuditLimits {
+interface AuthFailureAuditLimits {
   /** Length of a summary window. */
   windowMs: number;
   /** Failures per client address per window audited one by one. */

@@ -1,5 +1,5 @@
 import type { AuditLog } from '../audit/audit-log';
-import type { KeyManager } from '../crypto/key-manager';
+import type { KeyManager } from '../keys/key-manager';
 import type { Logger } from '../logger';
 import type { RoutingKeyProvider } from '../crypto/routing-key-provider';
 import type { PolicyDocument, Principal } from '../policy/policy';
@@ -17,7 +17,19 @@ export interface KekControl {
   switchPrimary(target: KekTarget): Promise<void>;
 }
 
-export interface RotationPolicy {
+/**
+ * Whether records of binding 1 (sealed before every security-relevant column was bound, see
+ * record-crypto.ts) may still be opened. Once none remain, accepting them would only let a database
+ * writer put back an old ciphertext with edited columns; the answer is kept in config.json, out of
+ * that writer's reach.
+ */
+export interface RecordBindingControl {
+  acceptsLegacy(): boolean;
+  /** From now on refuses binding-1 records, here and after a restart. */
+  refuseLegacy(): void;
+}
+
+interface RotationPolicy {
   maxAgeMs: number;
   maxEncryptions: number;
 }
@@ -28,6 +40,7 @@ export interface VaultDeps {
   keys: KeyManager;
   audit: AuditLog;
   keks: KekControl;
+  recordBinding: RecordBindingControl;
   rotation: RotationPolicy;
   reencrypt: { batchSize: number; pauseMs: number };
   /** The current policy (it can be reloaded while serving). */

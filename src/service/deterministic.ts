@@ -1,7 +1,7 @@
 import { timingSafeEqual } from 'node:crypto';
 import { inferredPreserve } from '../domain/token-formats';
 import type { DataType, Preserve, TokenFormat } from '../domain/types';
-import { VaultError } from '../errors';
+import { InternalError, VaultError } from '../errors';
 import type { Metadata, ResolveExisting, TokenRecord } from '../store/vault-store';
 import { Caller, VaultDeps, auditEntry } from './context';
 import { openRecord } from './open-record';
@@ -33,9 +33,9 @@ interface Vetted {
  * A record seen inside the write transaction is not the one vetted before it (written or changed
  * meanwhile); the request is vetted and stored again.
  */
-export class ExistingRecordChangedError extends Error {
+export class ExistingRecordChangedError extends InternalError {
   constructor() {
-    super('a deterministic record changed after it was verified');
+    super('internal_error', 'a deterministic record changed after it was verified');
     this.name = 'ExistingRecordChangedError';
   }
 }

@@ -16,7 +16,7 @@ type Item = DetokenizeResponse['items'][number];
  * batch; between turns other requests (and health probes) are served. Counted in items, not time,
  * so the behaviour is the same on a fast machine and a slow one.
  */
-export const ITEMS_PER_TURN = 64;
+const ITEMS_PER_TURN = 64;
 
 const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 

@@ -28,7 +28,7 @@ export function refuseSensitiveAuthData(input: unknown): void {
  * than only runs that pass Luhn: a card number followed or preceded by other digits fails Luhn as a
  * whole, and a rule that does not depend on a checksum refuses the same labels every time.
  */
-export const MAX_DIGITS_IN_A_ROW = 11;
+const MAX_DIGITS_IN_A_ROW = 11;
 const TOO_MANY_DIGITS = new RegExp(`\\d{${MAX_DIGITS_IN_A_ROW + 1},}`);
 
 export function refuseCardNumbersInMetadata(item: TokenizeItem, index: number): void {

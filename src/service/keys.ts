@@ -1,24 +1,12 @@
-import { AwsKmsKeyProvider } from '../crypto/aws-kms-key-provider';
-import { context, DataKey } from '../crypto/key-manager';
-import type { KeyPurpose, WrappedKey } from '../crypto/key-provider';
+import { context, DataKey } from '../keys/key-manager';
+import type { DataKeyRecord, DataKeyState, KeyPurpose } from '../domain/keys';
+import type { KeyListResponse, KeyView } from '../contract/schemas';
 import { VaultError } from '../errors';
 import { Action, decide, principalCoversTenant } from '../policy/policy';
-import { AuditEntry, DataKeyRecord, DataKeyState, KeyInUseError } from '../store/vault-store';
+import { AuditEntry, KeyInUseError } from '../store/vault-store';
 import { Caller, KekTarget, SYSTEM_CALLER, VaultDeps, auditEntry } from './context';
-import { DEFAULT_TENANT } from './tokenize';
+import { DEFAULT_TENANT } from '../domain/tenants';
 import { errorForLog } from './log-error';
-
-export interface KeyView {
-  tenant: string;
-  purpose: KeyPurpose;
-  version: number;
-  state: DataKeyState;
-  kekId: string;
-  createdAt: string;
-  encryptions: number;
-  /** Records encrypted under this version (data keys only). */
-  records: number | null;
-}
 
 export interface TenantScope {
   tenant?: string;
@@ -26,7 +14,7 @@ export interface TenantScope {
 }
 
 /** Every key version of the tenants the caller may see. */
-export async function listKeys(deps: VaultDeps, caller: Caller, scope: TenantScope): Promise<{ keys: KeyView[] }> {
+export async function listKeys(deps: VaultDeps, caller: Caller, scope: TenantScope): Promise<KeyListResponse> {
   const tenants = await authoriseTenants(deps, caller, 'keys:read', scope, true);
   await deps.audit.append(
     auditEntry(deps, caller, {
@@ -86,10 +74,17 @@ export async function rewrapKeys(deps: VaultDeps, caller: Caller, target: KekTar
   await authoriseVaultWide(deps, caller, 'keys:rotate');
   deps.keks.reloadLocal();
   if (target) {
-    // The switch is audited before it happens, whatever follows.
-    const to = target.type === 'local' ? 'the local master key' : `KMS key ${target.keyId ?? '(configured)'}`;
+    // The switch is audited before it happens, and a refused one gets its own deny row. The caller's
+    // key id is not written down (it may be anything); the summary row below names the KEK used.
+    const to = target.type === 'local' ? 'the local master key' : 'a KMS key';
     await deps.audit.append(auditEntry(deps, caller, { action: 'keys:rewrap', outcome: 'allow', reason: `switching the KEK to ${to}` }));
-    await deps.keks.switchPrimary(target);
+    try {
+      await deps.keks.switchPrimary(target);
+    } catch (err) {
+      const why = err instanceof VaultError ? err.code : (err as Error).name;
+      await deps.audit.append(auditEntry(deps, caller, { action: 'keys:rewrap', outcome: 'deny', reason: `KEK switch refused (${why})` }));
+      throw err;
+    }
   }
   const kekId = deps.keks.provider.primary.describe().kekId;
   let rewrapped = 0;
@@ -106,7 +101,7 @@ export async function rewrapKeys(deps: VaultDeps, caller: Caller, target: KekTar
       const id = `${key.tenant}/${key.purpose}/${key.version}`;
       try {
         const from = { kekId: key.kekId, wrapped: key.wrapped };
-        const to = await rewrapOne(deps, key, { kekId: key.kekId, blob: key.wrapped });
+        const to = await deps.keks.provider.rewrap({ kekId: key.kekId, blob: key.wrapped }, context(key.tenant, key.purpose, key.version));
         if (await deps.store.updateWrappedKey(key, from, { kekId: to.kekId, wrapped: to.blob })) rewrapped++;
         deps.keys.forgetActive(key.tenant, key.purpose);
         failed.delete(id);
@@ -132,16 +127,6 @@ export async function rewrapKeys(deps: VaultDeps, caller: Caller, target: KekTar
     }),
   );
   return { kekId, rewrapped, unchanged, failed: [...failed.values()].map((f) => f.view) };
-}
-
-async function rewrapOne(deps: VaultDeps, key: DataKeyRecord, wrapped: WrappedKey): Promise<WrappedKey> {
-  const ctx = context(key.tenant, key.purpose, key.version);
-  const source = deps.keks.provider.providerFor(key.kekId);
-  const primary = deps.keks.provider.primary;
-  // KMS to KMS: ReEncrypt, so the data key's plaintext never leaves KMS.
-  if (source instanceof AwsKmsKeyProvider && primary instanceof AwsKmsKeyProvider) return primary.reEncrypt(wrapped, ctx);
-  const plaintext = await source.unwrap(wrapped, ctx);
-  return primary.wrap(plaintext, ctx);
 }
 
 /** Marks a decrypt-only data key retired; refused while any record still uses it. */
@@ -197,7 +182,7 @@ async function changeState(
   if (!changed) throw new VaultError('key_state_conflict', `Key version ${key.version} changed state meanwhile; try again.`);
 }
 
-export function destroyConfirmation(tenant: string, version: number): string {
+function destroyConfirmation(tenant: string, version: number): string {
   return `destroy ${tenant}/data/v${version}`;
 }
 

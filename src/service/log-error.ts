@@ -1,19 +1,4 @@
-import { IntegrityError } from '../crypto/aead';
-import { KeyUnavailableError } from '../crypto/key-provider';
 import { VaultError } from '../errors';
-import { AuditUnavailableError, KeyInUseError, StaleDataKeyError, StoreUnavailableError, TokenCollisionError } from '../store/vault-store';
-
-/** The vault's own errors: their messages are written by the vault and never carry a value. */
-const OWN_ERRORS = [
-  VaultError,
-  AuditUnavailableError,
-  StoreUnavailableError,
-  KeyUnavailableError,
-  IntegrityError,
-  StaleDataKeyError,
-  TokenCollisionError,
-  KeyInUseError,
-];
 
 /**
  * What may be written down of an error caught where no caller sees it (a background job, a probe,
@@ -24,7 +9,8 @@ export function errorForLog(err: unknown): { name: string; code?: string; messag
   const e = err as { name?: unknown; code?: unknown; message?: unknown } | null | undefined;
   const name = typeof e?.name === 'string' ? e.name : typeof err;
   const code = typeof e?.code === 'string' || typeof e?.code === 'number' ? String(e.code) : undefined;
-  const own = OWN_ERRORS.some((cls) => err instanceof cls);
+  // The vault's own errors: their messages are written by the vault and never carry a value.
+  const own = err instanceof VaultError;
   return { name, ...(code ? { code } : {}), ...(own ? { message: String(e!.message) } : {}) };
 }
 

@@ -5,9 +5,11 @@ import { recordAad } from './record-crypto';
 
 /**
  * A record's value, opened under its binding; undefined when its data key is gone (destroyed or
- * missing) or when the ciphertext or any column it is bound to was altered.
+ * missing), when the ciphertext or any column it is bound to was altered, or when it claims binding
+ * 1 after the vault stopped accepting those.
  */
 export async function openRecord(deps: VaultDeps, record: TokenRecord): Promise<Buffer | undefined> {
+  if (record.binding === 1 && !deps.recordBinding.acceptsLegacy()) return undefined;
   try {
     // A tampered key record fails like a tampered value.
     const key = await deps.keys.keyVersion(record.tenant, 'data', record.keyVersion);

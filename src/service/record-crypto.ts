@@ -11,7 +11,7 @@ import type { Metadata, TokenRecord } from '../store/vault-store';
 export const CURRENT_BINDING = 2;
 
 /** The columns a record's ciphertext is bound to. */
-export type BoundRecord = Pick<
+type BoundRecord = Pick<
   TokenRecord,
   | 'tenant'
   | 'type'

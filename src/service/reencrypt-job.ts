@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { IntegrityError, open, seal } from '../crypto/aead';
+import type { JobView } from '../contract/schemas';
 import { VaultError } from '../errors';
 import { JobRecord, ReencryptedRecord, StaleDataKeyError, TokenRecord } from '../store/vault-store';
 import { KeyUnavailableError } from '../crypto/key-provider';
@@ -8,24 +9,8 @@ import { Caller, SYSTEM_CALLER, VaultDeps, auditEntry } from './context';
 import { authoriseTenants, TenantScope } from './keys';
 import { CURRENT_BINDING, openSubject, recordAad, sealSubject } from './record-crypto';
 import { inferredPreserve } from '../domain/token-formats';
-import type { DataKey } from '../crypto/key-manager';
+import type { DataKey } from '../keys/key-manager';
 import { errorForLog, errorSummary } from './log-error';
-
-export interface JobView {
-  id: string;
-  kind: 'reencrypt';
-  state: JobRecord['state'];
-  tenants: string[];
-  total: number;
-  done: number;
-  failed: number;
-  ratePerSecond: number;
-  etaSeconds: number | null;
-  createdAt: string;
-  updatedAt: string;
-  finishedAt: string | null;
-  error: string | null;
-}
 
 /**
  * Moves records from old data-key versions to the active one, and from older bindings to the
@@ -106,6 +91,26 @@ export class ReencryptJobs {
     this.running.set(job.id, run);
   }
 
+  /**
+   * Once no record of any tenant is behind (every one under its tenant's active key and binding),
+   * none of binding 1 remains: from then on the vault refuses them (see RecordBindingControl).
+   */
+  private async refuseLegacyOnceNoneRemain(): Promise<void> {
+    if (!this.deps.recordBinding.acceptsLegacy()) return;
+    const dataKeys = (await this.deps.store.listDataKeys()).filter((k) => k.purpose === 'data' && k.state === 'active');
+    for (const key of dataKeys) {
+      if ((await this.deps.store.recordsBehind(key.tenant, key.version, CURRENT_BINDING, '', 1)).length > 0) return;
+    }
+    this.deps.recordBinding.refuseLegacy();
+    await this.deps.audit.append(
+      auditEntry(this.deps, SYSTEM_CALLER, {
+        action: 'keys:reencrypt',
+        outcome: 'allow',
+        reason: 'no record of binding 1 remains: such records are refused from now on',
+      }),
+    );
+  }
+
   private async run(job: JobRecord): Promise<void> {
     try {
       for (const tenant of job.tenants) {
@@ -126,6 +131,7 @@ export class ReencryptJobs {
           reason: `job ${job.id} completed: ${final?.done ?? 0} re-encrypted, ${final?.failed ?? 0} could not be opened`,
         }),
       );
+      await this.refuseLegacyOnceNoneRemain();
     } catch (err) {
       this.deps.logger.error({ job: job.id, error: errorForLog(err) }, 're-encryption job failed');
       const now = this.deps.now();

@@ -8,7 +8,7 @@ import { openRecord } from './open-record';
 import { openSubject } from './record-crypto';
 import { resolveToken } from './token-lookup';
 
-export const REDACTED_SUBJECT = '[redacted]';
+const REDACTED_SUBJECT = '[redacted]';
 
 /**
  * Metadata of one token (never its value). The value is opened (not shown) to check the record's

@@ -13,8 +13,7 @@ import { DeterministicRequest, ExistingRecordChangedError, resolveExisting, vetE
 import { refuseCardNumbersInMetadata, refuseLoneSurrogates, refuseSensitiveAuthData } from './input-guards';
 import { freshDataKey } from './keys';
 import { CURRENT_BINDING, fingerprint, recordAad, sealSubject, subjectHash } from './record-crypto';
-
-export const DEFAULT_TENANT = 'default';
+import { DEFAULT_TENANT } from '../domain/tenants';
 
 interface PreparedItem {
   type: DataType;

@@ -6,7 +6,7 @@ import { Caller, KekTarget, VaultDeps } from './context';
 import { detokenize } from './detokenize';
 import { deleteToken, readMetadata } from './token-admin';
 import { tokenize } from './tokenize';
-import { SYSTEM_TENANT } from '../crypto/key-manager';
+import { SYSTEM_TENANT } from '../domain/tenants';
 import { destroyKey, listKeys, retireKey, rewrapKeys, rotateKeys, TenantScope } from './keys';
 import { ReencryptJobs } from './reencrypt-job';
 import { AuthFailureAudit } from './auth-failures';

@@ -1,7 +1,7 @@
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
 
 /** Lists whose JSON is shorter are stored as text: zlib's set-up would cost more than it saves. */
-export const DEFLATE_FROM_BYTES = 1024;
+const DEFLATE_FROM_BYTES = 1024;
 /** A stored list never inflates beyond this (a planted deflate bomb must not exhaust memory). */
 const MAX_INFLATED_BYTES = 64 * 1024 * 1024;
 

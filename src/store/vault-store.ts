@@ -1,5 +1,6 @@
 import type { DataType, Preserve, TokenFormat } from '../domain/types';
-import type { KeyPurpose } from '../crypto/key-provider';
+import { InternalError } from '../errors';
+import type { DataKeyRecord, DataKeyState, KeyPurpose } from '../domain/keys';
 
 export type Metadata = Record<string, string | number | boolean | null>;
 
@@ -61,18 +62,8 @@ export interface JobRecord {
   error: string | null;
 }
 
-export type DataKeyState = 'active' | 'decrypt-only' | 'retired' | 'destroyed';
-
-export interface DataKeyRecord {
-  tenant: string;
-  purpose: KeyPurpose;
-  version: number;
-  state: DataKeyState;
-  kekId: string;
-  wrapped: Buffer | null;
-  createdAt: number;
-  encryptions: number;
-}
+// The data-key records are domain vocabulary; the store's modules keep naming them through this seam.
+export type { DataKeyRecord, DataKeyState };
 
 /** What an audit row says. Never a value; personal identifiers only as HMACs. */
 export interface AuditEntry {
@@ -142,13 +133,14 @@ export interface PendingAudit {
 }
 
 /** Gives record `index` a fresh token (and so a fresh ciphertext) after a token collision. */
-export type Retokenize = (index: number) => TokenRecord;
+type Retokenize = (index: number) => TokenRecord;
 
 /**
  * What to do with deterministic record `index` given the records already stored with its tenant,
  * type and fingerprint (any format and preserve): return one's token (`reuse`), delete some and
  * insert (`replace`), or insert alongside (`insert`). Called inside the write transaction, so
  * nothing can change between the decision and the write; it may throw to refuse the whole batch.
+ * A store that runs the transaction again (a concurrent writer won a race) calls it again.
  */
 export type ResolveExisting = (index: number, existing: TokenRecord[]) => { reuse: string } | { replace: string[] } | 'insert';
 
@@ -160,14 +152,68 @@ export interface InsertHooks {
 /**
  * Persistence seam. Every write that changes records also appends its audit row in the same
  * transaction, so a record never exists without the audit of its creation, nor the reverse.
+ *
+ * ## Transactions and locks
+ * Each method is one transaction: it commits (durably, before its promise resolves) or writes
+ * nothing. Writes that involve a decision run a plan of src/store/rules/ over the store's
+ * TransactionOps (see transaction-plan.ts), so every store makes the same decisions; a store only
+ * supplies the statements and the locks each primitive names. On a database with concurrent
+ * writers at READ COMMITTED (PostgreSQL, several vault instances) the locks below are what keep
+ * each invariant true; the SQLite store gets all of them from its single write lock (BEGIN
+ * IMMEDIATE holds the whole database for the transaction). Locks are taken in one order — key
+ * family, data-key rows, token rows, job row, audit chain head — so writers queue, never deadlock;
+ * a store that groups several calls into one transaction (group commit) may still meet a deadlock
+ * or serialization failure between groups, and then runs the whole group again.
+ *
+ * Invariants that need the locks, and how each holds with several writers:
+ * - Active key at commit (insertTokens, replaceCiphertexts): the target data-key row is read
+ *   `FOR SHARE` inside the transaction, and its state must be `active`. A rotation, retire or
+ *   destroy updates that row, so it waits for the insert to commit (and then counts its records);
+ *   an insert that starts after one commits reads the new state and throws StaleDataKeyError.
+ * - Count-then-retire (changeDataKeyState): the key row is locked `FOR UPDATE` first, and the
+ *   records are counted by a later statement (a fresh READ COMMITTED snapshot): every insert into
+ *   that version has committed by then (it held the row share-locked) and none can start.
+ * - Check-then-insert in rotation (rotateDataKey): rotations and state changes of one (tenant,
+ *   purpose) take the key family lock (a transaction-scoped advisory lock: a row lock cannot cover
+ *   a version not inserted yet) and lock the active row `FOR UPDATE`, so the expected-active check,
+ *   the demotion and the insert of the next version see no other rotation in between. The
+ *   primary key and the one-active unique index back this up: a conflict there rolls back and
+ *   retries (ConcurrentWriteError), and the retry sees the winner and returns false.
+ * - Audit chain head (every audit row): the head (max seq and its hash) is read after taking the
+ *   chain lock (an advisory lock, or `FOR UPDATE` on a one-row head table) held to commit, and
+ *   the next row is seq + 1 chained from it; the seq primary key backs this up. Appends from all
+ *   writers are serialised at this point only, which is taken last, so it is held briefly.
+ * - Deterministic identity (insertTokens): the unique index on (tenant, type, fingerprint,
+ *   format, preserve) decides between two first insertions of one value: the second waits for the
+ *   first and then fails the identity check; the store runs the transaction again, and the hook
+ *   sees the winner's record (and asks the caller to vet it, see ResolveExisting).
+ * - Record counts (record_counts): changed only by atomic increments (`records = records + n`, an
+ *   upsert for a new version) in the transaction that inserts, deletes or moves the records, by
+ *   the number of rows the statements reported changed: exact under any interleaving.
+ * - Encryption counts, job progress: atomic increments in the transaction that did the work.
+ * - Checkpoint and segments: the checkpoint is one row replaced by an upsert (last writer wins:
+ *   it is derived state); a prune takes the chain lock first, then checks its segment against the
+ *   rows still stored, so appends and other prunes wait.
+ *
+ * Reads take no locks and see committed data only (one statement's snapshot; the batch reads
+ * findTokens, findDeterministic and auditRows with tenants read one snapshot). A caller may assume
+ * nothing it read stays true: every write re-checks what it depends on inside its transaction.
+ * Unreachable or failing storage is StoreUnavailableError (503) from every method.
  */
 export interface VaultStore {
+  /** One trivial statement: the store answers. */
   ping(): Promise<void>;
+  /** Closes the connection(s); in-flight calls may fail with StoreUnavailableError. */
   close(): Promise<void>;
 
+  /** The active version of (tenant, purpose). A plain read: may be stale by the time it is used (writes re-check). */
   activeDataKey(tenant: string, purpose: KeyPurpose): Promise<DataKeyRecord | undefined>;
+  /** One key version; a plain read. */
   dataKey(tenant: string, purpose: KeyPurpose, version: number): Promise<DataKeyRecord | undefined>;
-  /** Inserts a key version; false when that version already exists (another process won). */
+  /**
+   * Inserts a key version; false when that version already exists (another process won). One
+   * statement: the primary key decides between concurrent creators, no lock is taken beforehand.
+   */
   insertDataKey(record: DataKeyRecord): Promise<boolean>;
 
   /**
@@ -175,37 +221,59 @@ export interface VaultStore {
    * Before a deterministic record is inserted, `hooks.resolveExisting` sees every stored record of
    * its tenant, type and fingerprint (records of this batch included) and decides; the store
    * keeps no rule of its own about them. A token already used in the record's tenant asks
-   * `hooks.retokenize` for a new one (tokens of other tenants never collide). The audit entry's
-   * tokens are set to the returned tokens, and the replaced ones named in its reason.
+   * `hooks.retokenize` for a new one (tokens of other tenants never collide), up to
+   * MAX_TOKEN_ATTEMPTS, then TokenCollisionError. The audit entry's tokens are set to the returned
+   * tokens, and the replaced ones named in its reason.
    * Throws StaleDataKeyError (and writes nothing) unless every record's key version is still the
    * active one at commit, so no record can land under a key that is being retired. Whatever a hook
    * throws is rethrown, with nothing written.
+   * Locks: each distinct data-key row `FOR SHARE`; the deleted (replaced) token rows; the chain head.
+   * Writes: records, replaced records' deletion, record counts and encryption counts (every seal,
+   * retries and subject ids included), the audit row. Retried inside the store when a concurrent
+   * first insertion of the same deterministic value wins (the hooks are then called again, so they
+   * must not assume they run once).
    */
   insertTokens(records: TokenRecord[], audit: PendingAudit, hooks: InsertHooks): Promise<string[]>;
   /**
    * Every record each token string names, in any tenant (a string may name one record per tenant);
    * tokens that name none are absent. Callers choose among them by the tenants they may touch.
+   * One snapshot for the whole batch; no lock.
    */
   findTokens(tokens: readonly string[]): Promise<Map<string, TokenRecord[]>>;
-  /** Every record of the tenant with one of these (type, fingerprint) pairs, whatever its format and preserve. */
+  /**
+   * Every record of the tenant with one of these (type, fingerprint) pairs, whatever its format
+   * and preserve. One snapshot, no lock: what it returns is vetted by the caller, and the write
+   * that follows sees the same records again in resolveExisting, inside its transaction.
+   */
   findDeterministic(tenant: string, keys: ReadonlyArray<{ type: DataType; fingerprint: Buffer }>): Promise<TokenRecord[]>;
-  /** Deletes a token of the tenant with its audit row; false (and no row) when there is none. */
+  /**
+   * Deletes a token of the tenant with its audit row; false (and no row) when there is none.
+   * The delete locks the row: of two concurrent deletes one returns true, and the record count
+   * drops once. Deleted data is also purged from any log the store keeps (SQLite: the WAL).
+   */
   deleteToken(tenant: string, token: string, audit: PendingAudit): Promise<boolean>;
 
-  /** Every data key record (all tenants, purposes and versions). */
+  /** Every data key record (all tenants, purposes and versions); a plain read. */
   listDataKeys(): Promise<DataKeyRecord[]>;
   /**
    * How many records each (tenant, data key version) encrypts; key `${tenant}/${version}`. Kept by
    * every write that inserts, deletes or re-encrypts records (in its transaction), never counted.
+   * Versions without records are absent. A plain read of committed counts.
    */
   recordCountsByKey(): Promise<Map<string, number>>;
   /**
    * Demotes the active key of (tenant, purpose) to decrypt-only and makes `next` active, with its
    * audit row. False (nothing written) if `next.version` exists, or if the active version is not
-   * `expectedActive` when that is given (someone else rotated first).
+   * `expectedActive` when that is given (someone else rotated first): of concurrent rotations
+   * expecting one version, exactly one succeeds.
+   * Locks: the key family of (tenant, purpose); the active key row `FOR UPDATE` (so it waits for
+   * inserts and re-encryptions holding it `FOR SHARE`); the chain head.
    */
   rotateDataKey(next: DataKeyRecord, audit: PendingAudit, expectedActive?: number): Promise<boolean>;
-  /** Replaces a key's wrapping only if it is still wrapped exactly as `from` and not destroyed. */
+  /**
+   * Replaces a key's wrapping only if it is still wrapped exactly as `from` and not destroyed.
+   * One conditional UPDATE (it re-checks the row's latest version under its row lock), no audit row.
+   */
   updateWrappedKey(
     key: { tenant: string; purpose: KeyPurpose; version: number },
     from: { kekId: string; wrapped: Buffer },
@@ -213,8 +281,11 @@ export interface VaultStore {
   ): Promise<boolean>;
   /**
    * Moves a key from one state to another (destroy also drops its wrapped material), with its
-   * audit row. Retiring or destroying a data key that records still use throws KeyInUseError,
-   * checked in the same transaction.
+   * audit row; false (nothing written) when it is not in `from`. Retiring or destroying a data key
+   * that records still use throws KeyInUseError, counted in the same transaction after the lock:
+   * a retire never succeeds while a record at that version exists.
+   * Locks: the key family; the key row `FOR UPDATE`; the chain head. Destroyed key material is also
+   * purged from any log the store keeps.
    */
   changeDataKeyState(
     key: { tenant: string; purpose: KeyPurpose; version: number },
@@ -225,7 +296,7 @@ export interface VaultStore {
 
   /**
    * Records of a tenant not encrypted under `activeVersion` or not sealed with `binding`, in token
-   * order after `afterToken`.
+   * order after `afterToken`. A plain read: the swap re-checks each record.
    */
   recordsBehind(tenant: string, activeVersion: number, binding: number, afterToken: string, limit: number): Promise<TokenRecord[]>;
   /**
@@ -233,19 +304,29 @@ export interface VaultStore {
    * (tenant, token) still has its old key version and binding, and adds the batch to the job's
    * progress, in one transaction. Returns how many were swapped.
    * Throws StaleDataKeyError (writing nothing) if the target version stopped being active.
+   * Locks: each target data-key row `FOR SHARE`; each swapped token row (by its conditional
+   * UPDATE, so two jobs never both swap one record); the job row.
    */
   replaceCiphertexts(updates: ReencryptedRecord[], jobId: string, failed: number, now: number): Promise<number>;
 
+  /** Inserts a job (its id is unique). */
   insertJob(job: JobRecord): Promise<void>;
   job(id: string): Promise<JobRecord | undefined>;
+  /** Sets the given fields of a job (one UPDATE; the last writer wins field by field). */
   updateJob(
     id: string,
     fields: Partial<Pick<JobRecord, 'state' | 'total' | 'done' | 'failed' | 'updatedAt' | 'finishedAt' | 'error'>>,
   ): Promise<void>;
+  /** Jobs still `running`, oldest first. */
   unfinishedJobs(): Promise<JobRecord[]>;
 
+  /**
+   * Appends an audit row at the head of the chain (seq = head + 1, chained from the head's hash,
+   * sealed by `audit.sealer`); AuditUnavailableError when it cannot be written. Appends from every
+   * connection are serialised by the chain lock: no gap, no duplicate seq, no fork.
+   */
   appendAudit(audit: PendingAudit): Promise<AuditRow>;
-  /** Audit rows after a sequence number; with `tenants`, only rows of those tenants. */
+  /** Audit rows after a sequence number, in seq order; with `tenants`, only rows of those tenants. */
   auditRows(afterSeq: number, limit: number, tenants?: readonly string[]): Promise<AuditRow[]>;
   /** The newest audit row's seq and hash (one read); undefined when no row is stored. */
   auditHead(): Promise<AuditHead | undefined>;
@@ -264,7 +345,7 @@ export interface VaultStore {
    * row 1 when there is none), every row fromSeq..throughSeq is still stored, the first still
    * chains from `prevHash` and the last still has `headHash`; otherwise returns false and writes
    * nothing. Rows after the segment keep their numbers; an append to an emptied log continues from
-   * the last segment.
+   * the last segment. Locks: the chain head, first.
    */
   pruneAuditSegment(segment: AuditSegment, audit: PendingAudit): Promise<boolean>;
 }
@@ -273,42 +354,42 @@ export interface VaultStore {
  * The data key a batch was sealed under stopped being active before the batch committed (a
  * rotation won the race); the caller seals again under the new active key.
  */
-export class StaleDataKeyError extends Error {
+export class StaleDataKeyError extends InternalError {
   constructor() {
-    super('the data key is no longer active');
+    super('key_unavailable', 'the data key is no longer active', 'Keys are being rotated; retry the request.');
     this.name = 'StaleDataKeyError';
   }
 }
 
-export class KeyInUseError extends Error {
+export class KeyInUseError extends InternalError {
   constructor(readonly records: number) {
-    super(`${records} records still use this key version`);
+    super('key_in_use', `${records} records still use this key version`);
     this.name = 'KeyInUseError';
   }
 }
 
-export class TokenCollisionError extends Error {
+export class TokenCollisionError extends InternalError {
   constructor() {
-    super('could not allocate a unique token');
+    super('token_collision', 'could not allocate a unique token');
     this.name = 'TokenCollisionError';
   }
 }
 
 /** The store cannot be used (locked, disk full, connection lost). Maps to 503. */
-export class StoreUnavailableError extends Error {
+export class StoreUnavailableError extends InternalError {
   constructor(
     message: string,
     override readonly cause?: unknown,
   ) {
-    super(message);
+    super('store_unavailable', message);
     this.name = 'StoreUnavailableError';
   }
 }
 
 /** The audit row was not written; callers must refuse the request (fail closed). */
-export class AuditUnavailableError extends Error {
+export class AuditUnavailableError extends InternalError {
   constructor(override readonly cause: unknown) {
-    super('audit log cannot be written');
+    super('audit_unavailable', 'audit log cannot be written');
     this.name = 'AuditUnavailableError';
   }
 }

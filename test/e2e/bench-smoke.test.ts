@@ -28,7 +28,8 @@ describe('npm run bench -- --quick (smoke: it runs and reports; no timing is ass
       ]);
       for (const row of report.rows) {
         expect(row.errors, row.scenario).to.equal(0);
-        expect(row.reqPerSec, row.scenario).to.be.greaterThan(0);
+        // Answered requests, not a rate: a slow day may round a quick run's rate to zero.
+        expect(row.requests, row.scenario).to.be.greaterThan(0);
       }
       expect(report.keyProviderCalls).to.be.at.most(4);
     } finally {

@@ -1,9 +1,11 @@
 import { expect } from 'chai';
 import Database from 'better-sqlite3';
+import { createHash } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { cli, serve, ServerProcess } from '../helpers/processes';
 import { tempDir } from '../helpers/test-vault';
+import { waitFor } from '../helpers/wait-for';
 
 type Keys = Record<'billing' | 'gateway' | 'support' | 'security', string>;
 
@@ -97,21 +99,29 @@ describe('end to end: the real CLI and server process', function () {
     policy.principals.auditor = {
       roles: ['security'],
       tenants: ['*'],
-      apiKeys: [{ sha256: require('node:crypto').createHash('sha256').update(newKey).digest('hex') }],
+      apiKeys: [{ sha256: createHash('sha256').update(newKey).digest('hex') }],
     };
     writeFileSync(policyFile, JSON.stringify(policy));
     server.proc.kill('SIGHUP');
-    await new Promise((r) => setTimeout(r, 300));
-    expect((await call('/v1/audit/verify', newKey)).status).to.equal(200);
+    await waitFor(async () => (await call('/v1/audit/verify', newKey)).status === 200, {
+      what: 'the reloaded policy to accept the new key',
+    });
 
     writeFileSync(policyFile, '{"version": 1, "roles": {}, "principals": {"x": {"roles": ["nope"]');
     server.proc.kill('SIGHUP');
-    await new Promise((r) => setTimeout(r, 300));
-    expect((await call('/v1/audit/verify', newKey)).status, 'the previous policy stays in force').to.equal(200);
     // The server also notices the file change by itself (audited as policy-file-changed); these are the SIGHUP reloads.
-    const rows = (await call('/v1/audit?limit=1000', newKey)).body.items.filter(
-      (r: { action: string; requestId: string }) => r.action === 'policy:reload' && r.requestId === 'sighup',
+    const sighupReloads = async () =>
+      (await call('/v1/audit?limit=1000', newKey)).body.items.filter(
+        (r: { action: string; requestId: string }) => r.action === 'policy:reload' && r.requestId === 'sighup',
+      );
+    const rows = await waitFor(
+      async () => {
+        const reloads = await sighupReloads();
+        return reloads.length >= 2 && reloads;
+      },
+      { what: 'the audit row of the second SIGHUP reload' },
     );
+    expect((await call('/v1/audit/verify', newKey)).status, 'the previous policy stays in force').to.equal(200);
     expect(rows.map((r: { outcome: string }) => r.outcome)).to.deep.equal(['allow', 'deny']);
     expect(server.output()).to.match(/policy reload failed/);
     writeFileSync(policyFile, original);
@@ -155,8 +165,10 @@ describe('end to end: the real CLI and server process', function () {
     expect(forced.stdout).not.to.contain('pvk_');
     const newKeys: Keys = JSON.parse(readFileSync(keysFile, 'utf8')).apiKeys;
     // No SIGHUP: the server notices the policy file changed. Poll for it (no deadline is asserted).
-    for (let i = 0; i < 300 && (await call('/v1/audit/verify', keys.security)).status !== 401; i++)
-      await new Promise((r) => setTimeout(r, 100));
+    await waitFor(async () => (await call('/v1/audit/verify', keys.security)).status === 401, {
+      what: 'the server to load the reissued keys',
+      everyMs: 100,
+    });
     expect((await call('/v1/audit/verify', keys.security)).status, 'old key').to.equal(401);
     expect((await call('/v1/audit/verify', newKeys.security)).status, 'new key').to.equal(200);
     const reloads = (await call('/v1/audit?limit=1000', newKeys.security)).body.items.filter(
@@ -309,7 +321,7 @@ describe('end to end: the real CLI and server process', function () {
   it('refuses a master key file others can read', () => {
     const loose = join(root, 'loose');
     expect(cli(['init', '--data-dir', loose]).status).to.equal(0);
-    require('node:fs').chmodSync(join(loose, 'master.key'), 0o644);
+    chmodSync(join(loose, 'master.key'), 0o644);
     const res = cli(['serve', '--data-dir', loose, '--port', '0']);
     expect(res.status).to.equal(1);
     expect(res.stderr).to.match(/chmod 600/);

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { cli, initVault, serve, ServerProcess } from '../helpers/processes';
 import { randomPan } from '../helpers/load';
 import { tempDir } from '../helpers/test-vault';
+import { firstOf, waitFor } from '../helpers/wait-for';
 
 /**
  * Issue 4, "Prove it" #1, #3, #8 and #9 (SIGTERM), against real `pii-vault serve` processes: crash
@@ -229,11 +230,11 @@ async function slowClient(port: number, head: string, drip: string, everyMs: num
     if (conn.socket.writable && sent < drip.length) conn.socket.write(drip[sent++]);
   }, everyMs);
   const answered = new Promise<void>((resolve) => conn.socket.once('data', () => resolve()));
-  await Promise.race([conn.done, answered, sleep(maxMs)]);
+  await firstOf(maxMs, conn.done, answered);
   clearInterval(timer);
   // The first moment the server made clear it was done with us: an answer (408) or the close.
   const cutAfterMs = [conn.firstByteAt(), conn.closedAt()].filter((t): t is number => t !== null).sort((a, b) => a - b)[0] ?? null;
-  await Promise.race([conn.done, sleep(2000)]);
+  await firstOf(2000, conn.done);
   conn.socket.destroy();
   return { cutAfterMs, bytesDripped: sent, response: conn.received(), closedAfterMs: conn.closedAt() };
 }
@@ -415,7 +416,7 @@ describe('end to end: reliability — crashes, SIGTERM, slow clients, huge bodie
     const keys = initVault(dir, { logLevel: 'warn', shutdownTimeoutMs });
     const server = await start(dir);
     const load = new TokenizeLoad(server.url, keys.billing, 8);
-    await sleep(500);
+    await waitFor(() => load.acked.size >= 20, { what: 'the load to be under way (20 acknowledged tokenizations)' });
     const signalledAt = Date.now();
     const code = await server.stop('SIGTERM');
     const exitedAt = Date.now();
@@ -539,9 +540,11 @@ describe('end to end: reliability — crashes, SIGTERM, slow clients, huge bodie
       const check = () => (/\r\n\r\n/.test(conn.received()) ? resolve() : undefined);
       conn.socket.on('data', check);
     });
-    await Promise.race([answered, conn.done, sleep(30_000)]);
+    await firstOf(30_000, answered, conn.done);
     // The rest of a short error body: complete once it parses (or the server closed).
-    for (let waited = 0; waited < 5000 && jsonBodyOf(conn.received()) === undefined && conn.closedAt() === null; waited += 20) await sleep(20);
+    await waitFor(() => jsonBodyOf(conn.received()) !== undefined || conn.closedAt() !== null, {
+      what: 'the rest of the error body, or the close',
+    });
     const response = conn.received();
     const rssAfter = rssBytes(pid);
     conn.socket.destroy();
@@ -587,12 +590,12 @@ describe('end to end: reliability — crashes, SIGTERM, slow clients, huge bodie
         sentWhenStopped = sent;
         break;
       }
-      if (!conn.socket.write(frame)) await Promise.race([once(conn.socket, 'drain'), conn.done, sleep(1000)]);
+      if (!conn.socket.write(frame)) await firstOf(1000, once(conn.socket, 'drain'), conn.done);
       sent += chunk.length;
       if (sent < MiB) await sleep(10);
       else for (let waited = 0; waited < 5000 && !stopped(); waited += 20) await sleep(20);
     }
-    await Promise.race([conn.done, sleep(2000)]);
+    await firstOf(2000, conn.done);
     const response = conn.received();
     const rssAfter = rssBytes(pid);
     conn.socket.destroy();

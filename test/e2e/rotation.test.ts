@@ -8,17 +8,18 @@ import { DEV_KMS_CREDENTIALS } from '../../src/dev-kms/server';
 import { CLI, initVault, serve, ServerProcess } from '../helpers/processes';
 import { apiClient, LiveTraffic, randomPan } from '../helpers/load';
 import { tempDir } from '../helpers/test-vault';
+import { waitFor } from '../helpers/wait-for';
 
 const AWS_ENV = { AWS_ACCESS_KEY_ID: DEV_KMS_CREDENTIALS.accessKeyId, AWS_SECRET_ACCESS_KEY: DEV_KMS_CREDENTIALS.secretAccessKey };
 
-async function waitForJob(call: ReturnType<typeof apiClient>, key: string, id: string, timeoutMs = 60_000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const res = await call(key, 'GET', `/v1/jobs/${id}`);
-    if (res.body.state !== 'running') return res.body;
-    if (Date.now() > deadline) throw new Error(`job still running: ${JSON.stringify(res.body)}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+async function waitForJob(call: ReturnType<typeof apiClient>, key: string, id: string) {
+  return waitFor(
+    async () => {
+      const res = await call(key, 'GET', `/v1/jobs/${id}`);
+      return res.body.state !== 'running' && res.body;
+    },
+    { what: `job ${id} to finish`, everyMs: 100 },
+  );
 }
 
 async function detokenizeAll(call: ReturnType<typeof apiClient>, gateway: string, issued: Map<string, string>): Promise<string[]> {
@@ -76,19 +77,24 @@ describe('end to end: key rotation under live traffic (real vault, real dev KMS 
     server = await serve(dir, { env: AWS_ENV });
     const call = apiClient(server.url);
     const traffic = new LiveTraffic(call, keys);
+    // Each step happens while requests are being served: wait for some between steps.
+    const trafficFlows = () => {
+      const seen = traffic.requests;
+      return waitFor(() => traffic.requests >= seen + 20, { what: '20 more requests of live traffic' });
+    };
     const step = async (what: string, res: Promise<{ status: number; body: any }>) => {
       const r = await res;
       expect(r.status, `${what}: ${JSON.stringify(r.body)}`).to.be.oneOf([200, 202]);
       return r.body;
     };
     try {
-      await new Promise((r) => setTimeout(r, 700));
+      await trafficFlows();
       const rewrap = await step(
         'rewrap',
         call(keys.security, 'POST', '/v1/keys/rewrap', { target: { type: 'aws-kms', keyId: 'alias/pii-vault' } }),
       );
       expect(rewrap.failed).to.deep.equal([]);
-      await new Promise((r) => setTimeout(r, 300));
+      await trafficFlows();
       await step('rotate', call(keys.security, 'POST', '/v1/keys/rotate', {}));
       // As the README runs it: re-encrypt right after the rotation, once. No request may seal under
       // version 1 once the rotation answered, so one pass moves every record and the retire succeeds.
@@ -97,7 +103,7 @@ describe('end to end: key rotation under live traffic (real vault, real dev KMS 
       expect(done.state).to.equal('completed');
       expect(done.failed).to.equal(0);
       await step('retire', call(keys.security, 'POST', '/v1/keys/1/retire', {}));
-      await new Promise((r) => setTimeout(r, 300));
+      await trafficFlows();
     } finally {
       await traffic.stop();
     }
@@ -131,11 +137,9 @@ describe('end to end: key rotation under live traffic (real vault, real dev KMS 
     await call(keys.security, 'POST', '/v1/keys/rotate', {});
     const { job } = (await call(keys.security, 'POST', '/v1/keys/reencrypt', {})).body;
     expect(job.total).to.equal(2000);
-    for (;;) {
-      const status = (await call(keys.security, 'GET', `/v1/jobs/${job.id}`)).body;
-      if (status.done >= 200) break;
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    await waitFor(async () => (await call(keys.security, 'GET', `/v1/jobs/${job.id}`)).body.done >= 200, {
+      what: 'the job to re-encrypt 200 records',
+    });
     await server.stop('SIGKILL');
     server = undefined;
 

@@ -1,72 +1,11 @@
 import { expect } from 'chai';
-import { execFileSync } from 'node:child_process';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import https from 'node:https';
 import { join } from 'node:path';
+import { VaultApiError, VaultClient, VaultConnectionError } from '../../src/client';
+import { makePki } from '../helpers/pki';
 import { cli, serve, ServerProcess } from '../helpers/processes';
 import { tempDir } from '../helpers/test-vault';
-
-/** A CA, a server certificate for 127.0.0.1 and two client certificates, made with openssl. */
-function makePki(dir: string) {
-  const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
-  ssl(
-    'req',
-    '-x509',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:P-256',
-    '-nodes',
-    '-keyout',
-    'ca.key',
-    '-out',
-    'ca.pem',
-    '-days',
-    '2',
-    '-subj',
-    '/CN=pii-vault test CA',
-  );
-  const issue = (name: string, subject: string, ext: string) => {
-    ssl(
-      'req',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-nodes',
-      '-keyout',
-      `${name}.key`,
-      '-out',
-      `${name}.csr`,
-      '-subj',
-      subject,
-    );
-    writeFileSync(join(dir, `${name}.ext`), ext);
-    ssl(
-      'x509',
-      '-req',
-      '-in',
-      `${name}.csr`,
-      '-CA',
-      'ca.pem',
-      '-CAkey',
-      'ca.key',
-      '-CAcreateserial',
-      '-out',
-      `${name}.pem`,
-      '-days',
-      '2',
-      '-extfile',
-      `${name}.ext`,
-    );
-  };
-  issue('server', '/CN=127.0.0.1', 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n');
-  issue('gateway', '/CN=gateway', 'extendedKeyUsage=clientAuth\n');
-  issue('stranger', '/CN=stranger', 'extendedKeyUsage=clientAuth\n');
-  const fingerprint = (name: string) =>
-    ssl('x509', '-in', `${name}.pem`, '-noout', '-fingerprint', '-sha256').toString().split('=')[1].trim().replace(/:/g, '').toLowerCase();
-  return { fingerprint };
-}
 
 describe('end to end: HTTPS and mTLS', function () {
   this.timeout(60_000);
@@ -141,6 +80,33 @@ describe('end to end: HTTPS and mTLS', function () {
   it('a CA-signed certificate that is not pinned identifies nobody', async () => {
     const res = await request('/v1/audit', { cert: 'stranger' });
     expect(res.status).to.equal(401);
+  });
+
+  it('the typed client speaks mTLS: a pinned certificate identifies the caller without an API key', async () => {
+    const tls = { ca: readFileSync(join(dir, 'ca.pem')) };
+    const billing = new VaultClient({
+      baseUrl: server.url,
+      apiKey: keys.billing,
+      tls: { ...tls, cert: readFileSync(join(dir, 'stranger.pem')), key: readFileSync(join(dir, 'stranger.key')) },
+    });
+    const gateway = new VaultClient({
+      baseUrl: server.url,
+      tls: { ...tls, cert: readFileSync(join(dir, 'gateway.pem')), key: readFileSync(join(dir, 'gateway.key')) },
+    });
+    const noCertificate = new VaultClient({ baseUrl: server.url, apiKey: keys.security, tls, retry: { maxAttempts: 1 } });
+    try {
+      const [{ token }] = await billing.tokenize({ items: [{ type: 'pan', value: '4111111111111111' }] });
+      const [item] = await gateway.detokenize({ tokens: [token], purpose: 'charge' });
+      expect(item).to.deep.equal({ ok: true, token, type: 'pan', value: '4111111111111111', reveal: 'plain' });
+      const refused = await gateway.listAudit().catch((e) => e);
+      expect(refused).to.be.instanceOf(VaultApiError);
+      expect(refused.code).to.equal('forbidden');
+      const handshake = await noCertificate.verifyAudit().catch((e) => e);
+      expect(handshake).to.be.instanceOf(VaultConnectionError);
+      expect(handshake.code).to.equal('connection_failed');
+    } finally {
+      for (const client of [billing, gateway, noCertificate]) client.close();
+    }
   });
 
   it('refuses a client without a certificate at the TLS handshake', async () => {

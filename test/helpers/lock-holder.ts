@@ -7,6 +7,7 @@
 import { existsSync } from 'node:fs';
 import { SqliteStore } from '../../src/store/sqlite-store';
 import { auditEntry, testSealer } from './store-fixtures';
+import { waitFor } from './wait-for';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -16,8 +17,8 @@ async function main(): Promise<void> {
   store.db.exec('BEGIN IMMEDIATE');
   await store.appendAudit({ entry: auditEntry(), sealer: testSealer });
   process.stdout.write('locked\n');
-  while (!existsSync(marker)) await sleep(5);
-  await sleep(Number(holdMs));
+  await waitFor(() => existsSync(marker), { what: 'the marker file', everyMs: 5 });
+  await sleep(Number(holdMs)); // holding the lock is this helper's job
   store.db.exec('COMMIT');
   await store.close();
   process.stdout.write('released\n');

@@ -1,4 +1,5 @@
-import { AuditEntry, AuditSealer, DataKeyRecord, TokenRecord } from '../../src/store/vault-store';
+import type { DataKeyRecord } from '../../src/domain/keys';
+import { AuditEntry, AuditSealer, TokenRecord } from '../../src/store/vault-store';
 
 /** Store-level fixtures: an audit sealer and rows that need no real keys (the store never opens them). */
 export const testSealer: AuditSealer = {

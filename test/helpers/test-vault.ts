@@ -1,18 +1,20 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import supertest from 'supertest';
-import { loadConfig, VaultConfig } from '../../src/config';
+import { CONFIG_FILE, loadConfig, VaultConfig } from '../../src/config';
 import { createApp, HttpLimits } from '../../src/http/app';
-import { initDataDir, StarterKeys } from '../../src/init';
+import { initDataDir, StarterKeys } from '../../src/app/init';
 import { createLogger, Logger } from '../../src/logger';
-import { OpenedVault, openVault } from '../../src/open-vault';
+import { OpenedVault, openVault } from '../../src/app/open-vault';
+import { SqliteStore } from '../../src/store/sqlite-store';
 
 export interface TestVault {
   dir: string;
   config: VaultConfig;
   keys: Required<StarterKeys>;
-  opened: OpenedVault;
+  /** On the embedded store: tests may look into its SQLite file. */
+  opened: OpenedVault<SqliteStore>;
   http: ReturnType<typeof supertest>;
   /** Headers for a starter principal. */
   as(principal: keyof Required<StarterKeys>): Record<string, string>;
@@ -21,17 +23,34 @@ export interface TestVault {
   close(): Promise<void>;
 }
 
+/** openVault on a data dir without a database URL: the embedded store, which tests may look into. */
+export async function openEmbeddedVault(config: VaultConfig, options: { logger?: Logger } = {}): Promise<OpenedVault<SqliteStore>> {
+  const opened = await openVault(config, options);
+  if (!(opened.store instanceof SqliteStore)) {
+    await opened.close();
+    throw new Error('expected the embedded SQLite store');
+  }
+  return opened as OpenedVault<SqliteStore>;
+}
+
 export function tempDir(prefix = 'pii-vault-test-'): string {
   return mkdtempSync(join(tmpdir(), prefix));
 }
 
 /** A vault on a fresh data dir (real SQLite file, local master key) driven in-process by supertest. */
-export async function createTestVault(limits: Partial<HttpLimits> = {}, options: { logger?: Logger } = {}): Promise<TestVault> {
+export async function createTestVault(
+  limits: Partial<HttpLimits> = {},
+  options: { logger?: Logger; settings?: Record<string, unknown> } = {},
+): Promise<TestVault> {
   const dir = join(tempDir(), 'data');
   const { apiKeys } = await initDataDir(dir, { env: {} });
+  if (options.settings) {
+    const file = join(dir, CONFIG_FILE);
+    writeFileSync(file, JSON.stringify({ ...JSON.parse(readFileSync(file, 'utf8')), ...options.settings }, null, 2));
+  }
   const config = loadConfig(dir, {}, {});
   const logger = options.logger ?? createLogger('silent');
-  const opened = await openVault(config, { logger });
+  const opened = await openEmbeddedVault(config, { logger });
   const app = createApp({
     vault: opened.vault,
     logger,

@@ -4,6 +4,7 @@ import { createApp } from '../../src/http/app';
 import { createLogger } from '../../src/logger';
 import supertest from 'supertest';
 import { createTestVault, TestVault } from '../helpers/test-vault';
+import { waitFor } from '../helpers/wait-for';
 
 describe('abuse: rate limits, authentication brake, sensitive authentication data', () => {
   let v: TestVault;
@@ -90,9 +91,14 @@ describe('abuse: rate limits, authentication brake, sensitive authentication dat
     };
     const a = slow();
     const b = slow();
-    await new Promise((r) => setTimeout(r, 100));
-    const third = await v.http.get('/v1/audit').set(v.as('security'));
-    expect(third.status).to.equal(503);
+    // Once both stalled requests hold their slots, a third one is refused.
+    const third = await waitFor(
+      async () => {
+        const res = await v.http.get('/v1/audit').set(v.as('security'));
+        return res.status === 503 && res;
+      },
+      { what: 'a third request to be refused while two are held open' },
+    );
     expect(third.body.error.code).to.equal('overloaded');
     expect((await v.http.get('/healthz')).status, 'probes are not subject to the limit').to.equal(200);
     a.write('"value":"x"}]}');

@@ -18,8 +18,8 @@ describe('HTTP edge: authentication, bad input, errors', () => {
   ) => {
     expect(res.status, JSON.stringify(res.body)).to.equal(status);
     expect(res.body.error).to.include({ code });
-    expect(res.body.error!.message).to.be.a('string').and.not.be.empty;
-    expect(res.body.error!.requestId).to.be.a('string').and.not.be.empty;
+    expect(res.body.error!.message).to.be.a('string').with.length.greaterThan(0);
+    expect(res.body.error!.requestId).to.be.a('string').with.length.greaterThan(0);
     expect(JSON.stringify(res.body)).not.to.match(/\bat .*\.js:\d+/);
   };
 

@@ -19,6 +19,7 @@ import { MAX_TOKEN_LENGTH } from '../../src/contract/schemas';
 import { ERROR_CATALOGUE } from '../../src/errors';
 import { DATA_TYPES, PRESERVE_OPTIONS, REVEAL_LEVELS, TOKEN_FORMATS, type DataType } from '../../src/domain/types';
 import { createTestVault, TestVault } from '../helpers/test-vault';
+import { waitFor } from '../helpers/wait-for';
 
 type Who = 'billing' | 'gateway' | 'support' | 'security';
 const PRINCIPALS: readonly Who[] = ['billing', 'gateway', 'support', 'security'];
@@ -845,15 +846,15 @@ describe('HTTP fuzz: generated requests against one vault', function () {
   it('afterwards: the process is alive, the vault ready and working, the audit chain intact, the heap bounded', async () => {
     // Let re-encryption jobs the fuzz started finish before checking and closing the vault (the test's timeout bounds the wait).
     for (const id of known.jobs) {
-      for (;;) {
-        const res = await v.http.get(`/v1/jobs/${id}`).set(v.as('security'));
-        expect(res.status, JSON.stringify(res.body)).to.equal(200);
-        if (res.body.state !== 'running') {
-          expect(res.body.state, `job ${id}: ${JSON.stringify(res.body)}`).to.equal('completed');
-          break;
-        }
-        await new Promise((r) => setTimeout(r, 50));
-      }
+      const job = await waitFor(
+        async () => {
+          const res = await v.http.get(`/v1/jobs/${id}`).set(v.as('security'));
+          expect(res.status, JSON.stringify(res.body)).to.equal(200);
+          return res.body.state !== 'running' && res.body;
+        },
+        { what: `re-encryption job ${id} to finish`, everyMs: 50 },
+      );
+      expect(job.state, `job ${id}: ${JSON.stringify(job)}`).to.equal('completed');
     }
     expect((await v.http.get('/healthz')).status).to.equal(200);
     const ready = await v.http.get('/readyz');

@@ -132,7 +132,6 @@ describe('HTTP limits: authentication brake per client, concurrency per principa
       /** A tokenize whose body stops half-way until `finish` is called. */
       const slowTokenize = (who: 'billing') => {
         const body = JSON.stringify({ items: [{ type: 'text', value: 'slow' }] });
-        let answer!: Promise<{ status: number }>;
         const req = http.request({
           host: '127.0.0.1',
           port,
@@ -141,7 +140,7 @@ describe('HTTP limits: authentication brake per client, concurrency per principa
           agent: false,
           headers: { ...v.as(who), 'Content-Type': 'application/json', 'Content-Length': String(body.length) },
         });
-        answer = new Promise((resolve, reject) => {
+        const answer = new Promise<{ status: number }>((resolve, reject) => {
           req.on('response', (res) => {
             res.resume();
             res.on('end', () => resolve({ status: res.statusCode! }));

@@ -3,8 +3,7 @@ import supertest from 'supertest';
 import { KeyUnavailableError } from '../../src/crypto/key-provider';
 import { createApp } from '../../src/http/app';
 import { createLogger } from '../../src/logger';
-import { openVault } from '../../src/open-vault';
-import { createTestVault, TestVault } from '../helpers/test-vault';
+import { createTestVault, openEmbeddedVault, TestVault } from '../helpers/test-vault';
 
 describe('key cache and automatic rotation', function () {
   this.timeout(30_000);
@@ -14,7 +13,7 @@ describe('key cache and automatic rotation', function () {
   /** A test vault reopened with other settings, served by its own app. */
   async function reopen(settings: { keyCacheMaxEntries?: number }): Promise<void> {
     await v.opened.close();
-    v.opened = await openVault({ ...v.config, ...settings });
+    v.opened = await openEmbeddedVault({ ...v.config, ...settings });
     http = supertest(
       createApp({
         vault: v.opened.vault,

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { openVault } from '../../src/open-vault';
+import { openVault } from '../../src/app/open-vault';
 import { createTestVault, TestVault } from '../helpers/test-vault';
 
 describe('key lifecycle API (local master key)', () => {
@@ -215,6 +215,11 @@ describe('key lifecycle API (local master key)', () => {
       .send({ target: { type: 'aws-kms', keyId: 'arn:aws:kms:us-east-1:999999999999:key/attacker' } });
     expect(unconfigured.status).to.equal(403);
     expect(unconfigured.body.error.message).to.match(/not configured/);
+    expect(unconfigured.body.error.message, 'the caller key id is not echoed').not.to.contain('attacker');
+    // The refused switch is audited as refused, and the caller's key id is written nowhere.
+    const rewrapRows = (await v.opened.store.auditRows(0, 1_000_000)).filter((r) => r.action === 'keys:rewrap');
+    expect(rewrapRows.at(-1)).to.include({ outcome: 'deny', reason: 'KEK switch refused (forbidden)' });
+    expect(JSON.stringify(rewrapRows)).not.to.contain('attacker');
     expect((await v.http.post('/v1/keys/abc/retire').set(security()).send({})).status).to.equal(404);
     expect((await v.http.get('/v1/jobs/not-a-job').set(security())).status).to.equal(404);
   });

@@ -2,12 +2,13 @@ import { expect } from 'chai';
 import { KMSClient } from '@aws-sdk/client-kms';
 import { AuditLog, AuditUnavailableError } from '../../src/audit/audit-log';
 import { AwsKmsKeyProvider } from '../../src/crypto/aws-kms-key-provider';
-import { context, SYSTEM_TENANT } from '../../src/crypto/key-manager';
-import { KeyPurpose } from '../../src/crypto/key-provider';
+import { context } from '../../src/keys/key-manager';
+import { SYSTEM_TENANT } from '../../src/domain/tenants';
+import { KeyPurpose } from '../../src/domain/keys';
 import { DEV_KMS_CREDENTIALS, DevKms, startDevKms } from '../../src/dev-kms/server';
 import { loadConfig } from '../../src/config';
-import { openVault } from '../../src/open-vault';
-import { createTestVault, TestVault } from '../helpers/test-vault';
+import { openVault } from '../../src/app/open-vault';
+import { createTestVault, openEmbeddedVault, TestVault } from '../helpers/test-vault';
 
 /**
  * Someone who can write the database and use another KMS key of the same account plants a data
@@ -174,7 +175,7 @@ describe('KMS allow-list: a key record wrapped under a key outside keyId/allowed
     await v.opened.close();
     const config = loadConfig(v.dir, {}, { PII_VAULT_KMS_ENDPOINT: kms.url, PII_VAULT_KMS_REGION: kms.region });
     expect(config.keyProvider.kms).to.deep.include({ keyId: 'alias/pii-vault-next', allowedKeyIds: ['alias/pii-vault'] });
-    v.opened = await openVault(config);
+    v.opened = await openEmbeddedVault(config);
     expect(await v.opened.keys.keyVersion('default', 'data', 1)).to.have.length(32);
   });
 });

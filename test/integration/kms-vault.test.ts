@@ -4,10 +4,11 @@ import { join } from 'node:path';
 import { loadConfig } from '../../src/config';
 import { createApp } from '../../src/http/app';
 import { createLogger } from '../../src/logger';
-import { openVault } from '../../src/open-vault';
+import { openVault } from '../../src/app/open-vault';
 import { DEV_KMS_CREDENTIALS, DevKms, startDevKms } from '../../src/dev-kms/server';
 import supertest from 'supertest';
 import { createTestVault, TestVault } from '../helpers/test-vault';
+import { waitFor } from '../helpers/wait-for';
 
 describe('vault on AWS KMS (dev KMS through the real SDK)', function () {
   this.timeout(30_000);
@@ -145,8 +146,7 @@ describe('vault on AWS KMS (dev KMS through the real SDK)', function () {
       .set(v.as('billing'))
       .send({ tenant: 'acme', items: [{ type: 'pan', value: '4111111111111111' }] });
     expect(recovered.status).to.equal(200);
-    await new Promise((r) => setTimeout(r, 10));
-    expect((await v.http.get('/readyz')).status).to.equal(200);
+    await waitFor(async () => (await v.http.get('/readyz')).status === 200, { what: 'readiness to recover' });
   });
 
   it('throttling shorter than the retries is invisible to callers', async () => {

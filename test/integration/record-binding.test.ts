@@ -1,4 +1,6 @@
 import { expect } from 'chai';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { seal } from '../../src/crypto/aead';
 import { valueAad } from '../../src/service/record-crypto';
 import { createTestVault, TestVault } from '../helpers/test-vault';
@@ -95,6 +97,12 @@ describe('record binding: columns a database writer might edit', () => {
   });
 
   describe('records written before binding 2', () => {
+    // A vault upgraded from before binding 2 accepts such records until none remain.
+    beforeEach(async () => {
+      await v.close();
+      v = await createTestVault({}, { settings: { legacyRecordBinding: 'accept' } });
+    });
+
     /** Turns a record into what migration 5 leaves of an older one: sealed with the v1 AAD, binding 1, preserve unknown. */
     async function makeLegacy(token: string, value: string): Promise<void> {
       const row = db().prepare('SELECT tenant, type, key_version FROM tokens WHERE token = ?').get(token) as {
@@ -131,6 +139,52 @@ describe('record binding: columns a database writer might edit', () => {
       db().prepare('UPDATE tokens SET binding = 1 WHERE token = ?').run(token);
       expect((await charge([token])).body.items[0]).to.deep.equal({ token, error: { code: 'integrity_failed' } });
     });
+
+    it('once a job leaves none, binding 1 is refused for good: an old ciphertext put back with edited columns does not open', async () => {
+      const [token] = await v.tokenize([{ type: 'pan', value: '4111111111111111', ttlSeconds: 60 }]);
+      await makeLegacy(token, '4111111111111111');
+      const old = db().prepare('SELECT nonce, ciphertext, tag FROM tokens WHERE token = ?').get(token) as Record<string, Buffer>;
+      const job = await v.http.post('/v1/keys/reencrypt').set(v.as('security')).send({});
+      await v.opened.vault.jobs.settled(job.body.job.id);
+
+      expect(JSON.parse(readFileSync(join(v.dir, 'config.json'), 'utf8')).legacyRecordBinding).to.equal('refuse');
+      expect((await lastAudit()).reason).to.equal('no record of binding 1 remains: such records are refused from now on');
+      later(61_000);
+      expect((await charge([token])).body.items[0].error.code).to.equal('expired');
+      // The pre-upgrade bytes (from a backup or old WAL frames), relabelled binding 1 with the expiry cleared.
+      db()
+        .prepare('UPDATE tokens SET nonce = ?, ciphertext = ?, tag = ?, binding = 1, preserve = NULL, expires_at = NULL WHERE token = ?')
+        .run(old.nonce, old.ciphertext, old.tag, token);
+      expect((await charge([token])).body.items[0]).to.deep.equal({ token, error: { code: 'integrity_failed' } });
+    });
+
+    it('a job that leaves a binding-1 record behind (it cannot be opened) keeps accepting them', async () => {
+      const [bad, good] = await v.tokenize([
+        { type: 'pan', value: '4111111111111111' },
+        { type: 'pan', value: '5555555555554444' },
+      ]);
+      await makeLegacy(good, '5555555555554444');
+      await makeLegacy(bad, '4111111111111111');
+      db().prepare("UPDATE tokens SET ciphertext = x'00' || substr(ciphertext, 2) WHERE token = ?").run(bad);
+      const job = await v.http.post('/v1/keys/reencrypt').set(v.as('security')).send({});
+      await v.opened.vault.jobs.settled(job.body.job.id);
+      expect(JSON.parse(readFileSync(join(v.dir, 'config.json'), 'utf8')).legacyRecordBinding).to.equal('accept');
+    });
+  });
+
+  it('a vault made by init refuses binding-1 records (it never had any)', async () => {
+    expect(JSON.parse(readFileSync(join(v.dir, 'config.json'), 'utf8')).legacyRecordBinding).to.equal('refuse');
+    const [token] = await v.tokenize([{ type: 'pan', value: '4111111111111111' }]);
+    const row = db().prepare('SELECT tenant, type, key_version FROM tokens WHERE token = ?').get(token) as {
+      tenant: string;
+      key_version: number;
+    };
+    const key = (await v.opened.keys.keyVersion(row.tenant, 'data', row.key_version))!;
+    const sealed = seal(key, Buffer.from('4111111111111111'), valueAad(row.tenant, 'pan', token, row.key_version));
+    db()
+      .prepare('UPDATE tokens SET nonce = ?, ciphertext = ?, tag = ?, binding = 1, preserve = NULL WHERE token = ?')
+      .run(sealed.nonce, sealed.ciphertext, sealed.tag, token);
+    expect((await charge([token])).body.items[0]).to.deep.equal({ token, error: { code: 'integrity_failed' } });
   });
 
   describe('deterministic identity includes format and preserve; other attributes must agree', () => {

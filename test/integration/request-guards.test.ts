@@ -72,6 +72,13 @@ describe('request guards', () => {
       ['track 2 data with zero-width characters', item({ value: ';4111\u200b1111\u200b1111\u200b1111=2512101?' }), [/4111/]],
       ['track 2 data with spaced groups', item({ value: '4111 1111 1111 1111=2512101' }), [/4111/]],
       ['track data in a metadata value', withMetadata({ note: '4111111111111111D2512101' }), [/note/, /4111/]],
+      ['CV2 (Opayo) in metadata', withMetadata({ CV2: '123' }), [/CV2/]],
+      ['ccv in metadata', withMetadata({ ccv: '123' }), [/ccv/]],
+      ['card_security_number in metadata', withMetadata({ card_security_number: '123' }), [/card_security_number/]],
+      ['cardVerificationCode in metadata', withMetadata({ cardVerificationCode: '123' }), [/cardVerificationCode/]],
+      ['EMV tag 57 in TLV hex (digits run on before the PAN)', item({ value: '57134111111111111111D25122010000000000000F' }), [/4111/]],
+      ['track 2 with spaces around the separator', item({ value: '4111111111111111 = 2512101' }), [/4111/]],
+      ['track 2 in mathematical bold digits', item({ value: ';𝟒𝟏𝟏𝟏𝟏𝟏𝟏𝟏𝟏𝟏𝟏𝟏𝟏𝟏𝟏𝟏=𝟐𝟓𝟏𝟐𝟏𝟎𝟏?' }), [/𝟒𝟏𝟏𝟏/]],
     ];
     for (const [what, body, leaks] of refused) {
       it(`refuses ${what} over HTTP and in the use case, naming no key and no value`, async () => {
@@ -123,6 +130,14 @@ describe('request guards', () => {
       ['with zero-width characters', { note: '4111\u200b1111\u200c1111\u2060111\ufeff1' }],
       ['in full-width digits', { note: '４１１１１１１１１１１１１１１１' }],
       ['in Arabic-Indic digits', { note: '٤١١١١١١١١١١١١١١١' }],
+      ['in mathematical bold digits (outside the BMP)', { note: '𝟒𝟏𝟏𝟏𝟏𝟏𝟏𝟏𝟏𝟏𝟏𝟏𝟏𝟏𝟏𝟏' }],
+      [
+        'in Osmanya digits (outside the BMP)',
+        {
+          note: '\u{104A4}\u{104A1}\u{104A1}\u{104A1}\u{104A1}\u{104A1}\u{104A1}\u{104A1}\u{104A1}\u{104A1}\u{104A1}\u{104A1}\u{104A1}\u{104A1}\u{104A1}\u{104A1}',
+        },
+      ],
+      ['half ASCII, half bold digits', { note: '41111111𝟏𝟏𝟏𝟏𝟏𝟏𝟏𝟏' }],
       ['followed by extra digits', { note: '411111111111111199' }],
       ['followed by extra digits after a space', { note: '4111 1111 1111 1111 7' }],
       ['preceded by other digits', { ref: '0004111111111111111' }],
@@ -204,6 +219,37 @@ describe('request guards', () => {
     });
   });
 
+  describe('invalid UTF-8 and caller-chosen names that could carry a card number', () => {
+    it('refuses a body that is not valid UTF-8 (an encoded lone surrogate, a stray byte) instead of decoding it to U+FFFD', async () => {
+      for (const bad of [Buffer.from([0xed, 0xa0, 0x80]), Buffer.from([0xff, 0xff])]) {
+        const body = Buffer.concat([Buffer.from('{"items":[{"type":"text","deterministic":true,"value":"a'), bad, Buffer.from('b"}]}')]);
+        const res = await v.http
+          .post('/v1/tokenize')
+          .set(v.as('billing'))
+          .set('Content-Type', 'application/json')
+          .serialize((raw: unknown) => raw as string) // the bytes as they are, not JSON of a Buffer
+          .send(body);
+        expect(res.status, JSON.stringify(res.body)).to.equal(400);
+        expect(res.body.error.code).to.equal('malformed_json');
+      }
+    });
+
+    it('refuses a tenant or a purpose holding a run of 12 digits, so neither reaches a message or an audit row', async () => {
+      const pan = '4111111111111111';
+      const tenant = await post({ tenant: pan, items: [{ type: 'text', value: 'x' }] });
+      expect(tenant.status).to.equal(400);
+      expect(JSON.stringify(tenant.body)).not.to.contain(pan);
+      const purpose = await v.http
+        .post('/v1/detokenize')
+        .set(v.as('gateway'))
+        .send({ tokens: ['tok_x'], purpose: pan });
+      expect(purpose.status).to.equal(400);
+      expect(JSON.stringify(purpose.body)).not.to.contain(pan);
+      const rows = await v.opened.store.auditRows(0, 1_000_000);
+      expect(JSON.stringify(rows)).not.to.contain(pan);
+    });
+  });
+
   describe('error messages never echo submitted key names', () => {
     const keyed: Array<[string, object, string, number | undefined]> = [
       ['a metadata key outside the key pattern', withMetadata({ 'jane.doe@example.com': 'x' }), 'jane.doe@example.com', 0],
@@ -269,6 +315,7 @@ describe('request guards', () => {
       '+14155552671',
       'x'.repeat(65),
       'a:b',
+      '41111111-1111-4111-9111-111111111111', // UUID-shaped, but its digits are a card number
     ];
     for (const id of replaced) {
       it(`replaces a caller id that could carry personal data: ${id.slice(0, 24)}`, async () => {

@@ -62,6 +62,26 @@ describe('storage security', () => {
     expect((await charge([kept])).status).to.equal(200);
   });
 
+  it('an expired deterministic record replaced by tokenize leaves its ciphertext, sealed subject and metadata in neither file', async () => {
+    const item = { type: 'text', value: 'replaced-value-3', deterministic: true, ttlSeconds: 1 };
+    const [old] = await v.tokenize([{ ...item, subject: 'replaced-subject-3', metadata: { label: 'replaced-label-9e107d9d37' } }]);
+    const row = db().prepare('SELECT nonce, ciphertext, tag, subject_sealed, metadata FROM tokens WHERE token = ?').get(old) as Record<
+      string,
+      Buffer | string
+    >;
+    const file = v.opened.store.file;
+    const stored = () => Buffer.concat([fileBytes(file), fileBytes(`${file}-wal`)]);
+    const needles = { ...row, label: 'replaced-label-9e107d9d37' } as Record<string, Buffer | string>;
+    for (const [name, needle] of Object.entries(needles)) expect(stored().includes(needle), `${name} before`).to.equal(true);
+
+    const realNow = v.opened.vault.deps.now;
+    v.opened.vault.deps.now = () => realNow() + 2_000;
+    const [fresh] = await v.tokenize([item]);
+    expect(fresh).not.to.equal(old);
+    const after = stored();
+    for (const [name, needle] of Object.entries(needles)) expect(after.includes(needle), `${name} after`).to.equal(false);
+  });
+
   it('keeps values out of audit rows; subject ids appear only as HMACs', async () => {
     await v.tokenize([{ type: 'pan', value: '4000056655665556', subject: 'cust_secret_42' }]);
     const rows = JSON.stringify(db().prepare('SELECT * FROM audit').all());

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { MasterKeyring } from '../../src/crypto/local-key-provider';
 import { createLogger } from '../../src/logger';
-import { reloadPolicy } from '../../src/policy-reload';
+import { reloadPolicy } from '../../src/app/policy-reload';
 import { AuditUnavailableError, StoreUnavailableError } from '../../src/store/vault-store';
 import { createTestVault, TestVault } from '../helpers/test-vault';
 
@@ -43,7 +43,7 @@ describe('failures nobody waits for are logged, without values', () => {
     expect(outcome.ok).to.equal(true);
     const [line] = logged('the policy reload could not be audited');
     expect(line).to.include({ level: ERROR, reloaded: true });
-    expect(line.error).to.deep.equal({ name: 'AuditUnavailableError', message: 'audit log cannot be written' });
+    expect(line.error).to.deep.equal({ name: 'AuditUnavailableError', code: 'audit_unavailable', message: 'audit log cannot be written' });
     expect(JSON.stringify(lines)).not.to.contain(SECRET);
   });
 
@@ -66,7 +66,11 @@ describe('failures nobody waits for are logged, without values', () => {
     const again = await v.http.post('/v1/keys/reencrypt').set(v.as('security')).send({});
     await v.opened.vault.jobs.settled(again.body.job.id);
     const [unmarked] = logged('a failed re-encryption job could not be marked failed');
-    expect(unmarked.error).to.deep.equal({ name: 'StoreUnavailableError', message: 'database unavailable (SQLITE_FULL)' });
+    expect(unmarked.error).to.deep.equal({
+      name: 'StoreUnavailableError',
+      code: 'store_unavailable',
+      message: 'database unavailable (SQLITE_FULL)',
+    });
     expect(JSON.stringify(lines)).not.to.contain(SECRET);
   });
 
@@ -79,7 +83,11 @@ describe('failures nobody waits for are logged, without values', () => {
     const warned = logged('a data key could not be rewrapped');
     expect(warned).to.have.length(res.body.failed.length);
     expect(warned[0]).to.include({ level: WARN });
-    expect(warned[0].error).to.deep.equal({ name: 'StoreUnavailableError', message: 'database unavailable (SQLITE_BUSY)' });
+    expect(warned[0].error).to.deep.equal({
+      name: 'StoreUnavailableError',
+      code: 'store_unavailable',
+      message: 'database unavailable (SQLITE_BUSY)',
+    });
   });
 
   it('a readiness check that fails', async () => {

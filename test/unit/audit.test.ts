@@ -1,14 +1,15 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { AuditLog, AuditUnavailableError, auditMac } from '../../src/audit/audit-log';
-import { KeyManager, SYSTEM_TENANT } from '../../src/crypto/key-manager';
+import { KeyManager } from '../../src/keys/key-manager';
+import { SYSTEM_TENANT } from '../../src/domain/tenants';
 import { LocalKeyProvider, MasterKeyring } from '../../src/crypto/local-key-provider';
 import { generateToken } from '../../src/domain/token-formats';
 import { SqliteStore } from '../../src/store/sqlite-store';
 import { type AuditEntry, GENESIS_HASH } from '../../src/store/vault-store';
+import { withTempStore } from '../helpers/temp-store';
 
 // ---------------------------------------------------------------- helpers
 
@@ -45,36 +46,24 @@ interface Harness {
 }
 
 describe('audit / hash-chained log (SqliteStore)', () => {
-  let dir: string;
-  let n = 0;
-  let open: SqliteStore[] = [];
+  const stores = withTempStore();
 
-  before(() => {
-    dir = mkdtempSync(join(tmpdir(), 'pii-vault-audit-'));
-  });
-  afterEach(async () => {
-    for (const s of open) await s.close();
-    open = [];
-  });
-  after(() => rmSync(dir, { recursive: true, force: true }));
-
-  function harness(): Harness {
-    const store = new SqliteStore(join(dir, `audit-${++n}.db`));
-    open.push(store);
+  async function harness(): Promise<Harness> {
+    const store = await stores.open();
     const ring = MasterKeyring.generate();
     const keys = new KeyManager(store, new LocalKeyProvider(ring));
     return { store, keys, audit: new AuditLog(store, keys), ring };
   }
 
   async function withRows(count: number): Promise<Harness> {
-    const h = harness();
+    const h = await harness();
     for (let i = 1; i <= count; i++) await h.audit.append(entry(i));
     return h;
   }
 
   /** Many rows quickly: concurrent appends share one transaction (group commit). */
   async function withManyRows(count: number): Promise<Harness> {
-    const h = harness();
+    const h = await harness();
     await Promise.all(Array.from({ length: count }, (_, i) => h.audit.append(entry(i + 1))));
     return h;
   }
@@ -98,7 +87,7 @@ describe('audit / hash-chained log (SqliteStore)', () => {
   });
 
   it('an empty log verifies ok with zero rows and the genesis head', async () => {
-    const h = harness();
+    const h = await harness();
     expect(await h.audit.verify()).to.deep.equal({
       ok: true,
       rows: 0,
@@ -111,7 +100,7 @@ describe('audit / hash-chained log (SqliteStore)', () => {
   });
 
   it('append numbers rows 1, 2, 3… and links each to the previous hash (the first to the 32-zero-byte genesis)', async () => {
-    const h = harness();
+    const h = await harness();
     const r1 = await h.audit.append(entry(1));
     const r2 = await h.audit.append(entry(2));
     const r3 = await h.audit.append(entry(3));
@@ -369,7 +358,7 @@ describe('audit / hash-chained log (SqliteStore)', () => {
     const randomToken = () => generateToken('random', 'none', '');
 
     it('long token and subject lists are stored deflated (about half), read back unchanged, and verify', async () => {
-      const h = harness();
+      const h = await harness();
       const big: AuditEntry = {
         ...entry(1),
         tokens: Array.from({ length: 1000 }, randomToken),
@@ -402,7 +391,7 @@ describe('audit / hash-chained log (SqliteStore)', () => {
   });
 
   describe('archive: export verified segments, then prune them', () => {
-    const file = (name: string) => join(dir, `${n}-${name}.jsonl`);
+    const file = (name: string) => join(stores.dir, `${name}.jsonl`);
     const lines = (path: string) => readFileSync(path, 'utf8').trimEnd().split('\n');
     const rewrite = (path: string, edit: (lines: string[]) => string[]) => writeFileSync(path, edit(lines(path)).join('\n') + '\n');
     const count = (h: Harness) => (h.store.db.prepare('SELECT count(*) AS n FROM audit').get() as { n: number }).n;
@@ -519,7 +508,7 @@ describe('audit / hash-chained log (SqliteStore)', () => {
       expect((err as Error).message).to.match(/row 12.*nothing archived/);
       expect(count(h)).to.equal(30);
       expect(existsSync(out)).to.equal(false);
-      expect(readdirSync(dir).filter((f) => f.includes('.tmp'))).to.deep.equal([]);
+      expect(readdirSync(stores.dir).filter((f) => f.includes('.tmp'))).to.deep.equal([]);
 
       const good = await withRows(10);
       const taken = file('taken');
@@ -545,7 +534,7 @@ describe('audit / hash-chained log (SqliteStore)', () => {
     });
 
     it('append rejects with AuditUnavailableError when the database is closed', async () => {
-      const h = harness();
+      const h = await harness();
       await h.audit.append(entry(1));
       await h.store.close();
       expect(await rejection(h.audit.append(entry(2)))).to.be.instanceOf(AuditUnavailableError);

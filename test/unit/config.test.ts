@@ -18,6 +18,7 @@ const DOCUMENTED_DEFAULTS = {
   keyCacheMaxEntries: 10_000,
   dekMaxAgeDays: 90,
   dekMaxEncryptions: 2 ** 30,
+  legacyRecordBinding: 'accept',
   reencryptBatchSize: 200,
   reencryptPauseMs: 5,
   rateLimits: { default: { ratePerSecond: 2000, burst: 4000 }, roles: {} },
@@ -30,6 +31,7 @@ const DOCUMENTED_DEFAULTS = {
   requestTimeoutMs: 30_000,
   keepAliveTimeoutMs: 5_000,
   databaseBusyTimeoutMs: 5_000,
+  database: { poolSize: 10, connectTimeoutMs: 5_000, statementTimeoutMs: 10_000, idleInTransactionTimeoutMs: 30_000 },
   metrics: true,
 };
 
@@ -122,6 +124,17 @@ describe('config / loadConfig', () => {
     expect(loadConfig(dir, {}, { PII_VAULT_PORT: '9100' })).to.include({ port: 9100, host: '10.0.0.1', logLevel: 'warn' });
     expect(loadConfig(dir, {}, { PII_VAULT_HOST: '::1' })).to.include({ port: 9000, host: '::1', logLevel: 'warn' });
     expect(loadConfig(dir, {}, { PII_VAULT_LOG_LEVEL: 'silent' })).to.include({ port: 9000, host: '10.0.0.1', logLevel: 'silent' });
+  });
+
+  it('PII_VAULT_DATABASE_URL selects PostgreSQL and wins over database.url; only postgres:// URLs are accepted', () => {
+    const dir = dataDir({ database: { url: 'postgres://vault@db-a:5432/vault', poolSize: 4 } });
+    expect(loadConfig(dir, {}, NO_ENV).database).to.include({ url: 'postgres://vault@db-a:5432/vault', poolSize: 4 });
+    expect(loadConfig(dir, {}, { PII_VAULT_DATABASE_URL: 'postgres://vault@db-b/vault' }).database).to.include({
+      url: 'postgres://vault@db-b/vault',
+      poolSize: 4,
+    });
+    expect(loadConfig(dataDir({}), {}, NO_ENV).database.url).to.equal(undefined);
+    expect(() => loadConfig(dataDir({ database: { url: 'mysql://x/y' } }), {}, NO_ENV)).to.throw(ConfigError, '/database/url');
   });
 
   it('empty environment variables are ignored', () => {

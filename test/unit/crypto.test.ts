@@ -6,10 +6,11 @@ import { expect } from 'chai';
 import { IntegrityError, KEY_BYTES, NONCE_BYTES, TAG_BYTES, encodeFields, open, seal, type Sealed } from '../../src/crypto/aead';
 import { EncryptionContext, KeyProvider, KeyUnavailableError, ProviderDescription, WrappedKey } from '../../src/crypto/key-provider';
 import { LocalKeyProvider, MasterKeyring } from '../../src/crypto/local-key-provider';
-import { KeyManager, context } from '../../src/crypto/key-manager';
+import { KeyManager, context } from '../../src/keys/key-manager';
 import { SqliteStore } from '../../src/store/sqlite-store';
 import { valueAad } from '../../src/service/record-crypto';
 import { caught } from '../helpers/caught';
+import { withTempStore } from '../helpers/temp-store';
 
 // ---------------------------------------------------------------- helpers
 
@@ -660,27 +661,10 @@ describe('crypto / LocalKeyProvider', () => {
 // ---------------------------------------------------------------- key manager
 
 describe('crypto / KeyManager (SqliteStore)', () => {
-  let dir: string;
-  let stores: SqliteStore[] = [];
-  let n = 0;
+  const stores = withTempStore();
 
-  before(() => {
-    dir = mkdtempSync(join(tmpdir(), 'pii-vault-keys-'));
-  });
-  afterEach(async () => {
-    for (const s of stores) await s.close();
-    stores = [];
-  });
-  after(() => rmSync(dir, { recursive: true, force: true }));
-
-  const newStore = () => {
-    const store = new SqliteStore(join(dir, `vault-${++n}.db`));
-    stores.push(store);
-    return store;
-  };
-
-  const setup = (options?: { ttlMs: number; maxEntries: number }) => {
-    const store = newStore();
+  const setup = async (options?: { ttlMs: number; maxEntries: number }) => {
+    const store = await stores.open();
     const ring = MasterKeyring.generate();
     const provider = new CountingProvider(new LocalKeyProvider(ring));
     const keys = new KeyManager(store, provider, options);
@@ -696,7 +680,7 @@ describe('crypto / KeyManager (SqliteStore)', () => {
     }[];
 
   it('activeKey creates version 1 once and returns the same 256-bit key afterwards', async () => {
-    const { store, keys, provider } = setup();
+    const { store, keys, provider } = await setup();
     const first = await keys.activeKey('t1', 'data');
     expect(first.version).to.equal(1);
     expect(first.key.length).to.equal(32);
@@ -714,7 +698,7 @@ describe('crypto / KeyManager (SqliteStore)', () => {
   });
 
   it('the store holds the data key only wrapped, never in plain', async () => {
-    const { store, keys } = setup();
+    const { store, keys } = await setup();
     const { key } = await keys.activeKey('t1', 'data');
     const [row] = keyRows(store, 't1', 'data');
     expect(row.wrapped).to.be.instanceOf(Buffer);
@@ -723,7 +707,7 @@ describe('crypto / KeyManager (SqliteStore)', () => {
   });
 
   it('the stored wrapping is bound to its tenant, purpose and version', async () => {
-    const { store, ring, keys } = setup();
+    const { store, ring, keys } = await setup();
     const { key } = await keys.activeKey('t1', 'fingerprint');
     const [row] = keyRows(store, 't1', 'fingerprint');
     const local = new LocalKeyProvider(ring);
@@ -735,7 +719,7 @@ describe('crypto / KeyManager (SqliteStore)', () => {
   });
 
   it('keys differ per tenant and per purpose', async () => {
-    const { keys } = setup();
+    const { keys } = await setup();
     const seen = new Set<string>();
     for (const tenant of ['a', 'b', 'default', '_system']) {
       for (const purpose of ['data', 'fingerprint', 'audit'] as const) {
@@ -746,7 +730,7 @@ describe('crypto / KeyManager (SqliteStore)', () => {
   });
 
   it('keyVersion returns the key of an existing version and undefined for an unknown version, tenant or purpose', async () => {
-    const { keys } = setup();
+    const { keys } = await setup();
     const { key } = await keys.activeKey('t1', 'data');
     expect((await keys.keyVersion('t1', 'data', 1))!.equals(key)).to.equal(true);
     expect(await keys.keyVersion('t1', 'data', 2)).to.equal(undefined);
@@ -756,13 +740,13 @@ describe('crypto / KeyManager (SqliteStore)', () => {
   });
 
   it('keyVersion does not create a key', async () => {
-    const { store, keys } = setup();
+    const { store, keys } = await setup();
     expect(await keys.keyVersion('t9', 'data', 1)).to.equal(undefined);
     expect(keyRows(store, 't9', 'data')).to.have.length(0);
   });
 
   it('concurrent activeKey calls for a new tenant (20 at once) all get the same key, and one key row exists', async () => {
-    const { store, ring, keys } = setup();
+    const { store, ring, keys } = await setup();
     const results = await Promise.all(Array.from({ length: 20 }, () => keys.activeKey('fresh', 'data')));
     for (const r of results) {
       expect(r.version).to.equal(1);
@@ -775,7 +759,7 @@ describe('crypto / KeyManager (SqliteStore)', () => {
   });
 
   it('concurrent activeKey calls from two managers on one store (two processes) converge on one key', async () => {
-    const { store, ring, keys } = setup();
+    const { store, ring, keys } = await setup();
     const other = new KeyManager(store, new LocalKeyProvider(ring));
     const results = await Promise.all(
       Array.from({ length: 20 }, (_, i) => (i % 2 === 0 ? keys : other).activeKey('shared', 'fingerprint')),
@@ -785,7 +769,7 @@ describe('crypto / KeyManager (SqliteStore)', () => {
   });
 
   it('a second KeyManager on the same store (cold cache) unwraps the same key', async () => {
-    const { store, ring, keys } = setup();
+    const { store, ring, keys } = await setup();
     const original = await keys.activeKey('t1', 'data');
     const provider2 = new CountingProvider(new LocalKeyProvider(ring));
     const second = new KeyManager(store, provider2);
@@ -798,7 +782,7 @@ describe('crypto / KeyManager (SqliteStore)', () => {
   });
 
   it('a KeyManager with the wrong master key fails with an IntegrityError and does not replace the key', async () => {
-    const { store, keys } = setup();
+    const { store, keys } = await setup();
     const original = await keys.activeKey('t1', 'data');
     const wrong = new KeyManager(store, new LocalKeyProvider(MasterKeyring.generate()));
     const err = await rejection(wrong.activeKey('t1', 'data'));
@@ -810,7 +794,7 @@ describe('crypto / KeyManager (SqliteStore)', () => {
   });
 
   it('a tampered wrapped key in the store fails with an IntegrityError', async () => {
-    const { store, ring, keys } = setup();
+    const { store, ring, keys } = await setup();
     await keys.activeKey('t1', 'data');
     const [row] = keyRows(store, 't1', 'data');
     store.db.prepare("UPDATE data_keys SET wrapped = ? WHERE tenant = 't1' AND purpose = 'data'").run(flipBit(row.wrapped!, 100));
@@ -819,7 +803,7 @@ describe('crypto / KeyManager (SqliteStore)', () => {
   });
 
   it('a destroyed key version (wrapped = NULL) is reported as undefined by keyVersion', async () => {
-    const { store, ring, keys } = setup();
+    const { store, ring, keys } = await setup();
     await keys.activeKey('t1', 'data');
     store.db.prepare("UPDATE data_keys SET wrapped = NULL, state = 'destroyed' WHERE tenant = 't1'").run();
     const cold = new KeyManager(store, new LocalKeyProvider(ring));
@@ -827,7 +811,7 @@ describe('crypto / KeyManager (SqliteStore)', () => {
   });
 
   it('the provider is asked to unwrap once per key thanks to the cache', async () => {
-    const { store, ring, keys } = setup();
+    const { store, ring, keys } = await setup();
     await keys.activeKey('t1', 'data');
     await keys.activeKey('t1', 'fingerprint');
     const provider = new CountingProvider(new LocalKeyProvider(ring));
@@ -841,7 +825,7 @@ describe('crypto / KeyManager (SqliteStore)', () => {
   });
 
   it('concurrent cache misses for one key share a single unwrap call', async () => {
-    const { store, ring, keys } = setup();
+    const { store, ring, keys } = await setup();
     const { key } = await keys.activeKey('t1', 'data');
     const provider = new CountingProvider(new LocalKeyProvider(ring));
     const cold = new KeyManager(store, provider);
@@ -851,7 +835,7 @@ describe('crypto / KeyManager (SqliteStore)', () => {
   });
 
   it('the creator of a key caches it: creating a key costs no unwrap', async () => {
-    const { keys, provider } = setup();
+    const { keys, provider } = await setup();
     await keys.activeKey('t1', 'data');
     await keys.activeKey('t1', 'data');
     await keys.keyVersion('t1', 'data', 1);
@@ -859,7 +843,7 @@ describe('crypto / KeyManager (SqliteStore)', () => {
   });
 
   it('an expired cache entry (ttlMs: 1) causes a new unwrap', async () => {
-    const { keys, provider } = setup({ ttlMs: 1, maxEntries: 100 });
+    const { keys, provider } = await setup({ ttlMs: 1, maxEntries: 100 });
     const { key } = await keys.activeKey('t1', 'data');
     await sleep(5);
     const again = await keys.activeKey('t1', 'data');
@@ -871,7 +855,7 @@ describe('crypto / KeyManager (SqliteStore)', () => {
   });
 
   it('the cache holds at most maxEntries keys: the oldest is evicted and unwrapped again on next use', async () => {
-    const { keys, provider } = setup({ ttlMs: 60_000, maxEntries: 2 });
+    const { keys, provider } = await setup({ ttlMs: 60_000, maxEntries: 2 });
     await keys.activeKey('a', 'data');
     await keys.activeKey('b', 'data');
     expect(provider.unwraps).to.equal(0);
@@ -884,7 +868,7 @@ describe('crypto / KeyManager (SqliteStore)', () => {
   });
 
   it('clear() drops every cached key, so the next use unwraps again', async () => {
-    const { keys, provider } = setup();
+    const { keys, provider } = await setup();
     const { key } = await keys.activeKey('t1', 'data');
     const copy = Buffer.from(key);
     keys.clear();

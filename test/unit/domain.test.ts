@@ -5,6 +5,7 @@ import {
   DATA_TYPE_SPECS,
   ibanValid,
   isDataType,
+  luhnCheckDigit,
   luhnValid,
   normalizeDob,
   type NormalizeOptions,
@@ -211,6 +212,18 @@ describe('domain / data types', () => {
       expect(luhnValid('79927398710')).to.equal(false);
       expect(luhnValid('')).to.equal(false);
       expect(luhnValid('4111 1111 1111 1111')).to.equal(false);
+    });
+
+    it('luhnCheckDigit completes any body to a number that passes Luhn, and only that digit does', () => {
+      expect(luhnCheckDigit('7992739871')).to.equal('3');
+      expect(luhnCheckDigit('411111111111111')).to.equal('1');
+      expect(luhnCheckDigit('')).to.equal('0');
+      for (let i = 0; i < 200; i++) {
+        const body = String(Math.floor(Math.random() * 1e15)).padStart(i % 19, '0');
+        const check = luhnCheckDigit(body);
+        for (let d = 0; d < 10; d++) expect(luhnValid(body + d), body + d).to.equal(String(d) === check);
+      }
+      expect(() => luhnCheckDigit('4111 1111')).to.throw(RangeError);
     });
   });
 

@@ -1,12 +1,13 @@
 import { expect } from 'chai';
 import Database from 'better-sqlite3';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { InsertHooks, StaleDataKeyError, TokenRecord } from '../../src/store/vault-store';
 import { SqliteStore } from '../../src/store/sqlite-store';
 import { activeDataKey, auditEntry, testSealer as sealer, tokenRecord as record } from '../helpers/store-fixtures';
+import { sqliteStoreIn, withTempStore } from '../helpers/temp-store';
+import { waitFor } from '../helpers/wait-for';
 
 const entry = auditEntry;
 
@@ -18,23 +19,18 @@ const hooks = (retokenize: () => TokenRecord): InsertHooks => ({
 });
 
 describe('store / SqliteStore group commit', () => {
-  let dir: string;
+  const stores = withTempStore();
   let store: SqliteStore;
   beforeEach(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'pii-vault-group-'));
-    store = new SqliteStore(join(dir, 'v.db'));
+    store = await stores.open();
     await store.insertDataKey(activeDataKey());
-  });
-  afterEach(async () => {
-    await store.close();
-    rmSync(dir, { recursive: true, force: true });
   });
 
   it('concurrent writes commit together in one transaction, and one failing write does not undo the others', async () => {
     // Each flush is one transaction (its writes are savepoints inside it).
     let transactions = 0;
-    const internals = store as unknown as { flush: () => void };
-    const flush = internals.flush.bind(store);
+    const internals = (store as unknown as { writer: { flush: () => void } }).writer;
+    const flush = internals.flush.bind(internals);
     internals.flush = () => {
       transactions++;
       flush();
@@ -88,18 +84,13 @@ describe('store / SqliteStore group commit', () => {
 
 describe('store / SqliteStore with two processes on one database', function () {
   this.timeout(60_000);
-  let dir: string;
-  beforeEach(() => {
-    dir = mkdtempSync(join(tmpdir(), 'pii-vault-2proc-'));
-  });
-  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+  const stores = withTempStore(sqliteStoreIn(30_000));
 
   it('a write waits for the write lock another process holds (databaseBusyTimeoutMs) instead of failing at once with 503', async () => {
-    const file = join(dir, 'v.db');
-    const store = new SqliteStore(file, 30_000);
+    const store = await stores.open();
     await store.insertDataKey(activeDataKey());
-    const marker = join(dir, 'writing');
-    const holder = spawn(process.execPath, [join(__dirname, '..', 'helpers', 'lock-holder.js'), file, marker, '300'], {
+    const marker = join(stores.dir, 'writing');
+    const holder = spawn(process.execPath, [join(__dirname, '..', 'helpers', 'lock-holder.js'), store.file, marker, '300'], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';
@@ -133,24 +124,18 @@ describe('store / SqliteStore with two processes on one database', function () {
       expect((await store.findTokens(['tok_1', 'tok_2'])).size).to.equal(2);
     } finally {
       holder.kill('SIGKILL');
-      await store.close();
     }
   });
 });
 
 describe('store / SqliteStore WAL purge after a deletion', () => {
-  let dir: string;
+  const stores = withTempStore(sqliteStoreIn(50));
   let store: SqliteStore;
-  const file = () => join(dir, 'v.db');
+  const file = () => store.file;
   const walHolds = (needle: Buffer) => existsSync(`${file()}-wal`) && readFileSync(`${file()}-wal`).includes(needle);
   beforeEach(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'pii-vault-wal-'));
-    store = new SqliteStore(file(), 50);
+    store = await stores.open();
     await store.insertDataKey(activeDataKey());
-  });
-  afterEach(async () => {
-    await store.close();
-    rmSync(dir, { recursive: true, force: true });
   });
 
   it('while another connection holds a read snapshot: answers after the busy timeout, warns, and purges once the reader lets go', async () => {
@@ -174,8 +159,7 @@ describe('store / SqliteStore WAL purge after a deletion', () => {
     reader.exec('COMMIT');
     reader.close();
     // The background retry empties the WAL once nothing reads from it.
-    for (let i = 0; i < 300 && walHolds(doomed.ciphertext); i++) await new Promise((r) => setTimeout(r, 100));
-    expect(walHolds(doomed.ciphertext)).to.equal(false);
+    await waitFor(() => !walHolds(doomed.ciphertext), { what: 'the WAL purge retry', everyMs: 100 });
     expect(readFileSync(file()).includes(doomed.ciphertext)).to.equal(false);
   });
 });

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { KeyCache } from '../../src/crypto/key-cache';
+import { KeyCache } from '../../src/keys/key-cache';
 
 const key = (n: number) => Buffer.alloc(32, n);
 

@@ -4,6 +4,8 @@ import { randomBytes } from 'node:crypto';
 import { IntegrityError } from '../../src/crypto/aead';
 import { AwsKmsKeyProvider, KmsUnavailableError } from '../../src/crypto/aws-kms-key-provider';
 import { EncryptionContext } from '../../src/crypto/key-provider';
+import { LocalKeyProvider, MasterKeyring } from '../../src/crypto/local-key-provider';
+import { RoutingKeyProvider } from '../../src/crypto/routing-key-provider';
 import { DEV_KMS_CREDENTIALS, DevKms, startDevKms } from '../../src/dev-kms/server';
 
 describe('crypto / AwsKmsKeyProvider against the dev KMS, through the real SDK', () => {
@@ -73,6 +75,29 @@ describe('crypto / AwsKmsKeyProvider against the dev KMS, through the real SDK',
     expect(moved.kekId).to.equal(otherArn);
     expect((await target.unwrap(moved, ctx)).equals(plaintext)).to.equal(true);
     expect(kms.stats().byOperation.ReEncrypt).to.equal(1);
+  });
+
+  it("rewrap is the providers' capability: KMS to KMS through ReEncrypt, local to KMS unwraps locally and Encrypts", async () => {
+    const local = new LocalKeyProvider(MasterKeyring.generate());
+    const { arn: otherArn } = await kms.createKey('rewrap target');
+    const target = await provider(otherArn, 3, [arn]);
+    const routing = new RoutingKeyProvider(target, [local]);
+    const underKms = await (await provider()).generateDataKey(ctx);
+    const underLocal = await local.generateDataKey(ctx);
+    kms.resetStats();
+
+    const fromKms = await routing.rewrap(underKms.wrapped, ctx);
+    expect(kms.stats().byOperation).to.deep.equal({ ReEncrypt: 1 });
+    const fromLocal = await routing.rewrap(underLocal.wrapped, ctx);
+    expect(kms.stats().byOperation).to.deep.equal({ ReEncrypt: 1, Encrypt: 1 });
+
+    for (const [moved, original] of [
+      [fromKms, underKms],
+      [fromLocal, underLocal],
+    ] as const) {
+      expect(moved.kekId).to.equal(otherArn);
+      expect((await routing.unwrap(moved, ctx)).equals(original.plaintext)).to.equal(true);
+    }
   });
 
   it('unwraps and re-encrypts only keys wrapped under keyId or allowedKeyIds (aliases resolved), refusing others before calling KMS', async () => {

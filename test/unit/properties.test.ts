@@ -9,7 +9,7 @@ import fc from 'fast-check';
 import { parsePhoneNumberFromString } from 'libphonenumber-js/max';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { TokenString } from '../../src/contract/schemas';
-import { DATA_TYPE_SPECS, ibanValid, luhnValid, type NormalizeOptions } from '../../src/domain/data-types';
+import { DATA_TYPE_SPECS, ibanValid, luhnCheckDigit, luhnValid, type NormalizeOptions } from '../../src/domain/data-types';
 import { IBAN_LENGTHS } from '../../src/domain/iban-registry';
 import { checkFormat, generateToken } from '../../src/domain/token-formats';
 import {
@@ -33,12 +33,6 @@ const mask = (type: DataType, normalized: string) => DATA_TYPE_SPECS[type].mask(
 
 const digit = fc.integer({ min: 0, max: 9 }).map(String);
 const digitString = (minLength: number, maxLength: number) => fc.array(digit, { minLength, maxLength }).map((ds) => ds.join(''));
-
-/** The digit that makes `body + digit` pass Luhn. */
-function luhnCheckDigit(body: string): string {
-  for (let d = 0; d < 10; d++) if (luhnValid(body + d)) return String(d);
-  throw new Error('unreachable');
-}
 
 /** Inserts spaces and dashes between characters, the way people type card and social security numbers. */
 function withSeparators(chars: string, separators: readonly string[]): string {

@@ -9,13 +9,7 @@ import { open, seal, NONCE_BYTES } from '../../src/crypto/aead';
 import { luhnValid } from '../../src/domain/data-types';
 import { generateToken } from '../../src/domain/token-formats';
 import type { Preserve, TokenFormat } from '../../src/domain/types';
-
-/** A random PAN of `length` digits with a valid Luhn check digit. */
-function randomPan(length: number): string {
-  const body = Array.from({ length: length - 1 }, () => String(crypto.randomInt(10))).join('');
-  for (let d = 0; d < 10; d++) if (luhnValid(body + d)) return body + d;
-  throw new Error('unreachable');
-}
+import { randomPan } from '../helpers/load';
 
 /**
  * Samples for the collision and uniformity check. 200,000 keeps `npm test` quick on a slow day;
@@ -45,7 +39,9 @@ describe('token quality', function () {
     const expected = (n * 24) / 62;
     expect(counts.size, 'distinct symbols in the random part').to.equal(62);
     for (const [symbol, count] of counts) {
-      expect(Math.abs(count - expected) / expected, `symbol ${symbol}: ${count} against ${Math.round(expected)} expected`).to.be.below(0.05);
+      expect(Math.abs(count - expected) / expected, `symbol ${symbol}: ${count} against ${Math.round(expected)} expected`).to.be.below(
+        0.05,
+      );
     }
   });
 

@@ -1,26 +1,28 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { writeFileAtomic } from './atomic-write';
-import { AuditLog } from './audit/audit-log';
-import { CONFIG_FILE, ConfigError, VaultConfig, dataPath } from './config';
-import { AwsKmsKeyProvider } from './crypto/aws-kms-key-provider';
-import { KeyManager, SYSTEM_TENANT } from './crypto/key-manager';
-import { KeyProvider, KeyUnavailableError } from './crypto/key-provider';
-import { LocalKeyProvider, MasterKeyring } from './crypto/local-key-provider';
-import { RoutingKeyProvider } from './crypto/routing-key-provider';
-import { loadPolicyFile } from './policy/policy-file';
-import { PolicyDocument } from './policy/policy';
-import { KekControl, KekTarget } from './service/context';
-import { VaultError } from './errors';
-import { requireNotWritableByOthers } from './file-modes';
-import { Vault } from './service/vault';
-import { createLogger, Logger } from './logger';
+import { writeFileAtomic } from '../atomic-write';
+import { AuditLog } from '../audit/audit-log';
+import { CONFIG_FILE, ConfigError, VaultConfig, dataPath } from '../config';
+import { AwsKmsKeyProvider } from '../crypto/aws-kms-key-provider';
+import { KeyManager } from '../keys/key-manager';
+import { SYSTEM_TENANT } from '../domain/tenants';
+import { KeyProvider, KeyUnavailableError } from '../crypto/key-provider';
+import { LocalKeyProvider, MasterKeyring } from '../crypto/local-key-provider';
+import { RoutingKeyProvider } from '../crypto/routing-key-provider';
+import { loadPolicyFile } from '../policy/policy-file';
+import { PolicyDocument } from '../policy/policy';
+import { KekControl, KekTarget, RecordBindingControl } from '../service/context';
+import { VaultError } from '../errors';
+import { requireNotWritableByOthers } from '../file-modes';
+import { Vault } from '../service/vault';
+import { createLogger, Logger } from '../logger';
 import pino from 'pino';
-import { SqliteStore } from './store/sqlite-store';
+import { OpenedStore, openStore } from '../store/open-store';
 
-export interface OpenedVault {
+/** `S` narrows the store where the caller knows which one it opened (tests of the embedded store). */
+export interface OpenedVault<S extends OpenedStore = OpenedStore> {
   vault: Vault;
-  store: SqliteStore;
+  store: S;
   keys: KeyManager;
   audit: AuditLog;
   keks: KekControl;
@@ -32,7 +34,7 @@ export interface OpenedVault {
 const DAY_MS = 86_400_000;
 
 /** The master keyring: PII_VAULT_MASTER_KEY (base64) if set, else the key file if present. */
-export function loadKeyring(config: VaultConfig, env: NodeJS.ProcessEnv = process.env): MasterKeyring | undefined {
+function loadKeyring(config: VaultConfig, env: NodeJS.ProcessEnv = process.env): MasterKeyring | undefined {
   if (env.PII_VAULT_MASTER_KEY) return MasterKeyring.fromBase64(env.PII_VAULT_MASTER_KEY);
   const file = dataPath(config, config.keyProvider.keyFile);
   if (config.keyProvider.type === 'aws-kms' && !existsSync(file)) return undefined;
@@ -54,9 +56,10 @@ export async function openVault(config: VaultConfig, options: { resumeJobs?: boo
   };
   let policy = loadPolicy();
   const keks = await createKekControl(config);
-  const store = new SqliteStore(dataPath(config, config.databaseFile), config.databaseBusyTimeoutMs);
+  // Without a logger given (CLI commands), stderr: stdout carries the command's own output.
+  const logger = options.logger ?? createLogger(config.logLevel, pino.destination({ dest: 2, sync: true }));
+  const store = await openStore(config, (message) => logger.warn(message));
   try {
-    checkDurability(store);
     const keys = new KeyManager(store, keks.provider, {
       ttlMs: config.keyCacheTtlSeconds * 1000,
       maxEntries: config.keyCacheMaxEntries,
@@ -71,10 +74,10 @@ export async function openVault(config: VaultConfig, options: { resumeJobs?: boo
       keys,
       audit,
       keks,
+      recordBinding: recordBindingControl(config),
       policy: () => policy,
       phoneRegion: config.phoneRegion,
-      // Without a logger given (CLI commands), stderr: stdout carries the command's own output.
-      logger: options.logger ?? createLogger(config.logLevel, pino.destination({ dest: 2, sync: true })),
+      logger,
       rotation: { maxAgeMs: config.dekMaxAgeDays * DAY_MS, maxEncryptions: config.dekMaxEncryptions },
       reencrypt: { batchSize: config.reencryptBatchSize, pauseMs: config.reencryptPauseMs },
       now: Date.now,
@@ -115,16 +118,6 @@ function checkPrivate(path: string, what: string, fix: string): void {
     throw new ConfigError(`${what} ${path} has mode ${mode.toString(8)}; it must be private to the vault's user (${fix} ${path})`);
 }
 
-/** An acknowledged token must be on disk: WAL with synchronous=FULL, or the vault does not start. */
-function checkDurability(store: SqliteStore): void {
-  const { journalMode, synchronous } = store.settings();
-  if (journalMode !== 'wal' || synchronous !== 2) {
-    throw new ConfigError(
-      `the database is in journal_mode=${journalMode}, synchronous=${synchronous}; the vault needs WAL with synchronous=FULL (2)`,
-    );
-  }
-}
-
 /** The configured KEKs: the primary wraps, every available one unwraps what it once wrapped. */
 async function createKekControl(config: VaultConfig): Promise<KekControl> {
   const keyring = loadKeyring(config);
@@ -163,10 +156,7 @@ async function createKekControl(config: VaultConfig): Promise<KekControl> {
         const keyId = target.keyId ?? config.keyProvider.kms.keyId;
         // The KEK must be one the operator configured: a caller must not point the vault at a key it controls.
         if (!keyId || !allowedKeyIds().includes(keyId)) {
-          throw new VaultError(
-            'forbidden',
-            `KMS key ${keyId ?? '(none)'} is not configured; add it to keyProvider.kms.keyId or allowedKeyIds first.`,
-          );
+          throw new VaultError('forbidden', 'That KMS key is not configured; add it to keyProvider.kms.keyId or allowedKeyIds first.');
         }
         provider.setPrimary(await kmsFor(keyId));
         target = { type: 'aws-kms', keyId };
@@ -178,15 +168,35 @@ async function createKekControl(config: VaultConfig): Promise<KekControl> {
 
 /** Records the primary KEK in config.json, so a restart keeps wrapping under it. */
 function rememberPrimary(config: VaultConfig, target: KekTarget): void {
+  updateConfigFile(config, (raw) => {
+    raw.keyProvider = { ...(raw.keyProvider ?? {}), type: target.type };
+    if (target.type === 'aws-kms') {
+      const kms = { allowedKeyIds: [], ...(raw.keyProvider.kms ?? {}) };
+      // The key switched away from stays allowed: data keys a rewrap has not moved yet are still under it.
+      const previous: string | undefined = kms.keyId ?? config.keyProvider.kms.keyId;
+      if (previous && previous !== target.keyId && !kms.allowedKeyIds.includes(previous)) kms.allowedKeyIds.push(previous);
+      raw.keyProvider.kms = { ...kms, keyId: target.keyId };
+    }
+  });
+}
+
+function recordBindingControl(config: VaultConfig): RecordBindingControl {
+  let setting = config.legacyRecordBinding;
+  return {
+    acceptsLegacy: () => setting === 'accept',
+    refuseLegacy: () => {
+      updateConfigFile(config, (raw) => {
+        raw.legacyRecordBinding = 'refuse';
+      });
+      setting = 'refuse';
+    },
+  };
+}
+
+/** Changes config.json (durably, see atomic-write.ts) as the vault's own settings change. */
+function updateConfigFile(config: VaultConfig, change: (raw: ReturnType<typeof JSON.parse>) => void): void {
   const file = join(config.dataDir, CONFIG_FILE);
   const raw = JSON.parse(readFileSync(file, 'utf8'));
-  raw.keyProvider = { ...(raw.keyProvider ?? {}), type: target.type };
-  if (target.type === 'aws-kms') {
-    const kms = { allowedKeyIds: [], ...(raw.keyProvider.kms ?? {}) };
-    // The key switched away from stays allowed: data keys a rewrap has not moved yet are still under it.
-    const previous: string | undefined = kms.keyId ?? config.keyProvider.kms.keyId;
-    if (previous && previous !== target.keyId && !kms.allowedKeyIds.includes(previous)) kms.allowedKeyIds.push(previous);
-    raw.keyProvider.kms = { ...kms, keyId: target.keyId };
-  }
+  change(raw);
   writeFileAtomic(file, JSON.stringify(raw, null, 2) + '\n', { mode: 0o600 });
 }

@@ -1,16 +1,16 @@
 import http, { Server } from 'node:http';
 import https from 'node:https';
 import { readFileSync } from 'node:fs';
-import { dataPath } from './config';
-import { requireNotWritableByOthers, requirePrivateFile } from './file-modes';
-import { VaultMetrics } from './http/metrics';
+import { dataPath } from '../config';
+import { requireNotWritableByOthers, requirePrivateFile } from '../file-modes';
+import { VaultMetrics } from '../http/metrics';
 import { AddressInfo } from 'node:net';
-import { VaultConfig } from './config';
-import { createApp } from './http/app';
-import { createLogger, Logger } from './logger';
+import { VaultConfig } from '../config';
+import { createApp } from '../http/app';
+import { createLogger, Logger } from '../logger';
 import { OpenedVault, openVault } from './open-vault';
 
-export interface RunningServer {
+interface RunningServer {
   url: string;
   server: Server;
   opened: OpenedVault;
@@ -33,14 +33,13 @@ function tlsOptions(config: VaultConfig): https.ServerOptions {
   };
 }
 
-export const VERSION: string = require('../../package.json').version;
+const VERSION: string = require('../../../package.json').version;
 
 /** Opens the vault and listens; resolves once the port is bound. */
 export async function startServer(config: VaultConfig, logger: Logger = createLogger(config.logLevel)): Promise<RunningServer> {
   // Read (and permission-checked) before anything is opened: a bad key file refuses to start cleanly.
   const tls = config.tls ? tlsOptions(config) : undefined;
   const opened = await openVault(config, { resumeJobs: true, logger });
-  opened.store.onWarning = (message) => logger.warn(message);
   const metrics = config.metrics ? new VaultMetrics(() => opened.keys.providerCalls) : undefined;
   const app = createApp({
     vault: opened.vault,

@@ -4,10 +4,20 @@
  * PII_VAULT_URL/PII_VAULT_API_KEY (prefer the environment: flags end up in shell history).
  */
 import { existsSync } from 'node:fs';
-import { loadConfig, dataPath } from './config';
-import { MasterKeyring } from './crypto/local-key-provider';
+import { loadConfig, dataPath } from '../config';
+import type {
+  ErrorResponse,
+  JobResponse,
+  JobView,
+  KeyChangeResponse,
+  KeyListResponse,
+  KeyView,
+  RewrapResponse,
+  RotateResponse,
+} from '../contract/schemas';
+import { MasterKeyring } from '../crypto/local-key-provider';
 
-export interface KeysCommandOptions {
+interface KeysCommandOptions {
   url?: string;
   apiKey?: string;
   tenant?: string;
@@ -30,13 +40,13 @@ export async function keysCommand(sub: string, o: KeysCommandOptions, out: NodeJ
   switch (sub) {
     case 'list': {
       const query = o.all ? '?all=true' : o.tenant ? `?tenant=${encodeURIComponent(o.tenant)}` : '';
-      const result = await api('GET', `/v1/keys${query}`);
+      const result = await api<KeyListResponse>('GET', `/v1/keys${query}`);
       if (o.json) return print(out, result);
       out.write(table(result.keys));
       return 0;
     }
     case 'rotate': {
-      const result = await api('POST', '/v1/keys/rotate', scope);
+      const result = await api<RotateResponse>('POST', '/v1/keys/rotate', scope);
       if (o.json) return print(out, result);
       for (const r of result.rotated)
         out.write(`${r.tenant}: data key v${r.version} active (v${r.previousVersion ?? '-'} now decrypt-only)\n`);
@@ -44,14 +54,14 @@ export async function keysCommand(sub: string, o: KeysCommandOptions, out: NodeJ
     }
     case 'rewrap': {
       const target = o.kmsKeyId ? { type: 'aws-kms', keyId: o.kmsKeyId } : o.toLocal ? { type: 'local' } : undefined;
-      const result = await api('POST', '/v1/keys/rewrap', target ? { target } : {});
+      const result = await api<RewrapResponse>('POST', '/v1/keys/rewrap', target ? { target } : {});
       if (o.json) return print(out, result);
       out.write(`rewrapped ${result.rewrapped}, unchanged ${result.unchanged}, failed ${result.failed.length} → ${result.kekId}\n`);
       for (const f of result.failed) out.write(`  failed ${f.tenant}/${f.purpose}/v${f.version}: ${f.error}\n`);
       return result.failed.length ? 1 : 0;
     }
     case 'reencrypt': {
-      let { job } = await api('POST', '/v1/keys/reencrypt', scope);
+      let { job } = await api<JobResponse>('POST', '/v1/keys/reencrypt', scope);
       if (!o.wait) {
         if (o.json) return print(out, { job });
         out.write(`job ${job.id} started: ${job.total} records to re-encrypt (follow with --wait, or GET /v1/jobs/${job.id})\n`);
@@ -60,7 +70,7 @@ export async function keysCommand(sub: string, o: KeysCommandOptions, out: NodeJ
       while (job.state === 'running') {
         progress(job);
         await new Promise((r) => setTimeout(r, 500));
-        job = await api('GET', `/v1/jobs/${job.id}`);
+        job = await api<JobView>('GET', `/v1/jobs/${job.id}`);
       }
       progress(job, true);
       if (o.json) return print(out, { job });
@@ -73,7 +83,7 @@ export async function keysCommand(sub: string, o: KeysCommandOptions, out: NodeJ
     case 'destroy': {
       if (!o.version) throw new CliError(`keys ${sub} needs --version N`);
       const body = sub === 'destroy' ? { tenant: o.tenant, confirm: o.confirm } : { tenant: o.tenant };
-      const result = await api('POST', `/v1/keys/${encodeURIComponent(o.version)}/${sub}`, body);
+      const result = await api<KeyChangeResponse>('POST', `/v1/keys/${encodeURIComponent(o.version)}/${sub}`, body);
       if (o.json) return print(out, result);
       out.write(`${result.key.tenant}/data/v${result.key.version} is now ${result.key.state}\n`);
       return 0;
@@ -83,13 +93,14 @@ export async function keysCommand(sub: string, o: KeysCommandOptions, out: NodeJ
   }
 }
 
-type Api = (method: string, path: string, body?: object) => Promise<any>;
+/** Calls the API; the response is typed by the contract schema of the route called. */
+type Api = <T>(method: string, path: string, body?: object) => Promise<T>;
 
 function client(o: KeysCommandOptions): Api {
   const base = (o.url ?? process.env.PII_VAULT_URL ?? 'http://127.0.0.1:8080').replace(/\/+$/, '');
   const apiKey = o.apiKey ?? process.env.PII_VAULT_API_KEY;
   if (!apiKey) throw new CliError('an API key is needed: set PII_VAULT_API_KEY (or pass --api-key)');
-  return async (method, path, body) => {
+  return async <T>(method: string, path: string, body?: object): Promise<T> => {
     let res: Response;
     try {
       res = await fetch(base + path, {
@@ -102,9 +113,12 @@ function client(o: KeysCommandOptions): Api {
         `cannot reach the vault at ${base}: ${(err as Error & { cause?: Error }).cause?.message ?? (err as Error).message}`,
       );
     }
-    const payload = (await res.json().catch(() => ({}))) as any;
-    if (!res.ok) throw new CliError(`${res.status} ${payload.error?.code ?? ''}: ${payload.error?.message ?? res.statusText}`);
-    return payload;
+    const payload: unknown = await res.json().catch(() => ({}));
+    if (!res.ok) {
+      const error = (payload as Partial<ErrorResponse>).error;
+      throw new CliError(`${res.status} ${error?.code ?? ''}: ${error?.message ?? res.statusText}`);
+    }
+    return payload as T;
   };
 }
 
@@ -125,18 +139,7 @@ function print(out: NodeJS.WriteStream, value: unknown): number {
   return 0;
 }
 
-function table(
-  keys: {
-    tenant: string;
-    purpose: string;
-    version: number;
-    state: string;
-    kekId: string;
-    encryptions: number;
-    records: number | null;
-    createdAt: string;
-  }[],
-): string {
+function table(keys: KeyView[]): string {
   const rows = [['TENANT', 'PURPOSE', 'VERSION', 'STATE', 'RECORDS', 'ENCRYPTIONS', 'KEK', 'CREATED']];
   for (const k of keys)
     rows.push([
@@ -163,10 +166,7 @@ function table(
 }
 
 /** A progress bar on a terminal, plain lines otherwise (CI logs). */
-function progress(
-  job: { done: number; failed: number; total: number; ratePerSecond: number; etaSeconds: number | null },
-  last = false,
-): void {
+function progress(job: JobView, last = false): void {
   const fraction = job.total > 0 ? Math.min(1, (job.done + job.failed) / job.total) : 1;
   const width = 30;
   const filled = Math.round(fraction * width);

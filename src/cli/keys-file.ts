@@ -1,5 +1,5 @@
-import { writeFileAtomic } from './atomic-write';
-import type { InitResult } from './init';
+import { writeFileAtomic } from '../atomic-write';
+import type { InitResult } from '../app/init';
 
 /**
  * Writes the starter API keys to a file only the vault's user can read (mode 0600), for places

@@ -1,7 +1,23 @@
-import { EncryptionContext, KeyProvider, KeyPurpose, KeyUnavailableError } from './key-provider';
-import { IntegrityError } from './aead';
+import { EncryptionContext, KeyProvider, KeyUnavailableError } from '../crypto/key-provider';
+import type { DataKeyRecord, KeyPurpose } from '../domain/keys';
+import { SYSTEM_TENANT } from '../domain/tenants';
+import { IntegrityError } from '../crypto/aead';
 import { KeyCache, KeyRank } from './key-cache';
-import type { DataKeyRecord, PendingAudit, VaultStore } from '../store/vault-store';
+import type { PendingAudit } from '../store/vault-store';
+
+/**
+ * The few store operations the key manager uses (the vault store provides them); see VaultStore
+ * for their contracts. Owning this seam keeps the key manager testable and store-agnostic.
+ */
+interface DataKeyStore {
+  activeDataKey(tenant: string, purpose: KeyPurpose): Promise<DataKeyRecord | undefined>;
+  dataKey(tenant: string, purpose: KeyPurpose, version: number): Promise<DataKeyRecord | undefined>;
+  /** False when that version already exists (another process won). */
+  insertDataKey(record: DataKeyRecord): Promise<boolean>;
+  listDataKeys(): Promise<DataKeyRecord[]>;
+  /** False (nothing written) when `next.version` exists or the active version is not `expectedActive`. */
+  rotateDataKey(next: DataKeyRecord, audit: PendingAudit, expectedActive?: number): Promise<boolean>;
+}
 
 export interface DataKey {
   readonly version: number;
@@ -11,7 +27,7 @@ export interface DataKey {
   readonly createdAt: number;
 }
 
-export interface KeyCacheOptions {
+interface KeyCacheOptions {
   /** How long an unwrapped key stays in memory. */
   ttlMs: number;
   /** How many unwrapped keys are kept at most; old versions are evicted before active keys and the audit key. */
@@ -23,9 +39,6 @@ export interface KeyCacheOptions {
    */
   activeTtlMs?: number;
 }
-
-/** The tenant used for keys that belong to the vault itself (the audit chain key). */
-export const SYSTEM_TENANT = '_system';
 
 /**
  * Finds, creates and unwraps per-tenant data keys. Unwrapped keys live only in this bounded,
@@ -41,7 +54,7 @@ export class KeyManager {
   private readonly active = new Map<string, { record: DataKeyRecord; expires: number }>();
 
   constructor(
-    private readonly store: VaultStore,
+    private readonly store: DataKeyStore,
     private readonly provider: KeyProvider,
     private readonly options: KeyCacheOptions = { ttlMs: 15 * 60_000, maxEntries: 10_000 },
   ) {

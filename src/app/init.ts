@@ -1,12 +1,14 @@
 import { chmodSync, existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { fsyncDirectory, writeFileAtomic } from './atomic-write';
-import { CONFIG_FILE, defaultConfigFile, loadConfig } from './config';
-import { MasterKeyring } from './crypto/local-key-provider';
+import { fsyncDirectory, writeFileAtomic } from '../atomic-write';
+import { CONFIG_FILE, defaultConfigFile, loadConfig } from '../config';
+import { MasterKeyring } from '../crypto/local-key-provider';
 import { openVault } from './open-vault';
-import { generateApiKey, hashApiKey } from './policy/authenticator';
-import { STARTER_PRINCIPALS, loadPolicyFile, starterPolicy } from './policy/policy-file';
-import { PolicyDocument } from './policy/policy';
+import { generateApiKey, hashApiKey } from '../policy/authenticator';
+import { STARTER_PRINCIPALS, loadPolicyFile, starterPolicy } from '../policy/policy-file';
+import { PolicyDocument } from '../policy/policy';
+import { redactUrl } from '../store/postgres-errors';
+import { PostgresStore } from '../store/postgres-store';
 
 export type StarterKeys = Partial<Record<(typeof STARTER_PRINCIPALS)[number], string>>;
 
@@ -17,12 +19,14 @@ export interface InitResult {
   kept: string[];
 }
 
-export class InitRefusedError extends Error {
+class InitRefusedError extends Error {
   constructor(message: string) {
     super(message);
     this.name = 'InitRefusedError';
   }
 }
+
+const DATABASE_CHECK_TIMEOUT_MS = 5_000;
 
 const VAULT_FILES = [CONFIG_FILE, 'master.key', 'policy.json', 'vault.db'];
 
@@ -42,13 +46,18 @@ export async function initDataDir(dataDir: string, options: { force?: boolean; e
     );
   }
   if (existing.length === 0) refuseForeignDirectory(dir);
+  const databaseUrl = env.PII_VAULT_DATABASE_URL;
+  // A new data dir's master key could not open a vault already in the database: refuse before writing anything.
+  if (existing.length === 0 && databaseUrl && (await PostgresStore.holdsVault(databaseUrl, DATABASE_CHECK_TIMEOUT_MS))) {
+    throw new InitRefusedError(`the database ${redactUrl(databaseUrl)} already holds a vault; nothing was changed.`);
+  }
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   chmodSync(dir, 0o700);
   fsyncDirectory(dirname(dir));
 
   const writeNew = (file: string, contents: string) => writeFileAtomic(join(dir, file), contents, { mode: 0o600, exclusive: true });
-  if (!existsSync(join(dir, CONFIG_FILE))) writeNew(CONFIG_FILE, JSON.stringify(defaultConfigFile(), null, 2) + '\n');
-  const config = loadConfig(dir, {}, {});
+  if (!existsSync(join(dir, CONFIG_FILE))) writeNew(CONFIG_FILE, JSON.stringify(newVaultConfigFile(), null, 2) + '\n');
+  const config = loadConfig(dir, {}, databaseUrl ? { PII_VAULT_DATABASE_URL: databaseUrl } : {});
   const keyFile = join(dir, config.keyProvider.keyFile);
   if (!env.PII_VAULT_MASTER_KEY && !existsSync(keyFile)) MasterKeyring.generate().save(keyFile, true);
 
@@ -111,4 +120,9 @@ function reissueKeys(policy: PolicyDocument, hashes: Required<StarterKeys>): Pol
     if (principal) principal.apiKeys = [{ sha256: hashes[id], createdAt }];
   }
   return policy;
+}
+
+/** The config.json of a new vault: the defaults, and no records of binding 1 to accept (it has none). */
+function newVaultConfigFile() {
+  return { ...defaultConfigFile(), legacyRecordBinding: 'refuse' as const };
 }

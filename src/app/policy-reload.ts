@@ -1,6 +1,6 @@
-import type { Logger } from './logger';
+import type { Logger } from '../logger';
 import type { OpenedVault } from './open-vault';
-import { errorForLog } from './service/log-error';
+import { errorForLog } from '../service/log-error';
 
 /** What made the vault re-read its policy; it names the reload's audit row (its request id). */
 export type PolicyReloadTrigger = 'sighup' | 'policy-file-changed';

@@ -1,12 +1,12 @@
 import { accessSync, constants, existsSync, watchFile } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { CONFIG_FILE, ConfigOverrides, dataPath, loadConfig, VaultConfig } from './config';
-import { InitResult, initDataDir } from './init';
-import { openVault } from './open-vault';
-import { PolicyReloadTrigger, reloadPolicy } from './policy-reload';
-import { startServer } from './server';
-import { CliError, keysCommand } from './cli-keys';
+import { CONFIG_FILE, ConfigOverrides, dataPath, loadConfig, VaultConfig } from '../config';
+import { InitResult, initDataDir } from '../app/init';
+import { openVault } from '../app/open-vault';
+import { PolicyReloadTrigger, reloadPolicy } from '../app/policy-reload';
+import { startServer } from '../app/server';
+import { CliError, keysCommand } from './keys';
 import { writeKeysFile } from './keys-file';
 
 const USAGE = `Usage:
@@ -216,10 +216,10 @@ async function devKms(values: { port?: string; host?: string; data?: string }): 
 function loadDevKms(): { runDevKms(options: { port: number; host: string; dataFile?: string }): Promise<number> } {
   try {
     // A plain require (not an import) keeps the dev KMS out of the production build's compilation.
-    return require('./dev-kms/cli');
+    return require('../dev-kms/cli');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND') throw err;
-    throw new Error('the dev KMS is not part of this build (it is for tests and local runs; use a development checkout)');
+    throw new Error('the dev KMS is not part of this build (it is for tests and local runs; use a development checkout)', { cause: err });
   }
 }
 

@@ -1,0 +1,150 @@
+/**
+ * The API v1 request and response shapes as the client sees them. Written out (not imported from
+ * src/contract) so that the client needs nothing beyond Node's built-ins; test/integration/client.test.ts
+ * checks at compile time that each one equals the contract's type, so they cannot drift apart.
+ */
+
+export type DataType = 'pan' | 'ssn' | 'email' | 'phone' | 'name' | 'dob' | 'address' | 'iban' | 'text';
+export type TokenFormat = 'random' | 'uuid' | 'pan' | 'digits' | 'email';
+export type Preserve = 'none' | 'last4' | 'bin6' | 'bin6last4' | 'domain';
+export type RevealLevel = 'plain' | 'masked' | 'redacted';
+export type ItemErrorCode = 'not_found' | 'forbidden' | 'expired' | 'integrity_failed' | 'ambiguous_token';
+export type MetadataValue = string | number | boolean | null;
+
+export interface TokenizeItem {
+  type: DataType;
+  value: string;
+  format?: TokenFormat;
+  preserve?: Preserve;
+  /** Same tenant, type, value, format and preserve always give the same token (and a retry is then safe). */
+  deterministic?: boolean;
+  subject?: string;
+  metadata?: { [key: string]: MetadataValue };
+  ttlSeconds?: number;
+}
+
+export interface TokenizeRequest {
+  tenant?: string;
+  items: TokenizeItem[];
+}
+
+export interface TokenizedItem {
+  token: string;
+  type: DataType;
+}
+
+export interface TokenizeResponse {
+  items: TokenizedItem[];
+}
+
+export interface DetokenizeRequest {
+  tokens: string[];
+  purpose?: string;
+  reveal?: RevealLevel;
+  tenant?: string;
+}
+
+/** What the server sends per token: a value, or the reason there is none. */
+export type DetokenizeWireItem =
+  { token: string; type: DataType; value: string | null; reveal: RevealLevel } | { token: string; error: { code: ItemErrorCode } };
+
+export interface DetokenizeWireResponse {
+  items: DetokenizeWireItem[];
+}
+
+/** One token's outcome, as a discriminated union on `ok`. */
+export type DetokenizeResult =
+  | { ok: true; token: string; type: DataType; value: string | null; reveal: RevealLevel }
+  | { ok: false; token: string; error: { code: ItemErrorCode } };
+
+export interface TokenMetadata {
+  token: string;
+  type: DataType;
+  tenant: string;
+  format: TokenFormat;
+  createdAt: string;
+  expiresAt: string | null;
+  keyVersion: number;
+  subject: string | null;
+  metadata: { [key: string]: MetadataValue } | null;
+}
+
+export interface AuditRow {
+  seq: number;
+  ts: string;
+  requestId: string;
+  principal: string;
+  tenant: string | null;
+  action: string;
+  types: string[];
+  tokens: string[];
+  purpose: string | null;
+  outcome: 'allow' | 'deny' | 'partial';
+  reason: string | null;
+  subjects: string[];
+  keyVersion: number;
+  hash: string;
+}
+
+export interface AuditPage {
+  items: AuditRow[];
+  /** Pass as `after` for the next page; null at the end. */
+  next: number | null;
+}
+
+interface AuditVerifyRun {
+  archivedThrough: number;
+  verifiedFrom: number;
+  checkpoint: 'none' | 'used' | 'valid' | 'rejected';
+}
+
+export type AuditVerifyResult =
+  | ({ ok: true; rows: number; headSeq: number; headHash: string } & AuditVerifyRun)
+  | ({ ok: false; rows: number; firstBadSeq: number; reason: string } & AuditVerifyRun)
+  | { ok: boolean; scope: 'tenants' };
+
+export interface KeyView {
+  tenant: string;
+  purpose: 'data' | 'fingerprint' | 'audit';
+  version: number;
+  state: 'active' | 'decrypt-only' | 'retired' | 'destroyed';
+  kekId: string;
+  createdAt: string;
+  encryptions: number;
+  records: number | null;
+}
+
+/** One tenant, or every tenant the caller covers; neither means the caller's default tenant. */
+export interface KeyScope {
+  tenant?: string;
+  all?: boolean;
+}
+
+export interface RotateResult {
+  rotated: { tenant: string; purpose: 'data'; version: number; previousVersion: number | null }[];
+}
+
+export type RewrapTarget = { type: 'local' } | { type: 'aws-kms'; keyId?: string };
+
+export interface RewrapResult {
+  kekId: string;
+  rewrapped: number;
+  unchanged: number;
+  failed: { tenant: string; purpose: string; version: number; error: string }[];
+}
+
+export interface Job {
+  id: string;
+  kind: 'reencrypt';
+  state: 'running' | 'completed' | 'failed';
+  tenants: string[];
+  total: number;
+  done: number;
+  failed: number;
+  ratePerSecond: number;
+  etaSeconds: number | null;
+  createdAt: string;
+  updatedAt: string;
+  finishedAt: string | null;
+  error: string | null;
+}

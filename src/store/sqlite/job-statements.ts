@@ -1,0 +1,48 @@
+import type Database from 'better-sqlite3';
+import type { TransactionOps } from '../transaction-plan';
+import type { JobRecord } from '../vault-store';
+import { JobRow, toJob, toJobParams } from './rows';
+
+export type JobFields = Partial<Pick<JobRecord, 'state' | 'total' | 'done' | 'failed' | 'updatedAt' | 'finishedAt' | 'error'>>;
+
+const JOB_COLUMNS: Record<keyof JobFields, string> = {
+  state: 'state',
+  total: 'total',
+  done: 'done',
+  failed: 'failed',
+  updatedAt: 'updated_at',
+  finishedAt: 'finished_at',
+  error: 'error',
+};
+
+/** The jobs aggregate (re-encryption jobs and their progress). */
+export function jobStatements(db: Database.Database) {
+  const s = {
+    progress: db.prepare('UPDATE jobs SET done = done + ?, failed = failed + ?, updated_at = ? WHERE id = ?'),
+    insert: db.prepare(
+      `INSERT INTO jobs (id, kind, tenants, state, total, done, failed, requested_by, created_at, updated_at, finished_at, error)
+       VALUES (@id, @kind, @tenants, @state, @total, @done, @failed, @requestedBy, @createdAt, @updatedAt, @finishedAt, @error)`,
+    ),
+    job: db.prepare('SELECT * FROM jobs WHERE id = ?'),
+    unfinished: db.prepare("SELECT * FROM jobs WHERE state = 'running' ORDER BY created_at"),
+  };
+
+  const ops: Pick<TransactionOps, 'addJobProgress'> = {
+    addJobProgress: (jobId, done, failed, now) => void s.progress.run(done, failed, now, jobId),
+  };
+
+  return {
+    ops,
+    insert: (job: JobRecord) => void s.insert.run(toJobParams(job)),
+    job: (id: string) => {
+      const row = s.job.get(id) as JobRow | undefined;
+      return row && toJob(row);
+    },
+    unfinished: () => (s.unfinished.all() as JobRow[]).map(toJob),
+    update(id: string, fields: JobFields): void {
+      const keys = (Object.keys(fields) as (keyof JobFields)[]).filter((k) => k in JOB_COLUMNS);
+      if (keys.length === 0) return;
+      db.prepare(`UPDATE jobs SET ${keys.map((k) => `${JOB_COLUMNS[k]} = @${k}`).join(', ')} WHERE id = @id`).run({ ...fields, id });
+    },
+  };
+}

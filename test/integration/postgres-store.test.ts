@@ -1,0 +1,504 @@
+import { expect } from 'chai';
+import { PostgresStore } from '../../src/store/postgres-store';
+import {
+  AuditRow,
+  DataKeyRecord,
+  GENESIS_HASH,
+  InsertHooks,
+  KeyInUseError,
+  PendingAudit,
+  StaleDataKeyError,
+  TokenCollisionError,
+  TokenRecord,
+} from '../../src/store/vault-store';
+import { activeDataKey, auditEntry, testSealer as sealer, tokenRecord as record } from '../helpers/store-fixtures';
+import { createTestDatabase, openTestStore, requirePostgres, sql } from '../helpers/postgres';
+
+const audit = (): PendingAudit => ({ entry: auditEntry(), sealer });
+const noDeterministic = (retokenize: (i: number) => TokenRecord): InsertHooks => ({
+  retokenize,
+  resolveExisting: () => {
+    throw new Error('no deterministic records here');
+  },
+});
+const key = (version: number, state: DataKeyRecord['state'] = 'active', tenant = 't'): DataKeyRecord => ({
+  ...activeDataKey(),
+  tenant,
+  version,
+  state,
+});
+const deterministic = (token: string, fingerprint = 'f'): TokenRecord => ({ ...record(token), fingerprint: Buffer.from(fingerprint) });
+/** Each row links to the one before it (the test sealer's "hash" is the seq in the last bytes). */
+function expectOneChain(rows: AuditRow[], count: number): void {
+  expect(rows.map((r) => r.seq)).to.deep.equal(Array.from({ length: count }, (_, i) => i + 1));
+  rows.forEach((row, i) => expect(row.prevHash.equals(i === 0 ? GENESIS_HASH : rows[i - 1].hash), `row ${row.seq} links`).to.equal(true));
+}
+
+describe('store / PostgresStore (real PostgreSQL)', function () {
+  this.timeout(60_000);
+  let db: Awaited<ReturnType<typeof createTestDatabase>>;
+  let store: PostgresStore;
+  const count = async (table: string) => Number((await sql<{ n: string }>(db.url, `SELECT count(*) AS n FROM ${table}`))[0].n);
+
+  before(async function () {
+    await requirePostgres(this);
+  });
+  beforeEach(async () => {
+    db = await createTestDatabase();
+    store = await openTestStore(db.url);
+    await store.insertDataKey(activeDataKey());
+  });
+  afterEach(async () => {
+    await store?.close();
+    await db?.drop();
+  });
+
+  it('migrates once when several instances start at the same time', async () => {
+    const more = await Promise.all([openTestStore(db.url), openTestStore(db.url), openTestStore(db.url)]);
+    await Promise.all(more.map((s) => s.close()));
+    expect(await sql(db.url, 'SELECT version FROM schema_migrations')).to.deep.equal([{ version: 1 }]);
+  });
+
+  it('data keys: insert once (false when the version exists), read active, by version, and all; encryptions counted', async () => {
+    expect(await store.insertDataKey(activeDataKey())).to.equal(false);
+    expect(await store.insertDataKey(key(2))).to.equal(false); // a second active key of the same (tenant, purpose)
+    expect(await store.insertDataKey(key(1, 'active', 'u'))).to.equal(true);
+    await store.insertTokens(
+      [record('tok_a'), { ...record('tok_b'), subjectSealed: Buffer.from('s') }],
+      audit(),
+      noDeterministic(() => record('x')),
+    );
+    expect(await store.activeDataKey('t', 'data')).to.deep.include({ version: 1, state: 'active', encryptions: 3, createdAt: 0 });
+    expect(await store.dataKey('t', 'data', 1)).to.deep.include({ wrapped: Buffer.alloc(61), kekId: 'local:v1' });
+    expect(await store.dataKey('t', 'data', 2)).to.equal(undefined);
+    expect((await store.listDataKeys()).map((k) => `${k.tenant}/${k.version}`)).to.deep.equal(['t/1', 'u/1']);
+  });
+
+  it('insertTokens stores the records with one audit row naming them, counts them, and finds them by token', async () => {
+    const tokens = await store.insertTokens(
+      [record('tok_a'), { ...record('tok_b'), metadata: { plan: 'gold', n: 2 }, expiresAt: 1_700_000_000_000 }],
+      audit(),
+      noDeterministic(() => record('x')),
+    );
+    expect(tokens).to.deep.equal(['tok_a', 'tok_b']);
+    const found = await store.findTokens(['tok_a', 'tok_b', 'tok_none']);
+    expect([...found.keys()].sort()).to.deep.equal(['tok_a', 'tok_b']);
+    expect(found.get('tok_b')![0]).to.deep.equal({ ...record('tok_b'), metadata: { plan: 'gold', n: 2 }, expiresAt: 1_700_000_000_000 });
+    expect(await store.recordCountsByKey()).to.deep.equal(new Map([['t/1', 2]]));
+    const [row] = await store.auditRows(0, 10);
+    expect(row).to.deep.include({ seq: 1, tokens: ['tok_a', 'tok_b'], action: 'tokenize', tenant: 't' });
+  });
+
+  it('a token taken in the tenant gets a new one from retokenize; the same token in another tenant does not collide', async () => {
+    await store.insertDataKey(key(1, 'active', 'u'));
+    await store.insertTokens(
+      [record('tok_a')],
+      audit(),
+      noDeterministic(() => record('x')),
+    );
+    expect(
+      await store.insertTokens(
+        [{ ...record('tok_a'), tenant: 'u' }],
+        audit(),
+        noDeterministic(() => record('x')),
+      ),
+    ).to.deep.equal(['tok_a']);
+    const retried: number[] = [];
+    const tokens = await store.insertTokens(
+      [record('tok_b'), record('tok_a'), record('tok_b')],
+      audit(),
+      noDeterministic((i) => (retried.push(i), record(`tok_new${i}`))),
+    );
+    expect(tokens).to.deep.equal(['tok_b', 'tok_new1', 'tok_new2']);
+    expect(retried).to.deep.equal([1, 2]);
+    expect((await store.findTokens(['tok_a'])).get('tok_a')!.map((r) => r.tenant)).to.deep.equal(['t', 'u']);
+  });
+
+  it('gives up with TokenCollisionError after MAX_TOKEN_ATTEMPTS, writing nothing', async () => {
+    await store.insertTokens(
+      [record('tok_a')],
+      audit(),
+      noDeterministic(() => record('x')),
+    );
+    const err = await store
+      .insertTokens(
+        [record('tok_b'), record('tok_a')],
+        audit(),
+        noDeterministic(() => record('tok_a')),
+      )
+      .catch((e) => e);
+    expect(err).to.be.instanceOf(TokenCollisionError);
+    expect(await count('tokens')).to.equal(1);
+    expect(await count('audit')).to.equal(1);
+  });
+
+  it('refuses (StaleDataKeyError, nothing written) a batch sealed under a key that is not active', async () => {
+    await store.rotateDataKey(key(2), audit());
+    const err = await store
+      .insertTokens(
+        [record('tok_a')],
+        audit(),
+        noDeterministic(() => record('x')),
+      )
+      .catch((e) => e);
+    expect(err).to.be.instanceOf(StaleDataKeyError);
+    expect(await count('tokens')).to.equal(0);
+    expect(await count('audit')).to.equal(1); // the rotation's
+  });
+
+  it('deterministic records: the hook sees the stored ones (of this batch too) and reuses, replaces or inserts', async () => {
+    const seen: string[][] = [];
+    const hooks = (decide: (existing: TokenRecord[]) => ReturnType<InsertHooks['resolveExisting']>): InsertHooks => ({
+      retokenize: () => record('x'),
+      resolveExisting: (_i, existing) => (seen.push(existing.map((r) => r.token)), decide(existing)),
+    });
+    expect(
+      await store.insertTokens(
+        [deterministic('tok_d1'), deterministic('tok_d2')],
+        audit(),
+        hooks((e) => ({ reuse: e[0].token })),
+      ),
+    ).to.deep.equal(['tok_d1', 'tok_d1']);
+    expect(seen).to.deep.equal([['tok_d1']]);
+    const tokens = await store.insertTokens(
+      [deterministic('tok_d3')],
+      audit(),
+      hooks((e) => ({ replace: e.map((r) => r.token) })),
+    );
+    expect(tokens).to.deep.equal(['tok_d3']);
+    expect([...(await store.findTokens(['tok_d1', 'tok_d3'])).keys()]).to.deep.equal(['tok_d3']);
+    expect((await store.auditRows(1, 1))[0].reason).to.equal('replaced expired deterministic tokens: tok_d1');
+    expect(await store.recordCountsByKey()).to.deep.equal(new Map([['t/1', 1]]));
+    const other = { ...deterministic('tok_d4'), format: 'uuid' as const };
+    expect(
+      await store.insertTokens(
+        [other],
+        audit(),
+        hooks(() => 'insert'),
+      ),
+    ).to.deep.equal(['tok_d4']);
+    const found = await store.findDeterministic('t', [
+      { type: 'text', fingerprint: Buffer.from('nope') },
+      { type: 'text', fingerprint: Buffer.from('f') },
+    ]);
+    expect(found.map((r) => r.token).sort()).to.deep.equal(['tok_d3', 'tok_d4']);
+    expect(await store.findDeterministic('other', [{ type: 'text', fingerprint: Buffer.from('f') }])).to.deep.equal([]);
+  });
+
+  it('a hook that throws refuses the whole batch, writing nothing', async () => {
+    await store.insertTokens(
+      [deterministic('tok_d1')],
+      audit(),
+      noDeterministic(() => record('x')),
+    );
+    const err = await store
+      .insertTokens(
+        [record('tok_r'), deterministic('tok_d2')],
+        audit(),
+        noDeterministic(() => record('x')),
+      )
+      .catch((e) => e);
+    expect(err.message).to.equal('no deterministic records here');
+    expect(await count('tokens')).to.equal(1);
+  });
+
+  it('deleteToken deletes with its audit row and uncounts; false and no row when there is none', async () => {
+    await store.insertTokens(
+      [record('tok_a')],
+      audit(),
+      noDeterministic(() => record('x')),
+    );
+    expect(await store.deleteToken('other', 'tok_a', audit())).to.equal(false);
+    expect(await store.deleteToken('t', 'tok_a', audit())).to.equal(true);
+    expect(await store.findTokens(['tok_a'])).to.deep.equal(new Map());
+    expect(await store.recordCountsByKey()).to.deep.equal(new Map());
+    expect(await count('audit')).to.equal(2);
+  });
+
+  it('rotateDataKey demotes the active key; false (nothing written) when the version exists or another rotation won', async () => {
+    expect(await store.rotateDataKey(key(1), audit())).to.equal(false);
+    expect(await store.rotateDataKey(key(2), audit(), 7)).to.equal(false);
+    expect(await store.rotateDataKey(key(2), audit(), 1)).to.equal(true);
+    expect((await store.listDataKeys()).map((k) => k.state)).to.deep.equal(['decrypt-only', 'active']);
+    expect(await count('audit')).to.equal(1);
+  });
+
+  it('updateWrappedKey replaces the wrapping only if it is still as read and the key is not destroyed', async () => {
+    const from = { kekId: 'local:v1', wrapped: Buffer.alloc(61) };
+    const to = { kekId: 'local:v2', wrapped: Buffer.alloc(61, 1) };
+    const id = { tenant: 't', purpose: 'data' as const, version: 1 };
+    expect(await store.updateWrappedKey(id, to, from)).to.equal(false);
+    expect(await store.updateWrappedKey(id, from, to)).to.equal(true);
+    expect(await store.dataKey('t', 'data', 1)).to.deep.include(to);
+  });
+
+  it('changeDataKeyState: KeyInUseError while records use the key; destroy drops the wrapped key; false from a wrong state', async () => {
+    await store.insertTokens(
+      [record('tok_a')],
+      audit(),
+      noDeterministic(() => record('x')),
+    );
+    await store.rotateDataKey(key(2), audit());
+    const v1 = { tenant: 't', purpose: 'data' as const, version: 1 };
+    const err = await store.changeDataKeyState(v1, 'decrypt-only', 'retired', audit()).catch((e) => e);
+    expect(err).to.be.instanceOf(KeyInUseError).and.to.have.property('records', 1);
+    await store.deleteToken('t', 'tok_a', audit());
+    expect(await store.changeDataKeyState(v1, 'active', 'retired', audit())).to.equal(false);
+    expect(await store.changeDataKeyState(v1, 'decrypt-only', 'retired', audit())).to.equal(true);
+    expect(await store.changeDataKeyState(v1, 'retired', 'destroyed', audit())).to.equal(true);
+    expect(await store.dataKey('t', 'data', 1)).to.deep.include({ state: 'destroyed', wrapped: null });
+    expect(await count('audit')).to.equal(5);
+  });
+
+  it('re-encryption: recordsBehind pages in byte order; replaceCiphertexts swaps only unchanged records, counts and reports progress', async () => {
+    const tokens = ['tok_B', 'tok_a', 'tok_C', 'tok_b'];
+    await store.insertTokens(
+      tokens.map((t) => record(t)),
+      audit(),
+      noDeterministic(() => record('x')),
+    );
+    await store.rotateDataKey(key(2), audit());
+    const job = {
+      id: 'job1',
+      kind: 'reencrypt' as const,
+      tenants: ['t'],
+      state: 'running' as const,
+      total: 4,
+      done: 0,
+      failed: 0,
+      requestedBy: 'sec',
+      createdAt: 5,
+      updatedAt: 5,
+      finishedAt: null,
+      error: null,
+    };
+    await store.insertJob(job);
+    const page = await store.recordsBehind('t', 2, 2, '', 3);
+    expect(page.map((r) => r.token)).to.deep.equal(['tok_B', 'tok_C', 'tok_a']); // binary order, as SQLite
+    expect((await store.recordsBehind('t', 2, 2, 'tok_a', 3)).map((r) => r.token)).to.deep.equal(['tok_b']);
+    const update = (token: string, fromVersion = 1) => ({
+      token,
+      tenant: 't',
+      fromVersion,
+      fromBinding: 2,
+      keyVersion: 2,
+      binding: 2,
+      preserve: 'none' as const,
+      nonce: Buffer.alloc(12, 7),
+      ciphertext: Buffer.from('new'),
+      tag: Buffer.alloc(16, 7),
+      subjectSealed: null,
+    });
+    expect(await store.replaceCiphertexts([update('tok_B'), update('tok_C', 9)], 'job1', 1, 42)).to.equal(1);
+    expect((await store.findTokens(['tok_B'])).get('tok_B')![0]).to.deep.include({ keyVersion: 2, ciphertext: Buffer.from('new') });
+    expect(await store.recordCountsByKey()).to.deep.equal(
+      new Map([
+        ['t/1', 3],
+        ['t/2', 1],
+      ]),
+    );
+    expect(await store.job('job1')).to.deep.include({ done: 1, failed: 1, updatedAt: 42 });
+    expect(await store.dataKey('t', 'data', 2)).to.deep.include({ encryptions: 1 });
+    await store.rotateDataKey(key(3), audit());
+    expect(await store.replaceCiphertexts([update('tok_C')], 'job1', 0, 43).catch((e) => e)).to.be.instanceOf(StaleDataKeyError);
+    expect(await store.job('job1')).to.deep.include({ done: 1, updatedAt: 42 });
+  });
+
+  it('jobs: insert, read, update fields, list the running ones', async () => {
+    const job = {
+      id: 'j',
+      kind: 'reencrypt' as const,
+      tenants: ['a', 'b'],
+      state: 'running' as const,
+      total: 0,
+      done: 0,
+      failed: 0,
+      requestedBy: 'sec',
+      createdAt: 1,
+      updatedAt: 1,
+      finishedAt: null,
+      error: null,
+    };
+    await store.insertJob(job);
+    expect(await store.job('j')).to.deep.equal(job);
+    expect(await store.unfinishedJobs()).to.deep.equal([job]);
+    await store.updateJob('j', { state: 'failed', error: 'boom', finishedAt: 9, total: 3 });
+    expect(await store.job('j')).to.deep.equal({ ...job, state: 'failed', error: 'boom', finishedAt: 9, total: 3 });
+    expect(await store.unfinishedJobs()).to.deep.equal([]);
+    expect(await store.job('none')).to.equal(undefined);
+  });
+
+  it('audit: appends chain from the genesis hash; rows by tenant; head; checkpoint saved (last wins)', async () => {
+    for (const tenant of ['a', 'b', 'a', null]) await store.appendAudit({ entry: { ...auditEntry(), tenant }, sealer });
+    const rows = await store.auditRows(0, 10);
+    expectOneChain(rows, 4);
+    expect((await store.auditRows(1, 10, ['a', 'zz'])).map((r) => r.seq)).to.deep.equal([3]);
+    expect(await store.auditHead()).to.deep.equal({ seq: 4, hash: rows[3].hash });
+    expect(await store.auditCheckpoint()).to.equal(undefined);
+    const checkpoint = { seq: 2, hash: rows[1].hash, keyVersion: 1, createdAt: 'now', mac: Buffer.from('m') };
+    await store.saveAuditCheckpoint(checkpoint);
+    await store.saveAuditCheckpoint({ ...checkpoint, seq: 3 });
+    expect(await store.auditCheckpoint()).to.deep.equal({ ...checkpoint, seq: 3 });
+  });
+
+  it('pruneAuditSegment prunes only a segment that follows the last and still matches; an emptied log continues from it', async () => {
+    for (let i = 0; i < 3; i++) await store.appendAudit(audit());
+    const rows = await store.auditRows(0, 10);
+    const segment = {
+      fromSeq: 1,
+      throughSeq: 3,
+      prevHash: GENESIS_HASH,
+      headHash: rows[2].hash,
+      archivedAt: 'now',
+      keyVersion: 1,
+      mac: Buffer.from('m'),
+    };
+    expect(await store.pruneAuditSegment({ ...segment, fromSeq: 2 }, audit())).to.equal(false);
+    expect(await store.pruneAuditSegment({ ...segment, headHash: rows[1].hash }, audit())).to.equal(false);
+    expect(await store.pruneAuditSegment(segment, audit())).to.equal(true);
+    expect(await store.auditSegments()).to.deep.equal([segment]);
+    const after = await store.auditRows(0, 10);
+    expect(after.map((r) => r.seq)).to.deep.equal([4]);
+    expect(after[0].prevHash.equals(rows[2].hash)).to.equal(true);
+    // Every row archived: the next append still continues the chain.
+    expect(
+      await store.pruneAuditSegment({ ...segment, fromSeq: 4, throughSeq: 4, prevHash: rows[2].hash, headHash: after[0].hash }, audit()),
+    ).to.equal(true);
+    expect(await store.auditHead()).to.deep.include({ seq: 5 });
+    const next = await store.appendAudit(audit());
+    expect(next.seq).to.equal(6);
+  });
+
+  it('group commit: concurrent writes share transactions; one failing write does not undo the others', async () => {
+    let transactions = 0;
+    const writes_ = (store as unknown as { writes: { commit: (batch: unknown[]) => Promise<void> } }).writes;
+    const commit = writes_.commit.bind(writes_);
+    writes_.commit = (batch) => (transactions++, commit(batch));
+    const writes = Array.from({ length: 50 }, (_, i) =>
+      store.insertTokens(
+        [record(`tok_${i}`, i === 17 ? 9 : 1)],
+        audit(),
+        noDeterministic(() => record(`tok_r${i}`)),
+      ),
+    );
+    const results = await Promise.allSettled(writes);
+    expect(results.filter((r) => r.status === 'fulfilled')).to.have.length(49);
+    expect((results[17] as PromiseRejectedResult).reason).to.be.instanceOf(StaleDataKeyError);
+    expect(await count('tokens')).to.equal(49);
+    expectOneChain(await store.auditRows(0, 100), 49);
+    expect(transactions).to.be.at.most(2); // up to two transactions in flight from one instance
+  });
+});
+
+describe('store / PostgresStore: two instances writing at once', function () {
+  this.timeout(120_000);
+  let db: Awaited<ReturnType<typeof createTestDatabase>>;
+  let a: PostgresStore;
+  let b: PostgresStore;
+
+  before(async function () {
+    await requirePostgres(this);
+  });
+  beforeEach(async () => {
+    db = await createTestDatabase();
+    a = await openTestStore(db.url);
+    b = await openTestStore(db.url);
+    await a.insertDataKey(activeDataKey());
+  });
+  afterEach(async () => {
+    await a?.close();
+    await b?.close();
+    await db?.drop();
+  });
+
+  it('a deterministic value inserted from both instances at once gets one token', async () => {
+    // Each writer reuses whatever record of the identity it is shown (what the service's hook does for a live match).
+    const hooks: InsertHooks = { retokenize: () => record('x'), resolveExisting: (_i, existing) => ({ reuse: existing[0].token }) };
+    for (let round = 0; round < 10; round++) {
+      const fingerprint = `value-${round}`;
+      const tokens = await Promise.all(
+        Array.from({ length: 8 }, (_, i) =>
+          (i % 2 ? a : b).insertTokens([deterministic(`tok_${round}_${i}`, fingerprint)], audit(), hooks),
+        ),
+      );
+      expect(new Set(tokens.flat()).size, `round ${round}: ${tokens}`).to.equal(1);
+    }
+    const [{ n }] = await sql<{ n: string }>(db.url, 'SELECT count(*) AS n FROM tokens');
+    expect(Number(n)).to.equal(10);
+  });
+
+  it('rotation and retirement against inserts: no record is ever left under a retired key', async () => {
+    let version = 1;
+    let stop = false;
+    const inserted: string[] = [];
+    // Instance A inserts under the version it last read as active, re-reading it when told the key went stale.
+    const writer = (async () => {
+      let active = 1;
+      for (let i = 0; !stop; i++) {
+        try {
+          const batch = Array.from({ length: 3 }, (_, j) => record(`tok_${i}_${j}`, active));
+          inserted.push(
+            ...(await a.insertTokens(
+              batch,
+              audit(),
+              noDeterministic(() => record(`tok_${i}_r${Math.random()}`, active)),
+            )),
+          );
+        } catch (err) {
+          if (!(err instanceof StaleDataKeyError)) throw err;
+          active = (await a.activeDataKey('t', 'data'))!.version;
+        }
+      }
+    })();
+    const retired: number[] = [];
+    // Instance B rotates, then retires the previous version at once, whatever A is doing.
+    for (let round = 0; round < 15; round++) {
+      const previous = version++;
+      expect(await b.rotateDataKey(key(version), audit(), previous)).to.equal(true);
+      try {
+        if (await b.changeDataKeyState({ tenant: 't', purpose: 'data', version: previous }, 'decrypt-only', 'retired', audit())) {
+          retired.push(previous);
+        }
+      } catch (err) {
+        if (!(err instanceof KeyInUseError)) throw err;
+      }
+    }
+    stop = true;
+    await writer;
+    expect(inserted.length).to.be.greaterThan(0);
+    const leftUnder = await sql<{ version: number; n: string }>(
+      db.url,
+      `SELECT k.version, count(t.token) AS n FROM data_keys k JOIN tokens t ON t.tenant = k.tenant AND t.key_version = k.version
+       WHERE k.state IN ('retired', 'destroyed') GROUP BY k.version`,
+    );
+    expect(leftUnder, `retired ${retired}`).to.deep.equal([]);
+    const [{ n }] = await sql<{ n: string }>(db.url, 'SELECT count(*) AS n FROM tokens');
+    expect(Number(n)).to.equal(inserted.length);
+    expectOneChain(await a.auditRows(0, 100_000), Number((await a.auditHead())!.seq));
+  });
+
+  it('two rotations at once from the same active version: exactly one wins, one key stays active', async () => {
+    for (let round = 1; round <= 10; round++) {
+      const current = (await a.activeDataKey('t', 'data'))!.version;
+      const results = await Promise.all([
+        a.rotateDataKey(key(current + 1), audit(), current),
+        b.rotateDataKey(key(current + 2), audit(), current),
+      ]);
+      expect(results.filter(Boolean), `round ${round}`).to.have.length(1);
+      const active = (await a.listDataKeys()).filter((k) => k.state === 'active');
+      expect(active.map((k) => k.version)).to.deep.equal([current + (results[0] ? 1 : 2)]);
+    }
+    expect((await a.auditRows(0, 100)).length).to.equal(10);
+  });
+
+  it('audit appends from both instances at once form one gap-free chain', async () => {
+    // Workers that each wait for their append before the next: many small transactions, interleaved across instances.
+    const worker = async (store: PostgresStore, name: string) => {
+      for (let i = 0; i < 50; i++) await store.appendAudit({ entry: { ...auditEntry(), requestId: `${name}-${i}` }, sealer });
+    };
+    await Promise.all(['a1', 'a2', 'a3', 'a4', 'b1', 'b2', 'b3', 'b4'].map((name) => worker(name[0] === 'a' ? a : b, name)));
+    const rows = await a.auditRows(0, 1_000);
+    expectOneChain(rows, 400);
+    expect(new Set(rows.map((r) => r.requestId)).size).to.equal(400);
+  });
+});

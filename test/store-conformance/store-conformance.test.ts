@@ -1,0 +1,11 @@
+import { describeStoreContract } from './contract';
+import { describeStoreConcurrency } from './concurrency';
+import { STORE_FACTORIES } from './factories';
+
+for (const factory of STORE_FACTORIES) {
+  describe(`store conformance / ${factory.name}`, function () {
+    this.timeout(60_000);
+    describeStoreContract(factory);
+    describeStoreConcurrency(factory);
+  });
+}
