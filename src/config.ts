@@ -23,9 +23,9 @@ function LimitSchema(description: string, rate: number, burst: number) {
 
 export const ConfigSchema = Type.Object(
   {
-    host: Type.String({ default: '127.0.0.1', description: 'Address to listen on. Env PII_VAULT_HOST.' }),
-    port: Type.Integer({ minimum: 0, maximum: 65535, default: 8080, description: 'TCP port; 0 picks a free one. Env PII_VAULT_PORT.' }),
-    databaseFile: Type.String({ default: 'vault.db', description: 'SQLite database, relative to the data dir.' }),
+    host: Type.String({ default: '127.0.0.1', env: 'PII_VAULT_HOST', description: 'Address to listen on.' }),
+    port: Type.Integer({ minimum: 0, maximum: 65535, default: 8080, env: 'PII_VAULT_PORT', description: 'TCP port; 0 picks a free one.' }),
+    databaseFile: Type.String({ default: 'vault.db', description: 'SQLite file, relative to the data dir (unused with database.url).' }),
     keyProvider: Type.Object(
       {
         type: oneOf(['local', 'aws-kms'] as const, {
@@ -34,30 +34,31 @@ export const ConfigSchema = Type.Object(
         }),
         keyFile: Type.String({
           default: 'master.key',
-          description: 'Master keyring file (mode 0600), relative to the data dir. Ignored when PII_VAULT_MASTER_KEY is set.',
+          description:
+            'Local master keyring file, relative to the data dir; must be mode 0600. Ignored when PII_VAULT_MASTER_KEY is set; optional once every key is in KMS.',
         }),
         kms: Type.Object(
           {
             keyId: Type.Optional(
-              Type.String({ minLength: 1, description: 'KMS key id, ARN, alias or alias ARN. Env PII_VAULT_KMS_KEY_ID.' }),
+              Type.String({ minLength: 1, env: 'PII_VAULT_KMS_KEY_ID', description: 'KMS key id, ARN, alias/… or alias ARN.' }),
             ),
             allowedKeyIds: Type.Array(Type.String({ minLength: 1 }), {
               default: [],
               description:
-                'Other KMS keys a rewrap may switch to; the API accepts no key outside keyId and this list, and no data key wrapped under another key unwraps.',
+                'Other KMS keys (ids, ARNs or aliases, resolved to ARNs at start-up) a rewrap may switch to; only keyId and these unwrap data keys.',
             }),
             region: Type.Optional(
-              Type.String({ description: 'AWS region; else the SDK default chain (AWS_REGION). Env PII_VAULT_KMS_REGION.' }),
+              Type.String({ env: 'PII_VAULT_KMS_REGION', description: 'AWS region; unset, the SDK default chain (AWS_REGION).' }),
             ),
             endpoint: Type.Optional(
-              Type.String({ description: 'Endpoint override (VPC endpoint, or the dev KMS). Env PII_VAULT_KMS_ENDPOINT.' }),
+              Type.String({ env: 'PII_VAULT_KMS_ENDPOINT', description: 'Endpoint override (VPC endpoint, or the dev KMS).' }),
             ),
             timeoutMs: Type.Integer({ minimum: 100, maximum: 60_000, default: 2_000, description: 'Per-attempt timeout of a KMS call.' }),
             maxAttempts: Type.Integer({
               minimum: 1,
               maximum: 10,
               default: 3,
-              description: 'Attempts per KMS call, with exponential backoff.',
+              description: 'Attempts per KMS call, with exponential backoff (throttling included).',
             }),
           },
           { additionalProperties: false, default: {} },
@@ -81,13 +82,15 @@ export const ConfigSchema = Type.Object(
     legacyRecordBinding: Type.Union([Type.Literal('accept'), Type.Literal('refuse')], {
       default: 'accept',
       description:
-        'Whether records sealed before binding 2 (only their tenant, type, token and key version bound) still open. A vault made by init refuses them; an upgraded one accepts them until a re-encryption job leaves none, then records refuse here.',
+        'Whether records sealed before binding 2 (only tenant, type, token and key version bound) still open. init writes refuse (a new vault has none); an upgraded vault accepts them until a re-encryption job leaves none, then sets refuse.',
     }),
     rateLimits: Type.Object(
       {
         default: LimitSchema('Requests per second (and burst) each principal may make, unless its role says otherwise.', 2_000, 4_000),
         roles: Type.Record(Type.String(), LimitSchema('Per-role limit; a principal gets the most generous of its roles.', 2_000, 4_000), {
           default: {},
+          description:
+            'Per-role buckets, e.g. {"billing":{"ratePerSecond":5000,"burst":10000}}; a principal gets its most generous role\'s.',
         }),
       },
       { additionalProperties: false, default: {} },
@@ -96,23 +99,25 @@ export const ConfigSchema = Type.Object(
       minimum: 1,
       maximum: 100_000,
       default: 20,
-      description: 'Failed authentications a client address may make per minute before it gets 429 (brute-force brake).',
+      description: 'Failed authentications per client address (IPv6: per /64) per minute before they get 429; valid keys are never braked.',
     }),
     maxConcurrentRequests: Type.Integer({
       minimum: 1,
       maximum: 100_000,
       default: 512,
-      description: 'Requests in flight at most; more get 503 overloaded.',
+      description: 'Requests in flight at most; more get 503 overloaded (/healthz, /readyz and /metrics are not counted).',
     }),
     maxConcurrentRequestsPerPrincipal: Type.Integer({
       minimum: 1,
       maximum: 100_000,
       default: 64,
-      description: 'Requests in flight at most per principal, so one cannot hold every slot; more get 503 overloaded.',
+      description:
+        'Requests in flight at most per principal, counted from its headers (before the body arrives), so one cannot hold every slot; more get 503 overloaded.',
     }),
     trustProxy: Type.Array(Type.String({ minLength: 1 }), {
       default: [],
-      description: 'Proxies (addresses or CIDRs) whose X-Forwarded-For names the client, for the failed-authentication brake.',
+      description:
+        'Proxies (addresses or CIDRs, IPv4/IPv6, e.g. ["10.0.0.0/8"]) whose X-Forwarded-For names the client for the failed-authentication brake; empty, the socket peer is the client.',
     }),
     headersTimeoutMs: Type.Integer({
       minimum: 100,
@@ -136,7 +141,8 @@ export const ConfigSchema = Type.Object(
       minimum: 0,
       maximum: 600_000,
       default: 5_000,
-      description: 'How long a write waits for a locked database before 503 store_unavailable.',
+      description:
+        'How long a write waits for a locked SQLite database (another process writing) before 503 store_unavailable; writes take the lock up front (BEGIN IMMEDIATE) so the wait applies.',
     }),
     database: Type.Object(
       {
@@ -144,7 +150,8 @@ export const ConfigSchema = Type.Object(
           Type.String({
             pattern: '^postgres(ql)?://',
             description:
-              'postgres://user@host:port/db selects PostgreSQL instead of the SQLite file (several instances can share it). Env PII_VAULT_DATABASE_URL (wins).',
+              'postgres://user@host:port/db selects the PostgreSQL store instead of the SQLite file, for init, serve, start, audit verify and keys (several instances can share it).',
+            env: 'PII_VAULT_DATABASE_URL',
           }),
         ),
         poolSize: Type.Integer({ minimum: 1, maximum: 1_000, default: 10, description: 'PostgreSQL connections per instance at most.' }),
@@ -202,14 +209,15 @@ export const ConfigSchema = Type.Object(
     }),
     policyFile: Type.String({
       default: 'policy.json',
-      description: 'Roles, grants and principals; reloaded on SIGHUP and when the file changes.',
+      description: 'Roles, grants and principals; reloaded on SIGHUP and when the file changes; must not be writable by other users.',
     }),
     phoneRegion: Type.Optional(
       Type.String({ pattern: '^[A-Z]{2}$', description: 'Region (ISO 3166) for national phone numbers; unset accepts only +… numbers.' }),
     ),
     logLevel: oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'silent'] as const, {
       default: 'info',
-      description: 'Log level. Env PII_VAULT_LOG_LEVEL.',
+      env: 'PII_VAULT_LOG_LEVEL',
+      description: 'Log level: fatal, error, warn, info, debug or silent.',
     }),
     keyCacheTtlSeconds: Type.Integer({
       minimum: 1,
@@ -221,7 +229,8 @@ export const ConfigSchema = Type.Object(
       minimum: 1,
       maximum: 1_000_000,
       default: 10_000,
-      description: 'How many unwrapped data keys are kept at most.',
+      description:
+        'How many unwrapped data keys are kept; the least recently used old version goes first, the audit key and active keys last.',
     }),
   },
   { additionalProperties: false },

@@ -2,6 +2,7 @@ import { expect } from 'chai';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigSchema } from '../../src/config';
+import { configReference, withConfigReference } from '../../scripts/config-reference';
 import { ERROR_CATALOGUE, ITEM_ERROR_CODES } from '../../src/errors';
 import { validatePolicy } from '../../src/policy/policy';
 import { Value } from '@sinclair/typebox/value';
@@ -15,6 +16,11 @@ describe('documentation stays true', () => {
       expect(readme, code).to.match(new RegExp(`\\| \`${code}\` \\| ${status} \\|`));
     }
     for (const code of ITEM_ERROR_CODES) expect(readme).to.contain(`\`${code}\``);
+  });
+
+  it('README carries the configuration reference generated from the config schema (npm run docs:config)', () => {
+    expect(readme).to.equal(withConfigReference(readme));
+    expect(readme).to.contain(configReference());
   });
 
   it('README documents every configuration key', () => {
