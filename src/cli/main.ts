@@ -6,6 +6,7 @@ import { InitResult, initDataDir } from '../app/init';
 import { openVault } from '../app/open-vault';
 import { PolicyReloadTrigger, reloadPolicy } from '../app/policy-reload';
 import { startServer } from '../app/server';
+import { migrate } from './migrate';
 import { CliError, keysCommand } from './keys';
 import { writeKeysFile } from './keys-file';
 
@@ -20,6 +21,8 @@ const USAGE = `Usage:
   pii-vault audit verify --data-dir DIR --archive FILE [--json]   verify an archive file against the vault
   pii-vault audit archive --data-dir DIR --before SEQ --out FILE [--json]
                                                      export the verified rows before SEQ to a new FILE, then prune them
+  pii-vault migrate --data-dir DIR --to postgres://… [--json]
+                                                     copy the embedded SQLite vault into an empty PostgreSQL database and verify it
 
   pii-vault keys list      [--tenant T | --all] [--json]
   pii-vault keys rotate    [--tenant T | --all] [--json]         new active data-key version
@@ -56,6 +59,7 @@ const OPTIONS = {
   json: { type: 'boolean', default: false },
   force: { type: 'boolean', default: false },
   'keys-file': { type: 'string' },
+  to: { type: 'string' },
   help: { type: 'boolean', short: 'h', default: false },
 } as const;
 
@@ -126,6 +130,9 @@ async function run(argv: string[]): Promise<number> {
       return values.archive === undefined ? auditVerify(dataDir, values.json) : auditVerifyArchive(dataDir, values.archive, values.json);
     case 'audit archive':
       return auditArchive(dataDir, values, values.json);
+    case 'migrate':
+      if (!values.to) throw new UsageError('--to postgres://… is required');
+      return migrate(dataDir, values.to, values.json);
     default:
       throw new UsageError(`unknown command "${command}"`);
   }
