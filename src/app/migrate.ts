@@ -12,7 +12,7 @@ import { OpenedVault, openVault } from './open-vault';
 /** Records picked across the whole source and checked value by value on both sides. */
 const SAMPLE_SIZE = 200;
 
-export interface MigrateSummary {
+interface MigrateSummary {
   ok: boolean;
   source: string;
   /** The target database, its password redacted. */

@@ -104,7 +104,7 @@ const TABLES: TableCopy[] = [
 /** Rows per table, as counted on each side inside the copy (the target's before its commit). */
 export type TableCounts = Record<string, { source: number; target: number }>;
 
-export interface CopyResult {
+interface CopyResult {
   counts: TableCounts;
   /** Every data key of the source, as stored there (wrapped), for decrypting the sample on the source's side. */
   sourceKeys: DataKeyRecord[];

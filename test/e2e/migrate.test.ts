@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import Database from 'better-sqlite3';
+import { cpSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { apiClient, randomPan } from '../helpers/load';
 import { createTestDatabase, requirePostgres } from '../helpers/postgres';
@@ -147,7 +148,10 @@ describe('e2e / pii-vault migrate: embedded SQLite vault → PostgreSQL (real pr
 
     const verify = cli(['audit', 'verify', '--data-dir', dir, '--json'], env);
     expect(verify.status, verify.stderr).to.equal(0);
-    expect(JSON.parse(verify.stdout)).to.include({ ok: true, archivedThrough: 499 });
+    const verified = JSON.parse(verify.stdout);
+    expect(verified).to.include({ ok: true, archivedThrough: 499 });
+    // The rows the PostgreSQL server appended continue the copied chain (its head was carried over).
+    expect(verified.rows).to.be.greaterThan(summary.audit.rows);
 
     // Into a database that now holds a vault: refused, naming it without its password.
     const withPassword = new URL(db.url);
@@ -158,5 +162,17 @@ describe('e2e / pii-vault migrate: embedded SQLite vault → PostgreSQL (real pr
     expect(second.stderr).to.contain(':***@');
     expect(second.stderr + second.stdout).not.to.contain('not-shown-anywhere');
     expect(fingerprintFiles(dir)).to.equal(sourceBefore);
+
+    // A source not yet at this release's schema is refused before anything is copied.
+    const old = join(root, 'old');
+    cpSync(dir, old, { recursive: true });
+    const file = new Database(join(old, 'vault.db'));
+    file.prepare('DELETE FROM schema_migrations WHERE version = (SELECT max(version) FROM schema_migrations)').run();
+    file.close();
+    const refused = cli(['migrate', '--data-dir', old, '--to', 'postgres://nobody@127.0.0.1:1/none'], { PII_VAULT_DATABASE_URL: '' });
+    expect(refused.status).to.equal(1);
+    expect(refused.stderr).to.match(
+      /has schema version \d+, this release writes \d+: start the vault once with this release, then migrate/,
+    );
   });
 });

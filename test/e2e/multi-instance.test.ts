@@ -164,6 +164,9 @@ describe('e2e / three vault instances on one PostgreSQL database (real processes
       });
     }
     expect(wrong).to.deep.equal([]);
+    // No instance wrote under the old key after the rotation: the job left none, so it retires.
+    const retired = await c.call(keys.security, 'POST', '/v1/keys/1/retire', {});
+    expect(retired.status, JSON.stringify(retired.body)).to.equal(200);
 
     const verify = cli(['audit', 'verify', '--data-dir', dir, '--json'], env);
     expect(verify.status, verify.stderr).to.equal(0);
