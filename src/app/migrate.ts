@@ -39,17 +39,9 @@ export async function migrateVault(dataDir: string, targetUrl: string): Promise<
   }
   const sourceFile = dataPath(config, config.databaseFile);
   if (!existsSync(sourceFile)) throw new Error(`no vault database at ${sourceFile}`);
-  const { poolSize, connectTimeoutMs, statementTimeoutMs, idleInTransactionTimeoutMs } = config.database;
-  const copied = await copySqliteToPostgres(
-    sourceFile,
-    // The copy is one long transaction: no statement or idle timeout cuts it short.
-    { url: targetUrl, poolSize, connectTimeoutMs, statementTimeoutMs: 0, idleInTransactionTimeoutMs: 0 },
-    { sampleSize: SAMPLE_SIZE },
-  );
-  const target: VaultConfig = {
-    ...config,
-    database: { ...config.database, url: targetUrl, statementTimeoutMs, idleInTransactionTimeoutMs },
-  };
+  const database = { ...config.database, url: targetUrl };
+  const copied = await copySqliteToPostgres(sourceFile, database, { sampleSize: SAMPLE_SIZE });
+  const target: VaultConfig = { ...config, database };
   const opened = await openVault(target);
   try {
     const sample = await compareSample(opened, copied.sample, copied.sourceKeys);

@@ -138,6 +138,7 @@ export async function copySqliteToPostgres(
   try {
     // Creates (or checks) the schema under the store's own migration lock.
     await (await PostgresStore.open(target)).close();
+    // The copy is one long transaction: its connection has no statement or idle timeout.
     const client = new Client({ connectionString: target.url, connectionTimeoutMillis: target.connectTimeoutMs });
     client.on('error', () => undefined); // reported by the failing query
     try {

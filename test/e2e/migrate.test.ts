@@ -163,6 +163,11 @@ describe('e2e / pii-vault migrate: embedded SQLite vault → PostgreSQL (real pr
     expect(second.stderr + second.stdout).not.to.contain('not-shown-anywhere');
     expect(fingerprintFiles(dir)).to.equal(sourceBefore);
 
+    // A data dir already pointed at PostgreSQL has no embedded vault to copy.
+    const configured = cli(['migrate', '--data-dir', dir, '--to', db.url], env);
+    expect(configured.status).to.equal(1);
+    expect(configured.stderr).to.contain('this vault is configured for PostgreSQL already');
+
     // A source not yet at this release's schema is refused before anything is copied.
     const old = join(root, 'old');
     cpSync(dir, old, { recursive: true });
