@@ -33,7 +33,7 @@ function tlsOptions(config: VaultConfig): https.ServerOptions {
   };
 }
 
-const VERSION: string = require('../../../package.json').version;
+export const VERSION: string = require('../../../package.json').version;
 
 /** Opens the vault and listens; resolves once the port is bound. */
 export async function startServer(config: VaultConfig, logger: Logger = createLogger(config.logLevel)): Promise<RunningServer> {

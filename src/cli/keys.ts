@@ -17,7 +17,7 @@ import type {
 } from '../contract/schemas';
 import { MasterKeyring } from '../crypto/local-key-provider';
 
-interface KeysCommandOptions {
+export interface KeysCommandOptions {
   url?: string;
   apiKey?: string;
   tenant?: string;
@@ -31,7 +31,7 @@ interface KeysCommandOptions {
   dataDir?: string;
 }
 
-export class CliError extends Error {}
+class CliError extends Error {}
 
 export async function keysCommand(sub: string, o: KeysCommandOptions, out: NodeJS.WriteStream = process.stdout): Promise<number> {
   if (sub === 'new-master-key') return newMasterKey(o, out);
@@ -130,6 +130,7 @@ function newMasterKey(o: KeysCommandOptions, out: NodeJS.WriteStream): number {
   if (!existsSync(file)) throw new CliError(`no master keyring at ${file}`);
   const keyring = MasterKeyring.load(file).withNewVersion();
   keyring.save(file, false);
+  if (o.json) return print(out, { masterKeyVersion: keyring.active, keyFile: file });
   out.write(`master key v${keyring.active} is now active in ${file}; run \`pii-vault keys rewrap\` to move every data key under it\n`);
   return 0;
 }

@@ -1,76 +1,167 @@
 import { accessSync, constants, existsSync, watchFile } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 import { CONFIG_FILE, ConfigOverrides, dataPath, loadConfig, VaultConfig } from '../config';
 import { InitResult, initDataDir } from '../app/init';
 import { openVault } from '../app/open-vault';
 import { PolicyReloadTrigger, reloadPolicy } from '../app/policy-reload';
-import { startServer } from '../app/server';
-import { migrate } from './migrate';
-import { CliError, keysCommand } from './keys';
+import { startServer, VERSION } from '../app/server';
+import { createLogger } from '../logger';
+import { CommandSpec, CommandValues, OptionName, parseCommandLine, UsageError } from './args';
+import { keysCommand, KeysCommandOptions } from './keys';
 import { writeKeysFile } from './keys-file';
+import { migrate } from './migrate';
 
-const USAGE = `Usage:
-  pii-vault init  --data-dir DIR [--json] [--force] [--keys-file FILE]
-                                                     create a vault; prints the starter API keys once
-                                                     (--keys-file: writes them to FILE, mode 0600, and prints only its path)
-  pii-vault serve --data-dir DIR [--port N] [--host H] serve the HTTP API (default 127.0.0.1:8080)
-  pii-vault start --data-dir DIR [--port N] [--host H] [--keys-file FILE]
-                                                     init if needed, then serve (what \`npm start\` runs)
-  pii-vault audit verify --data-dir DIR [--json]     re-verify the whole audit hash chain (exit 0 intact, 1 broken)
-  pii-vault audit verify --data-dir DIR --archive FILE [--json]   verify an archive file against the vault
-  pii-vault audit archive --data-dir DIR --before SEQ --out FILE [--json]
-                                                     export the verified rows before SEQ to a new FILE, then prune them
-  pii-vault migrate --data-dir DIR --to postgres://… [--json]
-                                                     copy the embedded SQLite vault into an empty PostgreSQL database and verify it
+const KEYS_API = ['url', 'api-key'] as const;
 
-  pii-vault keys list      [--tenant T | --all] [--json]
-  pii-vault keys rotate    [--tenant T | --all] [--json]         new active data-key version
-  pii-vault keys rewrap    [--kms-key-id ID | --to-local] [--json] re-wrap every data key under the (new) KEK
-  pii-vault keys reencrypt [--tenant T | --all] [--wait] [--json] move records to the active data key
-  pii-vault keys retire    --version N [--tenant T]
-  pii-vault keys destroy   --version N [--tenant T] --confirm "destroy T/data/vN"
-     (keys commands call the API: PII_VAULT_URL, default http://127.0.0.1:8080, and
-      PII_VAULT_API_KEY, a key of a principal with keys:* grants, e.g. security)
-  pii-vault keys new-master-key --data-dir DIR          add a new active local master-key version
+/** Every command: its usage and options (checked by args.ts) and what it runs. Adding a command is one entry. */
+const COMMANDS: readonly CommandSpec[] = [
+  {
+    name: 'init',
+    synopsis: '--data-dir DIR [--json] [--force] [--keys-file FILE]',
+    summary: 'create a vault; prints the starter API keys once (--keys-file: writes them to FILE, mode 0600, and prints only its path)',
+    options: ['data-dir', 'json', 'force', 'keys-file'],
+    run: async (v) => {
+      const dataDir = requireDataDir(v);
+      requireKeysFileDirectory(v['keys-file']);
+      announceInit(await initDataDir(dataDir, { force: v.force }), { json: !!v.json, keysFile: v['keys-file'], out: process.stdout });
+      return 0;
+    },
+  },
+  {
+    name: 'serve',
+    synopsis: '--data-dir DIR [--port N] [--host H]',
+    summary: 'serve the HTTP API (default 127.0.0.1:8080)',
+    options: ['data-dir', 'port', 'host'],
+    notes: ['stdout: one line "listening on URL" once ready, then JSON log lines only.'],
+    run: (v) => serve(requireDataDir(v), overrides(v)),
+  },
+  {
+    name: 'start',
+    synopsis: '--data-dir DIR [--port N] [--host H] [--keys-file FILE]',
+    summary: 'init if needed, then serve (what `npm start` runs)',
+    options: ['data-dir', 'port', 'host', 'keys-file'],
+    notes: [
+      'On first run the starter API keys go to stderr (or to --keys-file); stdout is as for serve:',
+      'one line "listening on URL", then JSON log lines only.',
+    ],
+    run: async (v) => {
+      const dataDir = requireDataDir(v);
+      const flags = overrides(v);
+      requireKeysFileDirectory(v['keys-file']);
+      if (!existsSync(join(resolve(dataDir), CONFIG_FILE)))
+        announceInit(await initDataDir(dataDir), { json: false, keysFile: v['keys-file'], out: process.stderr });
+      return serve(dataDir, flags);
+    },
+  },
+  {
+    name: 'audit verify',
+    synopsis: '--data-dir DIR [--archive FILE] [--json]',
+    summary: 're-verify the whole audit hash chain, or an archive file against the vault (exit 0 intact, 1 broken)',
+    options: ['data-dir', 'archive', 'json'],
+    run: (v) =>
+      v.archive === undefined ? auditVerify(requireDataDir(v), !!v.json) : auditVerifyArchive(requireDataDir(v), v.archive, !!v.json),
+  },
+  {
+    name: 'audit archive',
+    synopsis: '--data-dir DIR --before SEQ --out FILE [--json]',
+    summary: 'export the verified rows before SEQ to a new FILE, then prune them',
+    options: ['data-dir', 'before', 'out', 'json'],
+    run: (v) => auditArchive(requireDataDir(v), v, !!v.json),
+  },
+  keys('list', '[--tenant T | --all] [--json]', 'list data-key versions, states, KEKs and record counts', ['tenant', 'all', 'json']),
+  keys('rotate', '[--tenant T | --all] [--json]', 'new active data-key version (the previous ones stay decrypt-only)', [
+    'tenant',
+    'all',
+    'json',
+  ]),
+  keys('rewrap', '[--kms-key-id ID | --to-local] [--json]', 're-wrap every data key under the (new) KEK', [
+    'kms-key-id',
+    'to-local',
+    'json',
+  ]),
+  keys('reencrypt', '[--tenant T | --all] [--wait] [--json]', 'move records to the active data key', ['tenant', 'all', 'wait', 'json']),
+  keys('retire', '--version N [--tenant T] [--json]', 'retire a decrypt-only version no record uses', ['version', 'tenant', 'json']),
+  keys('destroy', '--version N [--tenant T] --confirm "destroy T/data/vN" [--json]', 'crypto-shred a retired version (irreversible)', [
+    'version',
+    'tenant',
+    'confirm',
+    'json',
+  ]),
+  {
+    name: 'keys new-master-key',
+    synopsis: '--data-dir DIR [--json]',
+    summary: 'add a new active local master-key version (then run `pii-vault keys rewrap`)',
+    options: ['data-dir', 'json'],
+    run: (v) => keysCommand('new-master-key', keysOptions(v)),
+  },
+  {
+    name: 'migrate',
+    synopsis: '--data-dir DIR --to postgres://… [--json]',
+    summary: 'copy the embedded SQLite vault into an empty PostgreSQL database and verify the copy (the source is not modified)',
+    options: ['data-dir', 'to', 'json'],
+    run: (v) => {
+      if (!v.to) throw new UsageError('--to postgres://… is required');
+      return migrate(requireDataDir(v), v.to, !!v.json);
+    },
+  },
+  {
+    name: 'dev-kms',
+    synopsis: '[--port N] [--host H] [--data FILE]',
+    summary: 'a KMS-compatible endpoint for tests and local runs (NOT for production; default port 4599)',
+    options: ['port', 'host', 'data'],
+    run: (v) => devKms(v),
+  },
+];
 
-  pii-vault dev-kms [--port N] [--host H] [--data FILE]  a KMS-compatible endpoint for tests and local runs (NOT for production)
-`;
+/** A keys command that calls the API of a running vault (--url/--api-key). */
+function keys(sub: string, synopsis: string, summary: string, options: readonly OptionName[]): CommandSpec {
+  return {
+    name: `keys ${sub}`,
+    synopsis: `${synopsis} [--url URL] [--api-key KEY]`,
+    summary,
+    options: [...options, ...KEYS_API],
+    run: (v) => keysCommand(sub, keysOptions(v)),
+  };
+}
 
-class UsageError extends Error {}
-
-const OPTIONS = {
-  'data-dir': { type: 'string' },
-  url: { type: 'string' },
-  'api-key': { type: 'string' },
-  tenant: { type: 'string' },
-  all: { type: 'boolean', default: false },
-  version: { type: 'string' },
-  confirm: { type: 'string' },
-  'kms-key-id': { type: 'string' },
-  'to-local': { type: 'boolean', default: false },
-  before: { type: 'string' },
-  out: { type: 'string' },
-  archive: { type: 'string' },
-  wait: { type: 'boolean', default: false },
-  data: { type: 'string' },
-  port: { type: 'string' },
-  host: { type: 'string' },
-  json: { type: 'boolean', default: false },
-  force: { type: 'boolean', default: false },
-  'keys-file': { type: 'string' },
-  to: { type: 'string' },
-  help: { type: 'boolean', short: 'h', default: false },
-} as const;
+function keysOptions(v: CommandValues): KeysCommandOptions {
+  return {
+    url: v.url,
+    apiKey: v['api-key'],
+    tenant: v.tenant,
+    all: !!v.all,
+    version: v.version,
+    confirm: v.confirm,
+    kmsKeyId: v['kms-key-id'],
+    toLocal: !!v['to-local'],
+    wait: !!v.wait,
+    json: !!v.json,
+    dataDir: v['data-dir'],
+  };
+}
 
 export async function main(argv: string[]): Promise<void> {
   // Everything the vault writes (database, WAL, keys, policy) is for its own user only.
   process.umask(0o077);
+  let command: CommandSpec | undefined;
   try {
-    process.exitCode = await run(argv);
+    const line = parseCommandLine(argv, COMMANDS);
+    if (line.kind === 'version') {
+      process.stdout.write(`pii-vault ${VERSION}\n`);
+      return;
+    }
+    if (line.kind === 'help') {
+      (line.exitCode === 0 ? process.stdout : process.stderr).write(line.text);
+      process.exitCode = line.exitCode;
+      return;
+    }
+    command = line.command;
+    process.exitCode = await command.run(line.values);
   } catch (err) {
     if (err instanceof UsageError) {
-      process.stderr.write(`pii-vault: ${err.message}\n\n${USAGE}`);
+      // A command's own checks (a missing --data-dir, a bad --port) name no command: the one running.
+      const usage = err.command || err.helpFor || !command ? err : new UsageError(err.message, command.name);
+      process.stderr.write(usage.line() + '\n');
       process.exitCode = 2;
       return;
     }
@@ -79,63 +170,14 @@ export async function main(argv: string[]): Promise<void> {
   }
 }
 
-async function run(argv: string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
-  const { values, positionals } = parsed;
-  const command = positionals.join(' ');
-  if (values.help || command === '' || command === 'help') {
-    process.stdout.write(USAGE);
-    return command === '' && !values.help ? 2 : 0;
-  }
-  if (positionals[0] === 'keys') {
-    return keysCommand(positionals.slice(1).join(' '), {
-      url: values.url,
-      apiKey: values['api-key'],
-      tenant: values.tenant,
-      all: values.all,
-      version: values.version,
-      confirm: values.confirm,
-      kmsKeyId: values['kms-key-id'],
-      toLocal: values['to-local'],
-      wait: values.wait,
-      json: values.json,
-      dataDir: values['data-dir'],
-    }).catch((err) => {
-      if (err instanceof CliError) throw new Error(err.message);
-      throw err;
-    });
-  }
-  if (command === 'dev-kms') return devKms(values);
-  const dataDir = values['data-dir'];
-  if (!dataDir) throw new UsageError('--data-dir is required');
-  const keysFile = values['keys-file'];
-  if (keysFile !== undefined && command !== 'init' && command !== 'start') throw new UsageError('--keys-file goes with init or start');
-  // Checked before init: keys issued but not written anywhere would be lost.
+function requireDataDir(values: CommandValues): string {
+  if (!values['data-dir']) throw new UsageError('--data-dir is required');
+  return values['data-dir'];
+}
+
+/** Checked before init: keys issued but not written anywhere would be lost. */
+function requireKeysFileDirectory(keysFile: string | undefined): void {
   if (keysFile !== undefined) requireWritableDirectory(dirname(resolve(keysFile)), '--keys-file');
-  switch (command) {
-    case 'init':
-      announceInit(await initDataDir(dataDir, { force: values.force }), { json: values.json, keysFile });
-      return 0;
-    case 'serve':
-      return serve(dataDir, overrides(values));
-    case 'start':
-      if (!existsSync(join(resolve(dataDir), CONFIG_FILE))) announceInit(await initDataDir(dataDir), { json: false, keysFile });
-      return serve(dataDir, overrides(values));
-    case 'audit verify':
-      return values.archive === undefined ? auditVerify(dataDir, values.json) : auditVerifyArchive(dataDir, values.archive, values.json);
-    case 'audit archive':
-      return auditArchive(dataDir, values, values.json);
-    case 'migrate':
-      if (!values.to) throw new UsageError('--to postgres://… is required');
-      return migrate(dataDir, values.to, values.json);
-    default:
-      throw new UsageError(`unknown command "${command}"`);
-  }
 }
 
 function overrides(values: { port?: string; host?: string }): ConfigOverrides {
@@ -157,12 +199,12 @@ function requireWritableDirectory(dir: string, option: string): void {
 }
 
 /** Tells the operator about a new vault (or re-issued keys): the keys themselves, or only where they were written. */
-function announceInit(result: InitResult, { json, keysFile }: { json: boolean; keysFile?: string }): void {
+function announceInit(result: InitResult, { json, keysFile, out }: { json: boolean; keysFile?: string; out: NodeJS.WritableStream }): void {
   const file = keysFile === undefined ? undefined : resolve(keysFile);
   if (file) writeKeysFile(file, result);
   if (json) {
     const shown = file ? { keysFile: file } : { apiKeys: result.apiKeys };
-    process.stdout.write(JSON.stringify({ ...shown, dataDir: result.dataDir }) + '\n');
+    out.write(JSON.stringify({ ...shown, dataDir: result.dataDir }) + '\n');
     return;
   }
   const lines = [
@@ -179,12 +221,17 @@ function announceInit(result: InitResult, { json, keysFile }: { json: boolean; k
       ? `A running vault loads the new keys within ${POLICY_WATCH_INTERVAL_MS / 1000} s (it watches its policy file); the previous keys stop working then.`
       : `Serve it with: pii-vault serve --data-dir ${result.dataDir}`,
   ];
-  process.stdout.write(lines.join('\n') + '\n');
+  out.write(lines.join('\n') + '\n');
 }
 
 async function serve(dataDir: string, flags: ConfigOverrides): Promise<number> {
   const config = loadConfig(dataDir, flags);
-  const running = await startServer(config);
+  // Tools read `listening on` as stdout's first line: log lines written while starting wait for it.
+  const stdout = heldUntilReleased(process.stdout);
+  const running = await startServer(config, createLogger(config.logLevel, stdout)).catch((err: unknown) => {
+    stdout.release();
+    throw err;
+  });
   const shutdown = (signal: string) => {
     running.logger.info({ signal }, 'shutting down');
     running.close().then(
@@ -199,8 +246,21 @@ async function serve(dataDir: string, flags: ConfigOverrides): Promise<number> {
   watchPolicyFile(config, () => reload('policy-file-changed'));
   // Announced only once the signal handlers are in place: a supervisor may signal right after this line.
   process.stdout.write(`listening on ${running.url}\n`);
+  stdout.release();
   running.logger.info({ url: running.url, dataDir: config.dataDir }, 'vault started');
   return new Promise<number>(() => undefined);
+}
+
+/** A log destination that keeps what is written until released, then passes everything through. */
+function heldUntilReleased(out: NodeJS.WritableStream): { write(line: string): void; release(): void } {
+  let held: string[] | undefined = [];
+  return {
+    write: (line) => (held ? held.push(line) : out.write(line)),
+    release: () => {
+      for (const line of held ?? []) out.write(line);
+      held = undefined;
+    },
+  };
 }
 
 /** How often the serving process looks at its policy file for changes (new API keys from `init --force`, edits). */

@@ -23,12 +23,21 @@ interface AwsKmsSettings {
   maxAttempts?: number;
 }
 
-/** KMS could not be used: unreachable, throttled, denied, disabled or missing key. Maps to 503. */
+/**
+ * KMS could not be used: unreachable, throttled, denied, disabled or missing key. Maps to 503.
+ * A `configuration` failure (no credentials, a key id that does not exist) does not pass with time:
+ * its message names the setting to fix instead of asking to try again later.
+ */
 export class KmsUnavailableError extends KeyUnavailableError {
-  constructor(readonly reason: string) {
+  constructor(
+    readonly reason: string,
+    kind: 'transient' | 'configuration' = 'transient',
+  ) {
     super(
-      `AWS KMS is unavailable: ${reason}`,
-      `AWS KMS is unavailable (${reason}) and the key needed is not cached; try again later.`,
+      kind === 'configuration' ? reason : `AWS KMS is unavailable: ${reason}`,
+      kind === 'configuration'
+        ? `AWS KMS cannot be used: ${reason}.`
+        : `AWS KMS is unavailable (${reason}) and the key needed is not cached; try again later.`,
       'kms_unavailable',
     );
     this.name = 'KmsUnavailableError';
@@ -54,6 +63,8 @@ export class AwsKmsKeyProvider extends KeyProvider {
     private readonly keyId: string,
     private readonly client: KMSClient,
     private readonly allowedKeyIds: readonly string[] = [],
+    /** Where KMS is, as error messages name it. */
+    private readonly endpoint = 'AWS KMS',
   ) {
     super();
   }
@@ -66,7 +77,8 @@ export class AwsKmsKeyProvider extends KeyProvider {
       maxAttempts: settings.maxAttempts ?? 3,
       requestHandler: { connectionTimeout: timeout, requestTimeout: timeout },
     });
-    return new AwsKmsKeyProvider(settings.keyId, client, settings.allowedKeyIds);
+    const endpoint = settings.endpoint ?? `AWS KMS in region ${settings.region ?? process.env.AWS_REGION ?? '(none set)'}`;
+    return new AwsKmsKeyProvider(settings.keyId, client, settings.allowedKeyIds, endpoint);
   }
 
   /**
@@ -86,7 +98,7 @@ export class AwsKmsKeyProvider extends KeyProvider {
   }
 
   private async describeKey(keyId: string): Promise<{ Arn: string; Enabled?: boolean; KeyState?: string }> {
-    const meta = (await this.call(() => this.client.send(new DescribeKeyCommand({ KeyId: keyId })))).KeyMetadata;
+    const meta = (await this.call(() => this.client.send(new DescribeKeyCommand({ KeyId: keyId })), keyId)).KeyMetadata;
     if (!meta?.Arn) throw new KmsUnavailableError(`key ${keyId} has no ARN`);
     return { ...meta, Arn: meta.Arn };
   }
@@ -182,13 +194,13 @@ export class AwsKmsKeyProvider extends KeyProvider {
   }
 
   /** Runs one SDK call, translating its failures into errors that carry no raw stack to callers. */
-  private async call<T>(send: () => Promise<T>): Promise<T> {
+  private async call<T>(send: () => Promise<T>, keyId?: string): Promise<T> {
     try {
       const result = await send();
       this.health = { ok: true, at: Date.now() };
       return result;
     } catch (err) {
-      const translated = translateKmsError(err);
+      const translated = translateKmsError(err, this.endpoint, keyId);
       if (translated instanceof KmsUnavailableError) this.health = { ok: false, at: Date.now() };
       throw translated;
     }
@@ -199,9 +211,12 @@ function toKmsContext(context: EncryptionContext): Record<string, string> {
   return { tenant: context.tenant, purpose: context.purpose, version: context.version };
 }
 
-/** KMS errors → IntegrityError (the wrapped key or its context is wrong) or KmsUnavailableError. */
-function translateKmsError(err: unknown): Error {
-  const name = (err as { name?: string }).name ?? '';
+/**
+ * KMS errors → IntegrityError (the wrapped key or its context is wrong) or KmsUnavailableError,
+ * naming the cause: the setting to check, or the endpoint that could not be reached.
+ */
+function translateKmsError(err: unknown, endpoint: string, keyId?: string): Error {
+  const { name = '', code, message = '' } = err as { name?: string; code?: string; message?: string };
   switch (name) {
     case 'InvalidCiphertextException':
     case 'IncorrectKeyException':
@@ -211,13 +226,23 @@ function translateKmsError(err: unknown): Error {
     case 'InvalidSignatureException':
       return new KmsUnavailableError('access denied to the key (check the credentials and key policy)');
     case 'NotFoundException':
-      return new KmsUnavailableError('key not found');
+      return new KmsUnavailableError(
+        `KMS key/alias not found: check keyProvider.kms.keyId${keyId ? ` and allowedKeyIds (${keyId} does not exist)` : ''}`,
+        'configuration',
+      );
+    case 'CredentialsProviderError':
+      return new KmsUnavailableError(
+        'no AWS credentials found (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or run with an instance or task role)',
+        'configuration',
+      );
     case 'DisabledException':
     case 'KMSInvalidStateException':
       return new KmsUnavailableError('key is disabled or pending deletion');
     case 'ThrottlingException':
       return new KmsUnavailableError('throttled by KMS after retries');
     default:
-      return new KmsUnavailableError(`unreachable (${name || 'network error'})`);
+      if (/region is missing/i.test(message))
+        return new KmsUnavailableError('no AWS region set (keyProvider.kms.region or AWS_REGION)', 'configuration');
+      return new KmsUnavailableError(`unreachable at ${endpoint} (${code ?? (name || 'network error')})`);
   }
 }

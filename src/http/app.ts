@@ -1,25 +1,26 @@
-import express from 'express';
 import type { RequestListener, ServerResponse } from 'node:http';
 import { parse as parseQuery } from 'node:querystring';
 import helmet from 'helmet';
+import Router from 'router';
 import { MAX_ITEMS } from '../contract/schemas';
 import { defaultConfigFile } from '../config';
 import { VaultError } from '../errors';
-import { jsonBody } from './json-body';
-import { requestIdFor } from './request-id';
-import { VaultMetrics } from './metrics';
-import { KeyedBuckets, Limit } from './rate-limit';
-import { authenticate } from './authenticate';
-import { TrustedProxies } from './client-address';
-import { concurrencyLimit, principalConcurrencyLimit } from './concurrency';
 import type { Logger } from '../logger';
-import type { Principal } from '../policy/policy';
 import { refuseSensitiveAuthData } from '../service/input-guards';
 import type { Vault } from '../service/vault';
-import { errorHandler, sendError } from './error-handler';
+import { authenticate } from './authenticate';
+import { authorize } from './authorize';
+import { TrustedProxies } from './client-address';
+import { concurrencyLimit, principalConcurrencyLimit } from './concurrency';
+import { errorHandler } from './error-handler';
+import { jsonBody } from './json-body';
+import { VaultMetrics } from './metrics';
 import { buildOpenApi } from './openapi';
-import { ApiRequest, chain, isJsonRequest, Middleware, Next, sendJson } from './pipeline';
-import { API_ROUTES, Route } from './routes';
+import { ApiRequest, isJsonRequest, Middleware, Next, sendJson } from './pipeline';
+import { Limit, principalRateLimit } from './rate-limit';
+import { requestContext } from './request-context';
+import { allowListed } from './response-allow-list';
+import { API_ROUTES, ApiRoute, isPublic, PublicRoute, Route, ROUTES, ServerContext } from './routes';
 import { validate } from './validate';
 
 const MAX_BODY_BYTES = 1024 * 1024;
@@ -42,93 +43,72 @@ interface AppOptions {
   metrics?: VaultMetrics;
 }
 
-declare module 'express-serve-static-core' {
-  interface Request {
-    id: string;
-    principal?: Principal;
-  }
-}
-
 /**
  * The HTTP API, built apart from `listen` so tests drive it in-process with supertest.
  *
- * API routes with a fixed path (tokenize, detokenize, ...) are dispatched directly to the same
- * middlewares and handlers express would run, without express's router: express re-prototypes
- * every request and response, which alone costs several times what the vault's own work does on
- * a single-value call (see the README's Performance section). Everything else, including any
- * path that does not match exactly, goes through express.
+ * Every request goes through one router — express's own (`router`), run directly on Node's
+ * request and response: an express app would re-prototype both on every request, which costs
+ * more than the vault's own work on a single-value call (see the README's Performance section).
+ * Each route of the table in routes.ts gets its pipeline from `pipeline()` below, so a step added
+ * there (or with `router.use` before the routes) reaches every route; matching is express's
+ * (case-insensitive, optional trailing slash).
  */
 export function createApp({ vault, logger, version = '0.0.0', limits = defaultLimits(), metrics }: AppOptions): RequestListener {
-  const app = express();
-  app.set('trust proxy', false);
-  app.set('etag', false); // responses are no-store; hashing every body for an ETag is wasted work
-  const defaults = defaultConfigFile();
-  // The probes and /metrics are not subject to the concurrency limit: a liveness probe failing
-  // under load would make an orchestrator restart a healthy instance.
-  const unlimited = [requestContext(logger, metrics), helmet() as Middleware];
+  const context: ServerContext = { vault, metrics, openapi: buildOpenApi(version, { metrics: metrics !== undefined }) };
   const limited = concurrencyLimit(limits.maxConcurrentRequests);
-  const apiGate = chain(
+  const authenticated = [
     authenticate(
       vault,
       { authFailuresPerMinute: limits.authFailuresPerMinute, trustedProxies: new TrustedProxies(limits.trustProxy ?? []) },
       metrics,
     ),
-    principalRateLimit(limits, metrics),
-    principalConcurrencyLimit(limits.maxConcurrentRequestsPerPrincipal ?? defaults.maxConcurrentRequestsPerPrincipal),
-    jsonBody(MAX_BODY_BYTES),
-    refuseSensitiveAuthDataInBody,
-  );
-  const onError = errorHandler(logger);
-  app.use(...(unlimited as express.RequestHandler[]));
+    principalRateLimit(limits.rateLimits, metrics),
+    principalConcurrencyLimit(limits.maxConcurrentRequestsPerPrincipal ?? defaultConfigFile().maxConcurrentRequestsPerPrincipal),
+  ];
+  const body = [jsonBody(MAX_BODY_BYTES), refuseSensitiveAuthDataInBody];
 
-  const openapi = buildOpenApi(version, { metrics: metrics !== undefined });
-  app.get('/healthz', (_req, res) => {
-    res.json({ status: 'ok' });
-  });
-  app.get('/readyz', async (_req, res) => {
-    const checks = await vault.readiness();
-    const ok = Object.values(checks).every(Boolean);
-    res.status(ok ? 200 : 503).json({
-      status: ok ? 'ready' : 'unavailable',
-      checks: Object.fromEntries(Object.entries(checks).map(([name, up]) => [name, up ? 'ok' : 'unavailable'])),
-    });
-  });
-  if (metrics) {
-    app.get('/metrics', async (_req, res) => {
-      res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
-    });
-  }
-  app.use(limited as express.RequestHandler);
-  app.get('/openapi.json', (_req, res) => {
-    res.json(openapi);
-  });
+  /** A route's steps after the request id and helmet, which every request gets. */
+  const pipeline = (route: Route): Middleware[] => {
+    if (isPublic(route)) return [matched(route), ...(route.unlimited ? [] : [limited]), answerPublic(route, context)];
+    return [matched(route), limited, ...authenticated, authorize(vault, route), ...body, answerApi(route, vault)];
+  };
 
-  app.use('/v1', apiGate as express.RequestHandler);
-  for (const route of API_ROUTES) {
-    app[route.method](route.path, handle(vault, route) as express.RequestHandler);
+  const router = Router({ caseSensitive: false, strict: false });
+  router.use(...handlers(requestContext(logger, metrics), helmet() as Middleware));
+  for (const route of ROUTES) {
+    if (isPublic(route) && route.needsMetrics && !metrics) continue;
+    router[route.method](route.path, ...handlers(...pipeline(route)));
   }
-  const knownPaths = [...new Set(API_ROUTES.map((r) => r.path))];
-  for (const path of knownPaths) {
-    app.all(path, (req: express.Request) => {
-      throw new VaultError('method_not_allowed', `${req.method} is not allowed on ${path}.`);
-    });
+  // No route matched: the same limits and, under /v1, the same authentication, then 405 or 404.
+  router.use(...handlers(limited));
+  router.use('/v1', ...handlers(...authenticated, ...body));
+  for (const path of new Set(API_ROUTES.map((r) => r.path))) {
+    router.all(
+      path,
+      ...handlers((req) => {
+        req.routePath = path;
+        throw new VaultError('method_not_allowed', `${req.method} is not allowed on ${path}.`);
+      }),
+    );
   }
-  app.use(() => {
+  router.use(() => {
     throw new VaultError('not_found', 'No such route.');
   });
-  app.use(onError as express.ErrorRequestHandler);
+  const onError = errorHandler(logger);
+  router.use(onError as unknown as Router.ErrorRequestHandler);
+  return (req, res) => router(req, res, (err) => onError(err ?? new VaultError('not_found', 'No such route.'), req as ApiRequest, res));
+}
 
-  const direct = new Map<string, Middleware>();
-  for (const route of API_ROUTES.filter((r) => !r.path.includes(':'))) {
-    direct.set(`${route.method.toUpperCase()} ${route.path}`, chain(...unlimited, limited, apiGate, handle(vault, route)));
-  }
-  return (req, res) => {
-    const path = req.url!.split('?', 1)[0];
-    const dispatch = direct.get(`${req.method} ${path}`);
-    if (!dispatch) return app(req, res);
-    const request = req as ApiRequest;
-    request.routePath = path;
-    dispatch(request, res, (err?: unknown) => onError(err ?? new VaultError('not_found', 'No such route.'), request, res));
+/** The vault's steps as the router's handlers: the same functions, typed for Node's request plus what the steps add. */
+function handlers(...steps: Middleware[]): [Router.RequestHandler, ...Router.RequestHandler[]] {
+  return steps as unknown as [Router.RequestHandler, ...Router.RequestHandler[]];
+}
+
+/** Names the matched route for the access log and metrics (the pattern, never the raw path). */
+function matched(route: Route): Middleware {
+  return (req, _res, next) => {
+    req.routePath = route.path;
+    next();
   };
 }
 
@@ -149,51 +129,6 @@ function defaultLimits(): HttpLimits {
   };
 }
 
-/** Per-principal token buckets; a principal gets the most generous limit among its roles. */
-function principalRateLimit(limits: HttpLimits, metrics: VaultMetrics | undefined) {
-  const rolesOf = new Map<string, readonly string[]>();
-  const buckets = new KeyedBuckets((principalId) => {
-    const configured = (rolesOf.get(principalId) ?? []).map((r) => limits.rateLimits.roles[r]).filter(Boolean);
-    if (configured.length === 0) return limits.rateLimits.default;
-    return configured.reduce((a, b) => (b.ratePerSecond > a.ratePerSecond ? b : a));
-  });
-  return (req: ApiRequest, res: ServerResponse, next: Next) => {
-    const principal = req.principal!;
-    rolesOf.set(principal.id, principal.roles);
-    const result = buckets.take(principal.id, Date.now());
-    if (!result.ok) {
-      metrics?.throttled.inc({ reason: 'principal' });
-      res.setHeader('Retry-After', String(Math.max(1, Math.ceil(result.retryAfterMs / 1000))));
-      sendError(res, req.id, new VaultError('rate_limited'));
-      return;
-    }
-    next();
-  };
-}
-
-/** Request id (an incoming X-Request-Id of a PII-free shape, or a new UUID) and one access log line per request. */
-function requestContext(logger: Logger, metrics: VaultMetrics | undefined) {
-  return (req: ApiRequest, res: ServerResponse, next: Next) => {
-    req.id = requestIdFor(req.headers['x-request-id']);
-    res.setHeader('X-Request-Id', req.id);
-    res.setHeader('Cache-Control', 'no-store');
-    const started = process.hrtime.bigint();
-    res.on('finish', () => {
-      const ms = Number(process.hrtime.bigint() - started) / 1e6;
-      const route = req.routePath ?? (req as Partial<express.Request>).route?.path ?? null;
-      if (metrics) {
-        metrics.requests.inc({ route: route ?? 'unmatched', method: req.method, status: res.statusCode });
-        metrics.duration.observe({ route: route ?? 'unmatched', method: req.method }, ms / 1000);
-      }
-      logger.info(
-        { requestId: req.id, method: req.method, route, status: res.statusCode, ms, principal: req.principal?.id ?? null },
-        'request',
-      );
-    });
-    next();
-  };
-}
-
 function rejectOversizedBatch(body: unknown): void {
   const batch = body as { items?: unknown; tokens?: unknown } | null;
   for (const field of ['items', 'tokens'] as const) {
@@ -204,7 +139,8 @@ function rejectOversizedBatch(body: unknown): void {
   }
 }
 
-function handle(vault: Vault, route: Route): Middleware {
+/** Validates the request against the route's schemas, runs its handler, and answers what the response schema allows. */
+function answerApi(route: ApiRoute, vault: Vault): Middleware {
   return async (req, res) => {
     if (route.body) {
       if (!isJsonRequest(req)) throw new VaultError('unsupported_media_type');
@@ -222,11 +158,22 @@ function handle(vault: Vault, route: Route): Middleware {
       caller: { principal: req.principal!, requestId: req.id },
       body: req.body,
       query,
-      params: ((req as Partial<express.Request>).params ?? {}) as Record<string, string>,
+      params: req.params ?? {},
     });
-    if (route.status === 204 || result === undefined) {
+    if (!route.response || result === undefined) {
       res.statusCode = route.status;
       res.end();
-    } else sendJson(res, route.status, result);
+    } else sendJson(res, route.status, allowListed(route.response, result));
+  };
+}
+
+function answerPublic(route: PublicRoute, context: ServerContext): Middleware {
+  return async (_req, res) => {
+    const reply = await route.handler(context);
+    const body = allowListed(route.response, reply.body);
+    if (!route.mediaType) return sendJson(res, reply.status, body);
+    res.statusCode = reply.status;
+    res.setHeader('Content-Type', reply.contentType ?? route.mediaType);
+    res.end(body);
   };
 }

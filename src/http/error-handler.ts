@@ -23,7 +23,7 @@ export function toVaultError(err: unknown): VaultError {
   if (err instanceof VaultError) return err;
   const bodyType = (err as { type?: string }).type;
   if (bodyType && BODY_ERRORS[bodyType]) return new VaultError(BODY_ERRORS[bodyType]);
-  // Other client errors raised by express itself (e.g. an undecodable path parameter).
+  // Other client errors raised by the router itself (e.g. an undecodable path parameter).
   const status = (err as { status?: unknown }).status;
   if (typeof status === 'number' && status >= 400 && status < 500)
     return new VaultError('invalid_request', 'The request could not be read.');

@@ -33,7 +33,7 @@ const EVERY_API_ERROR: ErrorCode[] = [
   'kms_unavailable',
 ];
 
-/** The unauthenticated routes pass only the concurrency limit before answering. */
+/** The unauthenticated routes pass only the concurrency limit (if any) before answering. */
 const PUBLIC_ERRORS: ErrorCode[] = ['internal_error', 'overloaded'];
 
 /** One response per error status, naming its codes (also machine-readable as `x-error-codes`). */
@@ -79,8 +79,12 @@ export function buildOpenApi(version: string, { metrics = true }: { metrics?: bo
     };
   }
   for (const route of PUBLIC_ROUTES) {
-    const errors = errorResponses(PUBLIC_ERRORS);
-    const responses: Record<string, object> = { 200: { description: 'OK', content: json(route.response) }, ...errors };
+    if (route.needsMetrics && !metrics) continue;
+    const content = route.mediaType ? { [route.mediaType]: { schema: plain(route.response) } } : json(route.response);
+    const responses: Record<string, object> = {
+      200: { description: route.description ?? 'OK', content },
+      ...errorResponses(PUBLIC_ERRORS),
+    };
     if (route.path === '/readyz') {
       // Not ready is a readiness body; an overloaded vault answers with an error body.
       responses[503] = {
@@ -90,18 +94,6 @@ export function buildOpenApi(version: string, { metrics = true }: { metrics?: bo
       };
     }
     paths[route.path] = { get: { summary: route.summary, security: [], responses } };
-  }
-  if (metrics) {
-    paths['/metrics'] = {
-      get: {
-        summary: 'Prometheus metrics (no values or tokens in them); expose it only to your scraper.',
-        security: [],
-        responses: {
-          200: { description: 'Prometheus text exposition format', content: { 'text/plain': { schema: { type: 'string' } } } },
-          ...errorResponses(PUBLIC_ERRORS),
-        },
-      },
-    };
   }
   const catalogue = Object.entries(ERROR_CATALOGUE)
     .map(([code, e]) => `- \`${code}\` (${e.status}): ${e.message}`)

@@ -2,37 +2,21 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Principal } from '../policy/policy';
 
 /**
- * The request as the vault's middlewares see it: a plain Node request plus what they add. They
- * are written against Node's types, not express's, so the same steps serve express's router and
- * the direct dispatch of the hot routes (see app.ts).
+ * The request as the vault's middlewares see it: a plain Node request (the router does not
+ * re-prototype it the way an express app does) plus what the router and the middlewares add.
  */
 export interface ApiRequest extends IncomingMessage {
   id: string;
   principal?: Principal;
   body?: unknown;
+  /** Set by the router: the matched route's path parameters. */
+  params?: Record<string, string>;
   /** The matched route pattern (a metrics label, never the raw path). */
   routePath?: string;
 }
 
 export type Next = (err?: unknown) => void;
 export type Middleware = (req: ApiRequest, res: ServerResponse, next: Next) => unknown;
-
-/** Runs middlewares in order as one; an error or a response ends the chain. */
-export function chain(...steps: Middleware[]): Middleware {
-  return (req, res, next) => {
-    let i = 0;
-    const step = (err?: unknown): void => {
-      if (err !== undefined || i === steps.length) return next(err);
-      try {
-        const result = steps[i++](req, res, step);
-        if (result instanceof Promise) result.catch(next);
-      } catch (error) {
-        next(error);
-      }
-    };
-    step();
-  };
-}
 
 export function sendJson(res: ServerResponse, status: number, body: unknown): void {
   res.statusCode = status;

@@ -1,3 +1,9 @@
+import type { ServerResponse } from 'node:http';
+import { VaultError } from '../errors';
+import { sendError } from './error-handler';
+import type { VaultMetrics } from './metrics';
+import type { ApiRequest, Next } from './pipeline';
+
 /** A token bucket: `burst` tokens at most, refilled at `ratePerSecond`. Time is passed in (testable). */
 class TokenBucket {
   private tokens: number;
@@ -63,4 +69,26 @@ export class KeyedBuckets {
     }
     return bucket;
   }
+}
+
+/** Per-principal token buckets; a principal gets the most generous limit among its roles. */
+export function principalRateLimit(limits: { default: Limit; roles: Record<string, Limit> }, metrics: VaultMetrics | undefined) {
+  const rolesOf = new Map<string, readonly string[]>();
+  const buckets = new KeyedBuckets((principalId) => {
+    const configured = (rolesOf.get(principalId) ?? []).map((r) => limits.roles[r]).filter(Boolean);
+    if (configured.length === 0) return limits.default;
+    return configured.reduce((a, b) => (b.ratePerSecond > a.ratePerSecond ? b : a));
+  });
+  return (req: ApiRequest, res: ServerResponse, next: Next) => {
+    const principal = req.principal!;
+    rolesOf.set(principal.id, principal.roles);
+    const result = buckets.take(principal.id, Date.now());
+    if (!result.ok) {
+      metrics?.throttled.inc({ reason: 'principal' });
+      res.setHeader('Retry-After', String(Math.max(1, Math.ceil(result.retryAfterMs / 1000))));
+      sendError(res, req.id, new VaultError('rate_limited'));
+      return;
+    }
+    next();
+  };
 }

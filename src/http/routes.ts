@@ -30,9 +30,11 @@ import {
   RewrapResponseSchema,
 } from '../contract/schemas';
 import { ErrorCode, VaultError } from '../errors';
+import type { Action } from '../policy/policy';
 import { DEFAULT_AUDIT_PAGE, MAX_AUDIT_PAGE } from '../service/audit-queries';
 import type { Caller } from '../service/context';
 import type { Vault } from '../service/vault';
+import type { VaultMetrics } from './metrics';
 
 interface RouteInput {
   vault: Vault;
@@ -42,20 +44,67 @@ interface RouteInput {
   params: Record<string, string>;
 }
 
-/** One API operation: its path, contract and handler. The router and OpenAPI are built from these. */
-export interface Route {
+/**
+ * One API operation: its path, the policy action it needs, its contract and its handler. The
+ * router, its pipeline (app.ts) and the OpenAPI document are built from these; nothing else
+ * declares a route.
+ */
+export interface ApiRoute {
   method: 'get' | 'post' | 'delete';
   path: string;
   operationId: string;
   summary: string;
-  action: string;
+  /** Checked (a refusal audited) before the body is read; the use case then decides on tenant, type and purpose. */
+  action: Action;
+  /** The name the coarse check's refusal is audited under, when the use case audits this operation under another. */
+  auditAction?: string;
   body?: TSchema;
   query?: TSchema;
   status: number;
+  /** The allow-list of a success: whatever the handler returns is reduced to what this declares. */
   response?: TSchema;
   /** Error codes this operation can answer besides those every /v1 operation can (see openapi.ts). */
   errors?: ErrorCode[];
   handler: (input: RouteInput) => Promise<unknown>;
+}
+
+/** What the public routes answer from: the vault, its metrics, its OpenAPI document. */
+export interface ServerContext {
+  vault: Vault;
+  metrics?: VaultMetrics;
+  openapi: object;
+}
+
+interface Reply {
+  status: number;
+  body: unknown;
+  /** The exact Content-Type header, when not JSON. */
+  contentType?: string;
+}
+
+/** An unauthenticated route: no API key, no policy action. Marked so explicitly; anything else is an ApiRoute. */
+export interface PublicRoute {
+  method: 'get';
+  path: string;
+  summary: string;
+  public: true;
+  /** Served outside the concurrency limit: a probe failing under load would make an orchestrator restart a healthy vault. */
+  unlimited: boolean;
+  /** Served only when the vault exports metrics. */
+  needsMetrics?: boolean;
+  /** Default application/json; a body of another type is a string, sent as it is (with the reply's contentType). */
+  mediaType?: 'text/plain';
+  /** The allow-list of the answer (of every status it gives; /readyz answers 503 with the same shape). */
+  response: TSchema;
+  /** What OpenAPI says of a 200. */
+  description?: string;
+  handler: (context: ServerContext) => Promise<Reply> | Reply;
+}
+
+export type Route = ApiRoute | PublicRoute;
+
+export function isPublic(route: Route): route is PublicRoute {
+  return 'public' in route && route.public;
 }
 
 const TOKEN_PARAM = new RegExp(`^[A-Za-z0-9_@.+-]{1,${MAX_TOKEN_LENGTH}}$`);
@@ -66,7 +115,7 @@ function tokenParam(params: Record<string, string>): string {
   return token;
 }
 
-export const API_ROUTES: Route[] = [
+export const API_ROUTES: ApiRoute[] = [
   {
     method: 'post',
     path: '/v1/tokenize',
@@ -138,6 +187,7 @@ export const API_ROUTES: Route[] = [
     operationId: 'verifyAudit',
     summary: "Verify the audit log's hash chain; names the first bad row.",
     action: 'audit:read',
+    auditAction: 'audit:verify',
     status: 200,
     response: AuditVerifyResponseSchema,
     handler: ({ vault, caller }) => vault.verifyAudit(caller),
@@ -238,8 +288,57 @@ API_ROUTES.push(
   },
 );
 
-export const PUBLIC_ROUTES = [
-  { path: '/healthz', summary: 'Liveness: the process answers.', response: HealthSchema },
-  { path: '/readyz', summary: 'Readiness: the database and keys are usable (503 otherwise).', response: ReadinessSchema },
-  { path: '/openapi.json', summary: 'This OpenAPI 3.1 document.', response: Type.Object({}, { description: 'An OpenAPI 3.1 document.' }) },
-] as const;
+export const PUBLIC_ROUTES: PublicRoute[] = [
+  {
+    method: 'get',
+    path: '/healthz',
+    summary: 'Liveness: the process answers.',
+    public: true,
+    unlimited: true,
+    response: HealthSchema,
+    handler: () => ({ status: 200, body: { status: 'ok' } }),
+  },
+  {
+    method: 'get',
+    path: '/readyz',
+    summary: 'Readiness: the database and keys are usable (503 otherwise).',
+    public: true,
+    unlimited: true,
+    response: ReadinessSchema,
+    handler: async ({ vault }) => {
+      const checks = await vault.readiness();
+      const ok = Object.values(checks).every(Boolean);
+      return {
+        status: ok ? 200 : 503,
+        body: {
+          status: ok ? 'ready' : 'unavailable',
+          checks: Object.fromEntries(Object.entries(checks).map(([name, up]) => [name, up ? 'ok' : 'unavailable'])),
+        },
+      };
+    },
+  },
+  {
+    method: 'get',
+    path: '/metrics',
+    summary: 'Prometheus metrics (no values or tokens in them); expose it only to your scraper.',
+    public: true,
+    unlimited: true,
+    needsMetrics: true,
+    mediaType: 'text/plain',
+    response: Type.String(),
+    description: 'Prometheus text exposition format',
+    handler: async ({ metrics }) => ({ status: 200, body: await metrics!.registry.metrics(), contentType: metrics!.registry.contentType }),
+  },
+  {
+    method: 'get',
+    path: '/openapi.json',
+    summary: 'This OpenAPI 3.1 document.',
+    public: true,
+    unlimited: false,
+    response: Type.Object({}, { additionalProperties: true, description: 'An OpenAPI 3.1 document.' }),
+    handler: ({ openapi }) => ({ status: 200, body: openapi }),
+  },
+];
+
+/** Every route the vault serves, in the order the router tries them (the hot ones early). */
+export const ROUTES: Route[] = [...API_ROUTES, ...PUBLIC_ROUTES];

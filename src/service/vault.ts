@@ -11,6 +11,8 @@ import { destroyKey, listKeys, retireKey, rewrapKeys, rotateKeys, TenantScope } 
 import { ReencryptJobs } from './reencrypt-job';
 import { AuthFailureAudit } from './auth-failures';
 import { errorForLog } from './log-error';
+import { refuseUngranted } from './grants';
+import { Action, mayEver } from '../policy/policy';
 
 /** The use cases, bound to their dependencies: the only surface the HTTP layer and CLI call. */
 export class Vault {
@@ -36,6 +38,16 @@ export class Vault {
    */
   recordAuthFailure(requestId: string, address: string, reason: string, key = address): Promise<void> {
     return this.authFailures.record(requestId, address, key, reason);
+  }
+
+  /** Whether some grant gives the principal the action at all, on any tenant, type or purpose. */
+  hasGrant(principal: Principal, action: Action): boolean {
+    return mayEver(this.deps.policy(), principal, action);
+  }
+
+  /** Audits, then refuses, a caller that `hasGrant` said no to; see grants.ts. */
+  refuseUngranted(caller: Caller, action: Action, auditAction?: string): Promise<never> {
+    return refuseUngranted(this.deps, caller, action, auditAction);
   }
 
   tokenize(caller: Caller, request: TokenizeRequest) {

@@ -42,4 +42,15 @@ describe('lint / unused exports check (scripts/check-exports.ts)', function () {
     const found = findUnusedExports(root).map(({ file, name }) => `${file} ${name}`);
     expect(found).to.deep.equal(['src/barrel.ts dead', 'src/types.ts Unused', 'src/values.ts dead', 'src/values.ts alsoDead']);
   });
+
+  it("counts what a package entry point (package.json exports) exports, re-exports included, as used by the package's users", () => {
+    write('src/api.ts', 'export interface Options { a: number }\nexport const hidden = 1;\n');
+    write('src/public.ts', "export type { Options } from './api';\nexport function connect() {}\n");
+    write(
+      'package.json',
+      JSON.stringify({ exports: { './public': { types: './dist/src/public.d.ts', require: './dist/src/public.js' } } }),
+    );
+    const found = findUnusedExports(root).map(({ file, name }) => `${file} ${name}`);
+    expect(found).to.deep.equal(['src/api.ts hidden']);
+  });
 });
