@@ -30,6 +30,7 @@ const OPTIONS = {
   json: { type: 'boolean', doc: 'print JSON instead of text' },
   force: { type: 'boolean', doc: 'on an existing vault, re-issue the starter API keys (keys, records and settings are kept)' },
   'keys-file': { type: 'string', arg: 'FILE', doc: 'write the starter API keys to FILE (mode 0600) and print only its path' },
+  to: { type: 'string', arg: 'URL', doc: 'the empty PostgreSQL database to copy the vault into (postgres://…)' },
   help: { type: 'boolean', doc: 'show this help' },
 } as const;
 

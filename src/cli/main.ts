@@ -9,6 +9,7 @@ import { createLogger } from '../logger';
 import { CommandSpec, CommandValues, OptionName, parseCommandLine, UsageError } from './args';
 import { keysCommand, KeysCommandOptions } from './keys';
 import { writeKeysFile } from './keys-file';
+import { migrate } from './migrate';
 
 const KEYS_API = ['url', 'api-key'] as const;
 
@@ -92,6 +93,16 @@ const COMMANDS: readonly CommandSpec[] = [
     summary: 'add a new active local master-key version (then run `pii-vault keys rewrap`)',
     options: ['data-dir', 'json'],
     run: (v) => keysCommand('new-master-key', keysOptions(v)),
+  },
+  {
+    name: 'migrate',
+    synopsis: '--data-dir DIR --to postgres://… [--json]',
+    summary: 'copy the embedded SQLite vault into an empty PostgreSQL database and verify the copy (the source is not modified)',
+    options: ['data-dir', 'to', 'json'],
+    run: (v) => {
+      if (!v.to) throw new UsageError('--to postgres://… is required');
+      return migrate(requireDataDir(v), v.to, !!v.json);
+    },
   },
   {
     name: 'dev-kms',
