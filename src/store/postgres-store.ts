@@ -326,6 +326,24 @@ export class PostgresStore implements VaultStore {
     return (await this.read<JobRow>("SELECT * FROM jobs WHERE state = 'running' ORDER BY created_at")).map(toJob);
   }
 
+  async leaseJob(id: string, owner: string, leaseMs: number): Promise<boolean> {
+    const now = '(extract(epoch FROM clock_timestamp()) * 1000)::bigint';
+    return this.writes.run(
+      async (tx) =>
+        (await tx.count(
+          `UPDATE jobs SET lease_owner = $2, lease_until = ${now} + $3
+           WHERE id = $1 AND state = 'running' AND (lease_owner IS NULL OR lease_owner = $2 OR lease_until < ${now})`,
+          [id, owner, leaseMs],
+        )) === 1,
+    );
+  }
+
+  async releaseJob(id: string, owner: string): Promise<void> {
+    await this.writes.run((tx) =>
+      tx.count('UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2', [id, owner]),
+    );
+  }
+
   async appendAudit(audit: PendingAudit): Promise<AuditRow> {
     return this.transact(() => appendAuditPlan(audit));
   }

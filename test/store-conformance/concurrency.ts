@@ -1,5 +1,6 @@
 import { expect } from 'chai';
-import { KeyInUseError, StaleDataKeyError, VaultStore } from '../../src/store/vault-store';
+import { JobRecord, KeyInUseError, StaleDataKeyError, VaultStore } from '../../src/store/vault-store';
+import { waitFor } from '../helpers/wait-for';
 import type { StoreFactory, StoreUnderTest } from './factories';
 import { countedRecords, dataKey, expectIntactChain, keptCounts, pending, plainHooks, record, rejection, reuseHooks } from './fixtures';
 
@@ -186,6 +187,46 @@ export function describeStoreConcurrency(factory: StoreFactory): void {
       expect(
         await rejection(b.changeDataKeyState({ tenant: 't', purpose: 'data', version: 2 }, 'active', 'retired', pending())),
       ).to.be.instanceOf(KeyInUseError);
+    });
+
+    it('job leases: of two instances claiming a job at once one holds it; the other takes it once it expires or is released', async () => {
+      const job = (id: string): JobRecord => ({
+        id,
+        kind: 'reencrypt',
+        tenants: ['t'],
+        state: 'running',
+        total: 0,
+        done: 0,
+        failed: 0,
+        requestedBy: 'p',
+        createdAt: 1,
+        updatedAt: 1,
+        finishedAt: null,
+        error: null,
+      });
+      const LONG = 600_000;
+      for (let round = 0; round < 10; round++) {
+        await a.insertJob(job(`j${round}`));
+        const claims = await Promise.all([a.leaseJob(`j${round}`, 'A', LONG), b.leaseJob(`j${round}`, 'B', LONG)]);
+        expect(claims.filter(Boolean), `round ${round}`).to.have.length(1);
+        const [holder, other] = claims[0] ? (['A', 'B'] as const) : (['B', 'A'] as const);
+        expect(await a.leaseJob(`j${round}`, holder, LONG), 'the holder renews').to.equal(true);
+        expect(await b.leaseJob(`j${round}`, other, LONG), 'a live lease is not taken').to.equal(false);
+        await b.releaseJob(`j${round}`, other); // not the holder's: changes nothing
+        expect(await b.leaseJob(`j${round}`, other, LONG)).to.equal(false);
+        await a.releaseJob(`j${round}`, holder);
+        expect(await b.leaseJob(`j${round}`, other, LONG), 'a released lease is taken at once').to.equal(true);
+      }
+
+      // A holder that stops renewing (it died) loses the job once its lease expires; it cannot renew after that.
+      await a.insertJob(job('dies'));
+      expect(await a.leaseJob('dies', 'A', 200)).to.equal(true);
+      await waitFor(() => b.leaseJob('dies', 'B', LONG), { what: "B taking over A's expired lease" });
+      expect(await a.leaseJob('dies', 'A', 200)).to.equal(false);
+
+      await a.updateJob('dies', { state: 'completed' });
+      expect(await b.leaseJob('dies', 'B', LONG), 'a finished job has no lease').to.equal(false);
+      expect(await a.leaseJob('none', 'A', LONG)).to.equal(false);
     });
   });
 }
