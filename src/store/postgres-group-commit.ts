@@ -1,19 +1,8 @@
 import type { Pool, PoolClient } from 'pg';
-import { AwaitsChainHead, ChainPhase } from './postgres-plan-ops';
+import { AwaitsChainHead, ChainPhase, WriteTx } from './postgres-plan-ops';
 import { breaksConnection, isRetryable as isRetryableError, toStoreError } from './postgres-errors';
 import { ConcurrentWriteError } from './transaction-plan';
 import { AuditUnavailableError, StoreUnavailableError } from './vault-store';
-
-/** What one write sees: its statements run in the shared transaction (in a savepoint of its own). */
-export interface WriteTx {
-  rows<R>(sql: string, params?: unknown[]): Promise<R[]>;
-  /** How many rows the statement wrote. */
-  count(sql: string, params?: unknown[]): Promise<number>;
-  /** Adds to a data key's encryption count, at the end of the transaction. */
-  addEncryptions(tenant: string, version: number, n: number): void;
-  /** Adds (or with a negative n removes) records to a (tenant, key version) count, at the end of the transaction. */
-  addRecords(tenant: string, version: number, n: number): void;
-}
 
 /** A lost race a lock could not prevent: run the write (or the transaction) again. */
 function isRetryable(err: unknown): boolean {

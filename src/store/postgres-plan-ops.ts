@@ -1,9 +1,19 @@
 import type { KeyPurpose } from '../domain/keys';
 import type { DataType } from '../domain/types';
 import { encodeAuditJson, DataKeyRow, TOKEN_COLUMNS, TokenRow, toDataKey, toTokenRecord, tokenParams } from './postgres-rows';
-import type { WriteTx } from './postgres-group-commit';
 import type { AsyncTransactionOps, KeyRef, Plan } from './transaction-plan';
 import type { AuditHead, AuditRow, DataKeyRecord, DataKeyState, ReencryptedRecord, TokenRecord } from './vault-store';
+
+/** What one write sees: its statements run in the shared transaction (in a savepoint of its own). */
+export interface WriteTx {
+  rows<R>(sql: string, params?: unknown[]): Promise<R[]>;
+  /** How many rows the statement wrote. */
+  count(sql: string, params?: unknown[]): Promise<number>;
+  /** Adds to a data key's encryption count, at the end of the transaction. */
+  addEncryptions(tenant: string, version: number, n: number): void;
+  /** Adds (or with a negative n removes) records to a (tenant, key version) count, at the end of the transaction. */
+  addRecords(tenant: string, version: number, n: number): void;
+}
 
 /** Data keys with their encryption counts (kept apart, in data_key_usage: see postgres-migrations). */
 export const KEY_SELECT = `SELECT k.tenant, k.purpose, k.version, k.state, k.kek_id, k.wrapped, k.created_at,

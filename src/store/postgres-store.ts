@@ -45,14 +45,33 @@ const MAX_BATCH = 256;
 
 /**
  * The store for several vault instances on one PostgreSQL database, with the semantics of
- * SqliteStore under READ COMMITTED and many writers:
- * - inserts and re-encryption lock their data-key row FOR SHARE and find it active, so a rotation,
- *   retirement or destruction (which lock it FOR UPDATE) waits for them, and they see its outcome;
- * - rotation and key state changes lock the key row FOR UPDATE and check (count) in the same transaction;
- * - check-then-insert races end at the unique indexes (ON CONFLICT DO NOTHING, then look again);
- * - the audit log is one chain, its head row locked by every appending transaction (GroupCommit);
- * - serialization failures and deadlocks are retried inside the store, a bounded number of times;
- * - a lost database is StoreUnavailableError (503), and the pool reconnects by itself.
+ * SqliteStore under READ COMMITTED and many writers. Every write that decides something runs the
+ * same plan of src/store/rules/ as SqliteStore, over the primitives of postgres-plan-ops.ts, inside
+ * a group-committed transaction (postgres-group-commit.ts); what differs is only how each lock of
+ * the locking contract (vault-store.ts) is taken:
+ * - insertTokens, replaceCiphertexts: each target data-key row `SELECT … FOR SHARE` (lockDataKey),
+ *   must be active; held to commit, so a rotate/retire/destroy of it waits, and one that committed
+ *   first is seen (StaleDataKeyError). Token rows: `INSERT … ON CONFLICT DO NOTHING` waits for a
+ *   concurrent inserter of the same token or deterministic identity, then reports which was taken;
+ *   a lost identity race is a ConcurrentWriteError and the plan runs again (its hooks see the
+ *   winner). Swaps are conditional UPDATEs (row lock, old version and binding re-checked).
+ * - rotateDataKey, changeDataKeyState: the key family as `pg_advisory_xact_lock` on (tenant,
+ *   purpose), then the key row (and the active row) `FOR UPDATE`; the record count that decides
+ *   KeyInUseError is a later statement, so it sees every insert that held the row share-locked.
+ * - deleteToken: `DELETE … RETURNING` locks the row; of two deletes one returns it.
+ * - every audit row: the plan is parked at lockAuditHead and resumed at the end of the group
+ *   commit, after the counters, with the one-row `audit_chain_head` locked `FOR UPDATE` to commit;
+ *   the batch's rows are chained from it and written with the new head in one statement.
+ *   pruneAuditSegment asks for the head first, so its checks run under that lock too.
+ * - counters (record_counts, data_key_usage): deltas upserted at the end of the transaction, in
+ *   sorted key order (no deadlock between batches); job progress: an atomic increment.
+ * - insertDataKey, updateWrappedKey, insertJob, updateJob, saveAuditCheckpoint: one statement
+ *   each (primary key, or a conditional UPDATE under its row lock). leaseJob: one conditional
+ *   UPDATE of the job row, by the database's clock: a second claimer re-reads the first's row.
+ * - reads: one statement on a pooled connection, no lock.
+ * Deadlocks and serialization failures between group commits, and ConcurrentWriteError, are
+ * retried inside the store (RETRY_ATTEMPTS), then StoreUnavailableError; a lost database is
+ * StoreUnavailableError (503), and the pool reconnects by itself.
  */
 export class PostgresStore implements VaultStore {
   /** Told about connections that fail while idle (never given values). */
