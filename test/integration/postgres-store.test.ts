@@ -2,6 +2,7 @@ import { expect } from 'chai';
 import { PostgresStore } from '../../src/store/postgres-store';
 import { POSTGRES_MIGRATIONS } from '../../src/store/postgres-migrations';
 import {
+  AuditUnavailableError,
   AuditRow,
   DataKeyRecord,
   GENESIS_HASH,
@@ -60,6 +61,19 @@ describe('store / PostgresStore (real PostgreSQL)', function () {
     expect(await sql(db.url, 'SELECT version FROM schema_migrations ORDER BY version')).to.deep.equal(
       POSTGRES_MIGRATIONS.map(({ version }) => ({ version })),
     );
+  });
+
+  it('an audit row that cannot be written fails the write closed: AuditUnavailableError, nothing of it stored', async () => {
+    await sql(db.url, 'ALTER TABLE audit ADD CONSTRAINT refuse_rows CHECK (false) NOT VALID');
+    const err = await store
+      .insertTokens(
+        [record('tok_a')],
+        audit(),
+        noDeterministic(() => record('x')),
+      )
+      .catch((e: unknown) => e);
+    expect(err).to.be.instanceOf(AuditUnavailableError);
+    expect([await count('tokens'), await count('audit'), await count('record_counts')]).to.deep.equal([0, 0, 0]);
   });
 
   it('data keys: insert once (false when the version exists), read active, by version, and all; encryptions counted', async () => {
