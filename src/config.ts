@@ -207,6 +207,13 @@ export const ConfigSchema = Type.Object(
       default: 5,
       description: 'Pause between re-encryption batches, leaving room for live traffic.',
     }),
+    reencryptLeaseMs: Type.Integer({
+      minimum: 100,
+      maximum: 3_600_000,
+      default: 30_000,
+      description:
+        'Lease of a re-encryption job: one instance runs a job, renewing the lease each batch; another takes it over this long after the holder stops renewing (dies).',
+    }),
     policyFile: Type.String({
       default: 'policy.json',
       description: 'Roles, grants and principals; reloaded on SIGHUP and when the file changes; must not be writable by other users.',

@@ -79,7 +79,7 @@ export async function openVault(config: VaultConfig, options: { resumeJobs?: boo
       phoneRegion: config.phoneRegion,
       logger,
       rotation: { maxAgeMs: config.dekMaxAgeDays * DAY_MS, maxEncryptions: config.dekMaxEncryptions },
-      reencrypt: { batchSize: config.reencryptBatchSize, pauseMs: config.reencryptPauseMs },
+      reencrypt: { batchSize: config.reencryptBatchSize, pauseMs: config.reencryptPauseMs, leaseMs: config.reencryptLeaseMs },
       now: Date.now,
     });
     // Only the serving process runs jobs; a CLI command opening the same data dir must not.

@@ -42,7 +42,7 @@ export interface VaultDeps {
   keks: KekControl;
   recordBinding: RecordBindingControl;
   rotation: RotationPolicy;
-  reencrypt: { batchSize: number; pauseMs: number };
+  reencrypt: { batchSize: number; pauseMs: number; leaseMs: number };
   /** The current policy (it can be reloaded while serving). */
   policy: () => PolicyDocument;
   /** For failures no caller is told about (background jobs, audit summaries): names and codes, never values. */

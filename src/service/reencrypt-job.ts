@@ -17,10 +17,20 @@ import { errorForLog, errorSummary } from './log-error';
  * current one (so their every security-relevant column becomes bound), in small transactions, pausing
  * between batches so live traffic keeps the database. Progress is persisted with each batch, so
  * after a crash or restart `resumeAll` carries on where the job stood.
+ *
+ * Several instances on one database: a job runs on the instance holding its lease (store.leaseJob),
+ * renewed before every batch. The others wait for it, checking every half lease, and one of them
+ * takes the job over once the holder stops renewing (it died); a holder that finds its lease taken
+ * stops before its next batch. Swaps are conditional on each record's old version, so even two
+ * instances briefly working on one job never swap a record twice, and the progress counts stay exact.
  */
 export class ReencryptJobs {
   private readonly running = new Map<string, Promise<void>>();
   private stopping = false;
+  /** This instance, as a lease holder. */
+  private readonly owner = randomUUID();
+  private scan: NodeJS.Timeout | undefined;
+  private readonly wakeOnStop = new Set<() => void>();
 
   constructor(private readonly deps: VaultDeps) {}
 
@@ -68,15 +78,21 @@ export class ReencryptJobs {
    * not yet under the active key, so its count of unopenable records starts over.
    */
   async resumeAll(): Promise<void> {
-    for (const job of await this.deps.store.unfinishedJobs()) {
-      await this.deps.store.updateJob(job.id, { failed: 0 });
-      this.launch({ ...job, failed: 0 });
-    }
+    await this.launchUnfinished();
+    // Jobs started on other instances: this one takes them over if their holder dies.
+    this.scan ??= setInterval(() => void this.launchUnfinished().catch(() => undefined), this.deps.reencrypt.leaseMs).unref();
   }
 
-  /** Lets running jobs finish their current batch, then stops them (they resume at next start). */
+  private async launchUnfinished(): Promise<void> {
+    if (this.stopping) return;
+    for (const job of await this.deps.store.unfinishedJobs()) this.launch(job);
+  }
+
+  /** Lets running jobs finish their current batch, then stops them and gives up their leases (they resume at next start). */
   async stop(): Promise<void> {
     this.stopping = true;
+    clearInterval(this.scan);
+    for (const wake of this.wakeOnStop) wake();
     await Promise.allSettled([...this.running.values()]);
   }
 
@@ -111,10 +127,51 @@ export class ReencryptJobs {
     );
   }
 
+  /** Takes the job's lease when it can and works on it; again after losing the lease, until it is finished or stopped. */
   private async run(job: JobRecord): Promise<void> {
+    while (await this.acquire(job.id)) {
+      try {
+        // Each run scans again from the first record behind, so its count of unopenable records starts over.
+        await this.deps.store.updateJob(job.id, { failed: 0 });
+        if ((await this.work(job)) !== 'lease-lost') return;
+      } finally {
+        if (this.stopping) await this.deps.store.releaseJob(job.id, this.owner).catch(() => undefined);
+      }
+    }
+  }
+
+  /** Waits for the job's lease (another instance may hold it); false once stopped or the job is no longer running. */
+  private async acquire(id: string): Promise<boolean> {
+    const { leaseMs } = this.deps.reencrypt;
+    for (;;) {
+      if (this.stopping) return false;
+      try {
+        if (await this.deps.store.leaseJob(id, this.owner, leaseMs)) return true;
+        if ((await this.deps.store.job(id))?.state !== 'running') return false;
+      } catch (err) {
+        this.deps.logger.warn({ job: id, error: errorForLog(err) }, 'could not check a re-encryption job lease');
+      }
+      await this.pauseUnlessStopped(leaseMs / 2);
+    }
+  }
+
+  private pauseUnlessStopped(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const wake = () => {
+        clearTimeout(timer);
+        this.wakeOnStop.delete(wake);
+        resolve();
+      };
+      const timer = setTimeout(wake, ms);
+      this.wakeOnStop.add(wake);
+    });
+  }
+
+  private async work(job: JobRecord): Promise<'finished' | 'stopped' | 'lease-lost'> {
     try {
       for (const tenant of job.tenants) {
-        if (!(await this.reencryptTenant(job, tenant))) return;
+        const outcome = await this.reencryptTenant(job, tenant);
+        if (outcome !== 'done') return outcome;
       }
       const final = await this.deps.store.job(job.id);
       const now = this.deps.now();
@@ -132,6 +189,7 @@ export class ReencryptJobs {
         }),
       );
       await this.refuseLegacyOnceNoneRemain();
+      return 'finished';
     } catch (err) {
       this.deps.logger.error({ job: job.id, error: errorForLog(err) }, 're-encryption job failed');
       const now = this.deps.now();
@@ -141,23 +199,26 @@ export class ReencryptJobs {
         // The job stays `running` in the database and resumes at the next start.
         this.deps.logger.error({ job: job.id, error: errorForLog(updateErr) }, 'a failed re-encryption job could not be marked failed');
       }
+      return 'finished';
     }
   }
 
   /**
-   * Returns false when stopped part-way (the job stays `running`, to be resumed). A batch whose
+   * Stops part-way when stopped or when another instance took the lease (the job stays `running`,
+   * to be resumed). The lease is renewed before every batch. A batch whose
    * target key stopped being active meanwhile is redone under the new one; a KEK that is briefly
    * unavailable (KMS outage) is waited for, with backoff, instead of failing the job.
    */
-  private async reencryptTenant(job: JobRecord, tenant: string): Promise<boolean> {
+  private async reencryptTenant(job: JobRecord, tenant: string): Promise<'done' | 'stopped' | 'lease-lost'> {
     let cursor = '';
     let outages = 0;
     for (;;) {
-      if (this.stopping) return false;
+      if (this.stopping) return 'stopped';
+      if (!(await this.deps.store.leaseJob(job.id, this.owner, this.deps.reencrypt.leaseMs))) return 'lease-lost';
       try {
         const active = await this.deps.keys.activeKey(tenant, 'data');
         const batch = await this.deps.store.recordsBehind(tenant, active.version, CURRENT_BINDING, cursor, this.deps.reencrypt.batchSize);
-        if (batch.length === 0) return true;
+        if (batch.length === 0) return 'done';
         const updates: ReencryptedRecord[] = [];
         let failed = 0;
         for (const record of batch) {

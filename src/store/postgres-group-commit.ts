@@ -1,29 +1,12 @@
 import type { Pool, PoolClient } from 'pg';
-import { encodeAuditJson } from './postgres-rows';
-import { breaksConnection, isRetryable, toStoreError } from './postgres-errors';
-import { AuditRow, AuditUnavailableError, PendingAudit, StoreUnavailableError } from './vault-store';
+import { AwaitsChainHead, ChainPhase, WriteTx } from './postgres-plan-ops';
+import { breaksConnection, isRetryable as isRetryableError, toStoreError } from './postgres-errors';
+import { ConcurrentWriteError } from './transaction-plan';
+import { AuditUnavailableError, StoreUnavailableError } from './vault-store';
 
-/** Filled in with the chained row once the transaction that appends it has committed. */
-interface AuditSlot {
-  row?: AuditRow;
-}
-
-/** What one write sees: its statements run in the shared transaction (in a savepoint of its own). */
-export interface WriteTx {
-  rows<R>(sql: string, params?: unknown[]): Promise<R[]>;
-  /** How many rows the statement wrote. */
-  count(sql: string, params?: unknown[]): Promise<number>;
-  /** Adds to a data key's encryption count, at the end of the transaction. */
-  addEncryptions(tenant: string, version: number, n: number): void;
-  /** Adds (or with a negative n removes) records to a (tenant, key version) count, at the end of the transaction. */
-  addRecords(tenant: string, version: number, n: number): void;
-  /** Queues the write's audit row: it is chained and inserted at the end of the transaction. */
-  appendAudit(audit: PendingAudit): AuditSlot;
-}
-
-/** Thrown by a write to undo what it wrote and still answer `value` (e.g. "not written: false"). */
-export class RollBack<T> {
-  constructor(readonly value: T) {}
+/** A lost race a lock could not prevent: run the write (or the transaction) again. */
+function isRetryable(err: unknown): boolean {
+  return err instanceof ConcurrentWriteError || isRetryableError(err);
 }
 
 type Work<T> = (tx: WriteTx) => Promise<T>;
@@ -39,12 +22,10 @@ type Outcome = { ok: true; value: unknown; effects: Effects } | { ok: false; err
 class Effects {
   readonly encryptions = new Map<string, number>();
   readonly records = new Map<string, number>();
-  readonly audits: Array<{ audit: PendingAudit; slot: AuditSlot }> = [];
 
   merge(other: Effects): void {
     for (const [key, n] of other.encryptions) add(this.encryptions, key, n);
     for (const [key, n] of other.records) add(this.records, key, n);
-    this.audits.push(...other.audits);
   }
 }
 
@@ -165,7 +146,7 @@ export class GroupCommit {
     }
     if (outcomes.some((o) => o.ok)) {
       await applyCounters(client, shared);
-      await appendAudits(client, shared.audits);
+      await resumeAtChainHead(client, outcomes);
     }
     await query(client, 'COMMIT');
     return outcomes;
@@ -177,11 +158,6 @@ export class GroupCommit {
     try {
       return { ok: true, value: await op.work(txOn(client, effects)), effects };
     } catch (err) {
-      if (err instanceof RollBack) {
-        await query(client, 'ROLLBACK');
-        await query(client, 'BEGIN');
-        return { ok: true, value: err.value, effects: new Effects() };
-      }
       if (breaksConnection(err) || isRetryable(err)) throw err;
       await query(client, 'ROLLBACK');
       await query(client, 'BEGIN');
@@ -201,7 +177,6 @@ export class GroupCommit {
         if (breaksConnection(err)) throw err;
         await query(client, 'ROLLBACK TO SAVEPOINT write');
         await query(client, 'RELEASE SAVEPOINT write');
-        if (err instanceof RollBack) return { ok: true, value: err.value, effects: new Effects() };
         if (!isRetryable(err)) return { ok: false, error: err };
         if (attempt >= this.options.retryAttempts) throw err;
         await backoff(attempt);
@@ -216,11 +191,6 @@ function txOn(client: PoolClient, effects: Effects): WriteTx {
     count: async (sql, params) => (await query(client, sql, params)).rowCount ?? 0,
     addEncryptions: (tenant, version, n) => add(effects.encryptions, JSON.stringify([tenant, version]), n),
     addRecords: (tenant, version, n) => add(effects.records, JSON.stringify([tenant, version]), n),
-    appendAudit: (audit) => {
-      const slot: AuditSlot = {};
-      effects.audits.push({ audit, slot });
-      return slot;
-    },
   };
 }
 
@@ -263,58 +233,24 @@ async function applyCounters(client: PoolClient, effects: Effects): Promise<void
 }
 
 /**
- * Chains the batch's audit rows after the current head (locked until COMMIT) and inserts them with
- * the new head in one statement. A failure to write them is AuditUnavailableError, unless the
- * database itself is gone (StoreUnavailableError).
+ * Resumes, in batch order, the writes parked at the audit chain head (their plans reached
+ * lockAuditHead), with the head row locked FOR UPDATE until COMMIT: one chain across every
+ * instance, held for the rows' insert and the commit only. A failure to write the rows is
+ * AuditUnavailableError (the whole transaction is undone), unless the database itself is gone.
  */
-async function appendAudits(client: PoolClient, audits: Array<{ audit: PendingAudit; slot: AuditSlot }>): Promise<void> {
-  if (audits.length === 0) return;
+async function resumeAtChainHead(client: PoolClient, outcomes: Outcome[]): Promise<void> {
+  const parked = outcomes.filter((o): o is Outcome & { ok: true } => o.ok && o.value instanceof AwaitsChainHead);
+  if (parked.length === 0) return;
   try {
-    const head = (await query(client, 'SELECT seq, hash FROM audit_chain_head WHERE id = 1 FOR UPDATE')).rows[0] as
-      { seq: string; hash: Buffer } | undefined;
+    const [head] = (await query(client, 'SELECT seq, hash FROM audit_chain_head WHERE id = 1 FOR UPDATE')).rows as Array<{
+      seq: string;
+      hash: Buffer;
+    }>;
     if (!head) throw new Error('the audit chain head row is missing');
-    let seq = Number(head.seq);
-    let prevHash = head.hash;
-    const rows: AuditRow[] = [];
-    for (const { audit, slot } of audits) {
-      seq++;
-      const { entry, sealer } = audit;
-      const hash = sealer.seal(prevHash, seq, entry, sealer.keyVersion);
-      slot.row = { ...entry, seq, keyVersion: sealer.keyVersion, prevHash, hash };
-      rows.push(slot.row);
-      prevHash = hash;
-    }
-    const column = <K extends keyof AuditRow>(key: K) => rows.map((r) => r[key]);
-    await query(
-      client,
-      `WITH appended AS (
-         INSERT INTO audit (seq, ts, request_id, principal, tenant, action, types, tokens, purpose, outcome, reason, subjects, key_version, prev_hash, hash)
-         SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
-                              $10::text[], $11::text[], $12::text[], $13::int[], $14::bytea[], $15::bytea[])
-       )
-       UPDATE audit_chain_head SET seq = $16, hash = $17 WHERE id = 1`,
-      [
-        column('seq'),
-        column('ts'),
-        column('requestId'),
-        column('principal'),
-        column('tenant'),
-        column('action'),
-        rows.map((r) => encodeAuditJson(r.types)),
-        rows.map((r) => encodeAuditJson(r.tokens)),
-        column('purpose'),
-        column('outcome'),
-        column('reason'),
-        rows.map((r) => encodeAuditJson(r.subjects)),
-        column('keyVersion'),
-        column('prevHash'),
-        column('hash'),
-        seq,
-        prevHash,
-      ],
-    );
+    const chain = new ChainPhase(txOn(client, new Effects()), { seq: Number(head.seq), hash: head.hash });
+    for (const outcome of parked) outcome.value = await (outcome.value as AwaitsChainHead<unknown>).resume(chain);
+    await chain.flush();
   } catch (err) {
-    for (const { slot } of audits) slot.row = undefined;
     if (err instanceof StoreUnavailableError || isRetryable(err)) throw err;
     throw new AuditUnavailableError(err);
   }

@@ -125,4 +125,11 @@ export const POSTGRES_MIGRATIONS: ReadonlyArray<{ version: number; sql: string }
       );
     `,
   },
+  {
+    // Re-encryption job leases (the seam's leaseJob): which instance runs a job, and until when (ms, database clock).
+    version: 2,
+    sql: `
+      ALTER TABLE jobs ADD COLUMN lease_owner TEXT, ADD COLUMN lease_until BIGINT;
+    `,
+  },
 ];

@@ -3,19 +3,13 @@ import type { KeyPurpose } from '../domain/keys';
 import type { DataType } from '../domain/types';
 import { POSTGRES_MIGRATIONS } from './postgres-migrations';
 import { redactUrl, toStoreError } from './postgres-errors';
-import { GroupCommit, RollBack, WriteTx, query } from './postgres-group-commit';
-import {
-  AuditDbRow,
-  DataKeyRow,
-  JobRow,
-  TOKEN_COLUMNS,
-  TokenRow,
-  toAuditRow,
-  toDataKey,
-  toJob,
-  toTokenRecord,
-  tokenParams,
-} from './postgres-rows';
+import { GroupCommit, query } from './postgres-group-commit';
+import { INSERT_KEY, KEY_SELECT, keyParams, planOps, runUntilChainHead } from './postgres-plan-ops';
+import { AuditDbRow, DataKeyRow, JobRow, TokenRow, toAuditRow, toDataKey, toJob, toTokenRecord } from './postgres-rows';
+import { appendAuditPlan, pruneAuditSegmentPlan } from './rules/audit';
+import { changeDataKeyStatePlan, rotateDataKeyPlan } from './rules/data-keys';
+import { deleteTokenPlan, insertTokensPlan, replaceCiphertextsPlan } from './rules/tokens';
+import type { Plan } from './transaction-plan';
 import {
   AuditCheckpoint,
   AuditHead,
@@ -25,13 +19,9 @@ import {
   DataKeyState,
   InsertHooks,
   JobRecord,
-  KeyInUseError,
-  MAX_TOKEN_ATTEMPTS,
   PendingAudit,
   ReencryptedRecord,
-  StaleDataKeyError,
   StoreUnavailableError,
-  TokenCollisionError,
   TokenRecord,
   VaultStore,
 } from './vault-store';
@@ -45,35 +35,43 @@ export interface PostgresStoreOptions {
   idleInTransactionTimeoutMs: number;
 }
 
-/** Advisory lock keys (per database): schema migrations, and audit segment pruning. */
+/** Advisory lock key (per database) of schema migrations. */
 const MIGRATION_LOCK = 0x70696976; // 'piiv'
-const PRUNE_LOCK = 0x70696977;
 
 /** Attempts of a write, or of a whole transaction, that hit a serialization failure or deadlock. */
 const RETRY_ATTEMPTS = 5;
 /** Writes sharing one transaction at most (each of them appends one audit row to its insert statement). */
 const MAX_BATCH = 256;
 
-/** Data keys with their encryption counts (kept apart, in data_key_usage: see postgres-migrations). */
-const KEY_SELECT = `SELECT k.tenant, k.purpose, k.version, k.state, k.kek_id, k.wrapped, k.created_at,
-    k.encryptions + coalesce(u.encryptions, 0) AS encryptions
-  FROM data_keys k LEFT JOIN data_key_usage u ON k.purpose = 'data' AND u.tenant = k.tenant AND u.version = k.version`;
-
-const INSERT_KEY = `INSERT INTO data_keys (tenant, purpose, version, state, kek_id, wrapped, created_at, encryptions)
-  VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING`;
-
-const keyParams = (r: DataKeyRecord) => [r.tenant, r.purpose, r.version, r.state, r.kekId, r.wrapped, r.createdAt, r.encryptions];
-
 /**
  * The store for several vault instances on one PostgreSQL database, with the semantics of
- * SqliteStore under READ COMMITTED and many writers:
- * - inserts and re-encryption lock their data-key row FOR SHARE and find it active, so a rotation,
- *   retirement or destruction (which lock it FOR UPDATE) waits for them, and they see its outcome;
- * - rotation and key state changes lock the key row FOR UPDATE and check (count) in the same transaction;
- * - check-then-insert races end at the unique indexes (ON CONFLICT DO NOTHING, then look again);
- * - the audit log is one chain, its head row locked by every appending transaction (GroupCommit);
- * - serialization failures and deadlocks are retried inside the store, a bounded number of times;
- * - a lost database is StoreUnavailableError (503), and the pool reconnects by itself.
+ * SqliteStore under READ COMMITTED and many writers. Every write that decides something runs the
+ * same plan of src/store/rules/ as SqliteStore, over the primitives of postgres-plan-ops.ts, inside
+ * a group-committed transaction (postgres-group-commit.ts); what differs is only how each lock of
+ * the locking contract (vault-store.ts) is taken:
+ * - insertTokens, replaceCiphertexts: each target data-key row `SELECT … FOR SHARE` (lockDataKey),
+ *   must be active; held to commit, so a rotate/retire/destroy of it waits, and one that committed
+ *   first is seen (StaleDataKeyError). Token rows: `INSERT … ON CONFLICT DO NOTHING` waits for a
+ *   concurrent inserter of the same token or deterministic identity, then reports which was taken;
+ *   a lost identity race is a ConcurrentWriteError and the plan runs again (its hooks see the
+ *   winner). Swaps are conditional UPDATEs (row lock, old version and binding re-checked).
+ * - rotateDataKey, changeDataKeyState: the key family as `pg_advisory_xact_lock` on (tenant,
+ *   purpose), then the key row (and the active row) `FOR UPDATE`; the record count that decides
+ *   KeyInUseError is a later statement, so it sees every insert that held the row share-locked.
+ * - deleteToken: `DELETE … RETURNING` locks the row; of two deletes one returns it.
+ * - every audit row: the plan is parked at lockAuditHead and resumed at the end of the group
+ *   commit, after the counters, with the one-row `audit_chain_head` locked `FOR UPDATE` to commit;
+ *   the batch's rows are chained from it and written with the new head in one statement.
+ *   pruneAuditSegment asks for the head first, so its checks run under that lock too.
+ * - counters (record_counts, data_key_usage): deltas upserted at the end of the transaction, in
+ *   sorted key order (no deadlock between batches); job progress: an atomic increment.
+ * - insertDataKey, updateWrappedKey, insertJob, updateJob, saveAuditCheckpoint: one statement
+ *   each (primary key, or a conditional UPDATE under its row lock). leaseJob: one conditional
+ *   UPDATE of the job row, by the database's clock: a second claimer re-reads the first's row.
+ * - reads: one statement on a pooled connection, no lock.
+ * Deadlocks and serialization failures between group commits, and ConcurrentWriteError, are
+ * retried inside the store (RETRY_ATTEMPTS), then StoreUnavailableError; a lost database is
+ * StoreUnavailableError (503), and the pool reconnects by itself.
  */
 export class PostgresStore implements VaultStore {
   /** Told about connections that fail while idle (never given values). */
@@ -213,26 +211,7 @@ export class PostgresStore implements VaultStore {
   }
 
   async insertTokens(records: TokenRecord[], audit: PendingAudit, hooks: InsertHooks): Promise<string[]> {
-    return this.writes.run(async (tx) => {
-      const tenant = records[0]?.tenant;
-      for (const version of new Set(records.map((r) => r.keyVersion))) await requireActive(tx, tenant, version);
-      const outcome: InsertOutcome = { seals: 0, inserted: 0, replaced: [] };
-      const tokens: string[] = new Array(records.length);
-      // Deterministic records one at a time and in order (each may see the ones before it); the others in one statement.
-      for (const [index, record] of records.entries()) {
-        if (record.fingerprint) tokens[index] = await insertDeterministic(tx, record, index, hooks, outcome);
-      }
-      const random = records.flatMap((record, index) => (record.fingerprint ? [] : [{ index, record }]));
-      await insertRandom(tx, random, tokens, hooks, outcome);
-      if (records.length > 0) {
-        tx.addEncryptions(tenant, records[0].keyVersion, outcome.seals);
-        tx.addRecords(tenant, records[0].keyVersion, outcome.inserted);
-      }
-      audit.entry.tokens = tokens;
-      if (outcome.replaced.length) audit.entry.reason = `replaced expired deterministic tokens: ${outcome.replaced.join(', ')}`;
-      tx.appendAudit(audit);
-      return tokens;
-    });
+    return (await this.transact(() => insertTokensPlan(records, audit, hooks))).tokens;
   }
 
   async findTokens(tokens: readonly string[]): Promise<Map<string, TokenRecord[]>> {
@@ -261,11 +240,7 @@ export class PostgresStore implements VaultStore {
   }
 
   async deleteToken(tenant: string, token: string, audit: PendingAudit): Promise<boolean> {
-    return this.writes.run(async (tx) => {
-      const deleted = await deleteOfTenant(tx, tenant, token);
-      if (deleted) tx.appendAudit(audit);
-      return deleted;
-    });
+    return this.transact(() => deleteTokenPlan(tenant, token, audit));
   }
 
   async listDataKeys(): Promise<DataKeyRecord[]> {
@@ -280,28 +255,7 @@ export class PostgresStore implements VaultStore {
   }
 
   async rotateDataKey(next: DataKeyRecord, audit: PendingAudit, expectedActive?: number): Promise<boolean> {
-    return this.writes.run(async (tx) => {
-      // Waits for inserts under the active key (FOR SHARE) and for a concurrent rotation; then reads what they left.
-      const [active] = await tx.rows<{ version: number }>(
-        "SELECT version FROM data_keys WHERE tenant = $1 AND purpose = $2 AND state = 'active' FOR UPDATE",
-        [next.tenant, next.purpose],
-      );
-      const taken = await tx.rows('SELECT 1 FROM data_keys WHERE tenant = $1 AND purpose = $2 AND version = $3', [
-        next.tenant,
-        next.purpose,
-        next.version,
-      ]);
-      if (taken.length > 0) return false;
-      if (expectedActive !== undefined && active?.version !== expectedActive) return false;
-      await tx.count("UPDATE data_keys SET state = 'decrypt-only' WHERE tenant = $1 AND purpose = $2 AND state = 'active'", [
-        next.tenant,
-        next.purpose,
-      ]);
-      // Another instance inserted this version (or an active key) meanwhile: undo the demotion.
-      if ((await tx.count(INSERT_KEY, keyParams(next))) !== 1) throw new RollBack(false);
-      tx.appendAudit(audit);
-      return true;
-    });
+    return this.transact(() => rotateDataKeyPlan(next, audit, expectedActive));
   }
 
   async updateWrappedKey(
@@ -325,29 +279,7 @@ export class PostgresStore implements VaultStore {
     to: DataKeyState,
     audit: PendingAudit,
   ): Promise<boolean> {
-    return this.writes.run(async (tx) => {
-      // Locked first: an insert or re-encryption under this key (FOR SHARE) commits before the count, or sees the new state.
-      await tx.rows('SELECT 1 FROM data_keys WHERE tenant = $1 AND purpose = $2 AND version = $3 FOR UPDATE', [
-        key.tenant,
-        key.purpose,
-        key.version,
-      ]);
-      if (key.purpose === 'data' && to !== 'decrypt-only') {
-        const [{ n }] = await tx.rows<{ n: string }>('SELECT count(*) AS n FROM tokens WHERE tenant = $1 AND key_version = $2', [
-          key.tenant,
-          key.version,
-        ]);
-        if (Number(n) > 0) throw new KeyInUseError(Number(n));
-      }
-      const done =
-        (await tx.count(
-          `UPDATE data_keys SET state = $1, wrapped = CASE WHEN $1 = 'destroyed' THEN NULL ELSE wrapped END
-           WHERE tenant = $2 AND purpose = $3 AND version = $4 AND state = $5`,
-          [to, key.tenant, key.purpose, key.version, from],
-        )) === 1;
-      if (done) tx.appendAudit(audit);
-      return done;
-    });
+    return this.transact(() => changeDataKeyStatePlan(key, from, to, audit));
   }
 
   async recordsBehind(tenant: string, activeVersion: number, binding: number, afterToken: string, limit: number): Promise<TokenRecord[]> {
@@ -359,49 +291,7 @@ export class PostgresStore implements VaultStore {
   }
 
   async replaceCiphertexts(updates: ReencryptedRecord[], jobId: string, failed: number, now: number): Promise<number> {
-    return this.writes.run(async (tx) => {
-      const targets = new Map(updates.map((u) => [`${u.tenant}/${u.keyVersion}`, u]));
-      for (const u of targets.values()) await requireActive(tx, u.tenant, u.keyVersion);
-      let swapped = 0;
-      if (updates.length > 0) {
-        const column = <K extends keyof ReencryptedRecord>(key: K) => updates.map((u) => u[key]);
-        const rows = await tx.rows<{ tenant: string; from_version: number; key_version: number; sealed: boolean }>(
-          `UPDATE tokens t SET key_version = u.key_version, binding = u.binding, preserve = u.preserve, nonce = u.nonce,
-             ciphertext = u.ciphertext, tag = u.tag, subject_sealed = u.subject_sealed
-           FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::int[], $6::int[], $7::text[], $8::bytea[], $9::bytea[],
-                       $10::bytea[], $11::bytea[])
-             AS u(token, tenant, from_version, from_binding, key_version, binding, preserve, nonce, ciphertext, tag, subject_sealed)
-           WHERE t.token = u.token AND t.tenant = u.tenant AND t.key_version = u.from_version AND t.binding = u.from_binding
-           RETURNING t.tenant, u.from_version, t.key_version, u.subject_sealed IS NOT NULL AS sealed`,
-          [
-            column('token'),
-            column('tenant'),
-            column('fromVersion'),
-            column('fromBinding'),
-            column('keyVersion'),
-            column('binding'),
-            column('preserve'),
-            column('nonce'),
-            column('ciphertext'),
-            column('tag'),
-            column('subjectSealed'),
-          ],
-        );
-        for (const row of rows) {
-          tx.addEncryptions(row.tenant, row.key_version, row.sealed ? 2 : 1);
-          tx.addRecords(row.tenant, row.from_version, -1);
-          tx.addRecords(row.tenant, row.key_version, 1);
-        }
-        swapped = rows.length;
-      }
-      await tx.count('UPDATE jobs SET done = done + $1, failed = failed + $2, updated_at = $3 WHERE id = $4', [
-        swapped,
-        failed,
-        now,
-        jobId,
-      ]);
-      return swapped;
-    });
+    return this.transact(() => replaceCiphertextsPlan(updates, jobId, failed, now));
   }
 
   async insertJob(job: JobRecord): Promise<void> {
@@ -455,9 +345,26 @@ export class PostgresStore implements VaultStore {
     return (await this.read<JobRow>("SELECT * FROM jobs WHERE state = 'running' ORDER BY created_at")).map(toJob);
   }
 
+  async leaseJob(id: string, owner: string, leaseMs: number): Promise<boolean> {
+    const now = '(extract(epoch FROM clock_timestamp()) * 1000)::bigint';
+    return this.writes.run(
+      async (tx) =>
+        (await tx.count(
+          `UPDATE jobs SET lease_owner = $2, lease_until = ${now} + $3
+           WHERE id = $1 AND state = 'running' AND (lease_owner IS NULL OR lease_owner = $2 OR lease_until < ${now})`,
+          [id, owner, leaseMs],
+        )) === 1,
+    );
+  }
+
+  async releaseJob(id: string, owner: string): Promise<void> {
+    await this.writes.run((tx) =>
+      tx.count('UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2', [id, owner]),
+    );
+  }
+
   async appendAudit(audit: PendingAudit): Promise<AuditRow> {
-    const slot = await this.writes.run(async (tx) => tx.appendAudit(audit));
-    return slot.row!;
+    return this.transact(() => appendAuditPlan(audit));
   }
 
   async auditRows(afterSeq: number, limit: number, tenants?: readonly string[]): Promise<AuditRow[]> {
@@ -516,138 +423,15 @@ export class PostgresStore implements VaultStore {
   }
 
   async pruneAuditSegment(segment: AuditSegment, audit: PendingAudit): Promise<boolean> {
-    return this.writes.run(async (tx) => {
-      // One pruning at a time across instances: the second then sees the first's segment and refuses.
-      await tx.rows('SELECT pg_advisory_xact_lock($1)', [PRUNE_LOCK]);
-      const [last] = await tx.rows<{ seq: string }>('SELECT through_seq AS seq FROM audit_segments ORDER BY through_seq DESC LIMIT 1');
-      if (segment.fromSeq !== Number(last?.seq ?? 0) + 1) return false;
-      const [{ n }] = await tx.rows<{ n: string }>('SELECT count(*) AS n FROM audit WHERE seq BETWEEN $1 AND $2', [
-        segment.fromSeq,
-        segment.throughSeq,
-      ]);
-      if (Number(n) !== segment.throughSeq - segment.fromSeq + 1) return false;
-      const link = async (seq: number) =>
-        (await tx.rows<{ prev_hash: Buffer; hash: Buffer }>('SELECT prev_hash, hash FROM audit WHERE seq = $1', [seq]))[0];
-      const first = await link(segment.fromSeq);
-      const end = await link(segment.throughSeq);
-      if (!first.prev_hash.equals(segment.prevHash) || !end.hash.equals(segment.headHash)) return false;
-      await tx.count('DELETE FROM audit WHERE seq BETWEEN $1 AND $2', [segment.fromSeq, segment.throughSeq]);
-      await tx.count(
-        `INSERT INTO audit_segments (through_seq, from_seq, prev_hash, head_hash, archived_at, key_version, mac)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-        [segment.throughSeq, segment.fromSeq, segment.prevHash, segment.headHash, segment.archivedAt, segment.keyVersion, segment.mac],
-      );
-      tx.appendAudit(audit);
-      return true;
-    });
+    return this.transact(() => pruneAuditSegmentPlan(segment, audit));
   }
-}
 
-interface InsertOutcome {
-  seals: number;
-  inserted: number;
-  replaced: string[];
-}
-
-/** Inside a write: the data key version must be active, and stays so (FOR SHARE) until the commit. */
-async function requireActive(tx: WriteTx, tenant: string, version: number): Promise<void> {
-  const [key] = await tx.rows<{ state: string }>(
-    "SELECT state FROM data_keys WHERE tenant = $1 AND purpose = 'data' AND version = $2 FOR SHARE",
-    [tenant, version],
-  );
-  if (key?.state !== 'active') throw new StaleDataKeyError();
-}
-
-async function deleteOfTenant(tx: WriteTx, tenant: string, token: string): Promise<boolean> {
-  const [row] = await tx.rows<{ key_version: number }>('DELETE FROM tokens WHERE token = $1 AND tenant = $2 RETURNING key_version', [
-    token,
-    tenant,
-  ]);
-  if (row) tx.addRecords(tenant, row.key_version, -1);
-  return row !== undefined;
-}
-
-const INSERT_TOKEN = `INSERT INTO tokens (${TOKEN_COLUMNS})
-  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) ON CONFLICT DO NOTHING`;
-
-/**
- * One deterministic record: the hook decides about the stored records of its fingerprint. An insert
- * that writes nothing lost either its token (a collision: retokenize) or its identity to another
- * instance's concurrent insert (the unique index waited for that commit): then the next lookup
- * shows the winner to the hook, which reuses it (or refuses, and the caller looks again).
- */
-async function insertDeterministic(
-  tx: WriteTx,
-  first: TokenRecord,
-  index: number,
-  hooks: InsertHooks,
-  outcome: InsertOutcome,
-): Promise<string> {
-  let record = first;
-  for (let attempt = 0; attempt < MAX_TOKEN_ATTEMPTS; attempt++) {
-    const existing = (
-      await tx.rows<TokenRow>('SELECT * FROM tokens WHERE tenant = $1 AND type = $2 AND fingerprint = $3 ORDER BY format, preserve', [
-        record.tenant,
-        record.type,
-        record.fingerprint,
-      ])
-    ).map(toTokenRecord);
-    if (existing.length > 0) {
-      const decision = hooks.resolveExisting(index, existing);
-      if (typeof decision === 'object' && 'reuse' in decision) return decision.reuse;
-      if (typeof decision === 'object') {
-        for (const token of decision.replace) await deleteOfTenant(tx, record.tenant, token);
-        outcome.replaced.push(...decision.replace);
-      }
-    }
-    outcome.seals += record.subjectSealed ? 2 : 1;
-    if ((await tx.count(INSERT_TOKEN, tokenParams(record))) === 1) {
-      outcome.inserted++;
-      return record.token;
-    }
-    const identityTaken = await tx.rows(
-      'SELECT 1 FROM tokens WHERE tenant = $1 AND type = $2 AND fingerprint = $3 AND format = $4 AND preserve = $5',
-      [record.tenant, record.type, record.fingerprint, record.format, record.preserve],
-    );
-    if (identityTaken.length === 0) record = hooks.retokenize(index);
-  }
-  throw new TokenCollisionError();
-}
-
-/** Records without a fingerprint, in one multi-row insert per attempt; the ones whose token was taken get new tokens. */
-async function insertRandom(
-  tx: WriteTx,
-  todo: Array<{ index: number; record: TokenRecord }>,
-  tokens: string[],
-  hooks: InsertHooks,
-  outcome: InsertOutcome,
-): Promise<void> {
-  for (let attempt = 0; todo.length > 0; attempt++) {
-    if (attempt >= MAX_TOKEN_ATTEMPTS) throw new TokenCollisionError();
-    // Two records of the batch with one token: the later one waits for the next attempt.
-    const seen = new Set<string>();
-    const sent = todo.filter(({ record }) => !seen.has(record.token) && seen.add(record.token));
-    for (const { record } of todo) outcome.seals += record.subjectSealed ? 2 : 1;
-    const params = sent.map(({ record }) => tokenParams(record));
-    const column = (i: number) => params.map((p) => p[i]);
-    const inserted = new Set(
-      (
-        await tx.rows<{ token: string }>(
-          `INSERT INTO tokens (${TOKEN_COLUMNS})
-           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[], $8::bytea[],
-                                $9::bytea[], $10::bytea[], $11::bytea[], $12::bytea[], $13::bytea[], $14::text[], $15::bigint[], $16::bigint[])
-           ON CONFLICT DO NOTHING RETURNING token`,
-          Array.from({ length: 16 }, (_, i) => column(i)),
-        )
-      ).map((r) => r.token),
-    );
-    const rest: typeof todo = [];
-    for (const item of todo) {
-      if (inserted.delete(item.record.token)) {
-        tokens[item.index] = item.record.token;
-        outcome.inserted++;
-      } else rest.push({ index: item.index, record: hooks.retokenize(item.index) });
-    }
-    todo = rest;
+  /**
+   * Runs a fresh plan of src/store/rules/ in the next group commit: its statements in the shared
+   * transaction (in a savepoint of its own), its audit row chained at the end under the head lock.
+   * A plan that loses a race (ConcurrentWriteError, serialization failure, deadlock) is run again.
+   */
+  private async transact<T>(plan: () => Plan<T>): Promise<T> {
+    return (await this.writes.run((tx) => runUntilChainHead(plan(), planOps(tx)))) as T;
   }
 }

@@ -156,4 +156,12 @@ export const SQLITE_MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> 
       CREATE INDEX tokens_key_version ON tokens (tenant, key_version);
     `,
   },
+  {
+    // Re-encryption job leases (the seam's leaseJob): which instance runs a job, and until when.
+    version: 9,
+    sql: `
+      ALTER TABLE jobs ADD COLUMN lease_owner TEXT;
+      ALTER TABLE jobs ADD COLUMN lease_until INTEGER;
+    `,
+  },
 ];

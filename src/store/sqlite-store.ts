@@ -184,6 +184,14 @@ export class SqliteStore implements VaultStore {
     return this.read(() => this.jobs.unfinished());
   }
 
+  async leaseJob(id: string, owner: string, leaseMs: number): Promise<boolean> {
+    return this.writer.write(() => this.jobs.lease(id, owner, leaseMs));
+  }
+
+  async releaseJob(id: string, owner: string): Promise<void> {
+    await this.writer.write(() => this.jobs.release(id, owner));
+  }
+
   async appendAudit(audit: PendingAudit): Promise<AuditRow> {
     return this.transact(appendAuditPlan(audit));
   }

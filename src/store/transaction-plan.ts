@@ -153,4 +153,3 @@ export class ConcurrentWriteError extends Error {
     this.name = 'ConcurrentWriteError';
   }
 }
-

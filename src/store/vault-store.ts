@@ -319,6 +319,16 @@ export interface VaultStore {
   ): Promise<void>;
   /** Jobs still `running`, oldest first. */
   unfinishedJobs(): Promise<JobRecord[]>;
+  /**
+   * Takes or renews the lease of a running job for `owner` (a vault instance), until `leaseMs`
+   * from now by the database's clock (instances' clocks may differ): true when `owner` holds it
+   * now. Taken only if it is free, expired, or already `owner`'s; false for a job that is not
+   * running. One conditional UPDATE: its row lock decides between two instances claiming at once
+   * (the second re-reads the row the first wrote), so at most one instance holds a live lease.
+   */
+  leaseJob(id: string, owner: string, leaseMs: number): Promise<boolean>;
+  /** Gives up `owner`'s lease of a job (a clean stop), so that another instance may take it at once. */
+  releaseJob(id: string, owner: string): Promise<void>;
 
   /**
    * Appends an audit row at the head of the chain (seq = head + 1, chained from the head's hash,

@@ -1,6 +1,8 @@
 import { expect } from 'chai';
 import { PostgresStore } from '../../src/store/postgres-store';
+import { POSTGRES_MIGRATIONS } from '../../src/store/postgres-migrations';
 import {
+  AuditUnavailableError,
   AuditRow,
   DataKeyRecord,
   GENESIS_HASH,
@@ -56,7 +58,22 @@ describe('store / PostgresStore (real PostgreSQL)', function () {
   it('migrates once when several instances start at the same time', async () => {
     const more = await Promise.all([openTestStore(db.url), openTestStore(db.url), openTestStore(db.url)]);
     await Promise.all(more.map((s) => s.close()));
-    expect(await sql(db.url, 'SELECT version FROM schema_migrations')).to.deep.equal([{ version: 1 }]);
+    expect(await sql(db.url, 'SELECT version FROM schema_migrations ORDER BY version')).to.deep.equal(
+      POSTGRES_MIGRATIONS.map(({ version }) => ({ version })),
+    );
+  });
+
+  it('an audit row that cannot be written fails the write closed: AuditUnavailableError, nothing of it stored', async () => {
+    await sql(db.url, 'ALTER TABLE audit ADD CONSTRAINT refuse_rows CHECK (false) NOT VALID');
+    const err = await store
+      .insertTokens(
+        [record('tok_a')],
+        audit(),
+        noDeterministic(() => record('x')),
+      )
+      .catch((e: unknown) => e);
+    expect(err).to.be.instanceOf(AuditUnavailableError);
+    expect([await count('tokens'), await count('audit'), await count('record_counts')]).to.deep.equal([0, 0, 0]);
   });
 
   it('data keys: insert once (false when the version exists), read active, by version, and all; encryptions counted', async () => {

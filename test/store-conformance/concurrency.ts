@@ -1,5 +1,6 @@
 import { expect } from 'chai';
-import { KeyInUseError, StaleDataKeyError, VaultStore } from '../../src/store/vault-store';
+import { JobRecord, KeyInUseError, StaleDataKeyError, VaultStore } from '../../src/store/vault-store';
+import { waitFor } from '../helpers/wait-for';
 import type { StoreFactory, StoreUnderTest } from './factories';
 import { countedRecords, dataKey, expectIntactChain, keptCounts, pending, plainHooks, record, rejection, reuseHooks } from './fixtures';
 
@@ -96,14 +97,18 @@ export function describeStoreConcurrency(factory: StoreFactory): void {
     });
 
     it('audit appends from two connections interleave into one chain: no gap, no duplicate seq, every link verifies', async () => {
-      const appends = [];
+      const appends: Array<Promise<unknown>> = [];
+      const failures: unknown[] = [];
+      const settle = (p: Promise<unknown>) => p.catch((err: unknown) => failures.push(err));
       for (let i = 0; i < 60; i++) {
-        appends.push(a.appendAudit(pending()), b.appendAudit(pending()));
+        appends.push(settle(a.appendAudit(pending())), settle(b.appendAudit(pending())));
         if (i % 7 === 0) appends.push(b.insertTokens([record(`tok_${i}`, { tenant: 't' })], pending(), plainHooks).catch(() => null));
+        // Spread over event-loop turns, so that a store grouping writes per turn commits many transactions that overlap.
+        if (i % 3 === 0) await turns(1);
       }
       await a.insertDataKey(dataKey(1));
-      const results = await Promise.allSettled(appends);
-      expect(results.filter((r) => r.status === 'rejected')).to.deep.equal([]);
+      await Promise.all(appends);
+      expect(failures).to.deep.equal([]);
       const rows = await expectIntactChain(b);
       expect(rows.length).to.be.at.least(120);
       expect(new Set(rows.map((r) => r.seq)).size).to.equal(rows.length);
@@ -182,6 +187,46 @@ export function describeStoreConcurrency(factory: StoreFactory): void {
       expect(
         await rejection(b.changeDataKeyState({ tenant: 't', purpose: 'data', version: 2 }, 'active', 'retired', pending())),
       ).to.be.instanceOf(KeyInUseError);
+    });
+
+    it('job leases: of two instances claiming a job at once one holds it; the other takes it once it expires or is released', async () => {
+      const job = (id: string): JobRecord => ({
+        id,
+        kind: 'reencrypt',
+        tenants: ['t'],
+        state: 'running',
+        total: 0,
+        done: 0,
+        failed: 0,
+        requestedBy: 'p',
+        createdAt: 1,
+        updatedAt: 1,
+        finishedAt: null,
+        error: null,
+      });
+      const LONG = 600_000;
+      for (let round = 0; round < 10; round++) {
+        await a.insertJob(job(`j${round}`));
+        const claims = await Promise.all([a.leaseJob(`j${round}`, 'A', LONG), b.leaseJob(`j${round}`, 'B', LONG)]);
+        expect(claims.filter(Boolean), `round ${round}`).to.have.length(1);
+        const [holder, other] = claims[0] ? (['A', 'B'] as const) : (['B', 'A'] as const);
+        expect(await a.leaseJob(`j${round}`, holder, LONG), 'the holder renews').to.equal(true);
+        expect(await b.leaseJob(`j${round}`, other, LONG), 'a live lease is not taken').to.equal(false);
+        await b.releaseJob(`j${round}`, other); // not the holder's: changes nothing
+        expect(await b.leaseJob(`j${round}`, other, LONG)).to.equal(false);
+        await a.releaseJob(`j${round}`, holder);
+        expect(await b.leaseJob(`j${round}`, other, LONG), 'a released lease is taken at once').to.equal(true);
+      }
+
+      // A holder that stops renewing (it died) loses the job once its lease expires; it cannot renew after that.
+      await a.insertJob(job('dies'));
+      expect(await a.leaseJob('dies', 'A', 200)).to.equal(true);
+      await waitFor(() => b.leaseJob('dies', 'B', LONG), { what: "B taking over A's expired lease" });
+      expect(await a.leaseJob('dies', 'A', 200)).to.equal(false);
+
+      await a.updateJob('dies', { state: 'completed' });
+      expect(await b.leaseJob('dies', 'B', LONG), 'a finished job has no lease').to.equal(false);
+      expect(await a.leaseJob('none', 'A', LONG)).to.equal(false);
     });
   });
 }

@@ -5,6 +5,9 @@ import { STORE_FACTORIES } from './factories';
 for (const factory of STORE_FACTORIES) {
   describe(`store conformance / ${factory.name}`, function () {
     this.timeout(60_000);
+    before(async function () {
+      await factory.available?.(this);
+    });
     describeStoreContract(factory);
     describeStoreConcurrency(factory);
   });

@@ -21,6 +21,7 @@ const DOCUMENTED_DEFAULTS = {
   legacyRecordBinding: 'accept',
   reencryptBatchSize: 200,
   reencryptPauseMs: 5,
+  reencryptLeaseMs: 30_000,
   rateLimits: { default: { ratePerSecond: 2000, burst: 4000 }, roles: {} },
   authFailuresPerMinute: 20,
   maxConcurrentRequests: 512,

@@ -15,6 +15,9 @@ const JOB_COLUMNS: Record<keyof JobFields, string> = {
   error: 'error',
 };
 
+/** The database's clock in milliseconds since the epoch (job leases). */
+const NOW_MS = "CAST(unixepoch('subsec') * 1000 AS INTEGER)";
+
 /** The jobs aggregate (re-encryption jobs and their progress). */
 export function jobStatements(db: Database.Database) {
   const s = {
@@ -25,6 +28,11 @@ export function jobStatements(db: Database.Database) {
     ),
     job: db.prepare('SELECT * FROM jobs WHERE id = ?'),
     unfinished: db.prepare("SELECT * FROM jobs WHERE state = 'running' ORDER BY created_at"),
+    lease: db.prepare(
+      `UPDATE jobs SET lease_owner = @owner, lease_until = ${NOW_MS} + @leaseMs
+       WHERE id = @id AND state = 'running' AND (lease_owner IS NULL OR lease_owner = @owner OR lease_until < ${NOW_MS})`,
+    ),
+    release: db.prepare('UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_owner = ?'),
   };
 
   const ops: Pick<TransactionOps, 'addJobProgress'> = {
@@ -39,6 +47,8 @@ export function jobStatements(db: Database.Database) {
       return row && toJob(row);
     },
     unfinished: () => (s.unfinished.all() as JobRow[]).map(toJob),
+    lease: (id: string, owner: string, leaseMs: number) => s.lease.run({ id, owner, leaseMs }).changes === 1,
+    release: (id: string, owner: string) => void s.release.run(id, owner),
     update(id: string, fields: JobFields): void {
       const keys = (Object.keys(fields) as (keyof JobFields)[]).filter((k) => k in JOB_COLUMNS);
       if (keys.length === 0) return;

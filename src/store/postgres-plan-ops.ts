@@ -1,0 +1,282 @@
+import type { KeyPurpose } from '../domain/keys';
+import type { DataType } from '../domain/types';
+import { encodeAuditJson, DataKeyRow, TOKEN_COLUMNS, TokenRow, toDataKey, toTokenRecord, tokenParams } from './postgres-rows';
+import type { AsyncTransactionOps, KeyRef, Plan } from './transaction-plan';
+import type { AuditHead, AuditRow, DataKeyRecord, DataKeyState, ReencryptedRecord, TokenRecord } from './vault-store';
+
+/** What one write sees: its statements run in the shared transaction (in a savepoint of its own). */
+export interface WriteTx {
+  rows<R>(sql: string, params?: unknown[]): Promise<R[]>;
+  /** How many rows the statement wrote. */
+  count(sql: string, params?: unknown[]): Promise<number>;
+  /** Adds to a data key's encryption count, at the end of the transaction. */
+  addEncryptions(tenant: string, version: number, n: number): void;
+  /** Adds (or with a negative n removes) records to a (tenant, key version) count, at the end of the transaction. */
+  addRecords(tenant: string, version: number, n: number): void;
+}
+
+/** Data keys with their encryption counts (kept apart, in data_key_usage: see postgres-migrations). */
+export const KEY_SELECT = `SELECT k.tenant, k.purpose, k.version, k.state, k.kek_id, k.wrapped, k.created_at,
+    k.encryptions + coalesce(u.encryptions, 0) AS encryptions
+  FROM data_keys k LEFT JOIN data_key_usage u ON k.purpose = 'data' AND u.tenant = k.tenant AND u.version = k.version`;
+
+export const INSERT_KEY = `INSERT INTO data_keys (tenant, purpose, version, state, kek_id, wrapped, created_at, encryptions)
+  VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING`;
+
+export const keyParams = (r: DataKeyRecord) => [r.tenant, r.purpose, r.version, r.state, r.kekId, r.wrapped, r.createdAt, r.encryptions];
+
+const INSERT_TOKEN = `INSERT INTO tokens (${TOKEN_COLUMNS})
+  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) ON CONFLICT DO NOTHING`;
+
+/**
+ * The transaction primitives of the shared plans (src/store/rules/) on PostgreSQL, each with the
+ * lock TransactionOps names. The per-key counters are handed to the group commit, which applies
+ * them at the end of the shared transaction in a fixed order. The audit chain primitives are not
+ * here: a plan that reaches the chain head is parked (see runUntilChainHead) and resumed on
+ * chainOps once the group commit holds the head.
+ */
+export function planOps(tx: WriteTx): AsyncTransactionOps {
+  const keyOf = async (sql: string, params: unknown[]) => {
+    const [row] = await tx.rows<DataKeyRow>(sql, params);
+    return row && toDataKey(row);
+  };
+  const beforeChainHead = (): never => {
+    throw new Error('audit chain primitives run once the chain head is locked (chainOps)');
+  };
+  return {
+    // A transaction-scoped advisory lock: a row lock cannot cover a version not inserted yet.
+    lockKeyFamily: async (tenant: string, purpose: KeyPurpose) =>
+      void (await tx.rows('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [`data-key-family/${tenant}/${purpose}`])),
+    lockDataKey: (key: KeyRef, mode: 'share' | 'update') =>
+      keyOf(`${KEY_SELECT} WHERE k.tenant = $1 AND k.purpose = $2 AND k.version = $3 FOR ${mode === 'share' ? 'SHARE' : 'UPDATE'} OF k`, [
+        key.tenant,
+        key.purpose,
+        key.version,
+      ]),
+    lockActiveDataKey: (tenant: string, purpose: KeyPurpose) =>
+      keyOf(`${KEY_SELECT} WHERE k.tenant = $1 AND k.purpose = $2 AND k.state = 'active' FOR UPDATE OF k`, [tenant, purpose]),
+    insertDataKey: async (record: DataKeyRecord) => (await tx.count(INSERT_KEY, keyParams(record))) === 1,
+    demoteActiveDataKey: async (tenant: string, purpose: KeyPurpose) =>
+      void (await tx.count("UPDATE data_keys SET state = 'decrypt-only' WHERE tenant = $1 AND purpose = $2 AND state = 'active'", [
+        tenant,
+        purpose,
+      ])),
+    setDataKeyState: async (key: KeyRef, from: DataKeyState, to: DataKeyState) =>
+      (await tx.count(
+        `UPDATE data_keys SET state = $1, wrapped = CASE WHEN $1 = 'destroyed' THEN NULL ELSE wrapped END
+         WHERE tenant = $2 AND purpose = $3 AND version = $4 AND state = $5`,
+        [to, key.tenant, key.purpose, key.version, from],
+      )) === 1,
+    addEncryptions: async (tenant: string, version: number, seals: number) => tx.addEncryptions(tenant, version, seals),
+
+    countRecordsAt: async (tenant: string, version: number) => {
+      const [{ n }] = await tx.rows<{ n: string }>('SELECT count(*) AS n FROM tokens WHERE tenant = $1 AND key_version = $2', [
+        tenant,
+        version,
+      ]);
+      return Number(n);
+    },
+    addRecordCount: async (tenant: string, version: number, delta: number) => tx.addRecords(tenant, version, delta),
+    recordsByFingerprint: async (tenant: string, type: DataType, fingerprint: Buffer) =>
+      (
+        await tx.rows<TokenRow>('SELECT * FROM tokens WHERE tenant = $1 AND type = $2 AND fingerprint = $3 ORDER BY format, preserve', [
+          tenant,
+          type,
+          fingerprint,
+        ])
+      ).map(toTokenRecord),
+    insertRecord: async (record: TokenRecord) => {
+      // ON CONFLICT waits for a concurrent inserter of the same token or identity, then writes nothing if it committed.
+      if ((await tx.count(INSERT_TOKEN, tokenParams(record))) === 1) return 'inserted';
+      if (!record.fingerprint) return 'token-taken';
+      const identity = await tx.rows(
+        'SELECT 1 FROM tokens WHERE tenant = $1 AND type = $2 AND fingerprint = $3 AND format = $4 AND preserve IS NOT DISTINCT FROM $5',
+        [record.tenant, record.type, record.fingerprint, record.format, record.preserve],
+      );
+      return identity.length > 0 ? 'identity-taken' : 'token-taken';
+    },
+    deleteRecord: async (tenant: string, token: string) => {
+      const [row] = await tx.rows<{ key_version: number }>('DELETE FROM tokens WHERE token = $1 AND tenant = $2 RETURNING key_version', [
+        token,
+        tenant,
+      ]);
+      return row && { keyVersion: row.key_version };
+    },
+    replaceCiphertext: async (u: ReencryptedRecord) =>
+      (await tx.count(
+        `UPDATE tokens SET key_version = $1, binding = $2, preserve = $3, nonce = $4, ciphertext = $5, tag = $6, subject_sealed = $7
+         WHERE token = $8 AND tenant = $9 AND key_version = $10 AND binding = $11`,
+        [
+          u.keyVersion,
+          u.binding,
+          u.preserve,
+          u.nonce,
+          u.ciphertext,
+          u.tag,
+          u.subjectSealed,
+          u.token,
+          u.tenant,
+          u.fromVersion,
+          u.fromBinding,
+        ],
+      )) === 1,
+    addJobProgress: async (jobId: string, done: number, failed: number, now: number) =>
+      void (await tx.count('UPDATE jobs SET done = done + $1, failed = failed + $2, updated_at = $3 WHERE id = $4', [
+        done,
+        failed,
+        now,
+        jobId,
+      ])),
+
+    lockAuditHead: beforeChainHead,
+    lastAuditSegment: beforeChainHead,
+    insertAuditRow: beforeChainHead,
+    countAuditRows: beforeChainHead,
+    auditLink: beforeChainHead,
+    deleteAuditRows: beforeChainHead,
+    insertAuditSegment: beforeChainHead,
+  };
+}
+
+/** A plan parked at the audit chain head: the group commit resumes it once it holds the head (see GroupCommit). */
+export class AwaitsChainHead<T> {
+  constructor(readonly resume: (chain: ChainPhase) => Promise<T>) {}
+}
+
+/**
+ * The end of a group-committed transaction, with the chain head row locked FOR UPDATE: the parked
+ * plans resume here one after the other, each chaining its row from the head the one before left.
+ * Rows are buffered and written in one statement (with the new head) before any other statement
+ * runs, and at the end.
+ */
+export class ChainPhase {
+  private readonly buffered: AuditRow[] = [];
+
+  constructor(
+    private readonly tx: WriteTx,
+    private head: AuditHead,
+  ) {}
+
+  /** The primitives a resumed plan may still call: the chain's, after the counters have been applied. */
+  ops(): AsyncTransactionOps {
+    const tx = this.tx;
+    const statement =
+      <A extends unknown[], R>(fn: (...args: A) => Promise<R>) =>
+      async (...args: A): Promise<R> => {
+        await this.flush();
+        return fn(...args);
+      };
+    const afterCounters = (): never => {
+      throw new Error('a plan must take the audit chain head last');
+    };
+    return {
+      ...planOps(tx),
+      lockKeyFamily: afterCounters,
+      lockDataKey: afterCounters,
+      lockActiveDataKey: afterCounters,
+      addEncryptions: afterCounters,
+      addRecordCount: afterCounters,
+      // The head row covers archived rows too: an emptied log continues from it.
+      lockAuditHead: async () => this.head,
+      insertAuditRow: async (row: AuditRow) => {
+        if (row.seq !== this.head.seq + 1) throw new Error(`audit row ${row.seq} does not follow the head ${this.head.seq}`);
+        this.buffered.push(row);
+        this.head = { seq: row.seq, hash: row.hash };
+      },
+      lastAuditSegment: statement(async () => {
+        const [row] = await tx.rows<{ seq: string; hash: Buffer }>(
+          'SELECT through_seq AS seq, head_hash AS hash FROM audit_segments ORDER BY through_seq DESC LIMIT 1',
+        );
+        return row && { seq: Number(row.seq), hash: row.hash };
+      }),
+      countAuditRows: statement(async (fromSeq: number, throughSeq: number) => {
+        const [{ n }] = await tx.rows<{ n: string }>('SELECT count(*) AS n FROM audit WHERE seq BETWEEN $1 AND $2', [fromSeq, throughSeq]);
+        return Number(n);
+      }),
+      auditLink: statement(async (seq: number) => {
+        const [row] = await tx.rows<{ prev_hash: Buffer; hash: Buffer }>('SELECT prev_hash, hash FROM audit WHERE seq = $1', [seq]);
+        return row && { prevHash: row.prev_hash, hash: row.hash };
+      }),
+      deleteAuditRows: statement(
+        async (fromSeq: number, throughSeq: number) =>
+          void (await tx.count('DELETE FROM audit WHERE seq BETWEEN $1 AND $2', [fromSeq, throughSeq])),
+      ),
+      insertAuditSegment: statement(
+        async (s) =>
+          void (await tx.count(
+            `INSERT INTO audit_segments (through_seq, from_seq, prev_hash, head_hash, archived_at, key_version, mac)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+            [s.throughSeq, s.fromSeq, s.prevHash, s.headHash, s.archivedAt, s.keyVersion, s.mac],
+          )),
+      ),
+    };
+  }
+
+  /** Writes the buffered rows and moves the head row to the last of them, in one statement. */
+  async flush(): Promise<void> {
+    if (this.buffered.length === 0) return;
+    const rows = this.buffered.splice(0);
+    const column = <K extends keyof AuditRow>(key: K) => rows.map((r) => r[key]);
+    await this.tx.count(
+      `WITH appended AS (
+         INSERT INTO audit (seq, ts, request_id, principal, tenant, action, types, tokens, purpose, outcome, reason, subjects, key_version, prev_hash, hash)
+         SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
+                              $10::text[], $11::text[], $12::text[], $13::int[], $14::bytea[], $15::bytea[])
+       )
+       UPDATE audit_chain_head SET seq = $16, hash = $17 WHERE id = 1`,
+      [
+        column('seq'),
+        column('ts'),
+        column('requestId'),
+        column('principal'),
+        column('tenant'),
+        column('action'),
+        rows.map((r) => encodeAuditJson(r.types)),
+        rows.map((r) => encodeAuditJson(r.tokens)),
+        column('purpose'),
+        column('outcome'),
+        column('reason'),
+        rows.map((r) => encodeAuditJson(r.subjects)),
+        column('keyVersion'),
+        column('prevHash'),
+        column('hash'),
+        this.head.seq,
+        this.head.hash,
+      ],
+    );
+  }
+}
+
+/**
+ * Runs a plan's steps on `ops` until it asks for the audit chain head; from there it is parked
+ * (AwaitsChainHead) for the group commit to resume at the end of the transaction. A primitive's
+ * failure is thrown into the plan, as runPlanAsync does.
+ */
+export async function runUntilChainHead<T>(plan: Plan<T>, ops: AsyncTransactionOps): Promise<T | AwaitsChainHead<T>> {
+  let next = plan.next();
+  while (!next.done) {
+    if (next.value.op === 'lockAuditHead') {
+      return new AwaitsChainHead((chain) => drive(plan, chain.ops(), next));
+    }
+    next = await step(plan, ops, next.value);
+  }
+  return next.value;
+}
+
+async function drive<T>(plan: Plan<T>, ops: AsyncTransactionOps, first: IteratorResult<PlanStep<T>, T>): Promise<T> {
+  let next = first;
+  while (!next.done) next = await step(plan, ops, next.value);
+  return next.value;
+}
+
+type PlanStep<T> = Plan<T> extends Generator<infer S, T, unknown> ? S : never;
+
+async function step<T>(plan: Plan<T>, ops: AsyncTransactionOps, request: PlanStep<T>): Promise<IteratorResult<PlanStep<T>, T>> {
+  let result: unknown;
+  try {
+    result = await (ops[request.op] as (...args: unknown[]) => Promise<unknown>).apply(ops, request.args);
+  } catch (err) {
+    return plan.throw(err);
+  }
+  return plan.next(result);
+}
