@@ -106,6 +106,19 @@ export class ChainVerifier {
         archivedThrough: 0,
       };
     }
+    // No row may be stored under a number an archived segment covers: verification would never look at it.
+    const [first] = await this.store.auditRows(0, 1);
+    if (first && first.seq <= found.link.seq) {
+      return {
+        ok: false,
+        rows: 0,
+        firstBadSeq: first.seq,
+        reason: `row ${first.seq} is stored, but rows up to ${found.link.seq} were archived (put back or planted)`,
+        verifiedFrom: 1,
+        checkpoint: 'none',
+        archivedThrough: found.link.seq,
+      };
+    }
     const result = await this.verifyFrom(found.link, options);
     // An archive pruned rows while this run read them: what looked missing was archived; run again.
     if (!result.ok && (await this.store.auditSegments()).length !== found.segments.length) return this.verify(options);

@@ -443,6 +443,19 @@ describe('audit / hash-chained log (SqliteStore)', () => {
       expect(await h.audit.verify({ full: true })).to.include({ ok: true, rows: 2, headSeq: 12, archivedThrough: 10 });
     });
 
+    it('a row stored under a number an archived segment covers (archived rows put back, or planted) fails verification', async () => {
+      const h = await withRows(20);
+      await h.audit.archive(11, file('planted'));
+      expect(await h.audit.verify({ full: true })).to.include({ ok: true, archivedThrough: 10 });
+      sql(
+        h,
+        'INSERT INTO audit SELECT 5 AS seq, ts, request_id, principal, tenant, action, types, tokens, purpose, outcome, reason, subjects, key_version, prev_hash, hash FROM audit WHERE seq = 11',
+      );
+      for (const full of [false, true]) {
+        expect(await h.audit.verify({ full }), `full: ${full}`).to.include({ ok: false, firstBadSeq: 5 });
+      }
+    });
+
     it('a tampered archive file is detected: an edited, removed or reordered row, a changed head, a missing trailer', async () => {
       const h = await withRows(20);
       const out = file('t');
