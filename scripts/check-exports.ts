@@ -106,7 +106,9 @@ function binEntryModules(root: string): string[] {
 
 /** The src/ modules behind package.json `exports` (their compiled `require` or `types` paths under dist/src). */
 function packageEntryModules(root: string): string[] {
-  const exportsField = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).exports ?? {};
+  const manifest = join(root, 'package.json');
+  if (!existsSync(manifest)) return [];
+  const exportsField = JSON.parse(readFileSync(manifest, 'utf8')).exports ?? {};
   const paths = Object.values(exportsField).flatMap((target) => (typeof target === 'string' ? [target] : Object.values(target as object)));
   return paths
     .map((path) => /^\.\/dist\/(src\/.+?)(\.d)?\.js$|^\.\/dist\/(src\/.+?)\.d\.ts$/.exec(String(path)))
