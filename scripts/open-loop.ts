@@ -17,12 +17,13 @@ export interface OpenLoopRequest {
 }
 
 export interface OpenLoopOptions {
-  url: string;
+  /** Servers to load; requests go to each in turn (several instances behind one balancer). */
+  urls: string[];
   /** Requests per second, spread over 1 ms ticks. */
   rate: number;
   durationSeconds: number;
   next: () => OpenLoopRequest;
-  /** Keep-alive connections available; a request waits for a free one (and that wait counts). */
+  /** Keep-alive connections available per server; a request waits for a free one (and that wait counts). */
   connections?: number;
 }
 
@@ -39,7 +40,7 @@ export interface OpenLoopResult {
 const TICK_MS = 1;
 
 export async function openLoop(options: OpenLoopOptions): Promise<OpenLoopResult> {
-  const target = new URL(options.url);
+  const targets = options.urls.map((url) => new URL(url));
   const agent = new http.Agent({ keepAlive: true, maxSockets: options.connections ?? 64 });
   const total = Math.round(options.rate * options.durationSeconds);
   const latencies = new Float64Array(total);
@@ -51,6 +52,7 @@ export async function openLoop(options: OpenLoopOptions): Promise<OpenLoopResult
   const send = (done: () => void) => {
     const issued = performance.now();
     const next = options.next();
+    const target = targets[sent % targets.length];
     const req = http.request(
       {
         agent,
