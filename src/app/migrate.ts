@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import { sameRecord } from '../service/deterministic';
 import { IntegrityError, open } from '../crypto/aead';
 import { VaultConfig, dataPath, loadConfig } from '../config';
 import { context } from '../keys/key-manager';
@@ -103,27 +104,4 @@ function openWith(record: TokenRecord, key: Buffer | undefined): Buffer | undefi
     if (err instanceof IntegrityError) return undefined;
     throw err;
   }
-}
-
-/** Every stored column equal (metadata compared as its canonical JSON). */
-function sameRecord(a: TokenRecord, b: TokenRecord): boolean {
-  const bytes = (x: Buffer | null, y: Buffer | null) => (x === null || y === null ? x === y : x.equals(y));
-  return (
-    a.token === b.token &&
-    a.tenant === b.tenant &&
-    a.type === b.type &&
-    a.format === b.format &&
-    a.preserve === b.preserve &&
-    a.binding === b.binding &&
-    a.keyVersion === b.keyVersion &&
-    a.createdAt === b.createdAt &&
-    a.expiresAt === b.expiresAt &&
-    JSON.stringify(a.metadata) === JSON.stringify(b.metadata) &&
-    bytes(a.nonce, b.nonce) &&
-    bytes(a.ciphertext, b.ciphertext) &&
-    bytes(a.tag, b.tag) &&
-    bytes(a.fingerprint, b.fingerprint) &&
-    bytes(a.subjectHash, b.subjectHash) &&
-    bytes(a.subjectSealed, b.subjectSealed)
-  );
 }

@@ -127,7 +127,8 @@ function conflictingAttribute(request: DeterministicRequest, record: TokenRecord
   return undefined;
 }
 
-function sameRecord(a: TokenRecord, b: TokenRecord): boolean {
+/** Every stored column equal (metadata compared in its canonical form). */
+export function sameRecord(a: TokenRecord, b: TokenRecord): boolean {
   return (
     a.token === b.token &&
     a.tenant === b.tenant &&
