@@ -1,6 +1,7 @@
 import type { KeyPurpose } from '../domain/keys';
 import type { DataType } from '../domain/types';
-import { encodeAuditJson, DataKeyRow, TOKEN_COLUMNS, TokenRow, toDataKey, toTokenRecord, tokenParams } from './postgres-rows';
+import { encodeAuditJson, TOKEN_COLUMNS, tokenParams } from './postgres-rows';
+import { DataKeyRow, TokenRow, toDataKey, toTokenRecord } from './rows';
 import type { AsyncTransactionOps, KeyRef, Plan } from './transaction-plan';
 import type { AuditHead, AuditRow, DataKeyRecord, DataKeyState, ReencryptedRecord, TokenRecord } from './vault-store';
 

@@ -9,7 +9,7 @@ import { durabilitySettings, mapSqliteError, openSqlite, requireDurable } from '
 import { dataKeyStatements } from './sqlite/data-key-statements';
 import { GroupCommit } from './sqlite/group-commit';
 import { JobFields, jobStatements } from './sqlite/job-statements';
-import { toAuditRow } from './sqlite/rows';
+import { toAuditRow } from './rows';
 import { tokenStatements } from './sqlite/token-statements';
 import { WalPurger } from './sqlite/wal-purge';
 import { Plan, TransactionOps, runPlan } from './transaction-plan';
@@ -208,7 +208,7 @@ export class SqliteStore implements VaultStore {
     const read = () => [...new Set(tenants)].flatMap((tenant) => this.audit.rowsOfTenantAfter(tenant, afterSeq, limit));
     const rows = tenants.length > 1 ? this.snapshot(read) : read();
     return rows
-      .sort((a, b) => a.seq - b.seq)
+      .sort((a, b) => Number(a.seq) - Number(b.seq))
       .slice(0, limit)
       .map(toAuditRow);
   }

@@ -5,7 +5,7 @@ import { redactUrl, toStoreError } from './postgres-errors';
 import { encodeAuditJson } from './postgres-rows';
 import { PostgresStore, PostgresStoreOptions } from './postgres-store';
 import { SQLITE_MIGRATIONS } from './sqlite-migrations';
-import { AuditDbRow, DataKeyRow, TokenRow, toAuditRow, toDataKey, toTokenRecord } from './sqlite/rows';
+import { AuditDbRow, DataKeyRow, TokenRow, toAuditRow, toDataKey, toTokenRecord } from './rows';
 import type { TokenRecord } from './vault-store';
 
 /** Rows per read of the source and per multi-row INSERT on the target: memory stays bounded whatever the vault's size. */

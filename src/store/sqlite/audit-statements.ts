@@ -1,7 +1,8 @@
 import type Database from 'better-sqlite3';
 import type { TransactionOps } from '../transaction-plan';
 import type { AuditCheckpoint, AuditHead, AuditRow, AuditSegment } from '../vault-store';
-import { AuditDbRow, toAuditParams, toAuditRow } from './rows';
+import { AuditDbRow, toAuditRow } from '../rows';
+import { toAuditParams } from './rows';
 
 /** A tenant's audit rows after a sequence number, in order (served by the audit_tenant_seq index). */
 export const AUDIT_AFTER_OF_TENANT_SQL = 'SELECT * FROM audit WHERE tenant = ? AND seq > ? ORDER BY seq LIMIT ?';

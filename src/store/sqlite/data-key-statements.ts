@@ -2,7 +2,7 @@ import type Database from 'better-sqlite3';
 import type { KeyPurpose } from '../../domain/keys';
 import type { TransactionOps } from '../transaction-plan';
 import type { DataKeyRecord } from '../vault-store';
-import { DataKeyRow, toDataKey } from './rows';
+import { DataKeyRow, toDataKey } from '../rows';
 
 type DataKeyOps = Pick<
   TransactionOps,

@@ -1,7 +1,8 @@
 import type Database from 'better-sqlite3';
 import type { TransactionOps } from '../transaction-plan';
 import type { JobRecord } from '../vault-store';
-import { JobRow, toJob, toJobParams } from './rows';
+import { JobRow, toJob } from '../rows';
+import { toJobParams } from './rows';
 
 export type JobFields = Partial<Pick<JobRecord, 'state' | 'total' | 'done' | 'failed' | 'updatedAt' | 'finishedAt' | 'error'>>;
 

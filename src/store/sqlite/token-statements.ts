@@ -2,7 +2,8 @@ import type Database from 'better-sqlite3';
 import type { DataType } from '../../domain/types';
 import type { TransactionOps } from '../transaction-plan';
 import type { TokenRecord } from '../vault-store';
-import { TokenRow, toTokenParams, toTokenRecord } from './rows';
+import { TokenRow, toTokenRecord } from '../rows';
+import { toTokenParams } from './rows';
 
 type TokenOps = Pick<
   TransactionOps,
