@@ -9,6 +9,7 @@ import { Static, Type } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { Value } from '@sinclair/typebox/value';
 import { oneOf } from './contract/one-of';
+import { DATA_TYPES } from './domain/types';
 import { TrustedProxies } from './http/client-address';
 
 function LimitSchema(description: string, rate: number, burst: number) {
@@ -176,6 +177,51 @@ export const ConfigSchema = Type.Object(
       },
       { additionalProperties: false, default: {} },
     ),
+    subjectKeys: Type.Object(
+      {
+        enabled: Type.Array(
+          Type.Object(
+            {
+              tenant: Type.String({ minLength: 1, description: 'A tenant, or * for every tenant.' }),
+              types: Type.Array(oneOf([...DATA_TYPES, '*'] as const), { minItems: 1, uniqueItems: true }),
+            },
+            { additionalProperties: false },
+          ),
+          {
+            default: [],
+            description:
+              'Per-subject keys (crypto-shredding) for records with a subject, by tenant and data type, e.g. [{"tenant":"*","types":["pan","email"]}]; empty, none.',
+          },
+        ),
+        path: Type.String({
+          minLength: 1,
+          default: 'subject-keys.db',
+          description: 'SQLite file of the per-subject keys, relative to the data dir (SQLite vaults; never inside the vault database).',
+        }),
+        databaseUrl: Type.Optional(
+          Type.String({
+            pattern: '^postgres(ql)?://',
+            env: 'PII_VAULT_SUBJECT_KEYS_DATABASE_URL',
+            description:
+              'PostgreSQL database of the per-subject keys, other than database.url; required when a PostgreSQL vault enables per-subject keys.',
+          }),
+        ),
+        cacheTtlSeconds: Type.Integer({
+          minimum: 1,
+          maximum: 86_400,
+          default: 60,
+          description:
+            'How long an unwrapped subject key stays in memory (a key destroyed by another instance stays usable here that long).',
+        }),
+        cacheMaxEntries: Type.Integer({
+          minimum: 1,
+          maximum: 1_000_000,
+          default: 10_000,
+          description: 'How many unwrapped subject keys are kept in memory; the least recently used goes first.',
+        }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
     shutdownTimeoutMs: Type.Integer({
       minimum: 0,
       maximum: 600_000,
@@ -281,6 +327,9 @@ export function loadConfig(dataDir: string, overrides: ConfigOverrides = {}, env
   }
   if (env.PII_VAULT_LOG_LEVEL) raw.logLevel = env.PII_VAULT_LOG_LEVEL;
   if (env.PII_VAULT_DATABASE_URL) raw.database = { ...((raw.database as object) ?? {}), url: env.PII_VAULT_DATABASE_URL };
+  if (env.PII_VAULT_SUBJECT_KEYS_DATABASE_URL) {
+    raw.subjectKeys = { ...((raw.subjectKeys as object) ?? {}), databaseUrl: env.PII_VAULT_SUBJECT_KEYS_DATABASE_URL };
+  }
   const kmsEnv = { keyId: env.PII_VAULT_KMS_KEY_ID, region: env.PII_VAULT_KMS_REGION, endpoint: env.PII_VAULT_KMS_ENDPOINT };
   if (Object.values(kmsEnv).some(Boolean)) {
     const provider = (raw.keyProvider ??= {}) as Record<string, unknown>;
@@ -292,6 +341,12 @@ export function loadConfig(dataDir: string, overrides: ConfigOverrides = {}, env
   const config = Value.Default(ConfigSchema, raw);
   const error = checker.Errors(config).First();
   if (error) throw new ConfigError(`${file} ${error.path || '/'}: ${error.message}`);
+  const { database, subjectKeys } = config as Static<typeof ConfigSchema>;
+  if (subjectKeys.databaseUrl && subjectKeys.databaseUrl === database.url) {
+    throw new ConfigError(
+      `${file} /subjectKeys/databaseUrl: must name a database other than database.url (a key kept in the vault database would survive in its backups)`,
+    );
+  }
   try {
     new TrustedProxies((config as Static<typeof ConfigSchema>).trustProxy);
   } catch (err) {

@@ -45,7 +45,7 @@ export const ERROR_CATALOGUE = {
 export type ErrorCode = keyof typeof ERROR_CATALOGUE;
 
 /** Per-item outcome codes in a detokenize response (not request-level errors). */
-export const ITEM_ERROR_CODES = ['not_found', 'forbidden', 'expired', 'integrity_failed', 'ambiguous_token'] as const;
+export const ITEM_ERROR_CODES = ['not_found', 'forbidden', 'expired', 'integrity_failed', 'ambiguous_token', 'erased'] as const;
 export type ItemErrorCode = (typeof ITEM_ERROR_CODES)[number];
 
 /**

@@ -1,5 +1,7 @@
 import type { AuditLog } from '../audit/audit-log';
 import type { KeyManager } from '../keys/key-manager';
+import type { SubjectKeys } from '../keys/subject-keys';
+import type { DataType } from '../domain/types';
 import type { Logger } from '../logger';
 import type { RoutingKeyProvider } from '../crypto/routing-key-provider';
 import type { PolicyDocument, Principal } from '../policy/policy';
@@ -29,6 +31,14 @@ export interface RecordBindingControl {
   refuseLegacy(): void;
 }
 
+/** Which records are sealed under a per-subject key (crypto-shredding, see subject-layer.ts), and those keys. */
+export interface SubjectKeyControl {
+  /** Whether a record of this tenant and type that names a subject gets a per-subject key. */
+  appliesTo(tenant: string, type: DataType): boolean;
+  /** Undefined when no subject key store is configured (then appliesTo is false everywhere). */
+  keys?: SubjectKeys;
+}
+
 interface RotationPolicy {
   maxAgeMs: number;
   maxEncryptions: number;
@@ -41,6 +51,7 @@ export interface VaultDeps {
   audit: AuditLog;
   keks: KekControl;
   recordBinding: RecordBindingControl;
+  subjectKeys: SubjectKeyControl;
   rotation: RotationPolicy;
   reencrypt: { batchSize: number; pauseMs: number; leaseMs: number };
   /** The current policy (it can be reloaded while serving). */

@@ -6,6 +6,7 @@ import { decide, leastReveal, mayEver, principalCoversTenant } from '../policy/p
 import type { AuditEntry, TokenRecord } from '../store/vault-store';
 import { Caller, VaultDeps, auditEntry } from './context';
 import { openRecord } from './open-record';
+import { ERASED } from './subject-layer';
 import { resolveToken } from './token-lookup';
 import { distinct } from './tokenize';
 
@@ -106,6 +107,7 @@ async function detokenizeOne(
 
   // A missing, destroyed or tampered key record fails this item only, like a tampered value or row.
   const opened = await openRecord(deps, record);
+  if (opened === ERASED) return fail('erased');
   if (!opened) return fail('integrity_failed');
   const plain = opened.toString('utf8');
   const value = reveal === 'plain' ? plain : DATA_TYPE_SPECS[record.type].mask(plain);

@@ -5,7 +5,8 @@ import { Action, decide, principalCoversTenant } from '../policy/policy';
 import type { TokenRecord } from '../store/vault-store';
 import { Caller, VaultDeps, auditEntry } from './context';
 import { openRecord } from './open-record';
-import { openSubject } from './record-crypto';
+import { SUBJECT_KEYED_BINDING, openSubject } from './record-crypto';
+import { openSubjectKeyedSubject } from './subject-layer';
 import { resolveToken } from './token-lookup';
 
 const REDACTED_SUBJECT = '[redacted]';
@@ -111,7 +112,10 @@ async function readSubject(deps: VaultDeps, caller: Caller, record: TokenRecord)
   const key = await deps.keys.keyVersion(record.tenant, 'data', record.keyVersion);
   if (!key) return null;
   try {
-    return openSubject(key, record.subjectSealed, record.tenant, record.token, record.keyVersion);
+    const opened = openSubject(key, record.subjectSealed, record.tenant, record.token, record.keyVersion);
+    if (record.binding !== SUBJECT_KEYED_BINDING) return opened.toString('utf8');
+    // Shown as no subject once the subject's key is destroyed (erased).
+    return (await openSubjectKeyedSubject(deps, record, opened))?.toString('utf8') ?? null;
   } catch (err) {
     if (!(err instanceof IntegrityError)) throw err;
     // Shown as no subject; the operators learn of the tampering.

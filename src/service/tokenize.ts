@@ -12,7 +12,8 @@ import { Caller, VaultDeps, auditEntry } from './context';
 import { DeterministicRequest, ExistingRecordChangedError, resolveExisting, vetExisting } from './deterministic';
 import { refuseCardNumbersInMetadata, refuseLoneSurrogates, refuseSensitiveAuthData } from './input-guards';
 import { freshDataKey } from './keys';
-import { CURRENT_BINDING, fingerprint, recordAad, sealSubject, subjectHash } from './record-crypto';
+import { CURRENT_BINDING, SUBJECT_KEYED_BINDING, fingerprint, innerLayers, recordAad, sealSubject, subjectHash } from './record-crypto';
+import { batchSubjectKeys } from './subject-layer';
 import { DEFAULT_TENANT } from '../domain/tenants';
 
 interface PreparedItem {
@@ -77,28 +78,37 @@ async function sealAndStore(
   resolver: (written: ReadonlyMap<string, TokenRecord>, now: number) => ResolveExisting,
 ): Promise<TokenizeResponse> {
   const dataKey = await freshDataKey(deps, tenant, prepared.length);
+  const subjectKeyOf = await batchSubjectKeys(
+    deps,
+    tenant,
+    prepared.map((p) => ({ type: p.type, subject: p.item.subject })),
+    fingerprintKey,
+  );
   const now = deps.now();
   const written = new Map<string, TokenRecord>();
 
   const buildRecord = (p: PreparedItem): TokenRecord => {
     const token = generateToken(p.format, p.preserve, p.normalized, pooledRandomBytes);
     const subject = p.item.subject;
+    const hash = subject !== undefined ? subjectHash(fingerprintKey!, subject) : null;
+    const subjectKey = subjectKeyOf(p.type, hash);
+    const plain = innerLayers(subjectKey, { tenant, type: p.type, token, subjectHash: hash }, p.normalized, subject);
     const record: Omit<TokenRecord, 'nonce' | 'ciphertext' | 'tag'> = {
       token,
       tenant,
       type: p.type,
       format: p.format,
       preserve: p.preserve,
-      binding: CURRENT_BINDING,
+      binding: subjectKey ? SUBJECT_KEYED_BINDING : CURRENT_BINDING,
       keyVersion: dataKey.version,
       fingerprint: p.item.deterministic ? fingerprint(fingerprintKey!, p.type, p.normalized) : null,
-      subjectHash: subject !== undefined ? subjectHash(fingerprintKey!, subject) : null,
-      subjectSealed: subject !== undefined ? sealSubject(dataKey.key, subject, tenant, token, dataKey.version) : null,
+      subjectHash: hash,
+      subjectSealed: plain.subject && sealSubject(dataKey.key, plain.subject, tenant, token, dataKey.version),
       metadata: p.item.metadata ?? null,
       createdAt: now,
       expiresAt: p.item.ttlSeconds !== undefined ? now + p.item.ttlSeconds * 1000 : null,
     };
-    const sealed = { ...record, ...seal(dataKey.key, Buffer.from(p.normalized, 'utf8'), recordAad(record)) };
+    const sealed = { ...record, ...seal(dataKey.key, plain.value, recordAad(record)) };
     written.set(token, sealed);
     return sealed;
   };

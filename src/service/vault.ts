@@ -6,6 +6,7 @@ import { Caller, KekTarget, VaultDeps } from './context';
 import { detokenize } from './detokenize';
 import { deleteToken, readMetadata } from './token-admin';
 import { tokenize } from './tokenize';
+import { destroySubjectKey } from './subject-layer';
 import { SYSTEM_TENANT } from '../domain/tenants';
 import { destroyKey, listKeys, retireKey, rewrapKeys, rotateKeys, TenantScope } from './keys';
 import { ReencryptJobs } from './reencrypt-job';
@@ -92,6 +93,14 @@ export class Vault {
 
   destroyKey(caller: Caller, tenant: string, version: number, confirm: string | undefined) {
     return destroyKey(this.deps, caller, tenant, version, confirm);
+  }
+
+  /**
+   * Crypto-shreds a subject of a tenant (see subject-layer.ts); for the erasure use case, which
+   * authorises and audits the request, calls this first and then deletes the subject's records.
+   */
+  destroySubjectKey(tenant: string, subject: string): Promise<boolean> {
+    return destroySubjectKey(this.deps, tenant, subject);
   }
 
   async startReencrypt(caller: Caller, scope: TenantScope) {

@@ -284,7 +284,7 @@ export class PostgresStore implements VaultStore {
 
   async recordsBehind(tenant: string, activeVersion: number, binding: number, afterToken: string, limit: number): Promise<TokenRecord[]> {
     const rows = await this.read<TokenRow>(
-      'SELECT * FROM tokens WHERE tenant = $1 AND (key_version <> $2 OR binding <> $3) AND token > $4 ORDER BY token LIMIT $5',
+      'SELECT * FROM tokens WHERE tenant = $1 AND (key_version <> $2 OR binding < $3) AND token > $4 ORDER BY token LIMIT $5',
       [tenant, activeVersion, binding, afterToken, limit],
     );
     return rows.map(toTokenRecord);

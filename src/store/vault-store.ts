@@ -15,7 +15,7 @@ export interface TokenRecord {
   format: TokenFormat;
   /** What the token keeps of the value; null on records written before it was recorded (binding 1). */
   preserve: Preserve | null;
-  /** Which columns the ciphertext's AAD covers: 1 (tenant, type, token, key version) or 2 (all; see record-crypto). */
+  /** Which columns the ciphertext's AAD covers: 1 (tenant, type, token, key version), 2 (all) or 3 (all, value under a per-subject key too); see record-crypto. */
   binding: number;
   keyVersion: number;
   nonce: Buffer;
@@ -295,8 +295,9 @@ export interface VaultStore {
   ): Promise<boolean>;
 
   /**
-   * Records of a tenant not encrypted under `activeVersion` or not sealed with `binding`, in token
-   * order after `afterToken`. A plain read: the swap re-checks each record.
+   * Records of a tenant not encrypted under `activeVersion` or sealed with a binding below
+   * `binding` (a higher one, such as a subject-keyed record's, is current), in token order after
+   * `afterToken`. A plain read: the swap re-checks each record.
    */
   recordsBehind(tenant: string, activeVersion: number, binding: number, afterToken: string, limit: number): Promise<TokenRecord[]>;
   /**

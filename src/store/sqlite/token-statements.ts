@@ -28,7 +28,7 @@ export function tokenStatements(db: Database.Database) {
     byToken: db.prepare('SELECT * FROM tokens WHERE token = ?'),
     countsByKey: db.prepare('SELECT tenant, key_version AS version, records AS n FROM record_counts WHERE records > 0'),
     countAtVersion: db.prepare('SELECT count(*) AS n FROM tokens WHERE tenant = ? AND key_version = ?'),
-    behind: db.prepare('SELECT * FROM tokens WHERE tenant = ? AND (key_version != ? OR binding != ?) AND token > ? ORDER BY token LIMIT ?'),
+    behind: db.prepare('SELECT * FROM tokens WHERE tenant = ? AND (key_version != ? OR binding < ?) AND token > ? ORDER BY token LIMIT ?'),
     replaceCiphertext: db.prepare(
       `UPDATE tokens SET key_version = @keyVersion, binding = @binding, preserve = @preserve, nonce = @nonce, ciphertext = @ciphertext,
          tag = @tag, subject_sealed = @subjectSealed

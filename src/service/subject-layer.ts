@@ -1,0 +1,81 @@
+import type { DataType } from '../domain/types';
+import { KeyUnavailableError } from '../crypto/key-provider';
+import type { SubjectKeys } from '../keys/subject-keys';
+import type { TokenRecord } from '../store/vault-store';
+import type { SubjectKeyControl, VaultDeps } from './context';
+import { openInnerSubject, openInnerValue, subjectHash } from './record-crypto';
+
+export interface SubjectKeyRule {
+  tenant: string;
+  types: ReadonlyArray<DataType | '*'>;
+}
+
+export function subjectKeyControl(rules: readonly SubjectKeyRule[], keys: SubjectKeys | undefined): SubjectKeyControl {
+  return {
+    keys,
+    appliesTo: (tenant, type) =>
+      keys !== undefined &&
+      rules.some((r) => (r.tenant === '*' || r.tenant === tenant) && (r.types.includes('*') || r.types.includes(type))),
+  };
+}
+
+/** The value of a record whose subject key was destroyed: crypto-shredded, reported as `erased`. */
+export const ERASED = 'erased';
+
+/**
+ * The subject keys a tokenize batch needs, one per distinct subject among the items the
+ * configuration covers (created on first use); returns the key, if any, of an item's type and subject HMAC.
+ */
+export async function batchSubjectKeys(
+  deps: VaultDeps,
+  tenant: string,
+  items: ReadonlyArray<{ type: DataType; subject?: string }>,
+  fingerprintKey: Buffer | undefined,
+): Promise<(type: DataType, subjectHash: Buffer | null) => Buffer | undefined> {
+  const keys = new Map<string, Buffer>();
+  for (const { type, subject } of items) {
+    if (subject === undefined || !deps.subjectKeys.appliesTo(tenant, type)) continue;
+    const hash = subjectHash(fingerprintKey!, subject);
+    const hex = hash.toString('hex');
+    if (!keys.has(hex)) keys.set(hex, await subjectKeyStore(deps).getOrCreate(tenant, hash));
+  }
+  return (type, hash) => (hash && deps.subjectKeys.appliesTo(tenant, type) ? keys.get(hash.toString('hex')) : undefined);
+}
+
+/** The inner layer of a subject-keyed record's value opened, or ERASED when its subject key is gone. */
+export async function openSubjectKeyedValue(deps: VaultDeps, record: TokenRecord, inner: Buffer): Promise<Buffer | typeof ERASED> {
+  const key = await subjectKeyOf(deps, record);
+  return key ? openInnerValue(key, record, inner) : ERASED;
+}
+
+/** The inner layer of a subject-keyed record's subject id opened, or null when its subject key is gone. */
+export async function openSubjectKeyedSubject(deps: VaultDeps, record: TokenRecord, inner: Buffer): Promise<Buffer | null> {
+  const key = await subjectKeyOf(deps, record);
+  return key ? openInnerSubject(key, record, inner) : null;
+}
+
+/**
+ * Crypto-shreds a data subject of a tenant: destroys its key, so that none of its subject-keyed
+ * values (and sealed subject ids) can be decrypted any more — from the vault database or from any
+ * copy of it. Irreversible; false when the subject had no key. Erasure calls this first, then
+ * deletes the records: a failure in between leaves records that answer `erased`, never a value.
+ */
+export async function destroySubjectKey(deps: VaultDeps, tenant: string, subject: string): Promise<boolean> {
+  if (!deps.subjectKeys.keys) return false;
+  const { key } = await deps.keys.activeKey(tenant, 'fingerprint');
+  return deps.subjectKeys.keys.destroy(tenant, subjectHash(key, subject));
+}
+
+async function subjectKeyOf(deps: VaultDeps, record: TokenRecord): Promise<Buffer | undefined> {
+  // The outer layer's AAD covers the subject HMAC and the binding: a subject-keyed record always has one.
+  return subjectKeyStore(deps).get(record.tenant, record.subjectHash!);
+}
+
+function subjectKeyStore(deps: VaultDeps): SubjectKeys {
+  if (!deps.subjectKeys.keys) {
+    throw new KeyUnavailableError(
+      'records sealed with per-subject keys need the subject key store: configure subjectKeys.path or subjectKeys.databaseUrl',
+    );
+  }
+  return deps.subjectKeys.keys;
+}

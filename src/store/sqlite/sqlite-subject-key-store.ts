@@ -1,0 +1,97 @@
+import Database from 'better-sqlite3';
+import { SubjectKeyRecord, SubjectKeyRow, SubjectKeyStore, toSubjectKeyRecord } from '../subject-key-store';
+import { StoreUnavailableError } from '../vault-store';
+import { mapSqliteError, requireDurable } from './connection';
+import { WalPurger } from './wal-purge';
+
+const SCHEMA = `CREATE TABLE IF NOT EXISTS subject_keys (
+  tenant TEXT NOT NULL,
+  subject_hash BLOB NOT NULL,
+  wrap_version INTEGER NOT NULL,
+  wrapped BLOB NOT NULL,
+  created_at INTEGER NOT NULL,
+  PRIMARY KEY (tenant, subject_hash)
+) WITHOUT ROWID`;
+
+/**
+ * The per-subject keys in a SQLite file of their own (default `<data-dir>/subject-keys.db`), with
+ * the vault database's durability (WAL, synchronous=FULL) and secure_delete, so a destroyed key is
+ * zeroed in the file and purged from the WAL. Contract: SubjectKeyStore.
+ */
+export class SqliteSubjectKeyStore implements SubjectKeyStore {
+  onWarning: (message: string) => void = () => undefined;
+  private readonly db: Database.Database;
+  private readonly purger: WalPurger;
+  private readonly statements;
+
+  constructor(file: string, busyTimeoutMs: number) {
+    try {
+      this.db = new Database(file);
+      this.db.pragma(`busy_timeout = ${Math.trunc(busyTimeoutMs)}`);
+      this.db.pragma('journal_mode = WAL');
+      this.db.pragma('synchronous = FULL');
+      this.db.pragma('secure_delete = ON');
+      this.db.exec(SCHEMA);
+      requireDurable(this.db);
+    } catch (err) {
+      if (err instanceof StoreUnavailableError) throw err;
+      throw new StoreUnavailableError(`cannot open the subject key store ${file}: ${(err as Error).message}`, err);
+    }
+    this.purger = new WalPurger(this.db, busyTimeoutMs, (message) => this.onWarning(`subject key store: ${message}`));
+    const db = this.db;
+    this.statements = {
+      insert: db.prepare(
+        `INSERT INTO subject_keys (tenant, subject_hash, wrap_version, wrapped, created_at)
+         VALUES (@tenant, @subjectHash, @wrapVersion, @wrapped, @createdAt) ON CONFLICT DO NOTHING`,
+      ),
+      get: db.prepare('SELECT * FROM subject_keys WHERE tenant = ? AND subject_hash = ?'),
+      delete: db.prepare('DELETE FROM subject_keys WHERE tenant = ? AND subject_hash = ?'),
+    };
+  }
+
+  ping(): Promise<void> {
+    return this.run(() => void this.db.prepare('SELECT 1').get());
+  }
+
+  close(): Promise<void> {
+    this.purger.stop();
+    if (this.db.open) this.db.close();
+    return Promise.resolve();
+  }
+
+  getOrCreate(candidate: SubjectKeyRecord): Promise<SubjectKeyRecord> {
+    return this.run(() => {
+      const insertThenRead = this.db.transaction(() => {
+        this.statements.insert.run(candidate);
+        return this.read(candidate.tenant, candidate.subjectHash);
+      });
+      // One transaction under the write lock: the read always sees the row.
+      const stored = insertThenRead.immediate();
+      if (!stored) throw new StoreUnavailableError('the subject key was not stored');
+      return stored;
+    });
+  }
+
+  get(tenant: string, subjectHash: Buffer): Promise<SubjectKeyRecord | undefined> {
+    return this.run(() => this.read(tenant, subjectHash));
+  }
+
+  async destroy(tenant: string, subjectHash: Buffer): Promise<boolean> {
+    const deleted = await this.run(() => this.statements.delete.run(tenant, subjectHash).changes === 1);
+    if (deleted) await this.purger.purge();
+    return deleted;
+  }
+
+  private read(tenant: string, subjectHash: Buffer): SubjectKeyRecord | undefined {
+    const row = this.statements.get.get(tenant, subjectHash) as SubjectKeyRow | undefined;
+    return row && toSubjectKeyRecord(row);
+  }
+
+  private run<T>(work: () => T): Promise<T> {
+    try {
+      return Promise.resolve(work());
+    } catch (err) {
+      return Promise.reject(mapSqliteError(this.db, err));
+    }
+  }
+}

@@ -1,0 +1,138 @@
+import { expect } from 'chai';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { SUBJECT_KEYED_BINDING } from '../../src/service/record-crypto';
+import { createTestVault, TestVault } from '../helpers/test-vault';
+import { waitFor } from '../helpers/wait-for';
+
+const PAN = '4111111111111111';
+const OTHER_PAN = '5555555555554444';
+
+describe('per-subject keys (crypto-shredding)', () => {
+  let v: TestVault;
+  beforeEach(async () => {
+    v = await createTestVault({}, { settings: { subjectKeys: { enabled: [{ tenant: '*', types: ['pan', 'email'] }] } } });
+  });
+  afterEach(() => v.close());
+
+  const db = () => v.opened.store.db;
+  const binding = (token: string) => (db().prepare('SELECT binding FROM tokens WHERE token = ?').get(token) as { binding: number }).binding;
+  const charge = async (tokens: string[]) =>
+    (await v.http.post('/v1/detokenize').set(v.as('gateway')).send({ tokens, purpose: 'charge' })).body.items;
+  const masked = async (tokens: string[]) => (await v.http.post('/v1/detokenize').set(v.as('support')).send({ tokens })).body.items;
+  const keyStore = () => new Database(join(v.dir, 'subject-keys.db'), { readonly: true });
+
+  it('seals the values of configured types with a subject under a per-subject key kept in subject-keys.db', async () => {
+    const [pan, email, ssn, anonymous] = await v.tokenize([
+      { type: 'pan', value: PAN, subject: 'cust_1' },
+      { type: 'email', value: 'jane@example.com', subject: 'cust_1' },
+      { type: 'ssn', value: '123-45-6789', format: 'digits', subject: 'cust_1' },
+      { type: 'pan', value: OTHER_PAN },
+    ]);
+    expect([pan, email, ssn, anonymous].map(binding)).to.deep.equal([SUBJECT_KEYED_BINDING, SUBJECT_KEYED_BINDING, 2, 2]);
+    expect((await charge([pan, anonymous])).map((i: { value: string }) => i.value)).to.deep.equal([PAN, OTHER_PAN]);
+    expect((await masked([email]))[0].value).to.equal('j***@example.com');
+    const ks = keyStore();
+    try {
+      // One key for the one subject, stored wrapped (nonce, tag and 32 bytes), and never in the vault database.
+      const rows = ks.prepare('SELECT tenant, length(wrapped) AS size FROM subject_keys').all();
+      expect(rows).to.deep.equal([{ tenant: 'default', size: 60 }]);
+    } finally {
+      ks.close();
+    }
+    expect(db().prepare("SELECT name FROM sqlite_master WHERE name = 'subject_keys'").all()).to.deep.equal([]);
+  });
+
+  it("after destroySubjectKey the subject's values answer erased, other subjects' still open; metadata shows no subject", async () => {
+    const [mine, theirs] = await v.tokenize([
+      { type: 'pan', value: PAN, subject: 'cust_1' },
+      { type: 'pan', value: OTHER_PAN, subject: 'cust_2' },
+    ]);
+    const subjectOf = async (token: string) => (await v.http.get(`/v1/tokens/${token}`).set(v.as('billing'))).body.subject;
+    expect(await subjectOf(mine)).to.equal('cust_1');
+    expect(await v.opened.vault.destroySubjectKey('default', 'cust_1')).to.equal(true);
+    expect(await v.opened.vault.destroySubjectKey('default', 'cust_1')).to.equal(false);
+    expect(await charge([mine, theirs])).to.deep.equal([
+      { token: mine, error: { code: 'erased' } },
+      { token: theirs, type: 'pan', value: OTHER_PAN, reveal: 'plain' },
+    ]);
+    expect(await subjectOf(mine)).to.equal(null);
+    expect(await subjectOf(theirs)).to.equal('cust_2');
+    const row = (await v.opened.store.auditRows(0, 10_000)).filter((r) => r.action === 'detokenize').at(-1)!;
+    expect(row.reason).to.equal('1 erased');
+  });
+
+  it('a destroyed key is gone from the key store file and its WAL', async () => {
+    await v.tokenize([{ type: 'pan', value: PAN, subject: 'cust_1' }]);
+    const ks = keyStore();
+    const wrapped = (ks.prepare('SELECT wrapped FROM subject_keys').get() as { wrapped: Buffer }).wrapped;
+    ks.close();
+    await v.opened.vault.destroySubjectKey('default', 'cust_1');
+    const { readFileSync } = await import('node:fs');
+    for (const file of ['subject-keys.db', 'subject-keys.db-wal']) {
+      const path = join(v.dir, file);
+      if (existsSync(path)) expect(readFileSync(path).includes(wrapped), file).to.equal(false);
+    }
+  });
+
+  it('a new token for an erased subject gets a new key, and a deterministic token of an erased record is replaced', async () => {
+    const item = { type: 'email', value: 'jane@example.com', subject: 'cust_1', deterministic: true };
+    const [before] = await v.tokenize([item]);
+    await v.opened.vault.destroySubjectKey('default', 'cust_1');
+    const [after] = await v.tokenize([item]);
+    expect(after).to.not.equal(before);
+    expect(
+      (await masked([before, after])).map((i: { error?: { code: string }; value?: string }) => i.error?.code ?? i.value),
+    ).to.deep.equal(['not_found', 'j***@example.com']);
+    const [again] = await v.tokenize([item]);
+    expect(again).to.equal(after);
+  });
+
+  it('the subject-keyed marker cannot be flipped by a database writer (either way)', async () => {
+    const [keyed, plain] = await v.tokenize([
+      { type: 'pan', value: PAN, subject: 'cust_1' },
+      { type: 'ssn', value: '123-45-6789', format: 'digits', subject: 'cust_1' },
+    ]);
+    db().prepare('UPDATE tokens SET binding = 2 WHERE token = ?').run(keyed);
+    db().prepare('UPDATE tokens SET binding = 3 WHERE token = ?').run(plain);
+    expect((await charge([keyed]))[0]).to.deep.equal({ token: keyed, error: { code: 'integrity_failed' } });
+    expect((await masked([plain]))[0]).to.deep.equal({ token: plain, error: { code: 'integrity_failed' } });
+  });
+
+  it("a subject key moved to another subject's row in the key store does not open (integrity_failed)", async () => {
+    const [one, two] = await v.tokenize([
+      { type: 'pan', value: PAN, subject: 'cust_1' },
+      { type: 'pan', value: OTHER_PAN, subject: 'cust_2' },
+    ]);
+    v.opened.vault.deps.subjectKeys.keys!.clear();
+    const ks = new Database(join(v.dir, 'subject-keys.db'));
+    const [a, b] = ks.prepare('SELECT subject_hash, wrapped FROM subject_keys').all() as { subject_hash: Buffer; wrapped: Buffer }[];
+    ks.prepare('UPDATE subject_keys SET wrapped = ? WHERE subject_hash = ?').run(b.wrapped, a.subject_hash);
+    ks.close();
+    const codes = (await charge([one, two])).map((i: { error?: { code: string } }) => i.error?.code ?? 'ok');
+    expect(codes.sort()).to.deep.equal(['integrity_failed', 'ok']);
+  });
+
+  it('rotation and the re-encryption job move the outer layer only: records stay subject-keyed and open, and erasable', async () => {
+    const [keyed, other] = await v.tokenize([
+      { type: 'pan', value: PAN, subject: 'cust_1' },
+      { type: 'pan', value: OTHER_PAN, subject: 'cust_2' },
+    ]);
+    expect((await v.http.post('/v1/keys/rotate').set(v.as('security')).send({})).status).to.equal(200);
+    const { job } = (await v.http.post('/v1/keys/reencrypt').set(v.as('security')).send({})).body;
+    await waitFor(async () => (await v.opened.store.job(job.id))?.state === 'completed', { what: 'the re-encryption job' });
+    expect((await v.opened.store.job(job.id))!.failed).to.equal(0);
+    const rows = db().prepare('SELECT key_version, binding FROM tokens WHERE token IN (?, ?)').all(keyed, other);
+    expect(rows).to.deep.equal([
+      { key_version: 2, binding: SUBJECT_KEYED_BINDING },
+      { key_version: 2, binding: SUBJECT_KEYED_BINDING },
+    ]);
+    expect((await charge([keyed]))[0].value).to.equal(PAN);
+    expect((await v.http.get(`/v1/tokens/${keyed}`).set(v.as('billing'))).body.subject).to.equal('cust_1');
+    await v.opened.vault.destroySubjectKey('default', 'cust_1');
+    expect((await charge([keyed, other])).map((i: { error?: { code: string } }) => i.error?.code ?? 'ok')).to.deep.equal(['erased', 'ok']);
+    // Nothing is left behind for a second job: subject-keyed records are at the current binding.
+    expect(await v.opened.store.recordsBehind('default', 2, 2, '', 100)).to.deep.equal([]);
+  });
+});
