@@ -34,6 +34,7 @@ const DOCUMENTED_DEFAULTS = {
   databaseBusyTimeoutMs: 5_000,
   database: { poolSize: 10, connectTimeoutMs: 5_000, statementTimeoutMs: 10_000, idleInTransactionTimeoutMs: 30_000 },
   metrics: true,
+  subjectKeys: { enabled: [], path: 'subject-keys.db', cacheTtlSeconds: 60, cacheMaxEntries: 10_000 },
 };
 
 describe('config / loadConfig', () => {
@@ -136,6 +137,37 @@ describe('config / loadConfig', () => {
     });
     expect(loadConfig(dataDir({}), {}, NO_ENV).database.url).to.equal(undefined);
     expect(() => loadConfig(dataDir({ database: { url: 'mysql://x/y' } }), {}, NO_ENV)).to.throw(ConfigError, '/database/url');
+  });
+
+  it('subjectKeys: rules of tenant and data types (or *), validated; PII_VAULT_SUBJECT_KEYS_DATABASE_URL sets databaseUrl', () => {
+    const enabled = [
+      { tenant: '*', types: ['pan', 'email'] },
+      { tenant: 'eu', types: ['*'] },
+    ];
+    const dir = dataDir({ subjectKeys: { enabled } });
+    expect(loadConfig(dir, {}, NO_ENV).subjectKeys).to.deep.include({ enabled, path: 'subject-keys.db' });
+    expect(loadConfig(dir, {}, { PII_VAULT_SUBJECT_KEYS_DATABASE_URL: 'postgres://keys@db-k/keys' }).subjectKeys).to.deep.include({
+      enabled,
+      databaseUrl: 'postgres://keys@db-k/keys',
+    });
+    expectConfigError(
+      () => loadConfig(dataDir({ subjectKeys: { enabled: [{ tenant: '*', types: ['cvv'] }] } }), {}, NO_ENV),
+      '/subjectKeys/enabled/0/types/0',
+    );
+    expectConfigError(
+      () => loadConfig(dataDir({ subjectKeys: { enabled: [{ tenant: '*', types: [] }] } }), {}, NO_ENV),
+      '/subjectKeys/enabled/0/types',
+    );
+    expectConfigError(() => loadConfig(dataDir({ subjectKeys: { enabled: [{ types: ['pan'] }] } }), {}, NO_ENV), '/subjectKeys/enabled/0');
+    expectConfigError(() => loadConfig(dataDir({ subjectKeys: { databaseUrl: 'mysql://x/y' } }), {}, NO_ENV), '/subjectKeys/databaseUrl');
+  });
+
+  it('subjectKeys.databaseUrl must not be the vault database: the keys would live on in its backups', () => {
+    const url = 'postgres://vault@db-a:5432/vault';
+    expectConfigError(
+      () => loadConfig(dataDir({ database: { url }, subjectKeys: { databaseUrl: url } }), {}, NO_ENV),
+      '/subjectKeys/databaseUrl: must name a database other than database.url',
+    );
   });
 
   it('empty environment variables are ignored', () => {
