@@ -1,7 +1,8 @@
 import { hkdfSync, randomBytes } from 'node:crypto';
 import { KEY_BYTES, encodeFields, openBlob, sealBlob } from '../crypto/aead';
 import { KeyUnavailableError } from '../crypto/key-provider';
-import type { SubjectKeyRecord, SubjectKeyStore } from '../store/subject-key-store';
+import { SubjectKeyRecord, SubjectKeyStore, subjectKeyId } from '../store/subject-key-store';
+import { Batcher } from './batcher';
 import { KeyCache } from './key-cache';
 import type { KeyManager } from './key-manager';
 
@@ -17,6 +18,8 @@ import type { KeyManager } from './key-manager';
  */
 export class SubjectKeys {
   private readonly cache: KeyCache;
+  /** New keys asked for meanwhile are stored together: one commit (one fsync) for all of them. */
+  private readonly creations: Batcher<SubjectKeyRecord, SubjectKeyRecord>;
 
   constructor(
     private readonly store: SubjectKeyStore,
@@ -25,11 +28,12 @@ export class SubjectKeys {
     private readonly now: () => number = Date.now,
   ) {
     this.cache = new KeyCache(cache);
+    this.creations = new Batcher((candidates) => this.store.getOrCreate(candidates));
   }
 
   /** The subject's key, created on first use (of concurrent creators, every one gets the stored key). */
   async getOrCreate(tenant: string, subjectHash: Buffer): Promise<Buffer> {
-    const id = cacheId(tenant, subjectHash);
+    const id = subjectKeyId(tenant, subjectHash);
     const cached = this.cache.get(id);
     if (cached) return cached;
     const wrapping = await this.keys.activeKey(tenant, 'fingerprint');
@@ -41,7 +45,7 @@ export class SubjectKeys {
       wrapped: sealBlob(wrappingKey(wrapping.key), key, wrapAad(tenant, subjectHash, wrapping.version)),
       createdAt: this.now(),
     };
-    const stored = await this.store.getOrCreate(candidate);
+    const stored = await this.creations.add(candidate);
     const result = stored.wrapped.equals(candidate.wrapped) ? key : await this.unwrap(stored);
     this.cache.set(id, result);
     return result;
@@ -49,7 +53,7 @@ export class SubjectKeys {
 
   /** The subject's key; undefined when it was never created or has been destroyed. */
   async get(tenant: string, subjectHash: Buffer): Promise<Buffer | undefined> {
-    const id = cacheId(tenant, subjectHash);
+    const id = subjectKeyId(tenant, subjectHash);
     const cached = this.cache.get(id);
     if (cached) return cached;
     const stored = await this.store.get(tenant, subjectHash);
@@ -61,9 +65,9 @@ export class SubjectKeys {
 
   /** Destroys the subject's key (irreversible); false when it had none. */
   async destroy(tenant: string, subjectHash: Buffer): Promise<boolean> {
-    this.cache.delete(cacheId(tenant, subjectHash));
+    this.cache.delete(subjectKeyId(tenant, subjectHash));
     const destroyed = await this.store.destroy(tenant, subjectHash);
-    this.cache.delete(cacheId(tenant, subjectHash)); // a read that raced the delete may have cached it again
+    this.cache.delete(subjectKeyId(tenant, subjectHash)); // a read that raced the delete may have cached it again
     return destroyed;
   }
 
@@ -86,8 +90,4 @@ function wrappingKey(fingerprintKey: Buffer): Buffer {
 
 function wrapAad(tenant: string, subjectHash: Buffer, wrapVersion: number): Buffer {
   return encodeFields('pii-vault/subject-key/v1', [tenant, subjectHash.toString('hex'), wrapVersion]);
-}
-
-function cacheId(tenant: string, subjectHash: Buffer): string {
-  return `${tenant}\u0000${subjectHash.toString('hex')}`;
 }

@@ -32,13 +32,15 @@ export async function batchSubjectKeys(
   items: ReadonlyArray<{ type: DataType; subject?: string }>,
   fingerprintKey: Buffer | undefined,
 ): Promise<(type: DataType, subjectHash: Buffer | null) => Buffer | undefined> {
-  const keys = new Map<string, Buffer>();
+  const hashes = new Map<string, Buffer>();
   for (const { type, subject } of items) {
     if (subject === undefined || !deps.subjectKeys.appliesTo(tenant, type)) continue;
     const hash = subjectHash(fingerprintKey!, subject);
-    const hex = hash.toString('hex');
-    if (!keys.has(hex)) keys.set(hex, await subjectKeyStore(deps).getOrCreate(tenant, hash));
+    hashes.set(hash.toString('hex'), hash);
   }
+  // Asked for together: the keys not yet stored are created in one commit.
+  const found = await Promise.all([...hashes.values()].map((hash) => subjectKeyStore(deps).getOrCreate(tenant, hash)));
+  const keys = new Map([...hashes.keys()].map((hex, i) => [hex, found[i]]));
   return (type, hash) => (hash && deps.subjectKeys.appliesTo(tenant, type) ? keys.get(hash.toString('hex')) : undefined);
 }
 

@@ -1,6 +1,13 @@
 import { Pool } from 'pg';
 import { redactUrl, toStoreError } from './postgres-errors';
-import { MAX_GET_OR_CREATE_ATTEMPTS, SubjectKeyRecord, SubjectKeyRow, SubjectKeyStore, toSubjectKeyRecord } from './subject-key-store';
+import {
+  MAX_GET_OR_CREATE_ATTEMPTS,
+  SubjectKeyRecord,
+  SubjectKeyRow,
+  SubjectKeyStore,
+  subjectKeyId,
+  toSubjectKeyRecord,
+} from './subject-key-store';
 import { StoreUnavailableError } from './vault-store';
 
 /** Advisory lock id under which concurrent starts create the table once ("subjkeys"). */
@@ -82,18 +89,30 @@ export class PostgresSubjectKeyStore implements SubjectKeyStore {
     await this.pool.end();
   }
 
-  async getOrCreate(candidate: SubjectKeyRecord): Promise<SubjectKeyRecord> {
+  async getOrCreate(candidates: readonly SubjectKeyRecord[]): Promise<SubjectKeyRecord[]> {
+    const stored = new Map<string, SubjectKeyRecord>();
     for (let attempt = 1; attempt <= MAX_GET_OR_CREATE_ATTEMPTS; attempt++) {
-      // Waits for a concurrent inserter of the same key; the read (a fresh snapshot) then sees the winner.
+      const missing = candidates.filter((c) => !stored.has(subjectKeyId(c.tenant, c.subjectHash)));
+      if (missing.length === 0) return candidates.map((c) => stored.get(subjectKeyId(c.tenant, c.subjectHash))!);
+      // Waits for concurrent inserters of the same keys; the read (a fresh snapshot) then sees the winners.
       await this.query(
         `INSERT INTO subject_keys (tenant, subject_hash, wrap_version, wrapped, created_at)
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`,
-        [candidate.tenant, candidate.subjectHash, candidate.wrapVersion, candidate.wrapped, candidate.createdAt],
+         SELECT * FROM unnest($1::text[], $2::bytea[], $3::integer[], $4::bytea[], $5::bigint[]) ON CONFLICT DO NOTHING`,
+        [
+          missing.map((c) => c.tenant),
+          missing.map((c) => c.subjectHash),
+          missing.map((c) => c.wrapVersion),
+          missing.map((c) => c.wrapped),
+          missing.map((c) => c.createdAt),
+        ],
       );
-      const stored = await this.get(candidate.tenant, candidate.subjectHash);
-      if (stored) return stored;
+      const rows = await this.query<SubjectKeyRow>(
+        'SELECT k.* FROM subject_keys k JOIN unnest($1::text[], $2::bytea[]) AS w(tenant, subject_hash) USING (tenant, subject_hash)',
+        [missing.map((c) => c.tenant), missing.map((c) => c.subjectHash)],
+      );
+      for (const row of rows) stored.set(subjectKeyId(row.tenant, row.subject_hash), toSubjectKeyRecord(row));
     }
-    throw new StoreUnavailableError(`the subject key was destroyed ${MAX_GET_OR_CREATE_ATTEMPTS} times while being created`);
+    throw new StoreUnavailableError(`subject keys were destroyed ${MAX_GET_OR_CREATE_ATTEMPTS} times while being created`);
   }
 
   async get(tenant: string, subjectHash: Buffer): Promise<SubjectKeyRecord | undefined> {

@@ -62,6 +62,11 @@ const postgres: KeyStoreFactory = {
   },
 };
 
+async function getOne(store: SubjectKeyStore, c: SubjectKeyRecord): Promise<SubjectKeyRecord> {
+  const [stored] = await store.getOrCreate([c]);
+  return stored;
+}
+
 function candidate(tenant = 'default', subjectHash: Buffer = randomBytes(32)): SubjectKeyRecord {
   return { tenant, subjectHash, wrapVersion: 1, wrapped: randomBytes(60), createdAt: 1_700_000_000_000 };
 }
@@ -82,28 +87,28 @@ for (const factory of [sqlite, postgres]) {
 
     it('getOrCreate stores the first candidate and returns it; later candidates get the stored key', async () => {
       const first = candidate();
-      expect(await under.store.getOrCreate(first)).to.deep.equal(first);
+      expect(await getOne(under.store, first)).to.deep.equal(first);
       const second = candidate('default', first.subjectHash);
-      expect(await under.store.getOrCreate(second)).to.deep.equal(first);
+      expect(await getOne(under.store, second)).to.deep.equal(first);
       expect(await under.store.get('default', first.subjectHash)).to.deep.equal(first);
     });
 
     it('keys are per (tenant, subject HMAC): the same HMAC in another tenant is another key', async () => {
       const a = candidate('tenant-a');
       const b = candidate('tenant-b', a.subjectHash);
-      expect(await under.store.getOrCreate(a)).to.deep.equal(a);
-      expect(await under.store.getOrCreate(b)).to.deep.equal(b);
+      expect(await getOne(under.store, a)).to.deep.equal(a);
+      expect(await getOne(under.store, b)).to.deep.equal(b);
       expect(await under.store.get('tenant-a', a.subjectHash)).to.deep.equal(a);
       expect(await under.store.get('tenant-c', a.subjectHash)).to.equal(undefined);
     });
 
     it('destroy deletes the key (true once, then false); a later getOrCreate makes a new one', async () => {
-      const first = await under.store.getOrCreate(candidate());
+      const first = await getOne(under.store, candidate());
       expect(await under.store.destroy('default', first.subjectHash)).to.equal(true);
       expect(await under.store.get('default', first.subjectHash)).to.equal(undefined);
       expect(await under.store.destroy('default', first.subjectHash)).to.equal(false);
       const next = candidate('default', first.subjectHash);
-      expect(await under.store.getOrCreate(next)).to.deep.equal(next);
+      expect(await getOne(under.store, next)).to.deep.equal(next);
     });
 
     it('concurrent getOrCreate of one subject from several connections yields one key for all', async () => {
@@ -111,15 +116,35 @@ for (const factory of [sqlite, postgres]) {
         const subjectHash = randomBytes(32);
         const stores = [under.store, ...under.others];
         const results = await Promise.all(
-          stores.flatMap((s) => [s.getOrCreate(candidate('default', subjectHash)), s.getOrCreate(candidate('default', subjectHash))]),
+          stores.flatMap((s) => [getOne(s, candidate('default', subjectHash)), getOne(s, candidate('default', subjectHash))]),
         );
         const stored = await under.store.get('default', subjectHash);
         for (const result of results) expect(result).to.deep.equal(stored);
       }
     });
 
+    it('getOrCreate of a batch answers in order: stored keys kept, new ones stored, a key repeated in the batch stored once', async () => {
+      const existing = await getOne(under.store, candidate());
+      const fresh = candidate();
+      const repeat = candidate('default', fresh.subjectHash);
+      const result = await under.store.getOrCreate([fresh, candidate('default', existing.subjectHash), repeat]);
+      expect(result).to.deep.equal([fresh, existing, fresh]);
+      expect(await under.store.get('default', fresh.subjectHash)).to.deep.equal(fresh);
+    });
+
+    it('concurrent overlapping batches from several connections agree on every key', async () => {
+      const hashes = Array.from({ length: 20 }, () => randomBytes(32));
+      const stores = [under.store, ...under.others];
+      const results = await Promise.all(
+        stores.map((s, i) => s.getOrCreate([...hashes.slice(i * 3), ...hashes.slice(0, i * 3)].map((h) => candidate('default', h)))),
+      );
+      for (const result of results) {
+        for (const stored of result) expect(stored).to.deep.equal(await under.store.get('default', stored.subjectHash));
+      }
+    });
+
     it('of concurrent destroys of one key from several connections exactly one returns true', async () => {
-      const key = await under.store.getOrCreate(candidate());
+      const key = await getOne(under.store, candidate());
       const results = await Promise.all([under.store, ...under.others].map((s) => s.destroy('default', key.subjectHash)));
       expect(results.filter(Boolean)).to.have.length(1);
     });
@@ -127,7 +152,7 @@ for (const factory of [sqlite, postgres]) {
     // PostgreSQL's WAL and dead tuples are the server's to manage (see README).
     if (factory === sqlite)
       it('destroy leaves no copy of the wrapped key in the store files (database and WAL)', async () => {
-        const key = await under.store.getOrCreate(candidate());
+        const key = await getOne(under.store, candidate());
         const found = () => under.files!.some((f) => readFileOrEmpty(f).includes(key.wrapped));
         expect(found(), 'the key is in the files before the destroy').to.equal(true);
         await under.store.destroy('default', key.subjectHash);

@@ -59,16 +59,16 @@ export class SqliteSubjectKeyStore implements SubjectKeyStore {
     return Promise.resolve();
   }
 
-  getOrCreate(candidate: SubjectKeyRecord): Promise<SubjectKeyRecord> {
+  getOrCreate(candidates: readonly SubjectKeyRecord[]): Promise<SubjectKeyRecord[]> {
     return this.run(() => {
+      // One transaction under the write lock: the reads always see the rows.
       const insertThenRead = this.db.transaction(() => {
-        this.statements.insert.run(candidate);
-        return this.read(candidate.tenant, candidate.subjectHash);
+        for (const candidate of candidates) this.statements.insert.run(candidate);
+        return candidates.map((c) => this.read(c.tenant, c.subjectHash));
       });
-      // One transaction under the write lock: the read always sees the row.
       const stored = insertThenRead.immediate();
-      if (!stored) throw new StoreUnavailableError('the subject key was not stored');
-      return stored;
+      if (stored.some((s) => !s)) throw new StoreUnavailableError('a subject key was not stored');
+      return stored as SubjectKeyRecord[];
     });
   }
 
