@@ -71,6 +71,11 @@ export class SubjectKeys {
     return destroyed;
   }
 
+  /** The key store answers. */
+  ping(): Promise<void> {
+    return this.store.ping();
+  }
+
   clear(): void {
     this.cache.clear();
   }
@@ -83,9 +88,17 @@ export class SubjectKeys {
   }
 }
 
+/** Derived once per unwrapped fingerprint key (the key manager's cache keeps handing out the same buffer). */
+const wrappingKeys = new WeakMap<Buffer, Buffer>();
+
 /** A key of its own for wrapping, derived from the fingerprint key (which itself only ever MACs). */
 function wrappingKey(fingerprintKey: Buffer): Buffer {
-  return Buffer.from(hkdfSync('sha256', fingerprintKey, Buffer.alloc(0), 'pii-vault/subject-key-wrap/v1', KEY_BYTES));
+  let key = wrappingKeys.get(fingerprintKey);
+  if (!key) {
+    key = Buffer.from(hkdfSync('sha256', fingerprintKey, Buffer.alloc(0), 'pii-vault/subject-key-wrap/v1', KEY_BYTES));
+    wrappingKeys.set(fingerprintKey, key);
+  }
+  return key;
 }
 
 function wrapAad(tenant: string, subjectHash: Buffer, wrapVersion: number): Buffer {

@@ -5,7 +5,7 @@ import type { TokenRecord } from '../store/vault-store';
 import type { SubjectKeyControl, VaultDeps } from './context';
 import { openInnerSubject, openInnerValue, subjectHash } from './record-crypto';
 
-export interface SubjectKeyRule {
+interface SubjectKeyRule {
   tenant: string;
   types: ReadonlyArray<DataType | '*'>;
 }

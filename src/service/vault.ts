@@ -111,8 +111,11 @@ export class Vault {
     return this.jobs.view(caller, id);
   }
 
-  /** Whether the database answers, the vault's own key opens, and the primary KEK is reachable. */
-  async readiness(): Promise<{ database: boolean; keys: boolean; keyProvider: boolean }> {
+  /**
+   * Whether the database answers, the vault's own key opens, the primary KEK is reachable, and
+   * (only when one is configured) the subject key store answers.
+   */
+  async readiness(): Promise<{ database: boolean; keys: boolean; keyProvider: boolean; subjectKeys?: boolean }> {
     const check = async (name: string, probe: () => Promise<unknown>) => {
       try {
         if ((await probe()) !== false) return true;
@@ -125,6 +128,8 @@ export class Vault {
     const database = await check('database', () => this.deps.store.ping());
     const keys = database && (await check('keys', () => this.deps.keys.activeKey(SYSTEM_TENANT, 'audit')));
     const keyProvider = await check('keyProvider', () => this.deps.keks.provider.healthy());
-    return { database, keys, keyProvider };
+    const subjectKeys = this.deps.subjectKeys.keys;
+    if (!subjectKeys) return { database, keys, keyProvider };
+    return { database, keys, keyProvider, subjectKeys: await check('subjectKeys', () => subjectKeys.ping()) };
   }
 }

@@ -1,12 +1,20 @@
 import { expect } from 'chai';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { CONFIG_FILE, loadConfig } from '../../src/config';
+import { createLogger } from '../../src/logger';
+import type { OpenedVault } from '../../src/app/open-vault';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { SUBJECT_KEYED_BINDING } from '../../src/service/record-crypto';
-import { createTestVault, TestVault } from '../helpers/test-vault';
+import { createTestVault, openEmbeddedVault, TestVault } from '../helpers/test-vault';
 import { waitFor } from '../helpers/wait-for';
 
 const PAN = '4111111111111111';
+
+const callerOf = (opened: OpenedVault, apiKey: string) => ({
+  principal: opened.vault.authenticate(apiKey)!,
+  requestId: 'subject-keys-test',
+});
 const OTHER_PAN = '5555555555554444';
 
 describe('per-subject keys (crypto-shredding)', () => {
@@ -69,7 +77,6 @@ describe('per-subject keys (crypto-shredding)', () => {
     const wrapped = (ks.prepare('SELECT wrapped FROM subject_keys').get() as { wrapped: Buffer }).wrapped;
     ks.close();
     await v.opened.vault.destroySubjectKey('default', 'cust_1');
-    const { readFileSync } = await import('node:fs');
     for (const file of ['subject-keys.db', 'subject-keys.db-wal']) {
       const path = join(v.dir, file);
       if (existsSync(path)) expect(readFileSync(path).includes(wrapped), file).to.equal(false);
@@ -134,5 +141,41 @@ describe('per-subject keys (crypto-shredding)', () => {
     expect((await charge([keyed, other])).map((i: { error?: { code: string } }) => i.error?.code ?? 'ok')).to.deep.equal(['erased', 'ok']);
     // Nothing is left behind for a second job: subject-keyed records are at the current binding.
     expect(await v.opened.store.recordsBehind('default', 2, 2, '', 100)).to.deep.equal([]);
+  });
+
+  it('/readyz checks the subject key store when there is one', async () => {
+    const res = await v.http.get('/readyz');
+    expect(res.body).to.deep.equal({ status: 'ready', checks: { database: 'ok', keys: 'ok', keyProvider: 'ok', subjectKeys: 'ok' } });
+  });
+
+  it('turned off, new records are sealed as before and subject-keyed ones still open (the key store is still opened)', async () => {
+    const [keyed] = await v.tokenize([{ type: 'pan', value: PAN, subject: 'cust_1' }]);
+    const file = join(v.dir, CONFIG_FILE);
+    writeFileSync(file, JSON.stringify({ ...JSON.parse(readFileSync(file, 'utf8')), subjectKeys: { enabled: [] } }));
+    const off = await openEmbeddedVault(loadConfig(v.dir, {}, {}), { logger: createLogger('silent') });
+    try {
+      const { items } = await off.vault.tokenize(callerOf(off, v.keys.billing), {
+        items: [{ type: 'pan', value: OTHER_PAN, subject: 'cust_1' }],
+      });
+      const plain = items[0].token;
+      expect([binding(keyed), binding(plain)]).to.deep.equal([SUBJECT_KEYED_BINDING, 2]);
+      const read = await off.vault.detokenize(callerOf(off, v.keys.gateway), { tokens: [keyed, plain], purpose: 'charge' });
+      expect(read.items.map((i) => ('value' in i ? i.value : i.error.code))).to.deep.equal([PAN, OTHER_PAN]);
+    } finally {
+      await off.close();
+    }
+  });
+
+  it('another instance keeps a destroyed key until subjectKeys.cacheTtlSeconds: what it seals meanwhile is erased too', async () => {
+    const other = await openEmbeddedVault(v.config, { logger: createLogger('silent') });
+    try {
+      const billing = callerOf(other, v.keys.billing);
+      await other.vault.tokenize(billing, { items: [{ type: 'pan', value: PAN, subject: 'cust_1' }] }); // caches the key
+      await v.opened.vault.destroySubjectKey('default', 'cust_1');
+      const { items } = await other.vault.tokenize(billing, { items: [{ type: 'pan', value: OTHER_PAN, subject: 'cust_1' }] });
+      expect(await charge([items[0].token])).to.deep.equal([{ token: items[0].token, error: { code: 'erased' } }]);
+    } finally {
+      await other.close();
+    }
   });
 });

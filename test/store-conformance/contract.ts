@@ -250,6 +250,15 @@ export function describeStoreContract(factory: StoreFactory): void {
       expect(await store.job('job-1')).to.deep.include({ done: 1, updatedAt: 5 });
     });
 
+    it('recordsBehind: a record of the active version is behind only below the given binding (binding 1, not 3)', async () => {
+      await store.insertTokens(
+        [record('tok_1', { binding: 1 }), record('tok_2', { binding: 2 }), record('tok_3', { binding: 3 })],
+        pending(),
+        plainHooks,
+      );
+      expect((await store.recordsBehind('t', 1, 2, '', 10)).map((r) => r.token)).to.deep.equal(['tok_1']);
+    });
+
     it('jobs: insert, read, update given fields, list the running ones oldest first', async () => {
       const job = (id: string, createdAt: number): JobRecord => ({
         id,
