@@ -22,7 +22,7 @@ const SCHEMA = `CREATE TABLE IF NOT EXISTS subject_keys (
   PRIMARY KEY (tenant, subject_hash)
 )`;
 
-export interface PostgresSubjectKeyStoreOptions {
+interface PostgresSubjectKeyStoreOptions {
   url: string;
   poolSize: number;
   connectTimeoutMs: number;
