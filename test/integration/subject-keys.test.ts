@@ -8,6 +8,7 @@ import Database from 'better-sqlite3';
 import { SUBJECT_KEYED_BINDING } from '../../src/service/record-crypto';
 import { createTestVault, openEmbeddedVault, TestVault } from '../helpers/test-vault';
 import { waitFor } from '../helpers/wait-for';
+import { DEV_KMS_CREDENTIALS, DevKms, startDevKms } from '../../src/dev-kms/server';
 
 const PAN = '4111111111111111';
 
@@ -177,5 +178,45 @@ describe('per-subject keys (crypto-shredding)', () => {
     } finally {
       await other.close();
     }
+  });
+});
+
+describe('per-subject keys on AWS KMS (dev KMS)', function () {
+  this.timeout(30_000);
+  let kms: DevKms;
+  let v: TestVault;
+  const savedEnv = { ...process.env };
+
+  before(async () => {
+    kms = await startDevKms();
+    kms.createAlias('alias/pii-vault', (await kms.createKey('pii-vault')).arn);
+    process.env.AWS_ACCESS_KEY_ID = DEV_KMS_CREDENTIALS.accessKeyId;
+    process.env.AWS_SECRET_ACCESS_KEY = DEV_KMS_CREDENTIALS.secretAccessKey;
+  });
+  after(async () => {
+    process.env = savedEnv;
+    await kms.close();
+  });
+  beforeEach(async () => {
+    v = await createTestVault({}, { settings: { subjectKeys: { enabled: [{ tenant: '*', types: ['pan'] }] } } });
+    Object.assign(v.config.keyProvider.kms, { keyId: 'alias/pii-vault', endpoint: kms.url, region: kms.region });
+    const rewrap = await v.http
+      .post('/v1/keys/rewrap')
+      .set(v.as('security'))
+      .send({ target: { type: 'aws-kms', keyId: 'alias/pii-vault' } });
+    expect(rewrap.status, JSON.stringify(rewrap.body)).to.equal(200);
+  });
+  afterEach(() => v.close());
+
+  it('subject keys cost no KMS call: however many subjects, one Decrypt per data, fingerprint and audit key', async () => {
+    v.opened.keys.clear();
+    kms.resetStats();
+    const items = Array.from({ length: 30 }, (_, i) => ({ type: 'pan', value: PAN, subject: `cust_${String.fromCharCode(97 + i)}` }));
+    const tokens = await v.tokenize(items);
+    v.opened.vault.deps.subjectKeys.keys!.clear();
+    const res = await v.http.post('/v1/detokenize').set(v.as('gateway')).send({ tokens, purpose: 'charge' });
+    expect(res.body.items.every((i: { value?: string }) => i.value === PAN)).to.equal(true);
+    expect(kms.stats().byOperation.Decrypt ?? 0).to.be.at.most(3);
+    expect(kms.stats().total).to.be.at.most(3);
   });
 });
