@@ -49,6 +49,13 @@ export async function openSubjectKeyStore(
 ): Promise<(SubjectKeyStore & { onWarning: (message: string) => void }) | undefined> {
   const { enabled, databaseUrl, path } = config.subjectKeys;
   let store: (SubjectKeyStore & { onWarning: (message: string) => void }) | undefined;
+  const file = dataPath(config, path);
+  if (databaseUrl && !config.database.url && existsSync(file)) {
+    // Served from the database, the keys in the file would be missing: every value sealed under them would read as erased.
+    throw new ConfigError(
+      `subject keys are in ${file} but subjectKeys.databaseUrl names a database: move them with \`pii-vault migrate\`, or unset subjectKeys.databaseUrl`,
+    );
+  }
   if (databaseUrl) {
     const { poolSize, connectTimeoutMs, statementTimeoutMs } = config.database;
     store = await PostgresSubjectKeyStore.open({ url: databaseUrl, poolSize, connectTimeoutMs, statementTimeoutMs });
@@ -59,7 +66,6 @@ export async function openSubjectKeyStore(
       );
     }
   } else {
-    const file = dataPath(config, path);
     if (file === dataPath(config, config.databaseFile)) {
       throw new ConfigError('subjectKeys.path must not be the vault database file: the keys must live outside it');
     }

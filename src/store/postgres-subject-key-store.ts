@@ -123,6 +123,12 @@ export class PostgresSubjectKeyStore implements SubjectKeyStore {
     return row && toSubjectKeyRecord(row);
   }
 
+  /** How many keys are stored (migrate compares it with the source). */
+  async count(): Promise<number> {
+    const [row] = await this.query<{ n: string }>('SELECT count(*) AS n FROM subject_keys');
+    return Number(row.n);
+  }
+
   async destroy(tenant: string, subjectHash: Buffer): Promise<boolean> {
     const rows = await this.query('DELETE FROM subject_keys WHERE tenant = $1 AND subject_hash = $2 RETURNING 1', [tenant, subjectHash]);
     return rows.length === 1;

@@ -6,6 +6,7 @@ import { initDataDir, StarterKeys } from '../../src/app/init';
 import { createLogger } from '../../src/logger';
 import { OpenedVault, openVault } from '../../src/app/open-vault';
 import type { Caller } from '../../src/service/context';
+import { migrateVault } from '../../src/app/migrate';
 import { ADMIN_URL, createTestDatabase, requirePostgres, sql } from '../helpers/postgres';
 import { openEmbeddedVault, tempDir } from '../helpers/test-vault';
 
@@ -129,6 +130,46 @@ describe('crypto-shredding: a backup of the vault database taken before erasure'
       } finally {
         await sql(ADMIN_URL, `DROP DATABASE IF EXISTS ${copyName} WITH (FORCE)`);
         await main.drop();
+        await keyStore.drop();
+        rmSync(root, { recursive: true, force: true });
+      }
+    });
+
+    it('migrate moves subject-keys.db into the subject key database (required), and the PostgreSQL vault reads and erases', async () => {
+      const [target, keyStore] = [await createTestDatabase(), await createTestDatabase()];
+      const root = tempDir();
+      try {
+        const dir = join(root, 'data');
+        const keys = (await initDataDir(dir, { env: {} })).apiKeys as Keys;
+        configure(dir, { subjectKeys: { enabled: ENABLED } });
+        const live = await open(loadConfig(dir, {}, {}));
+        let tokens: [string, string];
+        try {
+          tokens = await tokenizeBoth(live, keys);
+        } finally {
+          await live.close();
+        }
+        const refused = await migrateVault(dir, target.url).catch((e: Error) => e);
+        expect((refused as Error).message).to.contain('set PII_VAULT_SUBJECT_KEYS_DATABASE_URL (or subjectKeys.databaseUrl)');
+        expect(await sql(target.url, "SELECT to_regclass('tokens') AS t")).to.deep.equal([{ t: null }]);
+
+        configure(dir, { subjectKeys: { enabled: ENABLED, databaseUrl: keyStore.url } });
+        const summary = await migrateVault(dir, target.url);
+        expect(summary.ok).to.equal(true);
+        expect(summary.tables.subject_keys).to.deep.equal({ source: 2, target: 2 });
+        expect(summary.sample.mismatched).to.equal(0);
+
+        const env = { PII_VAULT_DATABASE_URL: target.url };
+        expect(await readBack(loadConfig(dir, {}, env), keys, tokens)).to.deep.equal([PAN, OTHER_PAN]);
+        const onPostgres = await open(loadConfig(dir, {}, env));
+        try {
+          expect(await onPostgres.vault.destroySubjectKey('default', 'cust_1')).to.equal(true);
+        } finally {
+          await onPostgres.close();
+        }
+        expect(await readBack(loadConfig(dir, {}, env), keys, tokens)).to.deep.equal(['erased', OTHER_PAN]);
+      } finally {
+        await target.drop();
         await keyStore.drop();
         rmSync(root, { recursive: true, force: true });
       }

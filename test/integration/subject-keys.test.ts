@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { CONFIG_FILE, loadConfig } from '../../src/config';
+import { CONFIG_FILE, ConfigError, loadConfig } from '../../src/config';
 import { createLogger } from '../../src/logger';
 import type { OpenedVault } from '../../src/app/open-vault';
 import { join } from 'node:path';
@@ -165,6 +165,14 @@ describe('per-subject keys (crypto-shredding)', () => {
     } finally {
       await off.close();
     }
+  });
+
+  it('a SQLite vault whose keys are in subject-keys.db does not start pointed at a key database (they would all read as erased)', async () => {
+    await v.tokenize([{ type: 'pan', value: PAN, subject: 'cust_1' }]);
+    const config = { ...v.config, subjectKeys: { ...v.config.subjectKeys, databaseUrl: 'postgres://nobody@127.0.0.1:1/none' } };
+    const err = await openEmbeddedVault(config, { logger: createLogger('silent') }).catch((e: Error) => e);
+    expect(err).to.be.instanceOf(ConfigError);
+    expect((err as Error).message).to.contain('move them with `pii-vault migrate`, or unset subjectKeys.databaseUrl');
   });
 
   it('another instance keeps a destroyed key until subjectKeys.cacheTtlSeconds: what it seals meanwhile is erased too', async () => {
