@@ -51,6 +51,12 @@ describe('per-subject keys (crypto-shredding)', () => {
       ks.close();
     }
     expect(db().prepare("SELECT name FROM sqlite_master WHERE name = 'subject_keys'").all()).to.deep.equal([]);
+    // Neither values nor subject ids in the key store's files.
+    for (const file of ['subject-keys.db', 'subject-keys.db-wal']) {
+      const path = join(v.dir, file);
+      const bytes = existsSync(path) ? readFileSync(path) : Buffer.alloc(0);
+      for (const secret of [PAN, 'cust_1', 'jane@example.com']) expect(bytes.includes(secret), `${secret} in ${file}`).to.equal(false);
+    }
   });
 
   it("after destroySubjectKey the subject's values answer erased, other subjects' still open; metadata shows no subject", async () => {
