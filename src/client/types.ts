@@ -7,7 +7,7 @@
 export type DataType = 'pan' | 'ssn' | 'email' | 'phone' | 'name' | 'dob' | 'address' | 'iban' | 'text';
 export type TokenFormat = 'random' | 'uuid' | 'pan' | 'digits' | 'email';
 export type Preserve = 'none' | 'last4' | 'bin6' | 'bin6last4' | 'domain';
-export type RevealLevel = 'plain' | 'masked' | 'redacted';
+export type RevealLevel = 'plain' | 'masked' | 'generalized' | 'redacted';
 export type ItemErrorCode = 'not_found' | 'forbidden' | 'expired' | 'integrity_failed' | 'ambiguous_token';
 export type MetadataValue = string | number | boolean | null;
 

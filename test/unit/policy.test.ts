@@ -367,6 +367,25 @@ describe('policy / decide', () => {
     expect(decide(doc, p, 'detokenize', { tenant: 't', type: 'pan' })).to.deep.equal({ allow: true, reveal: 'masked' });
   });
 
+  it('a generalized grant is granted as such, loses to masked and beats redacted', () => {
+    const doc = validatePolicy({
+      version: 1,
+      roles: {
+        analytics: [{ actions: ['detokenize'], types: ['*'], reveal: 'generalized' }],
+        support: [{ actions: ['detokenize'], types: ['pan'], reveal: 'masked' }],
+        audit: [{ actions: ['detokenize'], types: ['*'], reveal: 'redacted' }],
+      },
+      principals: {
+        a: { roles: ['analytics', 'audit'], tenants: ['t'], apiKeys: [] },
+        b: { roles: ['analytics', 'support'], tenants: ['t'], apiKeys: [] },
+      },
+    });
+    const [a, b] = [principalOf(doc, 'a'), principalOf(doc, 'b')];
+    expect(decide(doc, a, 'detokenize', { tenant: 't', type: 'dob' })).to.deep.equal({ allow: true, reveal: 'generalized' });
+    expect(decide(doc, b, 'detokenize', { tenant: 't', type: 'pan' })).to.deep.equal({ allow: true, reveal: 'masked' });
+    expect(decide(doc, b, 'detokenize', { tenant: 't', type: 'email' })).to.deep.equal({ allow: true, reveal: 'generalized' });
+  });
+
   it('a grant without reveal reveals nothing (redacted)', () => {
     const doc = validatePolicy({ version: 1, roles: { r: [{ actions: ['detokenize'], types: ['*'] }] }, principals: {} });
     const p: Principal = { id: 'p', roles: ['r'], tenants: ['t'] };
@@ -408,8 +427,8 @@ describe('policy / decide', () => {
 });
 
 describe('policy / leastReveal', () => {
-  it('orders redacted < masked < plain and returns the less revealing of two', () => {
-    const order: Reveal[] = ['redacted', 'masked', 'plain'];
+  it('orders redacted < generalized < masked < plain and returns the less revealing of two', () => {
+    const order: Reveal[] = ['redacted', 'generalized', 'masked', 'plain'];
     for (let i = 0; i < order.length; i++) {
       for (let j = 0; j < order.length; j++) {
         const want = order[Math.min(i, j)];
