@@ -14,11 +14,15 @@ export const ACTIONS = [
   'keys:rotate',
   'keys:destroy',
   'audit:read',
+  'policy:read',
 ] as const;
 export type Action = (typeof ACTIONS)[number];
 
 /** Actions that concern stored values, so grants name the data types they apply to. */
 export const VALUE_ACTIONS: ReadonlySet<Action> = new Set(['tokenize', 'detokenize', 'read-metadata', 'delete']);
+
+/** Actions whose answer shows values, so the reveal level of their grants matters; for others it means nothing. */
+export const REVEALING_ACTIONS: ReadonlySet<Action> = new Set(['detokenize']);
 
 const literals = <T extends readonly string[]>(values: T) => oneOf(values);
 
@@ -156,6 +160,12 @@ export function decide(
   }
   if (best !== undefined) return { allow: true, reveal: best };
   return { allow: false, reason: purposeMismatch ? 'purpose missing or not allowed' : 'no grant' };
+}
+
+/** Every purpose some grant requires, sorted: any other purpose (or none) is decided alike. */
+export function purposesNamed(policy: PolicyDocument): string[] {
+  const named = Object.values(policy.roles).flatMap((grants) => grants.flatMap((g) => g.purposes ?? []));
+  return [...new Set(named)].sort();
 }
 
 /** Whether a tokenize grant on the type opts in to digit tokens narrower than the safe minimum. */
