@@ -207,7 +207,7 @@ function expectedStarter(principal: StarterPrincipal, action: Action, type: Data
       if (action === 'read-metadata') return allow('redacted');
       return deny();
     case 'security':
-      if (['audit:read', 'keys:read', 'keys:rotate', 'keys:destroy', 'read-metadata'].includes(action)) return allow('redacted');
+      if (['audit:read', 'keys:read', 'keys:rotate', 'keys:destroy', 'policy:read', 'read-metadata'].includes(action)) return allow('redacted');
       return deny();
   }
 }
@@ -237,8 +237,8 @@ describe('policy / decide', () => {
       }
     }
     expect(checked).to.equal(4 * ACTIONS.length * DATA_TYPES.length * 3);
-    // billing 3 actions, gateway 1 cell, support 2 actions, security 5 actions; over all types and purposes.
-    expect(allowed).to.equal((3 + 2 + 5) * DATA_TYPES.length * 3 + 1);
+    // billing 3 actions, gateway 1 cell, support 2 actions, security 6 actions; over all types and purposes.
+    expect(allowed).to.equal((3 + 2 + 6) * DATA_TYPES.length * 3 + 1);
   });
 
   it('billing may tokenize every type but never detokenize any', () => {
@@ -272,7 +272,7 @@ describe('policy / decide', () => {
 
   it('security has the type-less actions audit:read and keys:* (decided with no type) and nothing on values but metadata', () => {
     const security = principalOf(policy, 'security');
-    for (const action of ['audit:read', 'keys:read', 'keys:rotate', 'keys:destroy'] as const) {
+    for (const action of ['audit:read', 'keys:read', 'keys:rotate', 'keys:destroy', 'policy:read'] as const) {
       expect(decide(policy, security, action, { tenant: 'default' })).to.deep.equal({ allow: true, reveal: 'redacted' });
     }
     for (const action of ['subject:export', 'subject:erase'] as const) {
@@ -283,11 +283,11 @@ describe('policy / decide', () => {
     }
   });
 
-  it("no starter principal gets a type-less action other than security's audit:read and keys:*", () => {
+  it("no starter principal gets a type-less action other than security's audit:read, keys:* and policy:read", () => {
     for (const principal of STARTER_PRINCIPALS) {
       for (const action of ACTIONS.filter((a) => !VALUE_ACTIONS.has(a))) {
         const d = decide(policy, principalOf(policy, principal), action, { tenant: 'default' });
-        const want = principal === 'security' && ['audit:read', 'keys:read', 'keys:rotate', 'keys:destroy'].includes(action);
+        const want = principal === 'security' && ['audit:read', 'keys:read', 'keys:rotate', 'keys:destroy', 'policy:read'].includes(action);
         expect(d.allow, `${principal} ${action}`).to.equal(want);
       }
     }
@@ -445,7 +445,7 @@ describe('policy / mayEver', () => {
       billing: ['tokenize', 'read-metadata', 'delete'],
       gateway: ['detokenize'],
       support: ['detokenize', 'read-metadata'],
-      security: ['audit:read', 'keys:read', 'keys:rotate', 'keys:destroy', 'read-metadata'],
+      security: ['audit:read', 'keys:read', 'keys:rotate', 'keys:destroy', 'policy:read', 'read-metadata'],
     };
     for (const principal of STARTER_PRINCIPALS) {
       for (const action of ACTIONS) {
