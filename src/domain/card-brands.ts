@@ -3,7 +3,7 @@
  * brand is known here: there is no BIN database in the vault, so no issuer or BIN country.
  */
 export const CARD_BRANDS = ['visa', 'mastercard', 'amex', 'discover', 'jcb', 'diners', 'unionpay', 'maestro', 'mir'] as const;
-export type CardBrand = (typeof CARD_BRANDS)[number];
+type CardBrand = (typeof CARD_BRANDS)[number];
 
 /** [brand, first prefix, last prefix], both of the same length; the longest matching prefix wins. */
 const IIN_RANGES: readonly (readonly [CardBrand, string, string])[] = [
