@@ -2,7 +2,8 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { policyReport } from '../../src/service/policy-report';
-import { createTestVault, TestVault } from '../helpers/test-vault';
+import type { VaultConfig } from '../../src/config';
+import { createTestVault, openEmbeddedVault, TestVault } from '../helpers/test-vault';
 
 describe('GET /v1/policy/report', () => {
   let v: TestVault;
@@ -42,6 +43,23 @@ describe('GET /v1/policy/report', () => {
     expect(res.body).to.deep.equal(JSON.parse(JSON.stringify(want)));
     expect(res.body.principals.map((p: { principal: string }) => p.principal)).to.deep.equal(['billing', 'gateway', 'support', 'security']);
     expect(await lastAuditRow()).to.deep.include({ principal: 'security', outcome: 'allow', reason: null });
+    // Names, actions and levels only: no API-key hash (nor any other long hex) is in it.
+    expect(JSON.stringify(res.body)).not.to.match(/[0-9a-f]{32}/);
+  });
+
+  it('states the retention of the config’s retention block, "not limited" for types it does not name', async () => {
+    const config = { ...v.config, retention: { dob: { defaultTtlSeconds: 3600, maxTtlSeconds: 86_400 } } } as VaultConfig;
+    const opened = await openEmbeddedVault(config);
+    try {
+      const report = await opened.vault.policyReport({
+        principal: { id: 'security', roles: ['security'], tenants: ['*'] },
+        requestId: 'test',
+      });
+      expect(report.retention.find((r) => r.type === 'dob')).to.deep.equal({ type: 'dob', defaultTtlSeconds: 3600, maxTtlSeconds: 86_400 });
+      expect(report.retention.find((r) => r.type === 'pan')).to.deep.equal({ type: 'pan', defaultTtlSeconds: null, maxTtlSeconds: null });
+    } finally {
+      await opened.close();
+    }
   });
 
   it('answers Markdown with ?format=markdown, and 400 for another format', async () => {

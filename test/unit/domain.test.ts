@@ -614,6 +614,7 @@ describe('domain / data types', () => {
     it('address → the words of its last part that hold no digit; redacted with one part or nothing left', () => {
       expect(value('address', '1 Main St\nSpringfield, IL 62701\nUSA')).to.equal('USA');
       expect(value('address', '10 Downing Street, London SW1A 2AA')).to.equal('London');
+      expect(value('address', '1 Main St, Springfield, IL 62701')).to.equal('IL');
       expect(value('address', '221B Baker Street, NW1 6XE')).to.equal(null);
       expect(value('address', '221B Baker Street London')).to.equal(null);
     });
