@@ -207,7 +207,8 @@ function expectedStarter(principal: StarterPrincipal, action: Action, type: Data
       if (action === 'read-metadata') return allow('redacted');
       return deny();
     case 'security':
-      if (['audit:read', 'keys:read', 'keys:rotate', 'keys:destroy', 'policy:read', 'read-metadata'].includes(action)) return allow('redacted');
+      if (['audit:read', 'keys:read', 'keys:rotate', 'keys:destroy', 'policy:read', 'read-metadata'].includes(action))
+        return allow('redacted');
       return deny();
   }
 }
