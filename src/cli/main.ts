@@ -10,6 +10,9 @@ import { CommandSpec, CommandValues, OptionName, parseCommandLine, UsageError } 
 import { keysCommand, KeysCommandOptions } from './keys';
 import { writeKeysFile } from './keys-file';
 import { migrate } from './migrate';
+import { loadPolicyFile } from '../policy/policy-file';
+import { policyReport, retentionLimitsOf } from '../service/policy-report';
+import { policyReportMarkdown } from '../service/policy-report-markdown';
 
 const KEYS_API = ['url', 'api-key'] as const;
 
@@ -93,6 +96,15 @@ const COMMANDS: readonly CommandSpec[] = [
     summary: 'add a new active local master-key version (then run `pii-vault keys rewrap`)',
     options: ['data-dir', 'json'],
     run: (v) => keysCommand('new-master-key', keysOptions(v)),
+  },
+  {
+    name: 'policy report',
+    synopsis: '--data-dir DIR [--json]',
+    summary:
+      'who may do what under the policy file: per role and principal, each action × data type with reveal level and purposes, and retention (Markdown, or JSON)',
+    options: ['data-dir', 'json'],
+    notes: ['The running vault answers the same for the policy it has loaded: GET /v1/policy/report (action policy:read).'],
+    run: (v) => policyReportCommand(requireDataDir(v), !!v.json),
   },
   {
     name: 'migrate',
@@ -340,4 +352,12 @@ async function auditVerifyArchive(dataDir: string, file: string, json: boolean):
   } finally {
     await opened.close();
   }
+}
+
+/** The report of the policy file as a running vault would load it (the file it watches and reloads). */
+async function policyReportCommand(dataDir: string, json: boolean): Promise<number> {
+  const config = loadConfig(dataDir);
+  const report = policyReport(loadPolicyFile(dataPath(config, config.policyFile)), retentionLimitsOf(config), new Date());
+  process.stdout.write(json ? JSON.stringify(report, null, 2) + '\n' : policyReportMarkdown(report));
+  return 0;
 }

@@ -1,4 +1,4 @@
-import { DATA_TYPE_SPECS } from '../domain/data-types';
+import { display, revealsAnything } from '../domain/data-types';
 import type { Reveal } from '../domain/types';
 import type { DetokenizeRequest, DetokenizeResponse } from '../contract/schemas';
 import { ItemErrorCode, VaultError } from '../errors';
@@ -103,15 +103,13 @@ async function detokenizeOne(
   if (record.expiresAt !== null && record.expiresAt <= now) return fail('expired');
 
   const reveal: Reveal = request.reveal ? leastReveal(request.reveal, decision.reveal) : decision.reveal;
-  if (reveal === 'redacted') return { token, type: record.type, value: null, reveal };
+  if (!revealsAnything(record.type, reveal)) return { token, type: record.type, value: null, reveal: 'redacted' };
 
   // A missing, destroyed or tampered key record fails this item only, like a tampered value or row.
   const opened = await openRecord(deps, record);
   if (opened === ERASED) return fail('erased');
   if (!opened) return fail('integrity_failed');
-  const plain = opened.toString('utf8');
-  const value = reveal === 'plain' ? plain : DATA_TYPE_SPECS[record.type].mask(plain);
-  return { token, type: record.type, value, reveal };
+  return { token, type: record.type, ...display(record.type, reveal, opened.toString('utf8')) };
 }
 
 function summarise(codes: string[]): string {
