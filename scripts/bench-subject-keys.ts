@@ -7,8 +7,11 @@
  *   npm run bench:subject-keys                  3 rounds per scenario
  *   npm run bench:subject-keys -- --rounds 5 --concurrency 16
  *   npm run bench:subject-keys -- --quick       a smoke run (numbers are not meaningful)
+ *   npm run bench:subject-keys -- --store postgres   both vaults on PostgreSQL databases created for
+ *                                               the run (and dropped), the keys in one of their own
  */
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createBenchDatabase } from './bench-vaults';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { initDataDir } from '../src/app/init';
@@ -18,7 +21,6 @@ import { luhnCheckDigit } from '../src/domain/data-types';
 import { createLogger } from '../src/logger';
 import type { Caller } from '../src/service/context';
 import type { TokenizeItem } from '../src/contract/schemas';
-import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 
 const { values: args } = parseArgs({
@@ -26,8 +28,10 @@ const { values: args } = parseArgs({
     rounds: { type: 'string', default: '3' },
     concurrency: { type: 'string', default: '16' },
     quick: { type: 'boolean', default: false },
+    store: { type: 'string', default: 'sqlite' },
   },
 });
+if (!['sqlite', 'postgres'].includes(args.store!)) throw new Error('--store must be sqlite or postgres');
 const ROUNDS = args.quick ? 1 : Number(args.rounds);
 const CONCURRENCY = Number(args.concurrency);
 /** Values tokenized per scenario and round. */
@@ -59,20 +63,37 @@ const SCENARIOS: Scenario[] = [
   { name: 'batch of 100, returning subjects', batch: 100, subject: () => known[Math.floor(Math.random() * known.length)] },
 ];
 
-async function openBenchVault(root: string, name: string, subjectKeys: boolean): Promise<{ opened: OpenedVault; caller: Caller }> {
+interface BenchVault {
+  opened: OpenedVault;
+  caller: Caller;
+  close(): Promise<void>;
+}
+
+async function openBenchVault(root: string, name: string, subjectKeys: boolean): Promise<BenchVault> {
   const dir = join(root, name);
-  const { apiKeys } = await initDataDir(dir, { env: {} });
+  const databases = args.store === 'postgres' ? await Promise.all([createBenchDatabase(), createBenchDatabase()]) : [];
+  const env: NodeJS.ProcessEnv = databases.length
+    ? { PII_VAULT_DATABASE_URL: databases[0].url, PII_VAULT_SUBJECT_KEYS_DATABASE_URL: databases[1].url }
+    : {};
+  const { apiKeys } = await initDataDir(dir, { env });
   if (subjectKeys) {
     const file = join(dir, CONFIG_FILE);
     const config = JSON.parse(readFileSync(file, 'utf8'));
     writeFileSync(file, JSON.stringify({ ...config, subjectKeys: { enabled: [{ tenant: '*', types: ['*'] }] } }));
   }
-  const opened = await openVault(loadConfig(dir, {}, {}), { logger: createLogger('silent') });
-  return { opened, caller: { principal: opened.vault.authenticate(apiKeys.billing)!, requestId: 'bench' } };
+  const opened = await openVault(loadConfig(dir, {}, env), { logger: createLogger('silent') });
+  return {
+    opened,
+    caller: { principal: opened.vault.authenticate(apiKeys.billing)!, requestId: 'bench' },
+    close: async () => {
+      await opened.close();
+      for (const database of databases) await database.drop();
+    },
+  };
 }
 
 /** Values per second: VALUES values in calls of `batch`, CONCURRENCY calls in flight. */
-async function measure(target: { opened: OpenedVault; caller: Caller }, scenario: Scenario): Promise<number> {
+async function measure(target: BenchVault, scenario: Scenario): Promise<number> {
   const calls = Math.ceil(VALUES / scenario.batch);
   let next = 0;
   const started = process.hrtime.bigint();
@@ -118,11 +139,13 @@ async function main(): Promise<void> {
         ratio: Number((onRate / offRate).toFixed(2)),
       });
     }
-    console.log(`tokenize values/s, per-subject keys off vs on (${CONCURRENCY} calls in flight, median of ${ROUNDS} alternating rounds):`);
+    console.log(
+      `tokenize values/s on ${args.store}, per-subject keys off vs on (${CONCURRENCY} calls in flight, median of ${ROUNDS} alternating rounds):`,
+    );
     console.table(rows);
   } finally {
-    await off.opened.close();
-    await on.opened.close();
+    await off.close();
+    await on.close();
     rmSync(root, { recursive: true, force: true });
   }
 }
