@@ -13,6 +13,25 @@ const SCHEMA = `CREATE TABLE IF NOT EXISTS subject_keys (
   PRIMARY KEY (tenant, subject_hash)
 ) WITHOUT ROWID`;
 
+/** The key file, created if need be, with the vault database's durability settings. */
+function openKeyFile(file: string, busyTimeoutMs: number): Database.Database {
+  let db: Database.Database | undefined;
+  try {
+    db = new Database(file);
+    db.pragma(`busy_timeout = ${Math.trunc(busyTimeoutMs)}`);
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = FULL');
+    db.pragma('secure_delete = ON');
+    db.exec(SCHEMA);
+    requireDurable(db);
+    return db;
+  } catch (err) {
+    if (db?.open) db.close();
+    if (err instanceof StoreUnavailableError) throw err;
+    throw new StoreUnavailableError(`cannot open the subject key store ${file}: ${(err as Error).message}`, err);
+  }
+}
+
 /**
  * The per-subject keys in a SQLite file of their own (default `<data-dir>/subject-keys.db`), with
  * the vault database's durability (WAL, synchronous=FULL) and secure_delete, so a destroyed key is
@@ -23,20 +42,11 @@ export class SqliteSubjectKeyStore implements SubjectKeyStore {
   private readonly db: Database.Database;
   private readonly purger: WalPurger;
   private readonly statements;
+  /** Inserts the candidates not stored yet and reads every one back, in one transaction (built once: building is costly). */
+  private readonly insertThenRead;
 
   constructor(file: string, busyTimeoutMs: number) {
-    try {
-      this.db = new Database(file);
-      this.db.pragma(`busy_timeout = ${Math.trunc(busyTimeoutMs)}`);
-      this.db.pragma('journal_mode = WAL');
-      this.db.pragma('synchronous = FULL');
-      this.db.pragma('secure_delete = ON');
-      this.db.exec(SCHEMA);
-      requireDurable(this.db);
-    } catch (err) {
-      if (err instanceof StoreUnavailableError) throw err;
-      throw new StoreUnavailableError(`cannot open the subject key store ${file}: ${(err as Error).message}`, err);
-    }
+    this.db = openKeyFile(file, busyTimeoutMs);
     this.purger = new WalPurger(this.db, busyTimeoutMs, (message) => this.onWarning(`subject key store: ${message}`));
     const db = this.db;
     this.statements = {
@@ -47,6 +57,10 @@ export class SqliteSubjectKeyStore implements SubjectKeyStore {
       get: db.prepare('SELECT * FROM subject_keys WHERE tenant = ? AND subject_hash = ?'),
       delete: db.prepare('DELETE FROM subject_keys WHERE tenant = ? AND subject_hash = ?'),
     };
+    this.insertThenRead = db.transaction((candidates: readonly SubjectKeyRecord[]) => {
+      for (const candidate of candidates) this.statements.insert.run(candidate);
+      return candidates.map((c) => this.read(c.tenant, c.subjectHash));
+    });
   }
 
   ping(): Promise<void> {
@@ -61,12 +75,8 @@ export class SqliteSubjectKeyStore implements SubjectKeyStore {
 
   getOrCreate(candidates: readonly SubjectKeyRecord[]): Promise<SubjectKeyRecord[]> {
     return this.run(() => {
-      // One transaction under the write lock: the reads always see the rows.
-      const insertThenRead = this.db.transaction(() => {
-        for (const candidate of candidates) this.statements.insert.run(candidate);
-        return candidates.map((c) => this.read(c.tenant, c.subjectHash));
-      });
-      const stored = insertThenRead.immediate();
+      // BEGIN IMMEDIATE: under the write lock, the reads always see the rows.
+      const stored = this.insertThenRead.immediate(candidates);
       if (stored.some((s) => !s)) throw new StoreUnavailableError('a subject key was not stored');
       return stored as SubjectKeyRecord[];
     });
