@@ -43,9 +43,10 @@ export async function migrateVault(dataDir: string, targetUrl: string): Promise<
   if (!existsSync(sourceFile)) throw new Error(`no vault database at ${sourceFile}`);
   const database = { ...config.database, url: targetUrl };
   const keysFile = subjectKeysToCopy(config, targetUrl);
+  // The keys first: a key database that refuses them leaves the target untouched (a rerun copies again).
+  const keys = keysFile && (await copySubjectKeysToPostgres(keysFile, { ...database, url: config.subjectKeys.databaseUrl! }));
   const copied = await copySqliteToPostgres(sourceFile, database, { sampleSize: SAMPLE_SIZE });
-  if (keysFile)
-    copied.counts.subject_keys = await copySubjectKeysToPostgres(keysFile, { ...database, url: config.subjectKeys.databaseUrl! });
+  if (keys) copied.counts.subject_keys = keys;
   const target: VaultConfig = { ...config, database };
   const opened = await openVault(target);
   try {

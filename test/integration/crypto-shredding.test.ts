@@ -161,6 +161,18 @@ describe('crypto-shredding: a backup of the vault database taken before erasure'
 
         const env = { PII_VAULT_DATABASE_URL: target.url };
         expect(await readBack(loadConfig(dir, {}, env), keys, tokens)).to.deep.equal([PAN, OTHER_PAN]);
+
+        // A key database holding other keys for these subjects (another vault's) is refused.
+        await sql(keyStore.url, 'UPDATE subject_keys SET wrapped = wrapped || $1::bytea', [Buffer.from([0])]);
+        const other = await createTestDatabase();
+        try {
+          const conflict = await migrateVault(dir, other.url).catch((e: Error) => e);
+          expect((conflict as Error).message).to.contain('the subject key database holds other keys for some of these subjects');
+          expect(await sql(other.url, "SELECT to_regclass('tokens') AS t"), 'nothing copied to the target').to.deep.equal([{ t: null }]);
+        } finally {
+          await other.drop();
+        }
+        await sql(keyStore.url, 'UPDATE subject_keys SET wrapped = substring(wrapped from 1 for length(wrapped) - 1)');
         const onPostgres = await open(loadConfig(dir, {}, env));
         try {
           expect(await onPostgres.vault.destroySubjectKey('default', 'cust_1')).to.equal(true);

@@ -7,6 +7,7 @@ import { PostgresSubjectKeyStore } from '../../src/store/postgres-subject-key-st
 import { SqliteSubjectKeyStore } from '../../src/store/sqlite/sqlite-subject-key-store';
 import type { SubjectKeyRecord, SubjectKeyStore } from '../../src/store/subject-key-store';
 import { createTestDatabase, requirePostgres } from '../helpers/postgres';
+import { StoreUnavailableError } from '../../src/store/vault-store';
 
 /** A fresh, empty key store, and `others`: more connections (instances, processes) to the same one. */
 interface KeyStoreUnderTest {
@@ -168,3 +169,17 @@ function readFileOrEmpty(file: string): Buffer {
     return Buffer.alloc(0);
   }
 }
+
+describe('PostgresSubjectKeyStore: an unreachable database', () => {
+  it('is StoreUnavailableError at open, naming the database without its password', async () => {
+    const err = await PostgresSubjectKeyStore.open({
+      url: 'postgres://vault:s3cret@127.0.0.1:1/keys',
+      poolSize: 1,
+      connectTimeoutMs: 1_000,
+      statementTimeoutMs: 1_000,
+    }).catch((e: Error) => e);
+    expect(err).to.be.instanceOf(StoreUnavailableError);
+    expect((err as Error).message).to.contain('cannot open the subject key store postgres://vault:***@127.0.0.1:1/keys');
+    expect((err as Error).message).to.not.contain('s3cret');
+  });
+});
