@@ -103,6 +103,19 @@ export function planOps(tx: WriteTx): AsyncTransactionOps {
       ]);
       return row && { keyVersion: row.key_version };
     },
+    // SKIP LOCKED: rows a concurrent purge or a tokenize replacing them holds are theirs; RETURNING reports only rows deleted here.
+    deleteExpiredRecords: async (now: number, limit: number) =>
+      (
+        await tx.rows<{ tenant: string; type: DataType; key_version: number }>(
+          `WITH doomed AS (
+             SELECT token, tenant FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= $1
+             ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED
+           )
+           DELETE FROM tokens t USING doomed d WHERE t.token = d.token AND t.tenant = d.tenant
+           RETURNING t.tenant, t.type, t.key_version`,
+          [now, limit],
+        )
+      ).map((r) => ({ tenant: r.tenant, type: r.type, keyVersion: r.key_version })),
     replaceCiphertext: async (u: ReencryptedRecord) =>
       (await tx.count(
         `UPDATE tokens SET key_version = $1, binding = $2, preserve = $3, nonce = $4, ciphertext = $5, tag = $6, subject_sealed = $7
