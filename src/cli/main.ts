@@ -10,6 +10,7 @@ import { CommandSpec, CommandValues, OptionName, parseCommandLine, UsageError } 
 import { keysCommand, KeysCommandOptions } from './keys';
 import { writeKeysFile } from './keys-file';
 import { migrate } from './migrate';
+import { purge } from './purge';
 
 const KEYS_API = ['url', 'api-key'] as const;
 
@@ -103,6 +104,14 @@ const COMMANDS: readonly CommandSpec[] = [
       if (!v.to) throw new UsageError('--to postgres://… is required');
       return migrate(requireDataDir(v), v.to, !!v.json);
     },
+  },
+  {
+    name: 'purge',
+    synopsis: '--data-dir DIR [--dry-run] [--json]',
+    summary: 'delete every expired record now, in batches, each audited with counts only (--dry-run: count them, delete nothing)',
+    options: ['data-dir', 'dry-run', 'json'],
+    notes: ['Works on the SQLite file or, with PII_VAULT_DATABASE_URL (or database.url), on PostgreSQL, beside running instances.'],
+    run: (v) => purge(requireDataDir(v), !!v['dry-run'], !!v.json),
   },
   {
     name: 'dev-kms',

@@ -4,6 +4,7 @@ import type { Logger } from '../logger';
 import type { RoutingKeyProvider } from '../crypto/routing-key-provider';
 import type { PolicyDocument, Principal } from '../policy/policy';
 import type { AuditEntry, VaultStore } from '../store/vault-store';
+import type { DataType } from '../domain/types';
 
 /** A KEK to switch to; an aws-kms target without keyId means the configured `keyProvider.kms.keyId`. */
 export type KekTarget = { type: 'local' } | { type: 'aws-kms'; keyId?: string };
@@ -34,6 +35,9 @@ interface RotationPolicy {
   maxEncryptions: number;
 }
 
+/** Per data type (absent: no limit): the lifetime an item without ttlSeconds gets, and the longest one may ask for. */
+export type RetentionLimits = Partial<Record<DataType, { defaultTtlSeconds?: number; maxTtlSeconds?: number }>>;
+
 /** What every use case needs; built once at start-up. */
 export interface VaultDeps {
   store: VaultStore;
@@ -43,6 +47,9 @@ export interface VaultDeps {
   recordBinding: RecordBindingControl;
   rotation: RotationPolicy;
   reencrypt: { batchSize: number; pauseMs: number; leaseMs: number };
+  retention: RetentionLimits;
+  /** The background purge of expired records: every intervalMs (0: never), batchSize records per transaction. */
+  purge: { intervalMs: number; batchSize: number };
   /** The current policy (it can be reloaded while serving). */
   policy: () => PolicyDocument;
   /** For failures no caller is told about (background jobs, audit summaries): names and codes, never values. */
