@@ -32,6 +32,7 @@ import type {
 } from './vault-store';
 
 export { AUDIT_AFTER_OF_TENANT_SQL } from './sqlite/audit-statements';
+export { DELETE_EXPIRED_SQL } from './sqlite/token-statements';
 
 /**
  * The embedded store: one SQLite file in WAL mode with synchronous=FULL, so a commit is on disk

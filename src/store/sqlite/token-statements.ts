@@ -16,6 +16,11 @@ type TokenOps = Pick<
   | 'addRecordCount'
 >;
 
+/** Through tokens_expires_at (the partial index: `expires_at <= ?` implies IS NOT NULL), earliest expiry first. */
+export const DELETE_EXPIRED_SQL = `DELETE FROM tokens WHERE rowid IN (
+    SELECT rowid FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= ? ORDER BY expires_at LIMIT ?
+  ) RETURNING tenant, type, key_version`;
+
 /** The records aggregate: tokens and their per-version record counts. */
 export function tokenStatements(db: Database.Database) {
   const s = {
@@ -35,12 +40,7 @@ export function tokenStatements(db: Database.Database) {
     countsByKey: db.prepare('SELECT tenant, key_version AS version, records AS n FROM record_counts WHERE records > 0'),
     countAtVersion: db.prepare('SELECT count(*) AS n FROM tokens WHERE tenant = ? AND key_version = ?'),
     behind: db.prepare('SELECT * FROM tokens WHERE tenant = ? AND (key_version != ? OR binding != ?) AND token > ? ORDER BY token LIMIT ?'),
-    // Through tokens_expires_at (the partial index: `expires_at <= ?` implies IS NOT NULL), earliest expiry first.
-    deleteExpired: db.prepare(
-      `DELETE FROM tokens WHERE rowid IN (
-         SELECT rowid FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= ? ORDER BY expires_at LIMIT ?
-       ) RETURNING tenant, type, key_version`,
-    ),
+    deleteExpired: db.prepare(DELETE_EXPIRED_SQL),
     expiredCounts: db.prepare(
       `SELECT tenant, type, count(*) AS records FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= ?
        GROUP BY tenant, type ORDER BY tenant, type`,
