@@ -1,7 +1,9 @@
 import { expect } from 'chai';
 import { existsSync, readFileSync } from 'node:fs';
 import type { Caller } from '../../src/service/context';
+import { DELETE_EXPIRED_SQL as PG_DELETE_EXPIRED_SQL } from '../../src/store/postgres-plan-ops';
 import { DELETE_EXPIRED_SQL } from '../../src/store/sqlite-store';
+import { createTestDatabase, openTestStore, requirePostgres, sql } from '../helpers/postgres';
 import { createTestVault, TestVault } from '../helpers/test-vault';
 
 const HOUR = 3_600;
@@ -167,6 +169,33 @@ describe('retention: default and maximum lifetimes per data type, purge of expir
     expect(
       plan.filter((step) => /^SCAN tokens/.test(step)),
       plan.join('; '),
+    ).to.deep.equal([]);
+  });
+});
+
+describe('retention on PostgreSQL: the purge finds expired records through the expiry index', function () {
+  this.timeout(60_000);
+  let db: Awaited<ReturnType<typeof createTestDatabase>> | undefined;
+  before(async function () {
+    await requirePostgres(this);
+    db = await createTestDatabase();
+    await (await openTestStore(db.url)).close(); // migrated
+  });
+  after(() => db?.drop());
+
+  it('plans an index scan of tokens_expires_at, not a scan of the table, among 20,000 records', async () => {
+    await sql(
+      db!.url,
+      `INSERT INTO tokens (token, tenant, type, format, preserve, binding, key_version, nonce, ciphertext, tag, created_at, expires_at)
+       SELECT 'tok_' || n, 't', 'text', 'random', 'none', 2, 1, '\\x00', '\\x00', '\\x00', 0, CASE WHEN n % 1000 = 0 THEN n END
+       FROM generate_series(1, 20000) AS n`,
+    );
+    await sql(db!.url, 'ANALYZE tokens');
+    const plan = (await sql<{ 'QUERY PLAN': string }>(db!.url, `EXPLAIN ${PG_DELETE_EXPIRED_SQL}`, [100, 10])).map((r) => r['QUERY PLAN']);
+    expect(plan.join('\n')).to.match(/Index (Only )?Scan using tokens_expires_at on tokens/);
+    expect(
+      plan.filter((step) => /Seq Scan on tokens/.test(step)),
+      plan.join('\n'),
     ).to.deep.equal([]);
   });
 });
