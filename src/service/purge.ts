@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { describeExpiredCounts } from '../store/rules/retention';
+import { describeExpiredCounts, inCountOrder } from '../store/rules/retention';
 import type { ExpiredCount } from '../store/vault-store';
 import { Caller, SYSTEM_CALLER, VaultDeps, auditEntry } from './context';
 import { errorForLog } from './log-error';
@@ -115,7 +115,7 @@ function mergeCounts(counts: ExpiredCount[]): ExpiredCount[] {
     const key = `${c.tenant}/${c.type}`;
     merged.set(key, { ...c, records: (merged.get(key)?.records ?? 0) + c.records });
   }
-  return [...merged.values()].sort((a, b) => a.tenant.localeCompare(b.tenant) || a.type.localeCompare(b.type));
+  return inCountOrder([...merged.values()]);
 }
 
 function sum(counts: readonly ExpiredCount[]): number {

@@ -8,7 +8,7 @@ import { INSERT_KEY, KEY_SELECT, keyParams, planOps, runUntilChainHead } from '.
 import { AuditDbRow, DataKeyRow, JobRow, TokenRow, toAuditRow, toDataKey, toJob, toTokenRecord } from './rows';
 import { appendAuditPlan, pruneAuditSegmentPlan } from './rules/audit';
 import { changeDataKeyStatePlan, rotateDataKeyPlan } from './rules/data-keys';
-import { purgeExpiredPlan } from './rules/retention';
+import { inCountOrder, purgeExpiredPlan } from './rules/retention';
 import { deleteTokenPlan, insertTokensPlan, replaceCiphertextsPlan } from './rules/tokens';
 import type { Plan } from './transaction-plan';
 import {
@@ -375,10 +375,10 @@ export class PostgresStore implements VaultStore {
   async expiredCounts(now: number): Promise<ExpiredCount[]> {
     const rows = await this.read<{ tenant: string; type: ExpiredCount['type']; records: string }>(
       `SELECT tenant, type, count(*) AS records FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= $1
-       GROUP BY tenant, type ORDER BY tenant, type`,
+       GROUP BY tenant, type`,
       [now],
     );
-    return rows.map((r) => ({ tenant: r.tenant, type: r.type, records: Number(r.records) }));
+    return inCountOrder(rows.map((r) => ({ tenant: r.tenant, type: r.type, records: Number(r.records) })));
   }
 
   async acquireLease(name: string, owner: string, leaseMs: number): Promise<boolean> {

@@ -3,7 +3,7 @@ import type { KeyPurpose } from '../domain/keys';
 import type { DataType } from '../domain/types';
 import { appendAuditPlan, pruneAuditSegmentPlan } from './rules/audit';
 import { changeDataKeyStatePlan, rotateDataKeyPlan } from './rules/data-keys';
-import { purgeExpiredPlan } from './rules/retention';
+import { inCountOrder, purgeExpiredPlan } from './rules/retention';
 import { deleteTokenPlan, insertTokensPlan, replaceCiphertextsPlan } from './rules/tokens';
 import { auditStatements } from './sqlite/audit-statements';
 import { durabilitySettings, mapSqliteError, openSqlite, requireDurable } from './sqlite/connection';
@@ -206,7 +206,7 @@ export class SqliteStore implements VaultStore {
   }
 
   async expiredCounts(now: number): Promise<ExpiredCount[]> {
-    return this.read(() => this.tokens.expiredCounts(now));
+    return inCountOrder(this.read(() => this.tokens.expiredCounts(now)));
   }
 
   async acquireLease(name: string, owner: string, leaseMs: number): Promise<boolean> {

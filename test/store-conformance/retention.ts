@@ -120,6 +120,20 @@ export function describeStoreRetention(factory: StoreFactory): void {
       expect((await store.auditHead())!.seq, 'no row for an empty purge').to.equal(2);
     });
 
+    it('counts come in (tenant, type) order by code unit on every store, whatever its collation', async () => {
+      for (const tenant of ['ab', 'a_b', 'a-b']) {
+        await store.insertDataKey(dataKey(1, 'active', tenant));
+        await store.insertTokens([record(`tok_${tenant}`, { tenant, type: 'pan', expiresAt: 1 })], pending(tenant), plainHooks);
+        await store.insertTokens([record(`tok_${tenant}`, { tenant, type: 'email', expiresAt: 1 })], pending(tenant), {
+          ...plainHooks,
+          retokenize: () => record(`tok_${tenant}_2`, { tenant, type: 'email', expiresAt: 1 }),
+        });
+      }
+      const order = ['a-b/email', 'a-b/pan', 'a_b/email', 'a_b/pan', 'ab/email', 'ab/pan'];
+      expect((await store.expiredCounts(NOW)).map((c) => `${c.tenant}/${c.type}`)).to.deep.equal(order);
+      expect((await store.purgeExpired(NOW, 10, purgeAudit())).map((c) => `${c.tenant}/${c.type}`)).to.deep.equal(order);
+    });
+
     it('leases: taken when free or expired, renewed by the holder, refused to others, released at once', async () => {
       const LONG = 600_000;
       expect(await store.acquireLease('purge', 'A', LONG)).to.equal(true);

@@ -20,7 +20,7 @@ export function* purgeExpiredPlan(now: number, limit: number, audit: PendingAudi
     perType.set(`${tenant}/${type}`, count);
   }
   for (const { tenant, version, records } of perVersion.values()) yield* ask('addRecordCount', tenant, version, -records);
-  const counts = [...perType.values()].sort((a, b) => a.tenant.localeCompare(b.tenant) || a.type.localeCompare(b.type));
+  const counts = inCountOrder([...perType.values()]);
   audit.entry.types = [...new Set(counts.map((c) => c.type))].sort();
   audit.entry.tokens = [];
   audit.entry.subjects = [];
@@ -32,4 +32,10 @@ export function* purgeExpiredPlan(now: number, limit: number, audit: PendingAudi
 /** `tenant/type n, …`: how an audit reason and the CLI name the counts. */
 export function describeExpiredCounts(counts: readonly ExpiredCount[]): string {
   return counts.map((c) => `${c.tenant}/${c.type} ${c.records}`).join(', ');
+}
+
+/** Counts in (tenant, type) order by code unit, the same on every store whatever its collation. */
+export function inCountOrder(counts: ExpiredCount[]): ExpiredCount[] {
+  const key = (c: ExpiredCount) => `${c.tenant}\u0000${c.type}`;
+  return counts.sort((a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0));
 }

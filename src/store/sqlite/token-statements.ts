@@ -43,7 +43,7 @@ export function tokenStatements(db: Database.Database) {
     deleteExpired: db.prepare(DELETE_EXPIRED_SQL),
     expiredCounts: db.prepare(
       `SELECT tenant, type, count(*) AS records FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= ?
-       GROUP BY tenant, type ORDER BY tenant, type`,
+       GROUP BY tenant, type`,
     ),
     replaceCiphertext: db.prepare(
       `UPDATE tokens SET key_version = @keyVersion, binding = @binding, preserve = @preserve, nonce = @nonce, ciphertext = @ciphertext,
