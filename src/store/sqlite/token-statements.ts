@@ -17,8 +17,8 @@ type TokenOps = Pick<
 >;
 
 /** Through tokens_expires_at (the partial index: `expires_at <= ?` implies IS NOT NULL), earliest expiry first. */
-export const DELETE_EXPIRED_SQL = `DELETE FROM tokens WHERE rowid IN (
-    SELECT rowid FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= ? ORDER BY expires_at LIMIT ?
+export const DELETE_EXPIRED_SQL = `DELETE FROM tokens WHERE (token, tenant) IN (
+    SELECT token, tenant FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= ? ORDER BY expires_at LIMIT ?
   ) RETURNING tenant, type, key_version`;
 
 /** The records aggregate: tokens and their per-version record counts. */
