@@ -1,6 +1,10 @@
 import { expect } from 'chai';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Caller } from '../../src/service/context';
+import type { InsertHooks } from '../../src/store/vault-store';
+import { dataKey, pending, plainHooks, record } from '../store-conformance/fixtures';
 import { DELETE_EXPIRED_SQL as PG_DELETE_EXPIRED_SQL } from '../../src/store/postgres-plan-ops';
 import { DELETE_EXPIRED_SQL } from '../../src/store/sqlite-store';
 import { createTestDatabase, openTestStore, requirePostgres, sql } from '../helpers/postgres';
@@ -182,6 +186,51 @@ describe('retention on PostgreSQL: the purge finds expired records through the e
     await (await openTestStore(db.url)).close(); // migrated
   });
   after(() => db?.drop());
+
+  it('a purge committing after a tokenize chose to replace an expired deterministic record: the tokenize does not audit a replacement it did not make', async () => {
+    const store = await openTestStore(db!.url);
+    try {
+      await store.insertDataKey(dataKey(1));
+      const fingerprint = Buffer.alloc(32, 1);
+      await store.insertTokens([record('tok_old', { fingerprint, expiresAt: 1 })], pending(), plainHooks);
+      // Inside the tokenize's transaction, after it saw the expired record and before it deletes it,
+      // another process purges (synchronously: the hook cannot wait otherwise).
+      const purgeElsewhere = `
+        const { openTestStore } = require(${JSON.stringify(join(__dirname, '..', 'helpers', 'postgres'))});
+        const { pending } = require(${JSON.stringify(join(__dirname, '..', 'store-conformance', 'fixtures'))});
+        (async () => {
+          const store = await openTestStore(process.argv[1]);
+          const audit = pending(null);
+          audit.entry.action = 'retention:purge';
+          await store.purgeExpired(1_000, 10, audit);
+          await store.close();
+        })().catch((err) => { console.error(err); process.exit(1); });`;
+      let purged = false;
+      const hooks: InsertHooks = {
+        ...plainHooks,
+        resolveExisting: (_index, existing) => {
+          if (!purged) {
+            purged = true;
+            const child = spawnSync(process.execPath, ['-e', purgeElsewhere, db!.url], { encoding: 'utf8', timeout: 30_000 });
+            if (child.status !== 0) throw new Error(child.stderr);
+          }
+          return { replace: existing.map((r) => r.token) };
+        },
+      };
+      expect(await store.insertTokens([record('tok_new', { fingerprint, expiresAt: 10_000_000 })], pending(), hooks)).to.deep.equal([
+        'tok_new',
+      ]);
+      const rows = await store.auditRows(0, 100);
+      expect(rows.map((r) => [r.action, r.reason])).to.deep.equal([
+        ['tokenize', null],
+        ['retention:purge', 'purged 1 expired records: t/text 1'],
+        ['tokenize', null],
+      ]);
+      expect(Object.fromEntries(await store.recordCountsByKey())).to.deep.equal({ 't/1': 1 });
+    } finally {
+      await store.close();
+    }
+  });
 
   it('plans an index scan of tokens_expires_at, not a scan of the table, among 20,000 records', async () => {
     await sql(
