@@ -1,5 +1,5 @@
 import { Pool } from 'pg';
-import { redactUrl, toStoreError } from './postgres-errors';
+import { isRetryable, redactUrl, toStoreError } from './postgres-errors';
 import {
   MAX_GET_OR_CREATE_ATTEMPTS,
   SubjectKeyRecord,
@@ -92,10 +92,11 @@ export class PostgresSubjectKeyStore implements SubjectKeyStore {
   async getOrCreate(candidates: readonly SubjectKeyRecord[]): Promise<SubjectKeyRecord[]> {
     const stored = new Map<string, SubjectKeyRecord>();
     for (let attempt = 1; attempt <= MAX_GET_OR_CREATE_ATTEMPTS; attempt++) {
-      const missing = candidates.filter((c) => !stored.has(subjectKeyId(c.tenant, c.subjectHash)));
+      // In one order for every writer: two batches inserting overlapping keys wait for each other, never deadlock.
+      const missing = candidates.filter((c) => !stored.has(subjectKeyId(c.tenant, c.subjectHash))).sort(byKey);
       if (missing.length === 0) return candidates.map((c) => stored.get(subjectKeyId(c.tenant, c.subjectHash))!);
       // Waits for concurrent inserters of the same keys; the read (a fresh snapshot) then sees the winners.
-      await this.query(
+      const inserted = await this.query(
         `INSERT INTO subject_keys (tenant, subject_hash, wrap_version, wrapped, created_at)
          SELECT * FROM unnest($1::text[], $2::bytea[], $3::integer[], $4::bytea[], $5::bigint[]) ON CONFLICT DO NOTHING`,
         [
@@ -105,14 +106,24 @@ export class PostgresSubjectKeyStore implements SubjectKeyStore {
           missing.map((c) => c.wrapped),
           missing.map((c) => c.createdAt),
         ],
+      ).then(
+        () => true,
+        (err: unknown) => {
+          // A deadlock or serialization failure all the same (another writer's order): the next attempt inserts again.
+          if (isRetryable(err)) return false;
+          throw err;
+        },
       );
+      if (!inserted) continue;
       const rows = await this.query<SubjectKeyRow>(
         'SELECT k.* FROM subject_keys k JOIN unnest($1::text[], $2::bytea[]) AS w(tenant, subject_hash) USING (tenant, subject_hash)',
         [missing.map((c) => c.tenant), missing.map((c) => c.subjectHash)],
       );
       for (const row of rows) stored.set(subjectKeyId(row.tenant, row.subject_hash), toSubjectKeyRecord(row));
     }
-    throw new StoreUnavailableError(`subject keys were destroyed ${MAX_GET_OR_CREATE_ATTEMPTS} times while being created`);
+    throw new StoreUnavailableError(
+      `subject keys not stored after ${MAX_GET_OR_CREATE_ATTEMPTS} attempts (destroyed while being created, or conflicting writers)`,
+    );
   }
 
   async get(tenant: string, subjectHash: Buffer): Promise<SubjectKeyRecord | undefined> {
@@ -141,4 +152,9 @@ export class PostgresSubjectKeyStore implements SubjectKeyStore {
       throw toStoreError(err);
     }
   }
+}
+
+/** The order every batch inserts in (tenant, then subject HMAC bytes). */
+function byKey(a: SubjectKeyRecord, b: SubjectKeyRecord): number {
+  return a.tenant < b.tenant ? -1 : a.tenant > b.tenant ? 1 : Buffer.compare(a.subjectHash, b.subjectHash);
 }
