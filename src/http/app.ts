@@ -1,4 +1,5 @@
 import type { RequestListener, ServerResponse } from 'node:http';
+import type { TObject } from '@sinclair/typebox';
 import { parse as parseQuery } from 'node:querystring';
 import helmet from 'helmet';
 import Router from 'router';
@@ -20,6 +21,8 @@ import { ApiRequest, isJsonRequest, Middleware, Next, sendJson } from './pipelin
 import { Limit, principalRateLimit } from './rate-limit';
 import { requestContext } from './request-context';
 import { allowListed } from './response-allow-list';
+import { sendStreamedJson } from './streamed-json';
+import { StreamedDocument } from '../service/streamed-document';
 import { API_ROUTES, ApiRoute, isPublic, PublicRoute, Route, ROUTES, ServerContext } from './routes';
 import { validate } from './validate';
 
@@ -163,7 +166,8 @@ function answerApi(route: ApiRoute, vault: Vault): Middleware {
     if (!route.response || result === undefined) {
       res.statusCode = route.status;
       res.end();
-    } else sendJson(res, route.status, allowListed(route.response, result));
+    } else if (result instanceof StreamedDocument) await sendStreamedJson(res, route.status, route.response as TObject, result);
+    else sendJson(res, route.status, allowListed(route.response, result));
   };
 }
 
