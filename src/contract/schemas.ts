@@ -81,7 +81,8 @@ export const DetokenizeRequestSchema = Type.Object(
         minLength: 1,
         maxLength: 64,
         pattern: PURPOSE_PATTERN,
-        description: "Why the values are needed, e.g. `charge`. Refused for a subject's records unless the subject consented to it (when consent is recorded).",
+        description:
+          "Why the values are needed, e.g. `charge`. Refused for a subject's records unless the subject consented to it (when consent is recorded).",
       }),
     ),
     reveal: Type.Optional(
@@ -380,7 +381,9 @@ export const ExportedRecordSchema = Type.Object({
   createdAt: Type.String({ format: 'date-time' }),
   expiresAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
   metadata: Type.Union([MetadataSchema, Type.Null()]),
-  value: Type.Union([Type.String(), Type.Null()], { description: 'At the reveal level your policy gives for detokenize; null when `redacted`.' }),
+  value: Type.Union([Type.String(), Type.Null()], {
+    description: 'At the reveal level your policy gives for detokenize; null when `redacted`.',
+  }),
   reveal: enumOf(REVEAL_LEVELS, 'What the caller was given.'),
   error: Type.Optional(Type.Object({ code: Type.Literal('integrity_failed') })),
 });
@@ -405,7 +408,9 @@ export const AccessLogEntrySchema = Type.Object({
 
 export const AccessLogResponseSchema = Type.Object({
   tenant: Type.String(),
-  entries: Type.Array(AccessLogEntrySchema, { description: 'Every stored audited decision that named the subject, in sequence order (streamed).' }),
+  entries: Type.Array(AccessLogEntrySchema, {
+    description: 'Every stored audited decision that named the subject, in sequence order (streamed).',
+  }),
 });
 
 export const EraseResponseSchema = Type.Object({

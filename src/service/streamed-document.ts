@@ -19,8 +19,13 @@ export class StreamedDocument<F extends object = object, I = unknown> {
 }
 
 /** Items of a keyset-paged read, one page in memory at a time. */
-export async function* paged<R, K>(readPage: (after: K) => Promise<R[]>, keyOf: (row: R) => K, first: K, pageSize: number): AsyncIterable<R> {
-  for (let after = first; ; ) {
+export async function* paged<R, K>(
+  readPage: (after: K) => Promise<R[]>,
+  keyOf: (row: R) => K,
+  first: K,
+  pageSize: number,
+): AsyncIterable<R> {
+  for (let after = first; ;) {
     const page = await readPage(after);
     yield* page;
     if (page.length < pageSize) return;

@@ -71,7 +71,11 @@ export async function exportSubject(deps: VaultDeps, caller: Caller, request: Su
     '',
     SUBJECT_PAGE,
   );
-  return new StreamedDocument({ tenant: subject.tenant, consentedPurposes: row?.purposes ?? null }, 'records', exported(deps, caller, records));
+  return new StreamedDocument(
+    { tenant: subject.tenant, consentedPurposes: row?.purposes ?? null },
+    'records',
+    exported(deps, caller, records),
+  );
 }
 
 async function* exported(deps: VaultDeps, caller: Caller, records: AsyncIterable<StoredRecord>): AsyncIterable<ExportedRecord> {
@@ -109,7 +113,12 @@ export async function subjectAccessLog(deps: VaultDeps, caller: Caller, request:
   );
   const names = row ? new Set([row.handle.toString('hex'), subject.hash.toString('hex')]) : new Set<string>();
   const rows = row
-    ? paged((after: number) => deps.store.auditRowsOfSubject(row.handle, after, SUBJECT_PAGE), (r) => r.seq, 0, SUBJECT_PAGE)
+    ? paged(
+        (after: number) => deps.store.auditRowsOfSubject(row.handle, after, SUBJECT_PAGE),
+        (r) => r.seq,
+        0,
+        SUBJECT_PAGE,
+      )
     : emptyRows();
   return new StreamedDocument({ tenant: subject.tenant }, 'entries', accessLogEntries(rows, names, window));
 }

@@ -131,10 +131,10 @@ export function planOps(tx: WriteTx): AsyncTransactionOps {
       return toSubjectRow(row);
     },
     lockSubject: async (tenant: string, subjectHash: Buffer) => {
-      const [row] = await tx.rows<SubjectDbRow>('SELECT handle, purposes FROM subjects WHERE tenant = $1 AND subject_hash = $2 FOR UPDATE', [
-        tenant,
-        subjectHash,
-      ]);
+      const [row] = await tx.rows<SubjectDbRow>(
+        'SELECT handle, purposes FROM subjects WHERE tenant = $1 AND subject_hash = $2 FOR UPDATE',
+        [tenant, subjectHash],
+      );
       return row && toSubjectRow(row);
     },
     setSubjectPurposes: async (tenant: string, subjectHash: Buffer, purposes: readonly string[], now: number) =>

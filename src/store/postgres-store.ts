@@ -234,7 +234,12 @@ export class PostgresStore implements VaultStore {
     return this.writes.run(async (tx) => (await tx.count(INSERT_KEY, keyParams(record))) === 1);
   }
 
-  async insertTokens(records: TokenRecord[], audit: PendingAudit, hooks: InsertHooks, consents?: readonly SubjectConsent[]): Promise<string[]> {
+  async insertTokens(
+    records: TokenRecord[],
+    audit: PendingAudit,
+    hooks: InsertHooks,
+    consents?: readonly SubjectConsent[],
+  ): Promise<string[]> {
     return (await this.transact(() => insertTokensPlan(records, audit, hooks, consents))).tokens;
   }
 

@@ -102,7 +102,12 @@ export class SqliteStore implements VaultStore {
     return this.writer.write(() => this.keys.insert(record));
   }
 
-  async insertTokens(records: TokenRecord[], audit: PendingAudit, hooks: InsertHooks, consents?: readonly SubjectConsent[]): Promise<string[]> {
+  async insertTokens(
+    records: TokenRecord[],
+    audit: PendingAudit,
+    hooks: InsertHooks,
+    consents?: readonly SubjectConsent[],
+  ): Promise<string[]> {
     const { tokens, replaced } = await this.transact(insertTokensPlan(records, audit, hooks, consents));
     // Replaced (expired) records were deleted: their bytes must leave the WAL too, as for deleteToken.
     if (replaced.length > 0) await this.wal.purge();

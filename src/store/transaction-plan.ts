@@ -1,6 +1,15 @@
 import type { KeyPurpose } from '../domain/keys';
 import type { DataType } from '../domain/types';
-import type { AuditHead, AuditRow, AuditSegment, DataKeyRecord, DataKeyState, ReencryptedRecord, SubjectRow, TokenRecord } from './vault-store';
+import type {
+  AuditHead,
+  AuditRow,
+  AuditSegment,
+  DataKeyRecord,
+  DataKeyState,
+  ReencryptedRecord,
+  SubjectRow,
+  TokenRecord,
+} from './vault-store';
 
 export interface KeyRef {
   tenant: string;

@@ -198,7 +198,7 @@ function expectedStarter(principal: StarterPrincipal, action: Action, type: Data
   const deny = (reason = 'no grant'): Expected => ({ allow: false, reason });
   switch (principal) {
     case 'billing':
-      return ['tokenize', 'read-metadata', 'delete'].includes(action) ? allow('redacted') : deny();
+      return ['tokenize', 'read-metadata', 'delete', 'subject:consent'].includes(action) ? allow('redacted') : deny();
     case 'gateway':
       if (action === 'detokenize' && type === 'pan') return purpose === 'charge' ? allow('plain') : deny('purpose missing or not allowed');
       return deny();
@@ -207,7 +207,19 @@ function expectedStarter(principal: StarterPrincipal, action: Action, type: Data
       if (action === 'read-metadata') return allow('redacted');
       return deny();
     case 'security':
-      if (['audit:read', 'keys:read', 'keys:rotate', 'keys:destroy', 'read-metadata'].includes(action)) return allow('redacted');
+      if (
+        [
+          'audit:read',
+          'keys:read',
+          'keys:rotate',
+          'keys:destroy',
+          'subject:export',
+          'subject:erase',
+          'subject:consent',
+          'read-metadata',
+        ].includes(action)
+      )
+        return allow('redacted');
       return deny();
   }
 }
@@ -237,8 +249,8 @@ describe('policy / decide', () => {
       }
     }
     expect(checked).to.equal(4 * ACTIONS.length * DATA_TYPES.length * 3);
-    // billing 3 actions, gateway 1 cell, support 2 actions, security 5 actions; over all types and purposes.
-    expect(allowed).to.equal((3 + 2 + 5) * DATA_TYPES.length * 3 + 1);
+    // billing 4 actions, gateway 1 cell, support 2 actions, security 8 actions; over all types and purposes.
+    expect(allowed).to.equal((4 + 2 + 8) * DATA_TYPES.length * 3 + 1);
   });
 
   it('billing may tokenize every type but never detokenize any', () => {
@@ -270,24 +282,31 @@ describe('policy / decide', () => {
     }
   });
 
-  it('security has the type-less actions audit:read and keys:* (decided with no type) and nothing on values but metadata', () => {
+  it('security has the type-less actions audit:read, keys:* and subject:* (decided with no type) and nothing on values but metadata', () => {
     const security = principalOf(policy, 'security');
-    for (const action of ['audit:read', 'keys:read', 'keys:rotate', 'keys:destroy'] as const) {
+    for (const action of [
+      'audit:read',
+      'keys:read',
+      'keys:rotate',
+      'keys:destroy',
+      'subject:export',
+      'subject:erase',
+      'subject:consent',
+    ] as const) {
       expect(decide(policy, security, action, { tenant: 'default' })).to.deep.equal({ allow: true, reveal: 'redacted' });
-    }
-    for (const action of ['subject:export', 'subject:erase'] as const) {
-      expect(decide(policy, security, action, { tenant: 'default' })).to.deep.equal({ allow: false, reason: 'no grant' });
     }
     for (const type of DATA_TYPES) {
       expect(decide(policy, security, 'detokenize', { tenant: 'default', type }).allow).to.equal(false);
     }
   });
 
-  it("no starter principal gets a type-less action other than security's audit:read and keys:*", () => {
+  it("no starter principal gets a type-less action other than security's audit:read, keys:* and subject:*, and billing's subject:consent", () => {
     for (const principal of STARTER_PRINCIPALS) {
       for (const action of ACTIONS.filter((a) => !VALUE_ACTIONS.has(a))) {
         const d = decide(policy, principalOf(policy, principal), action, { tenant: 'default' });
-        const want = principal === 'security' && ['audit:read', 'keys:read', 'keys:rotate', 'keys:destroy'].includes(action);
+        const want =
+          (principal === 'security' && (action.startsWith('keys:') || action.startsWith('subject:') || action === 'audit:read')) ||
+          (principal === 'billing' && action === 'subject:consent');
         expect(d.allow, `${principal} ${action}`).to.equal(want);
       }
     }
@@ -423,10 +442,19 @@ describe('policy / mayEver', () => {
   const { policy } = starter();
   it('is true exactly for the actions some grant of the principal lists, whatever type or purpose', () => {
     const want: Record<StarterPrincipal, Action[]> = {
-      billing: ['tokenize', 'read-metadata', 'delete'],
+      billing: ['tokenize', 'read-metadata', 'delete', 'subject:consent'],
       gateway: ['detokenize'],
       support: ['detokenize', 'read-metadata'],
-      security: ['audit:read', 'keys:read', 'keys:rotate', 'keys:destroy', 'read-metadata'],
+      security: [
+        'audit:read',
+        'keys:read',
+        'keys:rotate',
+        'keys:destroy',
+        'subject:export',
+        'subject:erase',
+        'subject:consent',
+        'read-metadata',
+      ],
     };
     for (const principal of STARTER_PRINCIPALS) {
       for (const action of ACTIONS) {
