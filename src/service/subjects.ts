@@ -17,7 +17,7 @@ import { revealLevel, revealValue } from './reveal';
 import { StreamedDocument, paged } from './streamed-document';
 
 /** Records per store read of an export, audit rows per read of an access log. */
-export const SUBJECT_PAGE = 500;
+const SUBJECT_PAGE = 500;
 
 interface SubjectRef {
   tenant: string;

@@ -4,7 +4,7 @@ import type { ConsentChange, PendingAudit, SubjectConsent, SubjectRow, TokenReco
 import { appendAuditPlan } from './audit';
 
 /** Bytes of a subject handle: random, so it says nothing of the subject. */
-export const HANDLE_BYTES = 16;
+const HANDLE_BYTES = 16;
 
 const HANDLE_HEX = new RegExp(`^[0-9a-f]{${HANDLE_BYTES * 2}}$`);
 
