@@ -36,7 +36,8 @@ export function* claimSubjectsPlan(records: readonly TokenRecord[], consents: re
   }
   for (const consent of consents) bySubject.get(consent.subjectHash.toString('hex'))?.purposes.push(...consent.purposes);
   const handles: string[] = [];
-  for (const { tenant, subjectHash, purposes } of bySubject.values()) {
+  // In one order (by HMAC), so two batches claiming the same subjects queue instead of deadlocking.
+  for (const [, { tenant, subjectHash, purposes }] of [...bySubject].sort(([a], [b]) => (a < b ? -1 : 1))) {
     const row = yield* ask('claimSubject', tenant, subjectHash, randomBytes(HANDLE_BYTES), now);
     if (purposes.length > 0) {
       const next = changedPurposes(row.purposes, { grant: purposes, withdraw: [] });
