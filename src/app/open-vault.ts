@@ -15,6 +15,7 @@ import { KekControl, KekTarget, RecordBindingControl } from '../service/context'
 import { VaultError } from '../errors';
 import { requireNotWritableByOthers } from '../file-modes';
 import { Vault } from '../service/vault';
+import { retentionLimitsOf } from '../service/policy-report';
 import { createLogger, Logger } from '../logger';
 import pino from 'pino';
 import { OpenedStore, openStore } from '../store/open-store';
@@ -76,6 +77,7 @@ export async function openVault(config: VaultConfig, options: { resumeJobs?: boo
       keks,
       recordBinding: recordBindingControl(config),
       policy: () => policy,
+      retention: retentionLimitsOf(config),
       phoneRegion: config.phoneRegion,
       logger,
       rotation: { maxAgeMs: config.dekMaxAgeDays * DAY_MS, maxEncryptions: config.dekMaxEncryptions },

@@ -11,6 +11,9 @@ import { keysCommand, KeysCommandOptions } from './keys';
 import { writeKeysFile } from './keys-file';
 import { migrate } from './migrate';
 import { subjectsCommand } from './subjects';
+import { loadPolicyFile } from '../policy/policy-file';
+import { policyReport, retentionLimitsOf } from '../service/policy-report';
+import { policyReportMarkdown } from '../service/policy-report-markdown';
 
 const KEYS_API = ['url', 'api-key'] as const;
 
@@ -99,6 +102,15 @@ const COMMANDS: readonly CommandSpec[] = [
   subjects('access-log', 'every audited decision that touched a data subject', ['from', 'until']),
   subjects('erase', 'erase a data subject: its records, and the link from its audit handle to it (irreversible)'),
   subjects('consent', "grant or withdraw purposes in a data subject's consent", ['grant', 'withdraw']),
+  {
+    name: 'policy report',
+    synopsis: '--data-dir DIR [--json]',
+    summary:
+      'who may do what under the policy file: per role and principal, each action × data type with reveal level and purposes, and retention (Markdown, or JSON)',
+    options: ['data-dir', 'json'],
+    notes: ['The running vault answers the same for the policy it has loaded: GET /v1/policy/report (action policy:read).'],
+    run: (v) => policyReportCommand(requireDataDir(v), !!v.json),
+  },
   {
     name: 'migrate',
     synopsis: '--data-dir DIR --to postgres://… [--json]',
@@ -368,4 +380,12 @@ async function auditVerifyArchive(dataDir: string, file: string, json: boolean):
   } finally {
     await opened.close();
   }
+}
+
+/** The report of the policy file as a running vault would load it (the file it watches and reloads). */
+async function policyReportCommand(dataDir: string, json: boolean): Promise<number> {
+  const config = loadConfig(dataDir);
+  const report = policyReport(loadPolicyFile(dataPath(config, config.policyFile)), retentionLimitsOf(config), new Date());
+  process.stdout.write(json ? JSON.stringify(report, null, 2) + '\n' : policyReportMarkdown(report));
+  return 0;
 }

@@ -1,4 +1,5 @@
 import type { AuditLog } from '../audit/audit-log';
+import type { DataType } from '../domain/types';
 import type { KeyManager } from '../keys/key-manager';
 import type { Logger } from '../logger';
 import type { RoutingKeyProvider } from '../crypto/routing-key-provider';
@@ -29,6 +30,12 @@ export interface RecordBindingControl {
   refuseLegacy(): void;
 }
 
+/**
+ * Per data type, how long its tokens live by default and at most (the config's `retention` block);
+ * a type not listed is not limited.
+ */
+export type RetentionLimits = Partial<Record<DataType, { defaultTtlSeconds?: number; maxTtlSeconds?: number }>>;
+
 interface RotationPolicy {
   maxAgeMs: number;
   maxEncryptions: number;
@@ -47,6 +54,8 @@ export interface VaultDeps {
   policy: () => PolicyDocument;
   /** For failures no caller is told about (background jobs, audit summaries): names and codes, never values. */
   logger: Logger;
+  /** What the policy report states of retention; unset, nothing is limited. */
+  retention?: RetentionLimits;
   /** Region for national phone numbers; unset means international format only. */
   phoneRegion?: string;
   now: () => number;

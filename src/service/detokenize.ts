@@ -101,9 +101,9 @@ async function detokenizeOne(
   if (record.expiresAt !== null && record.expiresAt <= now) return fail('expired');
 
   // A missing, destroyed or tampered key record fails this item only, like a tampered value or row.
-  const value = await revealValue(deps, record, reveal);
-  if (value === 'integrity_failed') return fail('integrity_failed');
-  return { token, type: record.type, value, reveal };
+  const shown = await revealValue(deps, record, reveal);
+  if (shown === 'integrity_failed') return fail('integrity_failed');
+  return { token, type: record.type, ...shown };
 }
 
 function summarise(codes: string[]): string {

@@ -1,4 +1,4 @@
-import { DATA_TYPE_SPECS } from '../domain/data-types';
+import { display, revealsAnything } from '../domain/data-types';
 import type { Reveal } from '../domain/types';
 import { decide, leastReveal } from '../policy/policy';
 import type { TokenRecord } from '../store/vault-store';
@@ -16,13 +16,17 @@ export function revealLevel(deps: VaultDeps, caller: Caller, record: TokenRecord
 }
 
 /**
- * A record's value at a reveal level: plain, masked, or null when redacted (not even opened).
- * 'integrity_failed' when the record or its key record does not open.
+ * A record's value at a reveal level, and the level actually given (`redacted`, with a null value
+ * and the record not even opened, when the level shows nothing of this type). 'integrity_failed'
+ * when the record or its key record does not open.
  */
-export async function revealValue(deps: VaultDeps, record: TokenRecord, reveal: Reveal): Promise<string | null | 'integrity_failed'> {
-  if (reveal === 'redacted') return null;
+export async function revealValue(
+  deps: VaultDeps,
+  record: TokenRecord,
+  reveal: Reveal,
+): Promise<{ value: string | null; reveal: Reveal } | 'integrity_failed'> {
+  if (!revealsAnything(record.type, reveal)) return { value: null, reveal: 'redacted' };
   const opened = await openRecord(deps, record);
   if (!opened) return 'integrity_failed';
-  const plain = opened.toString('utf8');
-  return reveal === 'plain' ? plain : DATA_TYPE_SPECS[record.type].mask(plain);
+  return display(record.type, reveal, opened.toString('utf8'));
 }

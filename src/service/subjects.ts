@@ -81,7 +81,7 @@ export async function exportSubject(deps: VaultDeps, caller: Caller, request: Su
 async function* exported(deps: VaultDeps, caller: Caller, records: AsyncIterable<StoredRecord>): AsyncIterable<ExportedRecord> {
   for await (const record of records) {
     const reveal = revealLevel(deps, caller, record) ?? 'redacted';
-    const value = await revealValue(deps, record, reveal);
+    const shown = await revealValue(deps, record, reveal);
     yield {
       token: record.token,
       type: record.type,
@@ -89,7 +89,7 @@ async function* exported(deps: VaultDeps, caller: Caller, records: AsyncIterable
       createdAt: new Date(record.createdAt).toISOString(),
       expiresAt: record.expiresAt === null ? null : new Date(record.expiresAt).toISOString(),
       metadata: record.metadata,
-      ...(value === 'integrity_failed' ? { value: null, reveal: 'redacted', error: { code: 'integrity_failed' } } : { value, reveal }),
+      ...(shown === 'integrity_failed' ? { value: null, reveal: 'redacted', error: { code: 'integrity_failed' } } : shown),
     };
   }
 }

@@ -4,6 +4,7 @@ import type { Principal } from '../policy/policy';
 import { listAudit, verifyAudit } from './audit-queries';
 import { Caller, KekTarget, VaultDeps } from './context';
 import { detokenize } from './detokenize';
+import { readPolicyReport } from './policy-report';
 import { deleteToken, readMetadata } from './token-admin';
 import { tokenize } from './tokenize';
 import { changeConsent, eraseSubject, exportSubject, subjectAccessLog } from './subjects';
@@ -89,6 +90,10 @@ export class Vault {
 
   verifyAudit(caller: Caller) {
     return verifyAudit(this.deps, caller);
+  }
+
+  policyReport(caller: Caller) {
+    return readPolicyReport(this.deps, caller);
   }
 
   listKeys(caller: Caller, scope: TenantScope) {
