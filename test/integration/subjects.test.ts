@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { existsSync, readFileSync } from 'node:fs';
-import { AuditUnavailableError } from '../../src/store/vault-store';
+import { AuditUnavailableError, StoreUnavailableError } from '../../src/store/vault-store';
 import { createTestVault, TestVault } from '../helpers/test-vault';
 
 type Who = 'billing' | 'gateway' | 'support' | 'security';
@@ -206,6 +206,29 @@ describe('data subject rights: /v1/subjects/*', () => {
       const res = await post('export', 'security', { subject: SUBJECT });
       expect(res.status).to.equal(200);
       expect(res.body.records.map((r: { token: string }) => r.token)).to.deep.equal([...tokens].sort());
+    });
+
+    it('a store failure after the first page cuts the connection: the document is never complete-looking', async () => {
+      const items = Array.from({ length: 600 }, (_, i) => ({ type: 'text', value: `value ${i}`, subject: SUBJECT }));
+      await v.tokenize(items);
+      const store = v.opened.store;
+      const read = store.subjectRecords.bind(store);
+      let pages = 0;
+      store.subjectRecords = async (...args) => {
+        if (pages++ === 1) throw new StoreUnavailableError('database gone');
+        return read(...args);
+      };
+      try {
+        const err = await post('export', 'security', { subject: SUBJECT }).then(
+          () => undefined,
+          (e: Error) => e,
+        );
+        expect(err, 'the request fails instead of answering a truncated list as complete').to.be.instanceOf(Error);
+        expect(pages).to.equal(2);
+      } finally {
+        store.subjectRecords = read;
+      }
+      expect((await post('export', 'security', { subject: SUBJECT })).body.records).to.have.length(600);
     });
 
     it('fails closed: no value leaves when the audit row cannot be written', async () => {
