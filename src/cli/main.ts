@@ -12,8 +12,9 @@ import { writeKeysFile } from './keys-file';
 import { migrate } from './migrate';
 import { subjectsCommand } from './subjects';
 import { loadPolicyFile } from '../policy/policy-file';
-import { policyReport, retentionLimitsOf } from '../service/policy-report';
+import { policyReport } from '../service/policy-report';
 import { policyReportMarkdown } from '../service/policy-report-markdown';
+import { purge } from './purge';
 
 const KEYS_API = ['url', 'api-key'] as const;
 
@@ -120,6 +121,14 @@ const COMMANDS: readonly CommandSpec[] = [
       if (!v.to) throw new UsageError('--to postgres://… is required');
       return migrate(requireDataDir(v), v.to, !!v.json);
     },
+  },
+  {
+    name: 'purge',
+    synopsis: '--data-dir DIR [--dry-run] [--json]',
+    summary: 'delete every expired record now, in batches, each audited with counts only (--dry-run: count them, delete nothing)',
+    options: ['data-dir', 'dry-run', 'json'],
+    notes: ['Works on the SQLite file or, with PII_VAULT_DATABASE_URL (or database.url), on PostgreSQL, beside running instances.'],
+    run: (v) => purge(requireDataDir(v), !!v['dry-run'], !!v.json),
   },
   {
     name: 'dev-kms',
@@ -385,7 +394,7 @@ async function auditVerifyArchive(dataDir: string, file: string, json: boolean):
 /** The report of the policy file as a running vault would load it (the file it watches and reloads). */
 async function policyReportCommand(dataDir: string, json: boolean): Promise<number> {
   const config = loadConfig(dataDir);
-  const report = policyReport(loadPolicyFile(dataPath(config, config.policyFile)), retentionLimitsOf(config), new Date());
+  const report = policyReport(loadPolicyFile(dataPath(config, config.policyFile)), config.retention, new Date());
   process.stdout.write(json ? JSON.stringify(report, null, 2) + '\n' : policyReportMarkdown(report));
   return 0;
 }

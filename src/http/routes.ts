@@ -145,7 +145,7 @@ export const API_ROUTES: ApiRoute[] = [
     body: TokenizeRequestSchema,
     status: 200,
     response: TokenizeResponseSchema,
-    errors: ['invalid_value', 'unsupported_format', 'too_many_items', 'token_collision'],
+    errors: ['invalid_value', 'unsupported_format', 'too_many_items', 'ttl_exceeds_retention', 'token_collision'],
     handler: ({ vault, caller, body }) => vault.tokenize(caller, body as TokenizeRequest),
   },
   {

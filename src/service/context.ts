@@ -50,12 +50,13 @@ export interface VaultDeps {
   recordBinding: RecordBindingControl;
   rotation: RotationPolicy;
   reencrypt: { batchSize: number; pauseMs: number; leaseMs: number };
+  retention: RetentionLimits;
+  /** The background purge of expired records: every intervalMs (0: never), batchSize records per transaction. */
+  purge: { intervalMs: number; batchSize: number };
   /** The current policy (it can be reloaded while serving). */
   policy: () => PolicyDocument;
   /** For failures no caller is told about (background jobs, audit summaries): names and codes, never values. */
   logger: Logger;
-  /** What the policy report states of retention; unset, nothing is limited. */
-  retention?: RetentionLimits;
   /** Region for national phone numbers; unset means international format only. */
   phoneRegion?: string;
   now: () => number;

@@ -1,5 +1,4 @@
 import type { PolicyPermission, PolicyReport } from '../contract/schemas';
-import { isDataType } from '../domain/data-types';
 import { DATA_TYPES, REVEAL_LEVELS, revealRank, type DataType, type Reveal } from '../domain/types';
 import { VaultError } from '../errors';
 import {
@@ -30,7 +29,7 @@ export async function readPolicyReport(deps: VaultDeps, caller: Caller): Promise
   if (!allowed) throw new VaultError('forbidden', 'This caller may not read the policy report.');
   const shown = (principal: Principal) =>
     !principal.tenants.includes('*') && principal.tenants.every((tenant) => principalCoversTenant(caller.principal, tenant));
-  return policyReport(policy, deps.retention ?? {}, new Date(deps.now()), caller.principal.tenants.includes('*') ? undefined : shown);
+  return policyReport(policy, deps.retention, new Date(deps.now()), caller.principal.tenants.includes('*') ? undefined : shown);
 }
 
 /**
@@ -105,21 +104,4 @@ function permissionsFor(
     ...(anyPurpose.allow ? [row(anyPurpose.reveal, null)] : []),
     ...REVEAL_LEVELS.filter((reveal) => raisedBy.has(reveal)).map((reveal) => row(reveal, raisedBy.get(reveal)!)),
   ];
-}
-
-/**
- * The `retention` block of a configuration, when it has one: per data type, `defaultTtlSeconds`
- * and `maxTtlSeconds` where they are whole numbers of seconds; anything else in it is not reported.
- */
-export function retentionLimitsOf(config: object): RetentionLimits {
-  const block = (config as { retention?: unknown }).retention;
-  if (typeof block !== 'object' || block === null) return {};
-  const seconds = (x: unknown) => (Number.isSafeInteger(x) && (x as number) > 0 ? (x as number) : undefined);
-  const limits: RetentionLimits = {};
-  for (const [type, entry] of Object.entries(block)) {
-    if (!isDataType(type) || typeof entry !== 'object' || entry === null) continue;
-    const { defaultTtlSeconds, maxTtlSeconds } = entry as Record<string, unknown>;
-    limits[type] = { defaultTtlSeconds: seconds(defaultTtlSeconds), maxTtlSeconds: seconds(maxTtlSeconds) };
-  }
-  return limits;
 }

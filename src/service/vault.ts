@@ -11,6 +11,7 @@ import { changeConsent, eraseSubject, exportSubject, subjectAccessLog } from './
 import { SYSTEM_TENANT } from '../domain/tenants';
 import { destroyKey, listKeys, retireKey, rewrapKeys, rotateKeys, TenantScope } from './keys';
 import { ReencryptJobs } from './reencrypt-job';
+import { PurgeTask, purgeExpired } from './purge';
 import { AuthFailureAudit } from './auth-failures';
 import { errorForLog } from './log-error';
 import { refuseUngranted } from './grants';
@@ -20,9 +21,12 @@ import { Action, mayEver } from '../policy/policy';
 export class Vault {
   readonly jobs: ReencryptJobs;
   readonly authFailures: AuthFailureAudit;
+  /** The background purge of expired records (started by the serving process only). */
+  readonly purge: PurgeTask;
 
   constructor(readonly deps: VaultDeps) {
     this.jobs = new ReencryptJobs(deps);
+    this.purge = new PurgeTask(deps);
     this.authFailures = new AuthFailureAudit(deps);
   }
 
@@ -122,6 +126,11 @@ export class Vault {
 
   jobStatus(caller: Caller, id: string) {
     return this.jobs.view(caller, id);
+  }
+
+  /** Deletes every expired record now (or, dry, counts them), in batches; `pii-vault purge`. */
+  purgeExpired(caller: Caller, options: { dryRun?: boolean } = {}) {
+    return purgeExpired(this.deps, caller, options);
   }
 
   /** Whether the database answers, the vault's own key opens, and the primary KEK is reachable. */

@@ -2,6 +2,7 @@ import { describeStoreContract } from './contract';
 import { describeStoreConcurrency } from './concurrency';
 import { STORE_FACTORIES } from './factories';
 import { describeStoreSubjects } from './subjects';
+import { describeStoreRetention } from './retention';
 
 for (const factory of STORE_FACTORIES) {
   describe(`store conformance / ${factory.name}`, function () {
@@ -12,5 +13,6 @@ for (const factory of STORE_FACTORIES) {
     describeStoreContract(factory);
     describeStoreConcurrency(factory);
     describeStoreSubjects(factory);
+    describeStoreRetention(factory);
   });
 }
