@@ -63,6 +63,11 @@ export class SubjectKeys {
     return key;
   }
 
+  /** Whether the subject has a stored key (read from the store, not unwrapped: a damaged key can still be destroyed). */
+  async has(tenant: string, subjectHash: Buffer): Promise<boolean> {
+    return (await this.store.get(tenant, subjectHash)) !== undefined;
+  }
+
   /** Destroys the subject's key (irreversible); false when it had none. */
   async destroy(tenant: string, subjectHash: Buffer): Promise<boolean> {
     this.cache.delete(subjectKeyId(tenant, subjectHash));

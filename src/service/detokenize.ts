@@ -1,11 +1,10 @@
-import { display, revealsAnything } from '../domain/data-types';
-import type { Reveal } from '../domain/types';
 import type { DetokenizeRequest, DetokenizeResponse } from '../contract/schemas';
-import { ItemErrorCode, VaultError } from '../errors';
-import { decide, leastReveal, mayEver, principalCoversTenant } from '../policy/policy';
-import type { AuditEntry, TokenRecord } from '../store/vault-store';
+import { ItemErrorCode, ItemErrorReason, VaultError } from '../errors';
+import { mayEver, principalCoversTenant } from '../policy/policy';
+import type { AuditEntry, StoredRecord } from '../store/vault-store';
 import { Caller, VaultDeps, auditEntry } from './context';
-import { openRecord } from './open-record';
+import { revealLevel, revealValue } from './reveal';
+import { consentRefuses, subjectHandles } from './subject-consent';
 import { ERASED } from './subject-layer';
 import { resolveToken } from './token-lookup';
 import { distinct } from './tokenize';
@@ -37,8 +36,10 @@ export async function detokenize(deps: VaultDeps, caller: Caller, request: Detok
   const known = request.tokens.filter((t) => resolved.get(t) !== 'not_found');
   const visible = distinct(known);
   const unknown = request.tokens.length - known.length;
+  // The subjects of the records found are named (by handle) whatever the decision.
+  const subjects = subjectHandles(visible.map((t) => resolved.get(t)!));
   const audit = (fields: Partial<AuditEntry> & Pick<AuditEntry, 'outcome'>) =>
-    deps.audit.append(auditEntry(deps, caller, { action: 'detokenize', tokens: visible, purpose, ...fields }));
+    deps.audit.append(auditEntry(deps, caller, { action: 'detokenize', tokens: visible, purpose, subjects, ...fields }));
 
   if (!mayEver(policy, caller.principal, 'detokenize')) {
     await audit({ outcome: 'deny', reason: 'no detokenize grant' });
@@ -70,7 +71,7 @@ export async function detokenize(deps: VaultDeps, caller: Caller, request: Detok
       return typeof record === 'object' ? [record.tenant] : [];
     }),
   );
-  const counts = summarise(failures.map((f) => f.error.code));
+  const counts = summarise(failures.map((f) => f.error.reason ?? f.error.code));
   const tampered = failures.filter((f) => f.error.code === 'integrity_failed').length;
   // A tampered ciphertext or key record is news for the operators, not only for this caller.
   if (tampered) deps.logger.warn({ requestId: caller.requestId, records: tampered }, 'records failed their integrity check on detokenize');
@@ -87,29 +88,24 @@ async function detokenizeOne(
   deps: VaultDeps,
   caller: Caller,
   token: string,
-  record: TokenRecord | 'not_found' | 'ambiguous',
+  record: StoredRecord | 'not_found' | 'ambiguous',
   request: DetokenizeRequest,
   now: number,
 ): Promise<Item> {
-  const fail = (code: ItemErrorCode): Item => ({ token, error: { code } });
+  const fail = (code: ItemErrorCode, reason?: ItemErrorReason): Item => ({ token, error: reason ? { code, reason } : { code } });
   if (record === 'not_found') return fail('not_found');
   if (record === 'ambiguous') return fail('ambiguous_token');
-  const decision = decide(deps.policy(), caller.principal, 'detokenize', {
-    tenant: record.tenant,
-    type: record.type,
-    purpose: request.purpose,
-  });
-  if (!decision.allow) return fail('forbidden');
+  const reveal = revealLevel(deps, caller, record, request.purpose, request.reveal);
+  if (reveal === undefined) return fail('forbidden');
+  // The subject's consent, read with the record (never cached): a withdrawal counts at once.
+  if (consentRefuses(record, request.purpose)) return fail('forbidden', 'consent_not_given');
   if (record.expiresAt !== null && record.expiresAt <= now) return fail('expired');
 
-  const reveal: Reveal = request.reveal ? leastReveal(request.reveal, decision.reveal) : decision.reveal;
-  if (!revealsAnything(record.type, reveal)) return { token, type: record.type, value: null, reveal: 'redacted' };
-
   // A missing, destroyed or tampered key record fails this item only, like a tampered value or row.
-  const opened = await openRecord(deps, record);
-  if (opened === ERASED) return fail('erased');
-  if (!opened) return fail('integrity_failed');
-  return { token, type: record.type, ...display(record.type, reveal, opened.toString('utf8')) };
+  const shown = await revealValue(deps, record, reveal);
+  if (shown === 'integrity_failed') return fail('integrity_failed');
+  if (shown === ERASED) return fail('erased');
+  return { token, type: record.type, ...shown };
 }
 
 function summarise(codes: string[]): string {

@@ -2,7 +2,7 @@ import type { DataType } from '../domain/types';
 import { KeyUnavailableError } from '../crypto/key-provider';
 import type { SubjectKeys } from '../keys/subject-keys';
 import type { TokenRecord } from '../store/vault-store';
-import type { SubjectKeyControl, VaultDeps } from './context';
+import { Caller, SubjectKeyControl, VaultDeps, auditEntry } from './context';
 import { openInnerSubject, openInnerValue, subjectHash } from './record-crypto';
 
 interface SubjectKeyRule {
@@ -57,15 +57,19 @@ export async function openSubjectKeyedSubject(deps: VaultDeps, record: TokenReco
 }
 
 /**
- * Crypto-shreds a data subject of a tenant: destroys its key, so that none of its subject-keyed
- * values (and sealed subject ids) can be decrypted any more — from the vault database or from any
- * copy of it. Irreversible; false when the subject had no key. Erasure calls this first, then
- * deletes the records: a failure in between leaves records that answer `erased`, never a value.
+ * Crypto-shreds a data subject of a tenant (by its HMAC): destroys its key, so that none of its
+ * subject-keyed values (and sealed subject ids) can be decrypted any more — from the vault database
+ * or from any copy of it. Irreversible; false when the subject has no key. The destruction is
+ * audited before it is done (fail closed: no audit row, no destruction). Erasure calls this first,
+ * then deletes the records: a failure in between leaves records that answer `erased`, never a value.
  */
-export async function destroySubjectKey(deps: VaultDeps, tenant: string, subject: string): Promise<boolean> {
-  if (!deps.subjectKeys.keys) return false;
-  const { key } = await deps.keys.activeKey(tenant, 'fingerprint');
-  return deps.subjectKeys.keys.destroy(tenant, subjectHash(key, subject));
+export async function destroySubjectKey(deps: VaultDeps, caller: Caller, tenant: string, hash: Buffer): Promise<boolean> {
+  const keys = deps.subjectKeys.keys;
+  if (!keys || !(await keys.has(tenant, hash))) return false;
+  await deps.audit.append(
+    auditEntry(deps, caller, { action: 'subject:erase', outcome: 'allow', tenant, reason: 'subject key destroyed (crypto-shredding)' }),
+  );
+  return keys.destroy(tenant, hash);
 }
 
 async function subjectKeyOf(deps: VaultDeps, record: TokenRecord): Promise<Buffer | undefined> {

@@ -1,4 +1,4 @@
-import type { DetokenizeRequest, TokenizeRequest } from '../contract/schemas';
+import type { AccessLogRequest, ConsentRequest, DetokenizeRequest, SubjectRequest, TokenizeRequest } from '../contract/schemas';
 import { authenticate, authenticateCertificate } from '../policy/authenticator';
 import type { Principal } from '../policy/policy';
 import { listAudit, verifyAudit } from './audit-queries';
@@ -7,7 +7,7 @@ import { detokenize } from './detokenize';
 import { readPolicyReport } from './policy-report';
 import { deleteToken, readMetadata } from './token-admin';
 import { tokenize } from './tokenize';
-import { destroySubjectKey } from './subject-layer';
+import { changeConsent, eraseSubject, exportSubject, subjectAccessLog } from './subjects';
 import { SYSTEM_TENANT } from '../domain/tenants';
 import { destroyKey, listKeys, retireKey, rewrapKeys, rotateKeys, TenantScope } from './keys';
 import { ReencryptJobs } from './reencrypt-job';
@@ -72,6 +72,22 @@ export class Vault {
     return deleteToken(this.deps, caller, token, tenant);
   }
 
+  exportSubject(caller: Caller, request: SubjectRequest) {
+    return exportSubject(this.deps, caller, request);
+  }
+
+  subjectAccessLog(caller: Caller, request: AccessLogRequest) {
+    return subjectAccessLog(this.deps, caller, request);
+  }
+
+  eraseSubject(caller: Caller, request: SubjectRequest) {
+    return eraseSubject(this.deps, caller, request);
+  }
+
+  changeConsent(caller: Caller, request: ConsentRequest) {
+    return changeConsent(this.deps, caller, request);
+  }
+
   listAudit(caller: Caller, after: number, limit: number) {
     return listAudit(this.deps, caller, after, limit);
   }
@@ -102,14 +118,6 @@ export class Vault {
 
   destroyKey(caller: Caller, tenant: string, version: number, confirm: string | undefined) {
     return destroyKey(this.deps, caller, tenant, version, confirm);
-  }
-
-  /**
-   * Crypto-shreds a subject of a tenant (see subject-layer.ts); for the erasure use case, which
-   * authorises and audits the request, calls this first and then deletes the subject's records.
-   */
-  destroySubjectKey(tenant: string, subject: string): Promise<boolean> {
-    return destroySubjectKey(this.deps, tenant, subject);
   }
 
   async startReencrypt(caller: Caller, scope: TenantScope) {

@@ -40,6 +40,11 @@ async function tokenizeBoth(opened: OpenedVault, keys: Keys): Promise<[string, s
   return [items[0].token, items[1].token];
 }
 
+/** The erasure of subject cust_1 (POST /v1/subjects/erase), as the starter security principal. */
+function erase(opened: OpenedVault, keys: Keys) {
+  return opened.vault.eraseSubject(caller(opened, keys.security), { subject: 'cust_1' });
+}
+
 /** What a vault opened on `config` answers for the tokens: a value, or an item error code. */
 async function readBack(config: VaultConfig, keys: Keys, tokens: string[]): Promise<string[]> {
   const opened = await open(config);
@@ -52,7 +57,7 @@ async function readBack(config: VaultConfig, keys: Keys, tokens: string[]): Prom
 }
 
 /**
- * The promise of per-subject keys: a copy of the vault database taken before erasure (a backup)
+ * The promise of per-subject keys: a copy of the vault database taken before an erasure (a backup)
  * cannot give back an erased subject's values, though it opens with the same master key and key
  * store; another subject's values still open from it.
  */
@@ -80,13 +85,13 @@ describe('crypto-shredding: a backup of the vault database taken before erasure'
         const backupConfig = loadConfig(backup, {}, {});
         expect(await readBack(backupConfig, keys, tokens), 'the backup opens before the erasure').to.deep.equal([PAN, OTHER_PAN]);
 
-        expect(await live.vault.destroySubjectKey('default', 'cust_1')).to.equal(true);
+        expect(await erase(live, keys)).to.deep.equal({ tenant: 'default', erased: { records: 1 } });
 
         expect(await readBack(backupConfig, keys, tokens)).to.deep.equal(['erased', OTHER_PAN]);
       } finally {
         await live.close();
       }
-      expect(await readBack(loadConfig(dir, {}, {}), keys, tokens)).to.deep.equal(['erased', OTHER_PAN]);
+      expect(await readBack(loadConfig(dir, {}, {}), keys, tokens)).to.deep.equal(['not_found', OTHER_PAN]);
     } finally {
       rmSync(root, { recursive: true, force: true });
     }
@@ -120,13 +125,13 @@ describe('crypto-shredding: a backup of the vault database taken before erasure'
 
         const eraser = await open(loadConfig(dir, {}, env));
         try {
-          expect(await eraser.vault.destroySubjectKey('default', 'cust_1')).to.equal(true);
+          expect(await erase(eraser, keys)).to.deep.equal({ tenant: 'default', erased: { records: 1 } });
         } finally {
           await eraser.close();
         }
 
         expect(await readBack(backupConfig, keys, tokens)).to.deep.equal(['erased', OTHER_PAN]);
-        expect(await readBack(loadConfig(dir, {}, env), keys, tokens)).to.deep.equal(['erased', OTHER_PAN]);
+        expect(await readBack(loadConfig(dir, {}, env), keys, tokens)).to.deep.equal(['not_found', OTHER_PAN]);
       } finally {
         await sql(ADMIN_URL, `DROP DATABASE IF EXISTS ${copyName} WITH (FORCE)`);
         await main.drop();
@@ -175,11 +180,11 @@ describe('crypto-shredding: a backup of the vault database taken before erasure'
         await sql(keyStore.url, 'UPDATE subject_keys SET wrapped = substring(wrapped from 1 for length(wrapped) - 1)');
         const onPostgres = await open(loadConfig(dir, {}, env));
         try {
-          expect(await onPostgres.vault.destroySubjectKey('default', 'cust_1')).to.equal(true);
+          expect(await erase(onPostgres, keys)).to.deep.equal({ tenant: 'default', erased: { records: 1 } });
         } finally {
           await onPostgres.close();
         }
-        expect(await readBack(loadConfig(dir, {}, env), keys, tokens)).to.deep.equal(['erased', OTHER_PAN]);
+        expect(await readBack(loadConfig(dir, {}, env), keys, tokens)).to.deep.equal(['not_found', OTHER_PAN]);
       } finally {
         await target.drop();
         await keyStore.drop();

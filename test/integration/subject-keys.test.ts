@@ -5,7 +5,10 @@ import { createLogger } from '../../src/logger';
 import type { OpenedVault } from '../../src/app/open-vault';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { SUBJECT_KEYED_BINDING } from '../../src/service/record-crypto';
+import { SUBJECT_KEYED_BINDING, subjectHash } from '../../src/service/record-crypto';
+import { destroySubjectKey } from '../../src/service/subject-layer';
+import { SYSTEM_CALLER } from '../../src/service/context';
+import { AuditUnavailableError } from '../../src/store/vault-store';
 import { createTestVault, openEmbeddedVault, TestVault } from '../helpers/test-vault';
 import { waitFor } from '../helpers/wait-for';
 import { DEV_KMS_CREDENTIALS, DevKms, startDevKms } from '../../src/dev-kms/server';
@@ -16,6 +19,13 @@ const callerOf = (opened: OpenedVault, apiKey: string) => ({
   principal: opened.vault.authenticate(apiKey)!,
   requestId: 'subject-keys-test',
 });
+
+/** Destroys a subject's key and nothing else: an erasure cut short after its first step. */
+async function shred(opened: OpenedVault, tenant: string, subject: string): Promise<boolean> {
+  const { key } = await opened.keys.activeKey(tenant, 'fingerprint');
+  return destroySubjectKey(opened.vault.deps, SYSTEM_CALLER, tenant, subjectHash(key, subject));
+}
+
 const OTHER_PAN = '5555555555554444';
 
 describe('per-subject keys (crypto-shredding)', () => {
@@ -59,15 +69,15 @@ describe('per-subject keys (crypto-shredding)', () => {
     }
   });
 
-  it("after destroySubjectKey the subject's values answer erased, other subjects' still open; metadata shows no subject", async () => {
+  it("after its key is destroyed the subject's values answer erased, other subjects' still open; metadata shows no subject", async () => {
     const [mine, theirs] = await v.tokenize([
       { type: 'pan', value: PAN, subject: 'cust_1' },
       { type: 'pan', value: OTHER_PAN, subject: 'cust_2' },
     ]);
     const subjectOf = async (token: string) => (await v.http.get(`/v1/tokens/${token}`).set(v.as('billing'))).body.subject;
     expect(await subjectOf(mine)).to.equal('cust_1');
-    expect(await v.opened.vault.destroySubjectKey('default', 'cust_1')).to.equal(true);
-    expect(await v.opened.vault.destroySubjectKey('default', 'cust_1')).to.equal(false);
+    expect(await shred(v.opened, 'default', 'cust_1')).to.equal(true);
+    expect(await shred(v.opened, 'default', 'cust_1')).to.equal(false);
     expect(await charge([mine, theirs])).to.deep.equal([
       { token: mine, error: { code: 'erased' } },
       { token: theirs, type: 'pan', value: OTHER_PAN, reveal: 'plain' },
@@ -78,12 +88,49 @@ describe('per-subject keys (crypto-shredding)', () => {
     expect(row.reason).to.equal('1 erased');
   });
 
+  it('erasure (POST /v1/subjects/erase) destroys the key first, audited before it is destroyed, then deletes the records', async () => {
+    const [mine, theirs] = await v.tokenize([
+      { type: 'pan', value: PAN, subject: 'cust_1' },
+      { type: 'pan', value: OTHER_PAN, subject: 'cust_2' },
+    ]);
+    const res = await v.http.post('/v1/subjects/erase').set(v.as('security')).send({ subject: 'cust_1' });
+    expect(res.status, JSON.stringify(res.body)).to.equal(200);
+    expect(res.body).to.deep.equal({ tenant: 'default', erased: { records: 1 } });
+    const rows = (await v.opened.store.auditRows(0, 10_000)).filter((r) => r.action === 'subject:erase');
+    expect(rows.map((r) => r.reason)).to.deep.equal(['subject key destroyed (crypto-shredding)', 'erased 1 records and the subject row']);
+    const ks = keyStore();
+    try {
+      expect(ks.prepare('SELECT count(*) AS n FROM subject_keys').get()).to.deep.equal({ n: 1 });
+    } finally {
+      ks.close();
+    }
+    expect((await charge([mine, theirs])).map((i: { error?: { code: string } }) => i.error?.code ?? 'ok')).to.deep.equal([
+      'not_found',
+      'ok',
+    ]);
+  });
+
+  it('erasure fails closed: when the audit row cannot be written the key is not destroyed', async () => {
+    const [mine] = await v.tokenize([{ type: 'pan', value: PAN, subject: 'cust_1' }]);
+    const audit = v.opened.vault.deps.audit;
+    const append = audit.append.bind(audit);
+    audit.append = () => Promise.reject(new AuditUnavailableError(new Error('disk full')));
+    try {
+      const res = await v.http.post('/v1/subjects/erase').set(v.as('security')).send({ subject: 'cust_1' });
+      expect(res.status).to.equal(503);
+      expect(res.body.error.code).to.equal('audit_unavailable');
+    } finally {
+      audit.append = append;
+    }
+    expect((await charge([mine]))[0].value).to.equal(PAN);
+  });
+
   it('a destroyed key is gone from the key store file and its WAL', async () => {
     await v.tokenize([{ type: 'pan', value: PAN, subject: 'cust_1' }]);
     const ks = keyStore();
     const wrapped = (ks.prepare('SELECT wrapped FROM subject_keys').get() as { wrapped: Buffer }).wrapped;
     ks.close();
-    await v.opened.vault.destroySubjectKey('default', 'cust_1');
+    await shred(v.opened, 'default', 'cust_1');
     for (const file of ['subject-keys.db', 'subject-keys.db-wal']) {
       const path = join(v.dir, file);
       if (existsSync(path)) expect(readFileSync(path).includes(wrapped), file).to.equal(false);
@@ -93,7 +140,7 @@ describe('per-subject keys (crypto-shredding)', () => {
   it('a new token for an erased subject gets a new key, and a deterministic token of an erased record is replaced', async () => {
     const item = { type: 'email', value: 'jane@example.com', subject: 'cust_1', deterministic: true };
     const [before] = await v.tokenize([item]);
-    await v.opened.vault.destroySubjectKey('default', 'cust_1');
+    await shred(v.opened, 'default', 'cust_1');
     const [after] = await v.tokenize([item]);
     expect(after).to.not.equal(before);
     expect(
@@ -144,7 +191,7 @@ describe('per-subject keys (crypto-shredding)', () => {
     ]);
     expect((await charge([keyed]))[0].value).to.equal(PAN);
     expect((await v.http.get(`/v1/tokens/${keyed}`).set(v.as('billing'))).body.subject).to.equal('cust_1');
-    await v.opened.vault.destroySubjectKey('default', 'cust_1');
+    await shred(v.opened, 'default', 'cust_1');
     expect((await charge([keyed, other])).map((i: { error?: { code: string } }) => i.error?.code ?? 'ok')).to.deep.equal(['erased', 'ok']);
     // Nothing is left behind for a second job: subject-keyed records are at the current binding.
     expect(await v.opened.store.recordsBehind('default', 2, 2, '', 100)).to.deep.equal([]);
@@ -186,7 +233,7 @@ describe('per-subject keys (crypto-shredding)', () => {
     try {
       const billing = callerOf(other, v.keys.billing);
       await other.vault.tokenize(billing, { items: [{ type: 'pan', value: PAN, subject: 'cust_1' }] }); // caches the key
-      await v.opened.vault.destroySubjectKey('default', 'cust_1');
+      await shred(v.opened, 'default', 'cust_1');
       const { items } = await other.vault.tokenize(billing, { items: [{ type: 'pan', value: OTHER_PAN, subject: 'cust_1' }] });
       expect(await charge([items[0].token])).to.deep.equal([{ token: items[0].token, error: { code: 'erased' } }]);
     } finally {
