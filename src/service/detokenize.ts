@@ -1,8 +1,8 @@
 import { DATA_TYPE_SPECS } from '../domain/data-types';
-import type { Reveal } from '../domain/types';
+import type { DataType, Reveal } from '../domain/types';
 import type { DetokenizeRequest, DetokenizeResponse } from '../contract/schemas';
 import { ItemErrorCode, VaultError } from '../errors';
-import { decide, leastReveal, mayEver, principalCoversTenant } from '../policy/policy';
+import { decide, leastReveal, mayEver, PolicyDocument, principalCoversTenant } from '../policy/policy';
 import type { AuditEntry, TokenRecord } from '../store/vault-store';
 import { Caller, VaultDeps, auditEntry } from './context';
 import { openRecord } from './open-record';
@@ -25,17 +25,20 @@ const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
  * Values leave only after the audit row is durable (fail closed). A token of a tenant the caller
  * may not touch is reported as not_found, so tokens cannot be probed across tenants; one naming
  * records in several of the caller's tenants is `ambiguous_token` unless the request names a tenant.
+ *
+ * Items are built once, in the shape the response declares (its allow-list then checks them
+ * without copying), and what the audit row needs is counted as they are.
  */
 export async function detokenize(deps: VaultDeps, caller: Caller, request: DetokenizeRequest): Promise<DetokenizeResponse> {
   const policy = deps.policy();
   const purpose = request.purpose ?? null;
-  const found = await deps.store.findTokens(request.tokens);
-  const resolved = new Map(request.tokens.map((t) => [t, resolveToken(caller, found.get(t), request.tenant)]));
+  const { tokens } = request;
+  const found = await deps.store.findTokens(tokens);
+  const records = tokens.map((t) => resolveToken(caller, found.get(t), request.tenant));
   // Only real tokens the caller may see are named in the audit: a "token" that is not one could be
   // a value sent by mistake (a PAN), and must not be written down.
-  const known = request.tokens.filter((t) => resolved.get(t) !== 'not_found');
-  const visible = distinct(known);
-  const unknown = request.tokens.length - known.length;
+  const visible = distinct(tokens.filter((_, i) => records[i] !== 'not_found'));
+  const unknown = records.filter((r) => r === 'not_found').length;
   const audit = (fields: Partial<AuditEntry> & Pick<AuditEntry, 'outcome'>) =>
     deps.audit.append(auditEntry(deps, caller, { action: 'detokenize', tokens: visible, purpose, ...fields }));
 
@@ -50,11 +53,26 @@ export async function detokenize(deps: VaultDeps, caller: Caller, request: Detok
   }
 
   const now = deps.now();
-  const items: Item[] = [];
+  const revealFor = revealLevels(policy, caller, request);
+  const items = new Array<Item>(tokens.length);
+  const tally = new Tally();
   try {
-    for (const token of request.tokens) {
-      items.push(await detokenizeOne(deps, caller, token, resolved.get(token)!, request, now));
-      if (items.length % ITEMS_PER_TURN === 0) await nextTurn();
+    for (let i = 0; i < tokens.length; i++) {
+      const token = tokens[i];
+      const record = records[i];
+      let item: Item;
+      if (typeof record !== 'object') item = failed(token, record === 'ambiguous' ? 'ambiguous_token' : 'not_found');
+      else {
+        const reveal = revealFor(record);
+        if (reveal === undefined) item = failed(token, 'forbidden');
+        else if (record.expiresAt !== null && record.expiresAt <= now) item = failed(token, 'expired');
+        else if (reveal === 'redacted') item = { token, type: record.type, value: null, reveal };
+        // A missing, destroyed or tampered key record fails this item only, like a tampered value or row.
+        else item = shown(token, record, reveal, await openRecord(deps, record));
+      }
+      items[i] = item;
+      tally.add(item, record);
+      if ((i + 1) % ITEMS_PER_TURN === 0) await nextTurn();
     }
   } catch (err) {
     // A key that cannot be had (KMS down): the attempt is audited, then refused as a whole.
@@ -62,58 +80,73 @@ export async function detokenize(deps: VaultDeps, caller: Caller, request: Detok
     throw err;
   }
 
-  const failures = items.filter((i): i is Extract<Item, { error: unknown }> => 'error' in i);
-  const tenants = distinct(
-    visible.flatMap((t) => {
-      const record = resolved.get(t);
-      return typeof record === 'object' ? [record.tenant] : [];
-    }),
-  );
-  const counts = summarise(failures.map((f) => f.error.code));
-  const tampered = failures.filter((f) => f.error.code === 'integrity_failed').length;
+  const tampered = tally.count('integrity_failed');
   // A tampered ciphertext or key record is news for the operators, not only for this caller.
   if (tampered) deps.logger.warn({ requestId: caller.requestId, records: tampered }, 'records failed their integrity check on detokenize');
-  await audit({
-    outcome: failures.length === 0 ? 'allow' : failures.length === items.length ? 'deny' : 'partial',
-    tenant: tenants.length === 1 ? tenants[0] : null,
-    types: distinct(items.flatMap((i) => ('type' in i ? [i.type] : []))),
-    reason: failures.length ? counts + (unknown ? ` (${unknown} unknown tokens not recorded)` : '') : null,
-  });
+  await audit(tally.auditFields(unknown));
   return { items };
 }
 
-async function detokenizeOne(
-  deps: VaultDeps,
-  caller: Caller,
-  token: string,
-  record: TokenRecord | 'not_found' | 'ambiguous',
-  request: DetokenizeRequest,
-  now: number,
-): Promise<Item> {
-  const fail = (code: ItemErrorCode): Item => ({ token, error: { code } });
-  if (record === 'not_found') return fail('not_found');
-  if (record === 'ambiguous') return fail('ambiguous_token');
-  const decision = decide(deps.policy(), caller.principal, 'detokenize', {
-    tenant: record.tenant,
-    type: record.type,
-    purpose: request.purpose,
-  });
-  if (!decision.allow) return fail('forbidden');
-  if (record.expiresAt !== null && record.expiresAt <= now) return fail('expired');
+/**
+ * The reveal level the policy gives the caller on a record's tenant and type, for the request's
+ * purpose and asked-for level (undefined: forbidden). A batch holds few tenant and type pairs, so
+ * each is decided once, under the policy the request started with.
+ */
+function revealLevels(policy: PolicyDocument, caller: Caller, request: DetokenizeRequest): (record: TokenRecord) => Reveal | undefined {
+  const decided = new Map<string, Map<DataType, Reveal | undefined>>();
+  return ({ tenant, type }) => {
+    let ofTenant = decided.get(tenant);
+    if (!ofTenant) decided.set(tenant, (ofTenant = new Map()));
+    if (!ofTenant.has(type)) {
+      const decision = decide(policy, caller.principal, 'detokenize', { tenant, type, purpose: request.purpose });
+      const level = decision.allow ? (request.reveal ? leastReveal(request.reveal, decision.reveal) : decision.reveal) : undefined;
+      ofTenant.set(type, level);
+    }
+    return ofTenant.get(type);
+  };
+}
 
-  const reveal: Reveal = request.reveal ? leastReveal(request.reveal, decision.reveal) : decision.reveal;
-  if (reveal === 'redacted') return { token, type: record.type, value: null, reveal };
+function failed(token: string, code: ItemErrorCode): Item {
+  return { token, error: { code } };
+}
 
-  // A missing, destroyed or tampered key record fails this item only, like a tampered value or row.
-  const opened = await openRecord(deps, record);
-  if (!opened) return fail('integrity_failed');
+/** The item of an opened record (undefined: it did not open) at a reveal level that shows its value. */
+function shown(token: string, record: TokenRecord, reveal: 'plain' | 'masked', opened: Buffer | undefined): Item {
+  if (!opened) return failed(token, 'integrity_failed');
   const plain = opened.toString('utf8');
   const value = reveal === 'plain' ? plain : DATA_TYPE_SPECS[record.type].mask(plain);
   return { token, type: record.type, value, reveal };
 }
 
-function summarise(codes: string[]): string {
-  const counts = new Map<string, number>();
-  for (const code of codes) counts.set(code, (counts.get(code) ?? 0) + 1);
-  return [...counts].map(([code, n]) => `${n} ${code}`).join(', ');
+/** What the batch's audit row says, counted item by item. */
+class Tally {
+  private readonly failures = new Map<ItemErrorCode, number>();
+  private failed = 0;
+  private items = 0;
+  private readonly types = new Set<DataType>();
+  private readonly tenants = new Set<string>();
+
+  add(item: Item, record: TokenRecord | 'not_found' | 'ambiguous'): void {
+    this.items++;
+    if (typeof record === 'object') this.tenants.add(record.tenant);
+    if ('error' in item) {
+      this.failed++;
+      this.failures.set(item.error.code, this.count(item.error.code) + 1);
+    } else this.types.add(item.type);
+  }
+
+  count(code: ItemErrorCode): number {
+    return this.failures.get(code) ?? 0;
+  }
+
+  /** `unknown`: how many tokens named no record the caller may see (they are left out of the row). */
+  auditFields(unknown: number): Pick<AuditEntry, 'outcome' | 'tenant' | 'types' | 'reason'> {
+    const counts = [...this.failures].map(([code, n]) => `${n} ${code}`).join(', ');
+    return {
+      outcome: this.failed === 0 ? 'allow' : this.failed === this.items ? 'deny' : 'partial',
+      tenant: this.tenants.size === 1 ? [...this.tenants][0] : null,
+      types: [...this.types],
+      reason: this.failed ? counts + (unknown ? ` (${unknown} unknown tokens not recorded)` : '') : null,
+    };
+  }
 }
