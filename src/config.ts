@@ -9,6 +9,8 @@ import { Static, Type } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { Value } from '@sinclair/typebox/value';
 import { oneOf } from './contract/one-of';
+import { MAX_TTL_SECONDS } from './contract/schemas';
+import { DATA_TYPES } from './domain/types';
 import { TrustedProxies } from './http/client-address';
 
 function LimitSchema(description: string, rate: number, burst: number) {
@@ -214,6 +216,34 @@ export const ConfigSchema = Type.Object(
       description:
         'Lease of a re-encryption job: one instance runs a job, renewing the lease each batch; another takes it over this long after the holder stops renewing (dies).',
     }),
+    retention: Type.Record(
+      Type.String(),
+      Type.Object(
+        {
+          defaultTtlSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_TTL_SECONDS })),
+          maxTtlSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_TTL_SECONDS })),
+        },
+        { additionalProperties: false },
+      ),
+      {
+        default: {},
+        description:
+          'Retention limits per data type, e.g. {"pan":{"defaultTtlSeconds":86400,"maxTtlSeconds":2592000}} (either optional, default ≤ max): a tokenize item without ttlSeconds gets defaultTtlSeconds (else maxTtlSeconds); one asking for more than maxTtlSeconds is refused with 400 ttl_exceeds_retention.',
+      },
+    ),
+    purgeIntervalSeconds: Type.Integer({
+      minimum: 0,
+      maximum: 604_800,
+      default: 3_600,
+      description:
+        'How often the server deletes expired records (one instance at a time on a shared database; the first run a few seconds after start); 0 disables the task (pii-vault purge still works).',
+    }),
+    purgeBatchSize: Type.Integer({
+      minimum: 1,
+      maximum: 10_000,
+      default: 500,
+      description: 'Expired records deleted per purge transaction (each with its own audit row of counts), with a pause between batches.',
+    }),
     policyFile: Type.String({
       default: 'policy.json',
       description: 'Roles, grants and principals; reloaded on SIGHUP and when the file changes; must not be writable by other users.',
@@ -292,12 +322,28 @@ export function loadConfig(dataDir: string, overrides: ConfigOverrides = {}, env
   const config = Value.Default(ConfigSchema, raw);
   const error = checker.Errors(config).First();
   if (error) throw new ConfigError(`${file} ${error.path || '/'}: ${error.message}`);
+  checkRetention((config as Static<typeof ConfigSchema>).retention, file);
   try {
     new TrustedProxies((config as Static<typeof ConfigSchema>).trustProxy);
   } catch (err) {
     throw new ConfigError(`${file} /trustProxy: ${(err as Error).message}`);
   }
   return { ...(config as Static<typeof ConfigSchema>), dataDir: dir };
+}
+
+/** Retention limits name known data types, and a type's default lifetime is within its maximum. */
+function checkRetention(retention: Static<typeof ConfigSchema>['retention'], file: string): void {
+  for (const [type, limits] of Object.entries(retention)) {
+    if (!(DATA_TYPES as readonly string[]).includes(type)) {
+      throw new ConfigError(`${file} /retention/${type}: not a data type (one of ${DATA_TYPES.join(', ')})`);
+    }
+    const { defaultTtlSeconds, maxTtlSeconds } = limits;
+    if (defaultTtlSeconds !== undefined && maxTtlSeconds !== undefined && defaultTtlSeconds > maxTtlSeconds) {
+      throw new ConfigError(
+        `${file} /retention/${type}: defaultTtlSeconds (${defaultTtlSeconds}) must not be above maxTtlSeconds (${maxTtlSeconds})`,
+      );
+    }
+  }
 }
 
 /** A path from the config, relative to the data dir unless absolute. */

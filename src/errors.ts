@@ -9,6 +9,7 @@ export const ERROR_CATALOGUE = {
   unsupported_format: { status: 400, message: 'The token format or preserve option does not apply to this data type.' },
   confirmation_required: { status: 400, message: 'This irreversible operation needs an explicit confirmation.' },
   too_many_items: { status: 400, message: 'Too many items in one request.' },
+  ttl_exceeds_retention: { status: 400, message: 'The requested ttlSeconds is above the retention limit of its data type.' },
   sensitive_authentication_data: {
     status: 400,
     message: 'Card verification codes, PINs and magnetic-stripe track data must never be sent or stored (PCI DSS 3.3).',

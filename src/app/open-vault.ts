@@ -80,10 +80,15 @@ export async function openVault(config: VaultConfig, options: { resumeJobs?: boo
       logger,
       rotation: { maxAgeMs: config.dekMaxAgeDays * DAY_MS, maxEncryptions: config.dekMaxEncryptions },
       reencrypt: { batchSize: config.reencryptBatchSize, pauseMs: config.reencryptPauseMs, leaseMs: config.reencryptLeaseMs },
+      retention: config.retention,
+      purge: { intervalMs: config.purgeIntervalSeconds * 1000, batchSize: config.purgeBatchSize },
       now: Date.now,
     });
-    // Only the serving process runs jobs; a CLI command opening the same data dir must not.
-    if (options.resumeJobs) await vault.jobs.resumeAll();
+    // Only the serving process runs jobs and the purge task; a CLI command opening the same data dir must not.
+    if (options.resumeJobs) {
+      await vault.jobs.resumeAll();
+      vault.purge.start();
+    }
     return {
       vault,
       store,
@@ -93,6 +98,7 @@ export async function openVault(config: VaultConfig, options: { resumeJobs?: boo
       reloadPolicy: () => (policy = loadPolicy()),
       close: async () => {
         await vault.jobs.stop();
+        await vault.purge.stop();
         await vault.authFailures.flush();
         keys.clear();
         await store.close();

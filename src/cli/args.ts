@@ -27,6 +27,7 @@ const OPTIONS = {
   data: { type: 'string', arg: 'FILE', doc: 'where the dev KMS keeps its keys (default: in memory)' },
   port: { type: 'string', arg: 'N', doc: 'TCP port to listen on (0 picks a free one)' },
   host: { type: 'string', arg: 'H', doc: 'address to listen on (default 127.0.0.1)' },
+  'dry-run': { type: 'boolean', doc: 'only count what would be deleted (per tenant and type); nothing is deleted' },
   json: { type: 'boolean', doc: 'print JSON instead of text' },
   force: { type: 'boolean', doc: 'on an existing vault, re-issue the starter API keys (keys, records and settings are kept)' },
   'keys-file': { type: 'string', arg: 'FILE', doc: 'write the starter API keys to FILE (mode 0600) and print only its path' },

@@ -10,6 +10,10 @@ import { CommandSpec, CommandValues, OptionName, parseCommandLine, UsageError } 
 import { keysCommand, KeysCommandOptions } from './keys';
 import { writeKeysFile } from './keys-file';
 import { migrate } from './migrate';
+import { loadPolicyFile } from '../policy/policy-file';
+import { policyReport } from '../service/policy-report';
+import { policyReportMarkdown } from '../service/policy-report-markdown';
+import { purge } from './purge';
 
 const KEYS_API = ['url', 'api-key'] as const;
 
@@ -95,6 +99,15 @@ const COMMANDS: readonly CommandSpec[] = [
     run: (v) => keysCommand('new-master-key', keysOptions(v)),
   },
   {
+    name: 'policy report',
+    synopsis: '--data-dir DIR [--json]',
+    summary:
+      'who may do what under the policy file: per role and principal, each action × data type with reveal level and purposes, and retention (Markdown, or JSON)',
+    options: ['data-dir', 'json'],
+    notes: ['The running vault answers the same for the policy it has loaded: GET /v1/policy/report (action policy:read).'],
+    run: (v) => policyReportCommand(requireDataDir(v), !!v.json),
+  },
+  {
     name: 'migrate',
     synopsis: '--data-dir DIR --to postgres://… [--json]',
     summary: 'copy the embedded SQLite vault into an empty PostgreSQL database and verify the copy (the source is not modified)',
@@ -103,6 +116,14 @@ const COMMANDS: readonly CommandSpec[] = [
       if (!v.to) throw new UsageError('--to postgres://… is required');
       return migrate(requireDataDir(v), v.to, !!v.json);
     },
+  },
+  {
+    name: 'purge',
+    synopsis: '--data-dir DIR [--dry-run] [--json]',
+    summary: 'delete every expired record now, in batches, each audited with counts only (--dry-run: count them, delete nothing)',
+    options: ['data-dir', 'dry-run', 'json'],
+    notes: ['Works on the SQLite file or, with PII_VAULT_DATABASE_URL (or database.url), on PostgreSQL, beside running instances.'],
+    run: (v) => purge(requireDataDir(v), !!v['dry-run'], !!v.json),
   },
   {
     name: 'dev-kms',
@@ -340,4 +361,12 @@ async function auditVerifyArchive(dataDir: string, file: string, json: boolean):
   } finally {
     await opened.close();
   }
+}
+
+/** The report of the policy file as a running vault would load it (the file it watches and reloads). */
+async function policyReportCommand(dataDir: string, json: boolean): Promise<number> {
+  const config = loadConfig(dataDir);
+  const report = policyReport(loadPolicyFile(dataPath(config, config.policyFile)), config.retention, new Date());
+  process.stdout.write(json ? JSON.stringify(report, null, 2) + '\n' : policyReportMarkdown(report));
+  return 0;
 }

@@ -14,6 +14,7 @@ import type {
   Job,
   KeyScope,
   KeyView,
+  PolicyReport,
   RewrapResult,
   RewrapTarget,
   RotateResult,
@@ -144,6 +145,11 @@ export class VaultClient {
 
   verifyAudit(options: CallOptions = {}): Promise<AuditVerifyResult> {
     return this.call('verifyAudit', options);
+  }
+
+  /** Who may do what under the vault's policy in force (needs `policy:read`); JSON, the Markdown form is served with `?format=markdown`. */
+  policyReport(options: CallOptions = {}): Promise<PolicyReport> {
+    return this.call('policyReport', options);
   }
 
   async listKeys({ tenant, all, ...options }: CallOptions & KeyScope = {}): Promise<KeyView[]> {

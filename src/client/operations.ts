@@ -22,6 +22,7 @@ export const OPERATIONS = {
   deleteToken: { method: 'DELETE', path: '/v1/tokens/{token}', query: ['tenant'], idempotent: true },
   listAudit: { method: 'GET', path: '/v1/audit', query: ['after', 'limit'], idempotent: true },
   verifyAudit: { method: 'GET', path: '/v1/audit/verify', idempotent: true },
+  policyReport: { method: 'GET', path: '/v1/policy/report', idempotent: true },
   listKeys: { method: 'GET', path: '/v1/keys', query: ['tenant', 'all'], idempotent: true },
   rotateKeys: { method: 'POST', path: '/v1/keys/rotate', body: ['tenant', 'all'], idempotent: false },
   rewrapKeys: { method: 'POST', path: '/v1/keys/rewrap', body: ['target'], idempotent: true },

@@ -7,7 +7,7 @@
 export type DataType = 'pan' | 'ssn' | 'email' | 'phone' | 'name' | 'dob' | 'address' | 'iban' | 'text';
 export type TokenFormat = 'random' | 'uuid' | 'pan' | 'digits' | 'email';
 export type Preserve = 'none' | 'last4' | 'bin6' | 'bin6last4' | 'domain';
-export type RevealLevel = 'plain' | 'masked' | 'redacted';
+export type RevealLevel = 'plain' | 'masked' | 'generalized' | 'redacted';
 export type ItemErrorCode = 'not_found' | 'forbidden' | 'expired' | 'integrity_failed' | 'ambiguous_token';
 export type MetadataValue = string | number | boolean | null;
 
@@ -102,6 +102,27 @@ export type AuditVerifyResult =
   | ({ ok: true; rows: number; headSeq: number; headHash: string } & AuditVerifyRun)
   | ({ ok: false; rows: number; firstBadSeq: number; reason: string } & AuditVerifyRun)
   | { ok: boolean; scope: 'tenants' };
+
+/** One row of a policy report: allowed when the request states one of `purposes` (null: any or none), at most at `reveal`. */
+export interface PolicyPermission {
+  action: string;
+  /** Null for an action on no value. */
+  type: DataType | null;
+  /** Null for an action that shows no value (all but detokenize). */
+  reveal: RevealLevel | null;
+  purposes: string[] | null;
+}
+
+export interface PolicyReport {
+  policyVersion: number;
+  generatedAt: string;
+  /** Most revealing first. */
+  revealLevels: RevealLevel[];
+  roles: { role: string; permissions: PolicyPermission[] }[];
+  principals: { principal: string; roles: string[]; tenants: string[]; permissions: PolicyPermission[] }[];
+  /** Null: not limited. */
+  retention: { type: DataType; defaultTtlSeconds: number | null; maxTtlSeconds: number | null }[];
+}
 
 export interface KeyView {
   tenant: string;

@@ -196,6 +196,50 @@ export const ReadinessSchema = Type.Object({
   checks: Type.Record(Type.String(), Type.String()),
 });
 
+// ---- Policy report (transparency: who may do what; no personal data in it) ----
+
+export const PolicyReportQuerySchema = Type.Object(
+  {
+    format: Type.Optional(enumOf(['json', 'markdown'] as const, 'JSON (the default) or Markdown, a record of processing a DPO can read.')),
+  },
+  { additionalProperties: false },
+);
+
+export const PolicyPermissionSchema = Type.Object({
+  action: Type.String({ description: 'A policy action.' }),
+  type: Type.Union([enumOf(DATA_TYPES, 'Data type.'), Type.Null()], {
+    description: 'Null for an action on no value (audit, keys, policy).',
+  }),
+  reveal: Type.Union([enumOf(REVEAL_LEVELS, 'The most revealing level allowed; the caller may ask for less.'), Type.Null()], {
+    description: 'Null for an action that shows no value (all but detokenize).',
+  }),
+  purposes: Type.Union([Type.Array(Type.String()), Type.Null()], {
+    description: 'Allowed only when the request states one of these purposes; null: with any purpose or none.',
+  }),
+});
+
+export const PolicyReportSchema = Type.Object({
+  policyVersion: Type.Integer(),
+  generatedAt: Type.String({ format: 'date-time' }),
+  revealLevels: Type.Array(enumOf(REVEAL_LEVELS, 'Reveal level.'), { description: 'Most revealing first.' }),
+  roles: Type.Array(Type.Object({ role: Type.String(), permissions: Type.Array(PolicyPermissionSchema) })),
+  principals: Type.Array(
+    Type.Object({
+      principal: Type.String(),
+      roles: Type.Array(Type.String()),
+      tenants: Type.Array(Type.String(), { description: '`*` for every tenant.' }),
+      permissions: Type.Array(PolicyPermissionSchema, { description: 'What its roles together allow, in each of its tenants.' }),
+    }),
+  ),
+  retention: Type.Array(
+    Type.Object({
+      type: enumOf(DATA_TYPES, 'Data type.'),
+      defaultTtlSeconds: Type.Union([Type.Integer(), Type.Null()], { description: 'Null: not limited.' }),
+      maxTtlSeconds: Type.Union([Type.Integer(), Type.Null()], { description: 'Null: not limited.' }),
+    }),
+  ),
+});
+
 export type TokenizeRequest = Static<typeof TokenizeRequestSchema>;
 export type TokenizeItem = Static<typeof TokenizeItemSchema>;
 export type TokenizeResponse = Static<typeof TokenizeResponseSchema>;
@@ -205,6 +249,8 @@ export type TokenMetadata = Static<typeof TokenMetadataSchema>;
 export type AuditListResponse = Static<typeof AuditListResponseSchema>;
 export type AuditVerifyResponse = Static<typeof AuditVerifyResponseSchema>;
 export type ErrorResponse = Static<typeof ErrorResponseSchema>;
+export type PolicyReport = Static<typeof PolicyReportSchema>;
+export type PolicyPermission = Static<typeof PolicyPermissionSchema>;
 
 // ---- Key lifecycle ----
 

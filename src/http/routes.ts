@@ -28,10 +28,13 @@ import {
   RewrapRequestSchema,
   RotateResponseSchema,
   RewrapResponseSchema,
+  PolicyReportQuerySchema,
+  PolicyReportSchema,
 } from '../contract/schemas';
 import { ErrorCode, VaultError } from '../errors';
 import type { Action } from '../policy/policy';
 import { DEFAULT_AUDIT_PAGE, MAX_AUDIT_PAGE } from '../service/audit-queries';
+import { policyReportMarkdown } from '../service/policy-report-markdown';
 import type { Caller } from '../service/context';
 import type { Vault } from '../service/vault';
 import type { VaultMetrics } from './metrics';
@@ -63,6 +66,8 @@ export interface ApiRoute {
   status: number;
   /** The allow-list of a success: whatever the handler returns is reduced to what this declares. */
   response?: TSchema;
+  /** A success may instead be text of this media type, when the handler returns a TextReply. */
+  textMediaType?: string;
   /** Error codes this operation can answer besides those every /v1 operation can (see openapi.ts). */
   errors?: ErrorCode[];
   handler: (input: RouteInput) => Promise<unknown>;
@@ -103,6 +108,11 @@ export interface PublicRoute {
 
 export type Route = ApiRoute | PublicRoute;
 
+/** A success answered as text of the route's `textMediaType` instead of JSON. */
+export class TextReply {
+  constructor(readonly text: string) {}
+}
+
 export function isPublic(route: Route): route is PublicRoute {
   return 'public' in route && route.public;
 }
@@ -125,7 +135,7 @@ export const API_ROUTES: ApiRoute[] = [
     body: TokenizeRequestSchema,
     status: 200,
     response: TokenizeResponseSchema,
-    errors: ['invalid_value', 'unsupported_format', 'too_many_items', 'token_collision'],
+    errors: ['invalid_value', 'unsupported_format', 'too_many_items', 'ttl_exceeds_retention', 'token_collision'],
     handler: ({ vault, caller, body }) => vault.tokenize(caller, body as TokenizeRequest),
   },
   {
@@ -191,6 +201,22 @@ export const API_ROUTES: ApiRoute[] = [
     status: 200,
     response: AuditVerifyResponseSchema,
     handler: ({ vault, caller }) => vault.verifyAudit(caller),
+  },
+  {
+    method: 'get',
+    path: '/v1/policy/report',
+    operationId: 'policyReport',
+    summary:
+      'Who may do what under the policy in force: per role and principal, each action × data type with its reveal level and required purposes, and each type’s retention (JSON, or Markdown with `format=markdown`).',
+    action: 'policy:read',
+    query: PolicyReportQuerySchema,
+    status: 200,
+    response: PolicyReportSchema,
+    textMediaType: 'text/markdown',
+    handler: async ({ vault, caller, query }) => {
+      const report = await vault.policyReport(caller);
+      return query.format === 'markdown' ? new TextReply(policyReportMarkdown(report)) : report;
+    },
   },
 ];
 

@@ -22,7 +22,7 @@ export const STARTER_PRINCIPALS = ['billing', 'gateway', 'support', 'security'] 
 /**
  * The policy `init` writes: billing tokenizes but never sees values; the gateway adapter sees PANs
  * in plain for purpose `charge` only; support sees masked values; security reads audit and
- * metadata and manages keys in every tenant, never seeing values.
+ * metadata, manages keys in every tenant and reads the policy report, never seeing values.
  */
 export function starterPolicy(keyHashes: Record<(typeof STARTER_PRINCIPALS)[number], string>): PolicyDocument {
   const createdAt = new Date().toISOString();
@@ -41,7 +41,10 @@ export function starterPolicy(keyHashes: Record<(typeof STARTER_PRINCIPALS)[numb
         { actions: ['detokenize'], types: ['*'], reveal: 'masked' },
         { actions: ['read-metadata'], types: ['*'] },
       ],
-      security: [{ actions: ['audit:read', 'keys:read', 'keys:rotate', 'keys:destroy'] }, { actions: ['read-metadata'], types: ['*'] }],
+      security: [
+        { actions: ['audit:read', 'keys:read', 'keys:rotate', 'keys:destroy', 'policy:read'] },
+        { actions: ['read-metadata'], types: ['*'] },
+      ],
     },
     principals: {
       billing: principal('billing'),

@@ -1,4 +1,5 @@
 import type { AuditLog } from '../audit/audit-log';
+import type { DataType } from '../domain/types';
 import type { KeyManager } from '../keys/key-manager';
 import type { Logger } from '../logger';
 import type { RoutingKeyProvider } from '../crypto/routing-key-provider';
@@ -29,6 +30,12 @@ export interface RecordBindingControl {
   refuseLegacy(): void;
 }
 
+/**
+ * Per data type, how long its tokens live by default and at most (the config's `retention` block);
+ * a type not listed is not limited.
+ */
+export type RetentionLimits = Partial<Record<DataType, { defaultTtlSeconds?: number; maxTtlSeconds?: number }>>;
+
 interface RotationPolicy {
   maxAgeMs: number;
   maxEncryptions: number;
@@ -43,6 +50,9 @@ export interface VaultDeps {
   recordBinding: RecordBindingControl;
   rotation: RotationPolicy;
   reencrypt: { batchSize: number; pauseMs: number; leaseMs: number };
+  retention: RetentionLimits;
+  /** The background purge of expired records: every intervalMs (0: never), batchSize records per transaction. */
+  purge: { intervalMs: number; batchSize: number };
   /** The current policy (it can be reloaded while serving). */
   policy: () => PolicyDocument;
   /** For failures no caller is told about (background jobs, audit summaries): names and codes, never values. */

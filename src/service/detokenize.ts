@@ -1,4 +1,4 @@
-import { DATA_TYPE_SPECS } from '../domain/data-types';
+import { display, revealsAnything } from '../domain/data-types';
 import type { DataType, Reveal } from '../domain/types';
 import type { DetokenizeRequest, DetokenizeResponse } from '../contract/schemas';
 import { ItemErrorCode, VaultError } from '../errors';
@@ -66,7 +66,7 @@ export async function detokenize(deps: VaultDeps, caller: Caller, request: Detok
         const reveal = revealFor(record);
         if (reveal === undefined) item = failed(token, 'forbidden');
         else if (record.expiresAt !== null && record.expiresAt <= now) item = failed(token, 'expired');
-        else if (reveal === 'redacted') item = { token, type: record.type, value: null, reveal };
+        else if (!revealsAnything(record.type, reveal)) item = { token, type: record.type, value: null, reveal: 'redacted' };
         // A missing, destroyed or tampered key record fails this item only, like a tampered value or row.
         else item = shown(token, record, reveal, await openRecord(deps, record));
       }
@@ -110,12 +110,14 @@ function failed(token: string, code: ItemErrorCode): Item {
   return { token, error: { code } };
 }
 
-/** The item of an opened record (undefined: it did not open) at a reveal level that shows its value. */
-function shown(token: string, record: TokenRecord, reveal: 'plain' | 'masked', opened: Buffer | undefined): Item {
+/**
+ * The item of an opened record (undefined: it did not open) at a level that reveals something;
+ * the level given is `redacted` when the value has no such form (see `display`).
+ */
+function shown(token: string, record: TokenRecord, reveal: Reveal, opened: Buffer | undefined): Item {
   if (!opened) return failed(token, 'integrity_failed');
-  const plain = opened.toString('utf8');
-  const value = reveal === 'plain' ? plain : DATA_TYPE_SPECS[record.type].mask(plain);
-  return { token, type: record.type, value, reveal };
+  const { value, reveal: given } = display(record.type, reveal, opened.toString('utf8'));
+  return { token, type: record.type, value, reveal: given };
 }
 
 /** What the batch's audit row says, counted item by item. */

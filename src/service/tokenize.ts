@@ -12,6 +12,7 @@ import { Caller, VaultDeps, auditEntry } from './context';
 import { DeterministicRequest, ExistingRecordChangedError, resolveExisting, vetExisting } from './deterministic';
 import { refuseCardNumbersInMetadata, refuseLoneSurrogates, refuseSensitiveAuthData } from './input-guards';
 import { freshDataKey } from './keys';
+import { retainedTtlSeconds } from './retention';
 import { CURRENT_BINDING, fingerprint, recordAad, sealSubject, subjectHash } from './record-crypto';
 import { DEFAULT_TENANT } from '../domain/tenants';
 
@@ -20,6 +21,8 @@ interface PreparedItem {
   normalized: string;
   format: TokenFormat;
   preserve: Preserve;
+  /** The item's lifetime under its type's retention limits (see retainedTtlSeconds); undefined: never expires. */
+  ttlSeconds: number | undefined;
   item: TokenizeItem;
 }
 
@@ -34,7 +37,7 @@ export async function tokenize(deps: VaultDeps, caller: Caller, request: Tokeniz
   refuseSensitiveAuthData(request);
   const tenant = request.tenant ?? DEFAULT_TENANT;
   await authorise(deps, caller, tenant, request.items);
-  const prepared = request.items.map((item, index) => prepare(item, index, deps.phoneRegion));
+  const prepared = request.items.map((item, index) => prepare(item, index, deps));
   await refuseNarrowTokens(deps, caller, tenant, prepared);
 
   const needsFingerprintKey = request.items.some((i) => i.deterministic || i.subject !== undefined);
@@ -62,7 +65,8 @@ function deterministicRequest(p: PreparedItem, fingerprintKey: Buffer): Determin
     format: p.format,
     preserve: p.preserve,
     fingerprint: fingerprint(fingerprintKey, p.type, p.normalized),
-    ttlSeconds: p.item.ttlSeconds,
+    // The lifetime the record would get, defaulted or asked for: a stored record matches either the same way.
+    ttlSeconds: p.ttlSeconds,
     subjectHash: p.item.subject !== undefined ? subjectHash(fingerprintKey, p.item.subject) : null,
     metadata: p.item.metadata ?? null,
   };
@@ -96,7 +100,7 @@ async function sealAndStore(
       subjectSealed: subject !== undefined ? sealSubject(dataKey.key, subject, tenant, token, dataKey.version) : null,
       metadata: p.item.metadata ?? null,
       createdAt: now,
-      expiresAt: p.item.ttlSeconds !== undefined ? now + p.item.ttlSeconds * 1000 : null,
+      expiresAt: p.ttlSeconds !== undefined ? now + p.ttlSeconds * 1000 : null,
     };
     const sealed = { ...record, ...seal(dataKey.key, Buffer.from(p.normalized, 'utf8'), recordAad(record)) };
     written.set(token, sealed);
@@ -156,16 +160,17 @@ async function refuseNarrowTokens(deps: VaultDeps, caller: Caller, tenant: strin
   );
 }
 
-function prepare(item: TokenizeItem, index: number, phoneRegion: string | undefined): PreparedItem {
+function prepare(item: TokenizeItem, index: number, deps: Pick<VaultDeps, 'phoneRegion' | 'retention'>): PreparedItem {
   refuseLoneSurrogates(item, index);
   refuseCardNumbersInMetadata(item, index);
+  const ttlSeconds = retainedTtlSeconds(deps.retention, item, index);
   const spec = DATA_TYPE_SPECS[item.type];
   const format = item.format ?? spec.defaultFormat;
   const preserve = item.preserve ?? (format === spec.defaultFormat ? spec.defaultPreserve : 'none');
   try {
     checkFormat(item.type, format, preserve);
-    const normalized = spec.normalize(item.value, { phoneRegion });
-    return { type: item.type, normalized, format, preserve, item };
+    const normalized = spec.normalize(item.value, { phoneRegion: deps.phoneRegion });
+    return { type: item.type, normalized, format, preserve, ttlSeconds, item };
   } catch (err) {
     if (err instanceof DomainValidationError) {
       throw new VaultError(err.code, `items[${index}]: ${err.message}`, { index, type: item.type });

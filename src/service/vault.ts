@@ -4,11 +4,13 @@ import type { Principal } from '../policy/policy';
 import { listAudit, verifyAudit } from './audit-queries';
 import { Caller, KekTarget, VaultDeps } from './context';
 import { detokenize } from './detokenize';
+import { readPolicyReport } from './policy-report';
 import { deleteToken, readMetadata } from './token-admin';
 import { tokenize } from './tokenize';
 import { SYSTEM_TENANT } from '../domain/tenants';
 import { destroyKey, listKeys, retireKey, rewrapKeys, rotateKeys, TenantScope } from './keys';
 import { ReencryptJobs } from './reencrypt-job';
+import { PurgeTask, purgeExpired } from './purge';
 import { AuthFailureAudit } from './auth-failures';
 import { errorForLog } from './log-error';
 import { refuseUngranted } from './grants';
@@ -18,9 +20,12 @@ import { Action, mayEver } from '../policy/policy';
 export class Vault {
   readonly jobs: ReencryptJobs;
   readonly authFailures: AuthFailureAudit;
+  /** The background purge of expired records (started by the serving process only). */
+  readonly purge: PurgeTask;
 
   constructor(readonly deps: VaultDeps) {
     this.jobs = new ReencryptJobs(deps);
+    this.purge = new PurgeTask(deps);
     this.authFailures = new AuthFailureAudit(deps);
   }
 
@@ -74,6 +79,10 @@ export class Vault {
     return verifyAudit(this.deps, caller);
   }
 
+  policyReport(caller: Caller) {
+    return readPolicyReport(this.deps, caller);
+  }
+
   listKeys(caller: Caller, scope: TenantScope) {
     return listKeys(this.deps, caller, scope);
   }
@@ -100,6 +109,11 @@ export class Vault {
 
   jobStatus(caller: Caller, id: string) {
     return this.jobs.view(caller, id);
+  }
+
+  /** Deletes every expired record now (or, dry, counts them), in batches; `pii-vault purge`. */
+  purgeExpired(caller: Caller, options: { dryRun?: boolean } = {}) {
+    return purgeExpired(this.deps, caller, options);
   }
 
   /** Whether the database answers, the vault's own key opens, and the primary KEK is reachable. */

@@ -132,4 +132,12 @@ export const POSTGRES_MIGRATIONS: ReadonlyArray<{ version: number; sql: string }
       ALTER TABLE jobs ADD COLUMN lease_owner TEXT, ADD COLUMN lease_until BIGINT;
     `,
   },
+  {
+    // Retention (SQLite migration 11): an index for purgeExpired, and leases of vault-wide background tasks (ms, database clock).
+    version: 4,
+    sql: `
+      CREATE INDEX tokens_expires_at ON tokens (expires_at) WHERE expires_at IS NOT NULL;
+      CREATE TABLE leases (name TEXT PRIMARY KEY, owner TEXT NOT NULL, lease_until BIGINT NOT NULL);
+    `,
+  },
 ];

@@ -26,6 +26,17 @@ export const INSERT_KEY = `INSERT INTO data_keys (tenant, purpose, version, stat
 
 export const keyParams = (r: DataKeyRecord) => [r.tenant, r.purpose, r.version, r.state, r.kekId, r.wrapped, r.createdAt, r.encryptions];
 
+/**
+ * Through tokens_expires_at, earliest expiry first. SKIP LOCKED: rows a concurrent purge, or a
+ * tokenize replacing them, holds are theirs; RETURNING reports only the rows deleted here.
+ */
+export const DELETE_EXPIRED_SQL = `WITH doomed AS (
+    SELECT token, tenant FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= $1
+    ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED
+  )
+  DELETE FROM tokens t USING doomed d WHERE t.token = d.token AND t.tenant = d.tenant
+  RETURNING t.tenant, t.type, t.key_version`;
+
 const INSERT_TOKEN = `INSERT INTO tokens (${TOKEN_COLUMNS})
   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) ON CONFLICT DO NOTHING`;
 
@@ -103,6 +114,12 @@ export function planOps(tx: WriteTx): AsyncTransactionOps {
       ]);
       return row && { keyVersion: row.key_version };
     },
+    deleteExpiredRecords: async (now: number, limit: number) =>
+      (await tx.rows<{ tenant: string; type: DataType; key_version: number }>(DELETE_EXPIRED_SQL, [now, limit])).map((r) => ({
+        tenant: r.tenant,
+        type: r.type,
+        keyVersion: r.key_version,
+      })),
     replaceCiphertext: async (u: ReencryptedRecord) =>
       (await tx.count(
         `UPDATE tokens SET key_version = $1, binding = $2, preserve = $3, nonce = $4, ciphertext = $5, tag = $6, subject_sealed = $7

@@ -8,6 +8,7 @@ import { INSERT_KEY, KEY_SELECT, keyParams, planOps, runUntilChainHead } from '.
 import { AuditDbRow, DataKeyRow, JobRow, TokenRow, toAuditRow, toDataKey, toJob, toTokenRecord } from './rows';
 import { appendAuditPlan, pruneAuditSegmentPlan } from './rules/audit';
 import { changeDataKeyStatePlan, rotateDataKeyPlan } from './rules/data-keys';
+import { inCountOrder, purgeExpiredPlan } from './rules/retention';
 import { deleteTokenPlan, insertTokensPlan, replaceCiphertextsPlan } from './rules/tokens';
 import type { Plan } from './transaction-plan';
 import {
@@ -17,6 +18,7 @@ import {
   AuditSegment,
   DataKeyRecord,
   DataKeyState,
+  ExpiredCount,
   InsertHooks,
   JobRecord,
   PendingAudit,
@@ -59,6 +61,9 @@ const MAX_BATCH = 256;
  *   purpose), then the key row (and the active row) `FOR UPDATE`; the record count that decides
  *   KeyInUseError is a later statement, so it sees every insert that held the row share-locked.
  * - deleteToken: `DELETE … RETURNING` locks the row; of two deletes one returns it.
+ * - purgeExpired: the expired rows `FOR UPDATE SKIP LOCKED`, deleted with `RETURNING`: two purges
+ *   (or a purge and a tokenize replacing an expired record) never take the same row, and the counts
+ *   are those of the rows deleted. acquireLease: one upsert, conditional under the row lock.
  * - every audit row: the plan is parked at lockAuditHead and resumed at the end of the group
  *   commit, after the counters, with the one-row `audit_chain_head` locked `FOR UPDATE` to commit;
  *   the batch's rows are chained from it and written with the new head in one statement.
@@ -361,6 +366,36 @@ export class PostgresStore implements VaultStore {
     await this.writes.run((tx) =>
       tx.count('UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2', [id, owner]),
     );
+  }
+
+  async purgeExpired(now: number, limit: number, audit: PendingAudit): Promise<ExpiredCount[]> {
+    return this.transact(() => purgeExpiredPlan(now, limit, audit));
+  }
+
+  async expiredCounts(now: number): Promise<ExpiredCount[]> {
+    const rows = await this.read<{ tenant: string; type: ExpiredCount['type']; records: string }>(
+      `SELECT tenant, type, count(*) AS records FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= $1
+       GROUP BY tenant, type`,
+      [now],
+    );
+    return inCountOrder(rows.map((r) => ({ tenant: r.tenant, type: r.type, records: Number(r.records) })));
+  }
+
+  async acquireLease(name: string, owner: string, leaseMs: number): Promise<boolean> {
+    const now = '(extract(epoch FROM clock_timestamp()) * 1000)::bigint';
+    return this.writes.run(
+      async (tx) =>
+        (await tx.count(
+          `INSERT INTO leases (name, owner, lease_until) VALUES ($1, $2, ${now} + $3)
+           ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, lease_until = excluded.lease_until
+           WHERE leases.owner = excluded.owner OR leases.lease_until < ${now}`,
+          [name, owner, leaseMs],
+        )) === 1,
+    );
+  }
+
+  async releaseLease(name: string, owner: string): Promise<void> {
+    await this.writes.run((tx) => tx.count('DELETE FROM leases WHERE name = $1 AND owner = $2', [name, owner]));
   }
 
   async appendAudit(audit: PendingAudit): Promise<AuditRow> {

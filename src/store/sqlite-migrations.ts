@@ -164,4 +164,13 @@ export const SQLITE_MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> 
       ALTER TABLE jobs ADD COLUMN lease_until INTEGER;
     `,
   },
+  {
+    // Retention: purgeExpired finds expired records through an index (never a table scan); leases
+    // name the one instance that runs a vault-wide background task (the purge) at a time.
+    version: 11,
+    sql: `
+      CREATE INDEX tokens_expires_at ON tokens (expires_at) WHERE expires_at IS NOT NULL;
+      CREATE TABLE leases (name TEXT PRIMARY KEY, owner TEXT NOT NULL, lease_until INTEGER NOT NULL);
+    `,
+  },
 ];

@@ -3,12 +3,14 @@ import type { KeyPurpose } from '../domain/keys';
 import type { DataType } from '../domain/types';
 import { appendAuditPlan, pruneAuditSegmentPlan } from './rules/audit';
 import { changeDataKeyStatePlan, rotateDataKeyPlan } from './rules/data-keys';
+import { inCountOrder, purgeExpiredPlan } from './rules/retention';
 import { deleteTokenPlan, insertTokensPlan, replaceCiphertextsPlan } from './rules/tokens';
 import { auditStatements } from './sqlite/audit-statements';
 import { durabilitySettings, mapSqliteError, openSqlite, requireDurable } from './sqlite/connection';
 import { dataKeyStatements } from './sqlite/data-key-statements';
 import { GroupCommit } from './sqlite/group-commit';
 import { JobFields, jobStatements } from './sqlite/job-statements';
+import { leaseStatements } from './sqlite/lease-statements';
 import { toAuditRow } from './rows';
 import { tokenStatements } from './sqlite/token-statements';
 import { WalPurger } from './sqlite/wal-purge';
@@ -20,6 +22,7 @@ import type {
   AuditSegment,
   DataKeyRecord,
   DataKeyState,
+  ExpiredCount,
   InsertHooks,
   JobRecord,
   PendingAudit,
@@ -29,6 +32,7 @@ import type {
 } from './vault-store';
 
 export { AUDIT_AFTER_OF_TENANT_SQL } from './sqlite/audit-statements';
+export { DELETE_EXPIRED_SQL } from './sqlite/token-statements';
 
 /**
  * The embedded store: one SQLite file in WAL mode with synchronous=FULL, so a commit is on disk
@@ -43,6 +47,7 @@ export class SqliteStore implements VaultStore {
   private readonly keys;
   private readonly jobs;
   private readonly audit;
+  private readonly leases;
   private readonly ops: TransactionOps;
   private readonly writer: GroupCommit;
   private readonly wal: WalPurger;
@@ -58,6 +63,7 @@ export class SqliteStore implements VaultStore {
     this.keys = dataKeyStatements(this.db);
     this.jobs = jobStatements(this.db);
     this.audit = auditStatements(this.db);
+    this.leases = leaseStatements(this.db);
     this.ops = { ...this.tokens.ops, ...this.keys.ops, ...this.jobs.ops, ...this.audit.ops };
     this.writer = new GroupCommit(this.db, (err) => mapSqliteError(this.db, err));
     this.wal = new WalPurger(this.db, busyTimeoutMs, (message) => this.onWarning(message));
@@ -190,6 +196,25 @@ export class SqliteStore implements VaultStore {
 
   async releaseJob(id: string, owner: string): Promise<void> {
     await this.writer.write(() => this.jobs.release(id, owner));
+  }
+
+  async purgeExpired(now: number, limit: number, audit: PendingAudit): Promise<ExpiredCount[]> {
+    const counts = await this.transact(purgeExpiredPlan(now, limit, audit));
+    // As after deleteToken: the purged records' bytes must leave the WAL too.
+    if (counts.length > 0) await this.wal.purge();
+    return counts;
+  }
+
+  async expiredCounts(now: number): Promise<ExpiredCount[]> {
+    return inCountOrder(this.read(() => this.tokens.expiredCounts(now)));
+  }
+
+  async acquireLease(name: string, owner: string, leaseMs: number): Promise<boolean> {
+    return this.writer.write(() => this.leases.acquire(name, owner, leaseMs));
+  }
+
+  async releaseLease(name: string, owner: string): Promise<void> {
+    await this.writer.write(() => this.leases.release(name, owner));
   }
 
   async appendAudit(audit: PendingAudit): Promise<AuditRow> {

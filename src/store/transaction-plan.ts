@@ -58,6 +58,12 @@ export interface TransactionOps {
   insertRecord(record: TokenRecord): TokenInsert;
   /** Deletes a record of the tenant (its row locked by the delete); the deleted record's key version, if any. */
   deleteRecord(tenant: string, token: string): { keyVersion: number } | undefined;
+  /**
+   * Deletes up to `limit` records expired at `now`, earliest expiry first, through the expiry
+   * index; rows another transaction holds locked are skipped (PostgreSQL: FOR UPDATE SKIP LOCKED),
+   * not waited for. Returns what it deleted (the rows the delete reported), for the counts.
+   */
+  deleteExpiredRecords(now: number, limit: number): Array<{ tenant: string; type: DataType; keyVersion: number }>;
   /** Swaps one re-encrypted ciphertext in, only if the record still has its old key version and binding. */
   replaceCiphertext(update: ReencryptedRecord): boolean;
   /** Adds to a job's progress (atomic increments). */

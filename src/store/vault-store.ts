@@ -127,6 +127,13 @@ export interface AuditSegment {
   mac: Buffer;
 }
 
+/** How many records of one tenant and data type a purge deleted, or found expired. Counts only: no token, no subject. */
+export interface ExpiredCount {
+  tenant: string;
+  type: DataType;
+  records: number;
+}
+
 export interface PendingAudit {
   entry: AuditEntry;
   sealer: AuditSealer;
@@ -329,6 +336,32 @@ export interface VaultStore {
   leaseJob(id: string, owner: string, leaseMs: number): Promise<boolean>;
   /** Gives up `owner`'s lease of a job (a clean stop), so that another instance may take it at once. */
   releaseJob(id: string, owner: string): Promise<void>;
+
+  /**
+   * Deletes up to `limit` records whose expiry is at or before `now` (ms), earliest expiry first,
+   * in one transaction with the record counts (each deleted record off its key version's count)
+   * and one audit row that carries counts only: its `types` and a `reason` listing how many
+   * records of each tenant and type were purged (the returned counts), never a token or subject.
+   * Nothing expired: returns [] and writes nothing (no audit row). Found through the expiry index,
+   * never a table scan. Deleted data is also purged from any log the store keeps (SQLite: the WAL).
+   * Locks: each deleted token row, taken by the delete, skipping rows another transaction holds
+   * (`FOR UPDATE SKIP LOCKED`): a concurrent purge deletes other rows, and a tokenize replacing
+   * an expired deterministic record keeps it; the counts come from the rows actually deleted, so
+   * no record is deleted or counted twice. Then the chain head.
+   */
+  purgeExpired(now: number, limit: number, audit: PendingAudit): Promise<ExpiredCount[]>;
+  /** Records expired at `now` (ms), per tenant and type, read through the expiry index; a plain read, no lock. */
+  expiredCounts(now: number): Promise<ExpiredCount[]>;
+  /**
+   * Takes or renews the lease named `name` (a vault-wide background task, e.g. the purge) for
+   * `owner` (a vault instance), until `leaseMs` from now by the database's clock: true when `owner`
+   * holds it now. Taken only if nobody holds it, it expired, or it is already `owner`'s. One
+   * upsert, conditional under the row lock (or the unique index for the first claim): of two
+   * instances claiming at once, one holds it. No audit row.
+   */
+  acquireLease(name: string, owner: string, leaseMs: number): Promise<boolean>;
+  /** Gives up `owner`'s lease (a finished run or a clean stop), so that another instance may take it at once. */
+  releaseLease(name: string, owner: string): Promise<void>;
 
   /**
    * Appends an audit row at the head of the chain (seq = head + 1, chained from the head's hash,

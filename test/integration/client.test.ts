@@ -28,7 +28,8 @@ const sameTypes: [
   Same<client.RewrapResult, Static<typeof contract.RewrapResponseSchema>>,
   Same<client.Job, Static<typeof contract.JobSchema>>,
   Same<{ tenant?: string; confirm?: string }, contract.DestroyRequest>,
-] = [true, true, true, true, true, true, true, true, true, true, true, true, true, true];
+  Same<client.PolicyReport, contract.PolicyReport>,
+] = [true, true, true, true, true, true, true, true, true, true, true, true, true, true, true];
 
 const REPO = join(__dirname, '..', '..', '..');
 const PAN = '4111111111111111';
@@ -136,6 +137,17 @@ describe('typed client (pii-vault/client) against a real vault', function () {
     expect(rows.slice(0, 4)).to.deep.equal([1, 2, 3, 4]);
     const verify = await security.verifyAudit();
     expect(verify.ok).to.equal(true);
+  });
+
+  it('policy report: security reads it, support is refused', async () => {
+    const report = await as('security').policyReport();
+    expect(report.roles.find((r) => r.role === 'gateway')?.permissions).to.deep.equal([
+      { action: 'detokenize', type: 'pan', reveal: 'plain', purposes: ['charge'] },
+    ]);
+    const refused = await as('support')
+      .policyReport()
+      .catch((e) => e);
+    expect(refused).to.include({ code: 'forbidden', status: 403 });
   });
 
   it('keys: list, rotate, rewrap, reencrypt and its job, retire, destroy', async () => {

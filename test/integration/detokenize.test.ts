@@ -1,3 +1,5 @@
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { expect } from 'chai';
 import { createTestVault, TestVault } from '../helpers/test-vault';
 
@@ -47,6 +49,42 @@ describe('POST /v1/detokenize', () => {
   it('lowers the reveal level when the caller asks for less', async () => {
     const masked = await detokenize('gateway', { tokens: [pan], purpose: 'charge', reveal: 'masked' });
     expect(masked.body.items[0]).to.include({ value: '************4242', reveal: 'masked' });
+    const redacted = await detokenize('support', { tokens: [pan], reveal: 'redacted' });
+    expect(redacted.body.items[0]).to.deep.equal({ token: pan, type: 'pan', value: null, reveal: 'redacted' });
+  });
+
+  it('generalizes when asked for `generalized`: brand, domain, year, calling code, country; redacted where no generalisation exists', async () => {
+    const [dob, phone, address, iban] = await v.tokenize([
+      { type: 'dob', value: '1984-07-02' },
+      { type: 'phone', value: '+44 7911 123456' },
+      { type: 'address', value: '1 Main St\nSpringfield, IL 62701\nUSA' },
+      { type: 'iban', value: 'GB82 WEST 1234 5698 7654 32' },
+    ]);
+    const res = await detokenize('support', { tokens: [pan, ssn, email, dob, phone, address, iban], reveal: 'generalized' });
+    expect(res.body.items).to.deep.equal([
+      { token: pan, type: 'pan', value: 'visa', reveal: 'generalized' },
+      { token: ssn, type: 'ssn', value: null, reveal: 'redacted' },
+      { token: email, type: 'email', value: 'example.com', reveal: 'generalized' },
+      { token: dob, type: 'dob', value: '1984', reveal: 'generalized' },
+      { token: phone, type: 'phone', value: '+44', reveal: 'generalized' },
+      { token: address, type: 'address', value: 'USA', reveal: 'generalized' },
+      { token: iban, type: 'iban', value: 'GB', reveal: 'generalized' },
+    ]);
+  });
+
+  it('a `generalized` grant gives generalised values, never masked or plain ones, whatever is asked', async () => {
+    const file = join(v.dir, 'policy.json');
+    const policy = JSON.parse(readFileSync(file, 'utf8'));
+    policy.roles.support = [{ actions: ['detokenize'], types: ['*'], reveal: 'generalized' }];
+    writeFileSync(file, JSON.stringify(policy));
+    v.opened.reloadPolicy();
+    for (const reveal of [undefined, 'plain', 'masked', 'generalized']) {
+      const res = await detokenize('support', { tokens: [pan, email], ...(reveal ? { reveal } : {}) });
+      expect(res.body.items, String(reveal)).to.deep.equal([
+        { token: pan, type: 'pan', value: 'visa', reveal: 'generalized' },
+        { token: email, type: 'email', value: 'example.com', reveal: 'generalized' },
+      ]);
+    }
     const redacted = await detokenize('support', { tokens: [pan], reveal: 'redacted' });
     expect(redacted.body.items[0]).to.deep.equal({ token: pan, type: 'pan', value: null, reveal: 'redacted' });
   });

@@ -1,6 +1,7 @@
 import { describeStoreContract } from './contract';
 import { describeStoreConcurrency } from './concurrency';
 import { STORE_FACTORIES } from './factories';
+import { describeStoreRetention } from './retention';
 
 for (const factory of STORE_FACTORIES) {
   describe(`store conformance / ${factory.name}`, function () {
@@ -10,5 +11,6 @@ for (const factory of STORE_FACTORIES) {
     });
     describeStoreContract(factory);
     describeStoreConcurrency(factory);
+    describeStoreRetention(factory);
   });
 }

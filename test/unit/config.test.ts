@@ -34,6 +34,9 @@ const DOCUMENTED_DEFAULTS = {
   databaseBusyTimeoutMs: 5_000,
   database: { poolSize: 10, connectTimeoutMs: 5_000, statementTimeoutMs: 10_000, idleInTransactionTimeoutMs: 30_000 },
   metrics: true,
+  retention: {},
+  purgeIntervalSeconds: 3_600,
+  purgeBatchSize: 500,
 };
 
 describe('config / loadConfig', () => {
@@ -98,6 +101,40 @@ describe('config / loadConfig', () => {
       timeoutMs: 2000,
       maxAttempts: 3,
     });
+  });
+
+  it('reads retention limits per data type; either field may be left out', () => {
+    const retention = {
+      pan: { defaultTtlSeconds: 86_400, maxTtlSeconds: 2_592_000 },
+      email: { maxTtlSeconds: 60 },
+      ssn: { defaultTtlSeconds: 5 },
+    };
+    expect(loadConfig(dataDir({ retention, purgeIntervalSeconds: 0 }), {}, NO_ENV)).to.deep.include({ retention, purgeIntervalSeconds: 0 });
+  });
+
+  it('refuses at start retention limits of an unknown type, above the contract maximum, not positive integers, or a default above the max', () => {
+    expectConfigError(
+      () => loadConfig(dataDir({ retention: { card: { maxTtlSeconds: 60 } } }), {}, NO_ENV),
+      '/retention/card: not a data type (one of pan,',
+    );
+    expectConfigError(
+      () => loadConfig(dataDir({ retention: { pan: { defaultTtlSeconds: 61, maxTtlSeconds: 60 } } }), {}, NO_ENV),
+      '/retention/pan: defaultTtlSeconds (61) must not be above maxTtlSeconds (60)',
+    );
+    expectConfigError(
+      () => loadConfig(dataDir({ retention: { pan: { maxTtlSeconds: 10 * 365 * 24 * 3600 + 1 } } }), {}, NO_ENV),
+      '/retention/pan/maxTtlSeconds',
+    );
+    expectConfigError(
+      () => loadConfig(dataDir({ retention: { pan: { defaultTtlSeconds: 0 } } }), {}, NO_ENV),
+      '/retention/pan/defaultTtlSeconds',
+    );
+    expectConfigError(
+      () => loadConfig(dataDir({ retention: { pan: { defaultTtlSeconds: 1.5 } } }), {}, NO_ENV),
+      '/retention/pan/defaultTtlSeconds',
+    );
+    expectConfigError(() => loadConfig(dataDir({ retention: { pan: { ttl: 5 } } }), {}, NO_ENV), '/retention/pan');
+    expectConfigError(() => loadConfig(dataDir({ purgeIntervalSeconds: -1 }), {}, NO_ENV), '/purgeIntervalSeconds');
   });
 
   it('uses the values of config.json over the defaults', () => {

@@ -207,7 +207,8 @@ function expectedStarter(principal: StarterPrincipal, action: Action, type: Data
       if (action === 'read-metadata') return allow('redacted');
       return deny();
     case 'security':
-      if (['audit:read', 'keys:read', 'keys:rotate', 'keys:destroy', 'read-metadata'].includes(action)) return allow('redacted');
+      if (['audit:read', 'keys:read', 'keys:rotate', 'keys:destroy', 'policy:read', 'read-metadata'].includes(action))
+        return allow('redacted');
       return deny();
   }
 }
@@ -237,8 +238,8 @@ describe('policy / decide', () => {
       }
     }
     expect(checked).to.equal(4 * ACTIONS.length * DATA_TYPES.length * 3);
-    // billing 3 actions, gateway 1 cell, support 2 actions, security 5 actions; over all types and purposes.
-    expect(allowed).to.equal((3 + 2 + 5) * DATA_TYPES.length * 3 + 1);
+    // billing 3 actions, gateway 1 cell, support 2 actions, security 6 actions; over all types and purposes.
+    expect(allowed).to.equal((3 + 2 + 6) * DATA_TYPES.length * 3 + 1);
   });
 
   it('billing may tokenize every type but never detokenize any', () => {
@@ -272,7 +273,7 @@ describe('policy / decide', () => {
 
   it('security has the type-less actions audit:read and keys:* (decided with no type) and nothing on values but metadata', () => {
     const security = principalOf(policy, 'security');
-    for (const action of ['audit:read', 'keys:read', 'keys:rotate', 'keys:destroy'] as const) {
+    for (const action of ['audit:read', 'keys:read', 'keys:rotate', 'keys:destroy', 'policy:read'] as const) {
       expect(decide(policy, security, action, { tenant: 'default' })).to.deep.equal({ allow: true, reveal: 'redacted' });
     }
     for (const action of ['subject:export', 'subject:erase'] as const) {
@@ -283,11 +284,11 @@ describe('policy / decide', () => {
     }
   });
 
-  it("no starter principal gets a type-less action other than security's audit:read and keys:*", () => {
+  it("no starter principal gets a type-less action other than security's audit:read, keys:* and policy:read", () => {
     for (const principal of STARTER_PRINCIPALS) {
       for (const action of ACTIONS.filter((a) => !VALUE_ACTIONS.has(a))) {
         const d = decide(policy, principalOf(policy, principal), action, { tenant: 'default' });
-        const want = principal === 'security' && ['audit:read', 'keys:read', 'keys:rotate', 'keys:destroy'].includes(action);
+        const want = principal === 'security' && ['audit:read', 'keys:read', 'keys:rotate', 'keys:destroy', 'policy:read'].includes(action);
         expect(d.allow, `${principal} ${action}`).to.equal(want);
       }
     }
@@ -367,6 +368,25 @@ describe('policy / decide', () => {
     expect(decide(doc, p, 'detokenize', { tenant: 't', type: 'pan' })).to.deep.equal({ allow: true, reveal: 'masked' });
   });
 
+  it('a generalized grant is granted as such, loses to masked and beats redacted', () => {
+    const doc = validatePolicy({
+      version: 1,
+      roles: {
+        analytics: [{ actions: ['detokenize'], types: ['*'], reveal: 'generalized' }],
+        support: [{ actions: ['detokenize'], types: ['pan'], reveal: 'masked' }],
+        audit: [{ actions: ['detokenize'], types: ['*'], reveal: 'redacted' }],
+      },
+      principals: {
+        a: { roles: ['analytics', 'audit'], tenants: ['t'], apiKeys: [] },
+        b: { roles: ['analytics', 'support'], tenants: ['t'], apiKeys: [] },
+      },
+    });
+    const [a, b] = [principalOf(doc, 'a'), principalOf(doc, 'b')];
+    expect(decide(doc, a, 'detokenize', { tenant: 't', type: 'dob' })).to.deep.equal({ allow: true, reveal: 'generalized' });
+    expect(decide(doc, b, 'detokenize', { tenant: 't', type: 'pan' })).to.deep.equal({ allow: true, reveal: 'masked' });
+    expect(decide(doc, b, 'detokenize', { tenant: 't', type: 'email' })).to.deep.equal({ allow: true, reveal: 'generalized' });
+  });
+
   it('a grant without reveal reveals nothing (redacted)', () => {
     const doc = validatePolicy({ version: 1, roles: { r: [{ actions: ['detokenize'], types: ['*'] }] }, principals: {} });
     const p: Principal = { id: 'p', roles: ['r'], tenants: ['t'] };
@@ -408,8 +428,8 @@ describe('policy / decide', () => {
 });
 
 describe('policy / leastReveal', () => {
-  it('orders redacted < masked < plain and returns the less revealing of two', () => {
-    const order: Reveal[] = ['redacted', 'masked', 'plain'];
+  it('orders redacted < generalized < masked < plain and returns the less revealing of two', () => {
+    const order: Reveal[] = ['redacted', 'generalized', 'masked', 'plain'];
     for (let i = 0; i < order.length; i++) {
       for (let j = 0; j < order.length; j++) {
         const want = order[Math.min(i, j)];
@@ -426,7 +446,7 @@ describe('policy / mayEver', () => {
       billing: ['tokenize', 'read-metadata', 'delete'],
       gateway: ['detokenize'],
       support: ['detokenize', 'read-metadata'],
-      security: ['audit:read', 'keys:read', 'keys:rotate', 'keys:destroy', 'read-metadata'],
+      security: ['audit:read', 'keys:read', 'keys:rotate', 'keys:destroy', 'policy:read', 'read-metadata'],
     };
     for (const principal of STARTER_PRINCIPALS) {
       for (const action of ACTIONS) {

@@ -60,8 +60,8 @@ function* insertOnePlan(first: TokenRecord, index: number, hooks: InsertHooks, t
       const decision = hooks.resolveExisting(index, existing);
       if (typeof decision === 'object' && 'reuse' in decision) return decision.reuse;
       if (typeof decision === 'object') {
-        for (const token of decision.replace) yield* deleteRecordPlan(record.tenant, token);
-        replaced.push(...decision.replace);
+        // A purge may have deleted one since it was read (PostgreSQL): only what this transaction deleted was replaced.
+        for (const token of decision.replace) if (yield* deleteRecordPlan(record.tenant, token)) replaced.push(token);
       }
     }
   }
