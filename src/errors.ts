@@ -48,6 +48,9 @@ export type ErrorCode = keyof typeof ERROR_CATALOGUE;
 /** Per-item outcome codes in a detokenize response (not request-level errors). */
 export const ITEM_ERROR_CODES = ['not_found', 'forbidden', 'expired', 'integrity_failed', 'ambiguous_token'] as const;
 export type ItemErrorCode = (typeof ITEM_ERROR_CODES)[number];
+/** Why a per-item `forbidden` was refused when the policy would have allowed it. */
+export const ITEM_ERROR_REASONS = ['consent_not_given'] as const;
+export type ItemErrorReason = (typeof ITEM_ERROR_REASONS)[number];
 
 /**
  * The base of every error the vault raises: it carries its catalogue code, so the HTTP layer maps

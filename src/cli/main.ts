@@ -10,6 +10,7 @@ import { CommandSpec, CommandValues, OptionName, parseCommandLine, UsageError } 
 import { keysCommand, KeysCommandOptions } from './keys';
 import { writeKeysFile } from './keys-file';
 import { migrate } from './migrate';
+import { subjectsCommand } from './subjects';
 import { loadPolicyFile } from '../policy/policy-file';
 import { policyReport } from '../service/policy-report';
 import { policyReportMarkdown } from '../service/policy-report-markdown';
@@ -98,6 +99,10 @@ const COMMANDS: readonly CommandSpec[] = [
     options: ['data-dir', 'json'],
     run: (v) => keysCommand('new-master-key', keysOptions(v)),
   },
+  subjects('export', 'every record of a data subject at your reveal level, and its consent'),
+  subjects('access-log', 'every audited decision that touched a data subject', ['from', 'until']),
+  subjects('erase', 'erase a data subject: its records, and the link from its audit handle to it (irreversible)'),
+  subjects('consent', "grant or withdraw purposes in a data subject's consent", ['grant', 'withdraw']),
   {
     name: 'policy report',
     synopsis: '--data-dir DIR [--json]',
@@ -142,6 +147,29 @@ function keys(sub: string, synopsis: string, summary: string, options: readonly 
     summary,
     options: [...options, ...KEYS_API],
     run: (v) => keysCommand(sub, keysOptions(v)),
+  };
+}
+
+/** A subjects command: calls the API of a running vault; the subject id comes on standard input unless --subject. */
+function subjects(sub: string, summary: string, options: readonly OptionName[] = []): CommandSpec {
+  const extra = options.map((name) => `[--${name} ${name === 'grant' || name === 'withdraw' ? 'P,P' : 'TIME'}]`).join(' ');
+  return {
+    name: `subjects ${sub}`,
+    synopsis: `[--tenant T] [--subject ID] ${extra ? `${extra} ` : ''}[--json] [--url URL] [--api-key KEY]`,
+    summary,
+    options: ['tenant', 'subject', 'json', ...options, ...KEYS_API],
+    run: (v) =>
+      subjectsCommand(sub, {
+        url: v.url,
+        apiKey: v['api-key'],
+        tenant: v.tenant,
+        subject: v.subject,
+        from: v.from,
+        until: v.until,
+        grant: v.grant,
+        withdraw: v.withdraw,
+        json: !!v.json,
+      }),
   };
 }
 

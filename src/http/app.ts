@@ -1,6 +1,6 @@
 import type { RequestListener, ServerResponse } from 'node:http';
 import { parse as parseQuery } from 'node:querystring';
-import { Type } from '@sinclair/typebox';
+import { TObject, Type } from '@sinclair/typebox';
 import helmet from 'helmet';
 import Router from 'router';
 import { MAX_ITEMS } from '../contract/schemas';
@@ -21,6 +21,8 @@ import { ApiRequest, isJsonRequest, Middleware, Next, sendJson } from './pipelin
 import { Limit, principalRateLimit } from './rate-limit';
 import { requestContext } from './request-context';
 import { allowListed } from './response-allow-list';
+import { sendStreamedJson } from './streamed-json';
+import { StreamedDocument } from '../service/streamed-document';
 import { API_ROUTES, ApiRoute, isPublic, PublicRoute, Route, ROUTES, ServerContext, TextReply } from './routes';
 import { validate } from './validate';
 
@@ -169,7 +171,8 @@ function answerApi(route: ApiRoute, vault: Vault): Middleware {
       res.statusCode = route.status;
       res.setHeader('Content-Type', `${route.textMediaType}; charset=utf-8`);
       res.end(allowListed(TEXT, result.text));
-    } else sendJson(res, route.status, allowListed(route.response, result));
+    } else if (result instanceof StreamedDocument) await sendStreamedJson(res, route.status, route.response as TObject, result);
+    else sendJson(res, route.status, allowListed(route.response, result));
   };
 }
 

@@ -28,6 +28,16 @@ import {
   RewrapRequestSchema,
   RotateResponseSchema,
   RewrapResponseSchema,
+  AccessLogRequest,
+  AccessLogRequestSchema,
+  AccessLogResponseSchema,
+  ConsentRequest,
+  ConsentRequestSchema,
+  ConsentResponseSchema,
+  EraseResponseSchema,
+  SubjectExportSchema,
+  SubjectRequest,
+  SubjectRequestSchema,
   PolicyReportQuerySchema,
   PolicyReportSchema,
 } from '../contract/schemas';
@@ -311,6 +321,55 @@ API_ROUTES.push(
       const { tenant, confirm } = body as DestroyRequest;
       return vault.destroyKey(caller, tenant ?? 'default', versionParam(params), confirm);
     },
+  },
+);
+
+// Data subject rights: the subject id is personal data, so it travels in the body, never in the URL.
+API_ROUTES.push(
+  {
+    method: 'post',
+    path: '/v1/subjects/export',
+    operationId: 'exportSubject',
+    summary: "Every record of a data subject with its value at your reveal level, and the subject's consent (streamed).",
+    action: 'subject:export',
+    body: SubjectRequestSchema,
+    status: 200,
+    response: SubjectExportSchema,
+    handler: ({ vault, caller, body }) => vault.exportSubject(caller, body as SubjectRequest),
+  },
+  {
+    method: 'post',
+    path: '/v1/subjects/access-log',
+    operationId: 'subjectAccessLog',
+    summary: 'Every audited decision that touched a data subject: who, when, what, for which purpose (streamed).',
+    action: 'subject:export',
+    auditAction: 'subject:access-log',
+    body: AccessLogRequestSchema,
+    status: 200,
+    response: AccessLogResponseSchema,
+    handler: ({ vault, caller, body }) => vault.subjectAccessLog(caller, body as AccessLogRequest),
+  },
+  {
+    method: 'post',
+    path: '/v1/subjects/erase',
+    operationId: 'eraseSubject',
+    summary: 'Erase a data subject: every record, and the link from its audit handle to it (irreversible).',
+    action: 'subject:erase',
+    body: SubjectRequestSchema,
+    status: 200,
+    response: EraseResponseSchema,
+    handler: ({ vault, caller, body }) => vault.eraseSubject(caller, body as SubjectRequest),
+  },
+  {
+    method: 'post',
+    path: '/v1/subjects/consent',
+    operationId: 'changeSubjectConsent',
+    summary: "Grant or withdraw purposes in a data subject's consent; effective at once on every instance.",
+    action: 'subject:consent',
+    body: ConsentRequestSchema,
+    status: 200,
+    response: ConsentResponseSchema,
+    handler: ({ vault, caller, body }) => vault.changeConsent(caller, body as ConsentRequest),
   },
 );
 

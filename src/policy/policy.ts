@@ -10,6 +10,7 @@ export const ACTIONS = [
   'delete',
   'subject:export',
   'subject:erase',
+  'subject:consent',
   'keys:read',
   'keys:rotate',
   'keys:destroy',

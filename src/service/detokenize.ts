@@ -1,11 +1,11 @@
-import { display, revealsAnything } from '../domain/data-types';
 import type { DataType, Reveal } from '../domain/types';
 import type { DetokenizeRequest, DetokenizeResponse } from '../contract/schemas';
-import { ItemErrorCode, VaultError } from '../errors';
-import { decide, leastReveal, mayEver, PolicyDocument, principalCoversTenant } from '../policy/policy';
-import type { AuditEntry, TokenRecord } from '../store/vault-store';
+import { ItemErrorCode, ItemErrorReason, VaultError } from '../errors';
+import { mayEver, principalCoversTenant } from '../policy/policy';
+import type { AuditEntry, StoredRecord } from '../store/vault-store';
 import { Caller, VaultDeps, auditEntry } from './context';
-import { openRecord } from './open-record';
+import { revealLevel, revealValue } from './reveal';
+import { consentRefuses, subjectHandles } from './subject-consent';
 import { resolveToken } from './token-lookup';
 import { distinct } from './tokenize';
 
@@ -39,8 +39,10 @@ export async function detokenize(deps: VaultDeps, caller: Caller, request: Detok
   // a value sent by mistake (a PAN), and must not be written down.
   const visible = distinct(tokens.filter((_, i) => records[i] !== 'not_found'));
   const unknown = records.filter((r) => r === 'not_found').length;
+  // The subjects of the records found are named (by handle) whatever the decision.
+  const subjects = subjectHandles(records);
   const audit = (fields: Partial<AuditEntry> & Pick<AuditEntry, 'outcome'>) =>
-    deps.audit.append(auditEntry(deps, caller, { action: 'detokenize', tokens: visible, purpose, ...fields }));
+    deps.audit.append(auditEntry(deps, caller, { action: 'detokenize', tokens: visible, purpose, subjects, ...fields }));
 
   if (!mayEver(policy, caller.principal, 'detokenize')) {
     await audit({ outcome: 'deny', reason: 'no detokenize grant' });
@@ -53,7 +55,7 @@ export async function detokenize(deps: VaultDeps, caller: Caller, request: Detok
   }
 
   const now = deps.now();
-  const revealFor = revealLevels(policy, caller, request);
+  const revealFor = revealLevels(deps, caller, request);
   const items = new Array<Item>(tokens.length);
   const tally = new Tally();
   try {
@@ -65,10 +67,11 @@ export async function detokenize(deps: VaultDeps, caller: Caller, request: Detok
       else {
         const reveal = revealFor(record);
         if (reveal === undefined) item = failed(token, 'forbidden');
+        // The subject's consent, read with the record (never cached): a withdrawal counts at once.
+        else if (consentRefuses(record, request.purpose)) item = failed(token, 'forbidden', 'consent_not_given');
         else if (record.expiresAt !== null && record.expiresAt <= now) item = failed(token, 'expired');
-        else if (!revealsAnything(record.type, reveal)) item = { token, type: record.type, value: null, reveal: 'redacted' };
         // A missing, destroyed or tampered key record fails this item only, like a tampered value or row.
-        else item = shown(token, record, reveal, await openRecord(deps, record));
+        else item = revealed(token, record, await revealValue(deps, record, reveal));
       }
       items[i] = item;
       tally.add(item, record);
@@ -88,57 +91,50 @@ export async function detokenize(deps: VaultDeps, caller: Caller, request: Detok
 }
 
 /**
- * The reveal level the policy gives the caller on a record's tenant and type, for the request's
- * purpose and asked-for level (undefined: forbidden). A batch holds few tenant and type pairs, so
- * each is decided once, under the policy the request started with.
+ * The reveal level of a record's tenant and type (see `revealLevel`). A batch holds few tenant and
+ * type pairs, so each is decided once per request instead of once per item.
  */
-function revealLevels(policy: PolicyDocument, caller: Caller, request: DetokenizeRequest): (record: TokenRecord) => Reveal | undefined {
+function revealLevels(deps: VaultDeps, caller: Caller, request: DetokenizeRequest): (record: StoredRecord) => Reveal | undefined {
   const decided = new Map<string, Map<DataType, Reveal | undefined>>();
-  return ({ tenant, type }) => {
-    let ofTenant = decided.get(tenant);
-    if (!ofTenant) decided.set(tenant, (ofTenant = new Map()));
-    if (!ofTenant.has(type)) {
-      const decision = decide(policy, caller.principal, 'detokenize', { tenant, type, purpose: request.purpose });
-      const level = decision.allow ? (request.reveal ? leastReveal(request.reveal, decision.reveal) : decision.reveal) : undefined;
-      ofTenant.set(type, level);
-    }
-    return ofTenant.get(type);
+  return (record) => {
+    let ofTenant = decided.get(record.tenant);
+    if (!ofTenant) decided.set(record.tenant, (ofTenant = new Map()));
+    if (!ofTenant.has(record.type)) ofTenant.set(record.type, revealLevel(deps, caller, record, request.purpose, request.reveal));
+    return ofTenant.get(record.type);
   };
 }
 
-function failed(token: string, code: ItemErrorCode): Item {
-  return { token, error: { code } };
+function failed(token: string, code: ItemErrorCode, reason?: ItemErrorReason): Item {
+  return { token, error: reason ? { code, reason } : { code } };
 }
 
-/**
- * The item of an opened record (undefined: it did not open) at a level that reveals something;
- * the level given is `redacted` when the value has no such form (see `display`).
- */
-function shown(token: string, record: TokenRecord, reveal: Reveal, opened: Buffer | undefined): Item {
-  if (!opened) return failed(token, 'integrity_failed');
-  const { value, reveal: given } = display(record.type, reveal, opened.toString('utf8'));
-  return { token, type: record.type, value, reveal: given };
+/** The item of a record whose value `revealValue` gave (built in the response's shape, not spread). */
+function revealed(token: string, record: StoredRecord, value: Awaited<ReturnType<typeof revealValue>>): Item {
+  if (value === 'integrity_failed') return failed(token, 'integrity_failed');
+  return { token, type: record.type, value: value.value, reveal: value.reveal };
 }
 
 /** What the batch's audit row says, counted item by item. */
 class Tally {
-  private readonly failures = new Map<ItemErrorCode, number>();
+  /** By reason where one is given (a consent refusal), else by code. */
+  private readonly failures = new Map<ItemErrorCode | ItemErrorReason, number>();
   private failed = 0;
   private items = 0;
   private readonly types = new Set<DataType>();
   private readonly tenants = new Set<string>();
 
-  add(item: Item, record: TokenRecord | 'not_found' | 'ambiguous'): void {
+  add(item: Item, record: StoredRecord | 'not_found' | 'ambiguous'): void {
     this.items++;
     if (typeof record === 'object') this.tenants.add(record.tenant);
     if ('error' in item) {
       this.failed++;
-      this.failures.set(item.error.code, this.count(item.error.code) + 1);
+      const cause = item.error.reason ?? item.error.code;
+      this.failures.set(cause, this.count(cause) + 1);
     } else this.types.add(item.type);
   }
 
-  count(code: ItemErrorCode): number {
-    return this.failures.get(code) ?? 0;
+  count(cause: ItemErrorCode | ItemErrorReason): number {
+    return this.failures.get(cause) ?? 0;
   }
 
   /** `unknown`: how many tokens named no record the caller may see (they are left out of the row). */

@@ -7,7 +7,7 @@ import { DataType, DomainValidationError, Preserve, TokenFormat } from '../domai
 import type { TokenizeItem, TokenizeRequest, TokenizeResponse } from '../contract/schemas';
 import { VaultError } from '../errors';
 import { allowsNarrowTokens, decide } from '../policy/policy';
-import { StaleDataKeyError, TokenRecord } from '../store/vault-store';
+import { StaleDataKeyError, SubjectConsent, TokenRecord } from '../store/vault-store';
 import { Caller, VaultDeps, auditEntry } from './context';
 import { DeterministicRequest, ExistingRecordChangedError, resolveExisting, vetExisting } from './deterministic';
 import { refuseCardNumbersInMetadata, refuseLoneSurrogates, refuseSensitiveAuthData } from './input-guards';
@@ -35,6 +35,7 @@ const MAX_VET_ATTEMPTS = 5;
  */
 export async function tokenize(deps: VaultDeps, caller: Caller, request: TokenizeRequest): Promise<TokenizeResponse> {
   refuseSensitiveAuthData(request);
+  refusePurposesWithoutSubject(request);
   const tenant = request.tenant ?? DEFAULT_TENANT;
   await authorise(deps, caller, tenant, request.items);
   const prepared = request.items.map((item, index) => prepare(item, index, deps));
@@ -46,7 +47,7 @@ export async function tokenize(deps: VaultDeps, caller: Caller, request: Tokeniz
   for (let attempt = 1, vetAttempt = 1; ;) {
     try {
       const vetted = await vetExisting(deps, caller, tenant, deterministic);
-      return await sealAndStore(deps, caller, tenant, prepared, fingerprintKey, (written, now) =>
+      return await sealAndStore(deps, caller, tenant, prepared, fingerprintKey, request.purposes ?? [], (written, now) =>
         resolveExisting(deterministic, vetted, written, now),
       );
     } catch (err) {
@@ -78,6 +79,7 @@ async function sealAndStore(
   tenant: string,
   prepared: PreparedItem[],
   fingerprintKey: Buffer | undefined,
+  batchPurposes: readonly string[],
   resolver: (written: ReadonlyMap<string, TokenRecord>, now: number) => ResolveExisting,
 ): Promise<TokenizeResponse> {
   const dataKey = await freshDataKey(deps, tenant, prepared.length);
@@ -113,13 +115,18 @@ async function sealAndStore(
     outcome: 'allow',
     tenant,
     types: distinct(prepared.map((p) => p.type)),
-    subjects: distinct(records.flatMap((r) => (r.subjectHash ? [r.subjectHash.toString('hex')] : []))),
+    // The store names the subjects by their handles, created in the same transaction.
+  });
+  const consents: SubjectConsent[] = records.flatMap((r, i) => {
+    const purposes = [...batchPurposes, ...(prepared[i].item.purposes ?? [])];
+    return r.subjectHash && purposes.length ? [{ subjectHash: r.subjectHash, purposes }] : [];
   });
   const sealer = await deps.audit.sealer();
   const tokens = await deps.store.insertTokens(
     records,
     { entry, sealer },
     { retokenize: (index) => buildRecord(prepared[index]), resolveExisting: resolver(written, now) },
+    consents,
   );
   deps.keys.countEncryptions(tenant, 'data', dataKey.version, records.length + records.filter((r) => r.subjectSealed).length);
   return { items: tokens.map((token, i) => ({ token, type: prepared[i].type })) };
@@ -158,6 +165,16 @@ async function refuseNarrowTokens(deps: VaultDeps, caller: Caller, tenant: strin
     `items[${index}]: format ${format} with preserve ${preserve} leaves this value fewer than ${MIN_RANDOM_DIGITS} random digits; use a wider format, or a policy grant with allowNarrowTokens.`,
     { index, type },
   );
+}
+
+/** Consented purposes belong to a subject: an item they apply to must name one. */
+function refusePurposesWithoutSubject(request: TokenizeRequest): void {
+  const index = request.items.findIndex((item) => item.subject === undefined && (item.purposes ?? request.purposes) !== undefined);
+  if (index < 0) return;
+  throw new VaultError('invalid_request', `items[${index}]: purposes record a subject's consent, so the item needs a subject.`, {
+    index,
+    path: `/items/${index}/subject`,
+  });
 }
 
 function prepare(item: TokenizeItem, index: number, deps: Pick<VaultDeps, 'phoneRegion' | 'retention'>): PreparedItem {

@@ -1,4 +1,4 @@
-import type { DetokenizeRequest, TokenizeRequest } from '../contract/schemas';
+import type { AccessLogRequest, ConsentRequest, DetokenizeRequest, SubjectRequest, TokenizeRequest } from '../contract/schemas';
 import { authenticate, authenticateCertificate } from '../policy/authenticator';
 import type { Principal } from '../policy/policy';
 import { listAudit, verifyAudit } from './audit-queries';
@@ -7,6 +7,7 @@ import { detokenize } from './detokenize';
 import { readPolicyReport } from './policy-report';
 import { deleteToken, readMetadata } from './token-admin';
 import { tokenize } from './tokenize';
+import { changeConsent, eraseSubject, exportSubject, subjectAccessLog } from './subjects';
 import { SYSTEM_TENANT } from '../domain/tenants';
 import { destroyKey, listKeys, retireKey, rewrapKeys, rotateKeys, TenantScope } from './keys';
 import { ReencryptJobs } from './reencrypt-job';
@@ -69,6 +70,22 @@ export class Vault {
 
   deleteToken(caller: Caller, token: string, tenant?: string) {
     return deleteToken(this.deps, caller, token, tenant);
+  }
+
+  exportSubject(caller: Caller, request: SubjectRequest) {
+    return exportSubject(this.deps, caller, request);
+  }
+
+  subjectAccessLog(caller: Caller, request: AccessLogRequest) {
+    return subjectAccessLog(this.deps, caller, request);
+  }
+
+  eraseSubject(caller: Caller, request: SubjectRequest) {
+    return eraseSubject(this.deps, caller, request);
+  }
+
+  changeConsent(caller: Caller, request: ConsentRequest) {
+    return changeConsent(this.deps, caller, request);
   }
 
   listAudit(caller: Caller, after: number, limit: number) {

@@ -5,17 +5,33 @@ import { POSTGRES_MIGRATIONS } from './postgres-migrations';
 import { redactUrl, toStoreError } from './postgres-errors';
 import { GroupCommit, query } from './postgres-group-commit';
 import { INSERT_KEY, KEY_SELECT, keyParams, planOps, runUntilChainHead } from './postgres-plan-ops';
-import { AuditDbRow, DataKeyRow, JobRow, TokenRow, toAuditRow, toDataKey, toJob, toTokenRecord } from './rows';
+import {
+  AuditDbRow,
+  DataKeyRow,
+  RECORDS_WITH_SUBJECT,
+  JobRow,
+  StoredTokenRow,
+  SubjectDbRow,
+  TokenRow,
+  toAuditRow,
+  toDataKey,
+  toJob,
+  toStoredRecord,
+  toSubjectRow,
+  toTokenRecord,
+} from './rows';
 import { appendAuditPlan, pruneAuditSegmentPlan } from './rules/audit';
 import { changeDataKeyStatePlan, rotateDataKeyPlan } from './rules/data-keys';
 import { inCountOrder, purgeExpiredPlan } from './rules/retention';
 import { deleteTokenPlan, insertTokensPlan, replaceCiphertextsPlan } from './rules/tokens';
+import { changeConsentPlan, eraseSubjectPlan } from './rules/subjects';
 import type { Plan } from './transaction-plan';
 import {
   AuditCheckpoint,
   AuditHead,
   AuditRow,
   AuditSegment,
+  ConsentChange,
   DataKeyRecord,
   DataKeyState,
   ExpiredCount,
@@ -24,6 +40,9 @@ import {
   PendingAudit,
   ReencryptedRecord,
   StoreUnavailableError,
+  StoredRecord,
+  SubjectConsent,
+  SubjectRow,
   TokenRecord,
   VaultStore,
 } from './vault-store';
@@ -61,6 +80,11 @@ const MAX_BATCH = 256;
  *   purpose), then the key row (and the active row) `FOR UPDATE`; the record count that decides
  *   KeyInUseError is a later statement, so it sees every insert that held the row share-locked.
  * - deleteToken: `DELETE … RETURNING` locks the row; of two deletes one returns it.
+ * - subject rows: claimed by `INSERT … ON CONFLICT DO UPDATE` (insertTokens, changeConsent: a row
+ *   lock to commit; a concurrent first claim waits and then gets the winner's row, or inserts
+ *   afresh if an erasure deleted it), or `SELECT … FOR UPDATE` (eraseSubject), before any record
+ *   is touched; the erasure's record DELETE is a later statement, so it sees every record of a
+ *   tokenize that committed first.
  * - purgeExpired: the expired rows `FOR UPDATE SKIP LOCKED`, deleted with `RETURNING`: two purges
  *   (or a purge and a tokenize replacing an expired record) never take the same row, and the counts
  *   are those of the rows deleted. acquireLease: one upsert, conditional under the row lock.
@@ -215,19 +239,24 @@ export class PostgresStore implements VaultStore {
     return this.writes.run(async (tx) => (await tx.count(INSERT_KEY, keyParams(record))) === 1);
   }
 
-  async insertTokens(records: TokenRecord[], audit: PendingAudit, hooks: InsertHooks): Promise<string[]> {
-    return (await this.transact(() => insertTokensPlan(records, audit, hooks))).tokens;
+  async insertTokens(
+    records: TokenRecord[],
+    audit: PendingAudit,
+    hooks: InsertHooks,
+    consents?: readonly SubjectConsent[],
+  ): Promise<string[]> {
+    return (await this.transact(() => insertTokensPlan(records, audit, hooks, consents))).tokens;
   }
 
-  async findTokens(tokens: readonly string[]): Promise<Map<string, TokenRecord[]>> {
-    const found = new Map<string, TokenRecord[]>();
+  async findTokens(tokens: readonly string[]): Promise<Map<string, StoredRecord[]>> {
+    const found = new Map<string, StoredRecord[]>();
     if (tokens.length === 0) return found;
-    const rows = await this.read<TokenRow>('SELECT * FROM tokens WHERE token = ANY($1::text[]) ORDER BY token, tenant', [
+    const rows = await this.read<StoredTokenRow>(`${RECORDS_WITH_SUBJECT} WHERE t.token = ANY($1::text[]) ORDER BY t.token, t.tenant`, [
       [...new Set(tokens)],
     ]);
     for (const row of rows) {
       const list = found.get(row.token) ?? [];
-      list.push(toTokenRecord(row));
+      list.push(toStoredRecord(row));
       found.set(row.token, list);
     }
     return found;
@@ -246,6 +275,38 @@ export class PostgresStore implements VaultStore {
 
   async deleteToken(tenant: string, token: string, audit: PendingAudit): Promise<boolean> {
     return this.transact(() => deleteTokenPlan(tenant, token, audit));
+  }
+
+  async subject(tenant: string, subjectHash: Buffer): Promise<SubjectRow | undefined> {
+    const [row] = await this.read<SubjectDbRow>('SELECT handle, purposes FROM subjects WHERE tenant = $1 AND subject_hash = $2', [
+      tenant,
+      subjectHash,
+    ]);
+    return row && toSubjectRow(row);
+  }
+
+  async subjectRecords(tenant: string, subjectHash: Buffer, afterToken: string, limit: number): Promise<StoredRecord[]> {
+    const rows = await this.read<StoredTokenRow>(
+      `${RECORDS_WITH_SUBJECT} WHERE t.tenant = $1 AND t.subject_hash = $2 AND t.token > $3 ORDER BY t.token LIMIT $4`,
+      [tenant, subjectHash, afterToken, limit],
+    );
+    return rows.map(toStoredRecord);
+  }
+
+  async auditRowsOfSubject(handle: Buffer, afterSeq: number, limit: number): Promise<AuditRow[]> {
+    const rows = await this.read<AuditDbRow>(
+      'SELECT a.* FROM audit_subjects x JOIN audit a ON a.seq = x.seq WHERE x.handle = $1 AND x.seq > $2 ORDER BY x.seq LIMIT $3',
+      [handle, afterSeq, limit],
+    );
+    return rows.map(toAuditRow);
+  }
+
+  async changeConsent(tenant: string, subjectHash: Buffer, change: ConsentChange, now: number, audit: PendingAudit): Promise<SubjectRow> {
+    return this.transact(() => changeConsentPlan(tenant, subjectHash, change, now, audit));
+  }
+
+  async eraseSubject(tenant: string, subjectHash: Buffer, audit: PendingAudit): Promise<{ records: number }> {
+    return this.transact(() => eraseSubjectPlan(tenant, subjectHash, audit));
   }
 
   async listDataKeys(): Promise<DataKeyRecord[]> {

@@ -28,8 +28,15 @@ const sameTypes: [
   Same<client.RewrapResult, Static<typeof contract.RewrapResponseSchema>>,
   Same<client.Job, Static<typeof contract.JobSchema>>,
   Same<{ tenant?: string; confirm?: string }, contract.DestroyRequest>,
+  Same<client.SubjectRequest, contract.SubjectRequest>,
+  Same<client.AccessLogRequest, contract.AccessLogRequest>,
+  Same<client.ConsentRequest, contract.ConsentRequest>,
+  Same<client.SubjectExport, Static<typeof contract.SubjectExportSchema>>,
+  Same<client.SubjectAccessLog, Static<typeof contract.AccessLogResponseSchema>>,
+  Same<client.EraseResult, contract.EraseResponse>,
+  Same<client.ConsentResult, contract.ConsentResponse>,
   Same<client.PolicyReport, contract.PolicyReport>,
-] = [true, true, true, true, true, true, true, true, true, true, true, true, true, true, true];
+] = [true, true, true, true, true, true, true, true, true, true, true, true, true, true, true, true, true, true, true, true, true, true];
 
 const REPO = join(__dirname, '..', '..', '..');
 const PAN = '4111111111111111';
@@ -125,6 +132,23 @@ describe('typed client (pii-vault/client) against a real vault', function () {
     const gone = await billing.getTokenMetadata(pan.token).catch((e) => e);
     expect(gone).to.be.instanceOf(VaultApiError);
     expect(gone).to.include({ code: 'not_found', status: 404, attempts: 1 });
+  });
+
+  it('data subjects: consent, export, access log, erase', async () => {
+    const billing = as('billing');
+    const security = as('security');
+    const [made] = await billing.tokenize({ purposes: ['charge'], items: [{ type: 'pan', value: PAN, subject: 'cust-client-1' }] });
+    expect(await security.changeSubjectConsent({ subject: 'cust-client-1', withdraw: ['charge'] })).to.deep.equal({
+      tenant: 'default',
+      consentedPurposes: [],
+    });
+    const [refused] = await as('gateway').detokenize({ tokens: [made.token], purpose: 'charge' });
+    expect(refused).to.deep.equal({ ok: false, token: made.token, error: { code: 'forbidden', reason: 'consent_not_given' } });
+    const exported = await security.exportSubject({ subject: 'cust-client-1' });
+    expect(exported.records.map((r) => [r.token, r.reveal])).to.deep.equal([[made.token, 'redacted']]);
+    const log = await security.subjectAccessLog({ subject: 'cust-client-1', from: '2000-01-01T00:00:00Z' });
+    expect(log.entries.map((e) => e.action)).to.include.members(['tokenize', 'subject:consent', 'detokenize', 'subject:export']);
+    expect(await security.eraseSubject({ subject: 'cust-client-1' })).to.deep.equal({ tenant: 'default', erased: { records: 1 } });
   });
 
   it('audit: pages from the init row, iterates every row, verifies the chain', async () => {

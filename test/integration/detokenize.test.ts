@@ -210,8 +210,10 @@ describe('GET and DELETE /v1/tokens/:token', () => {
     expect(res.status).to.equal(200);
     expect(res.body).to.include({ token, type: 'ssn', tenant: 'default', format: 'random', keyVersion: 1, subject: 'cust_42' });
     // The subject id is personal data: only callers that could have supplied it (or export it) see it.
+    const support = await v.http.get(`/v1/tokens/${token}`).set(v.as('support'));
+    expect(support.body.subject).to.equal('[redacted]');
     const security = await v.http.get(`/v1/tokens/${token}`).set(v.as('security'));
-    expect(security.body.subject).to.equal('[redacted]');
+    expect(security.body.subject, 'security serves subject requests (subject:export)').to.equal('cust_42');
     expect(res.body.metadata).to.deep.equal({ source: 'signup', plan: 3 });
     expect(Date.parse(res.body.expiresAt) - Date.parse(res.body.createdAt)).to.equal(3600_000);
     expect(JSON.stringify(res.body)).not.to.match(/6789/);

@@ -36,6 +36,10 @@ const ACCESS: Record<string, { allowed: Principal; denied: Principal }> = {
   getJob: { allowed: 'security', denied: 'billing' },
   retireKey: { allowed: 'security', denied: 'billing' },
   destroyKey: { allowed: 'security', denied: 'billing' },
+  exportSubject: { allowed: 'security', denied: 'gateway' },
+  subjectAccessLog: { allowed: 'security', denied: 'gateway' },
+  eraseSubject: { allowed: 'security', denied: 'gateway' },
+  changeSubjectConsent: { allowed: 'billing', denied: 'gateway' },
   policyReport: { allowed: 'security', denied: 'support' },
 };
 

@@ -53,7 +53,9 @@ export function describeStoreContract(factory: StoreFactory): void {
       expect(tokens).to.deep.equal(['tok_a', 'tok_b']);
       const found = await store.findTokens(['tok_a', 'tok_b', 'tok_none']);
       expect([...found.keys()]).to.have.members(['tok_a', 'tok_b']);
-      expect(found.get('tok_b')![0]).to.deep.equal(record('tok_b', subject));
+      const { subjectRow, ...stored } = found.get('tok_b')![0];
+      expect(stored).to.deep.equal(record('tok_b', subject));
+      expect(subjectRow!.handle).to.have.length(16);
       const [row] = await expectIntactChain(store);
       expect(row.tokens).to.deep.equal(['tok_a', 'tok_b']);
       expect(Object.fromEntries(await store.recordCountsByKey())).to.deep.equal({ 't/1': 2 });

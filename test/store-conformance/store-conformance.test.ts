@@ -1,6 +1,7 @@
 import { describeStoreContract } from './contract';
 import { describeStoreConcurrency } from './concurrency';
 import { STORE_FACTORIES } from './factories';
+import { describeStoreSubjects } from './subjects';
 import { describeStoreRetention } from './retention';
 
 for (const factory of STORE_FACTORIES) {
@@ -11,6 +12,7 @@ for (const factory of STORE_FACTORIES) {
     });
     describeStoreContract(factory);
     describeStoreConcurrency(factory);
+    describeStoreSubjects(factory);
     describeStoreRetention(factory);
   });
 }

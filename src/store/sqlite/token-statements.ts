@@ -1,8 +1,8 @@
 import type Database from 'better-sqlite3';
 import type { DataType } from '../../domain/types';
 import type { TransactionOps } from '../transaction-plan';
-import type { ExpiredCount, TokenRecord } from '../vault-store';
-import { TokenRow, toTokenRecord } from '../rows';
+import type { ExpiredCount, StoredRecord, TokenRecord } from '../vault-store';
+import { RECORDS_WITH_SUBJECT, StoredTokenRow, TokenRow, toStoredRecord, toTokenRecord } from '../rows';
 import { toTokenParams } from './rows';
 
 type TokenOps = Pick<
@@ -36,7 +36,7 @@ export function tokenStatements(db: Database.Database) {
        ON CONFLICT (tenant, key_version) DO UPDATE SET records = records + excluded.records`,
     ),
     removeRecords: db.prepare('UPDATE record_counts SET records = records - ? WHERE tenant = ? AND key_version = ?'),
-    byToken: db.prepare('SELECT * FROM tokens WHERE token = ?'),
+    byToken: db.prepare(`${RECORDS_WITH_SUBJECT} WHERE t.token = ?`),
     countsByKey: db.prepare('SELECT tenant, key_version AS version, records AS n FROM record_counts WHERE records > 0'),
     countAtVersion: db.prepare('SELECT count(*) AS n FROM tokens WHERE tenant = ? AND key_version = ?'),
     behind: db.prepare('SELECT * FROM tokens WHERE tenant = ? AND (key_version != ? OR binding != ?) AND token > ? ORDER BY token LIMIT ?'),
@@ -87,7 +87,7 @@ export function tokenStatements(db: Database.Database) {
   return {
     ops,
     recordsByFingerprint,
-    recordsOfToken: (token: string): TokenRecord[] => (s.byToken.all(token) as TokenRow[]).map(toTokenRecord),
+    recordsOfToken: (token: string): StoredRecord[] => (s.byToken.all(token) as StoredTokenRow[]).map(toStoredRecord),
     recordsBehind: (tenant: string, activeVersion: number, binding: number, afterToken: string, limit: number): TokenRecord[] =>
       (s.behind.all(tenant, activeVersion, binding, afterToken, limit) as TokenRow[]).map(toTokenRecord),
     expiredCounts: (now: number): ExpiredCount[] => s.expiredCounts.all(now) as ExpiredCount[],
