@@ -123,6 +123,45 @@ describe('POST /v1/detokenize', () => {
     expect(row.tokens).to.deep.equal([]);
   });
 
+  it('decides every item of a mixed batch on its own, and audits the batch in one row that counts them', async () => {
+    const policy = v.opened.vault.deps.policy();
+    policy.principals.billing.tenants = ['default', 'acme'];
+    policy.principals.gateway.tenants = ['default', 'acme'];
+    const tokenize = async (body: object) => (await v.http.post('/v1/tokenize').set(v.as('billing')).send(body)).body.items[0].token;
+    const acme = await tokenize({ tenant: 'acme', items: [{ type: 'pan', value: '4111111111111111' }] });
+    const expiring = await tokenize({ items: [{ type: 'pan', value: '5555555555554444', ttlSeconds: 60 }] });
+    const realNow = v.opened.vault.deps.now;
+    v.opened.vault.deps.now = () => realNow() + 61_000;
+
+    const res = await detokenize('gateway', { tokens: [pan, ssn, expiring, 'tok_doesnotexist', pan, acme], purpose: 'charge' });
+    expect(res.body.items).to.deep.equal([
+      { token: pan, type: 'pan', value: '4242424242424242', reveal: 'plain' },
+      { token: ssn, error: { code: 'forbidden' } },
+      { token: expiring, error: { code: 'expired' } },
+      { token: 'tok_doesnotexist', error: { code: 'not_found' } },
+      { token: pan, type: 'pan', value: '4242424242424242', reveal: 'plain' },
+      { token: acme, type: 'pan', value: '4111111111111111', reveal: 'plain' },
+    ]);
+    const rows = await v.opened.store.auditRows(0, 1000);
+    expect(rows[rows.length - 1]).to.deep.include({
+      action: 'detokenize',
+      outcome: 'partial',
+      tenant: null,
+      types: ['pan'],
+      tokens: [pan, ssn, expiring, acme],
+      purpose: 'charge',
+      reason: '1 forbidden, 1 expired, 1 not_found (1 unknown tokens not recorded)',
+    });
+
+    const redacted = await detokenize('support', { tokens: [ssn, email], reveal: 'redacted' });
+    expect(redacted.body.items).to.deep.equal([
+      { token: ssn, type: 'ssn', value: null, reveal: 'redacted' },
+      { token: email, type: 'email', value: null, reveal: 'redacted' },
+    ]);
+    const last = (await v.opened.store.auditRows(0, 1000)).at(-1);
+    expect(last).to.deep.include({ outcome: 'allow', tenant: 'default', types: ['ssn', 'email'], reason: null });
+  });
+
   it('reports an expired token as expired', async () => {
     const res = await v.http
       .post('/v1/tokenize')
