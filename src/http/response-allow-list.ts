@@ -141,8 +141,9 @@ function array(item: AllowList): AllowList {
 
 function object(schema: SchemaNode): AllowList {
   const required = new Set(schema.required ?? []);
-  const properties = Object.entries(schema.properties ?? {}).map(([key, child]) => ({
+  const properties = Object.entries(schema.properties ?? {}).map(([key, child], index) => ({
     key,
+    index,
     required: required.has(key),
     ...compile(child),
   }));
@@ -156,17 +157,22 @@ function object(schema: SchemaNode): AllowList {
 
   // Every key JSON.stringify would write (own, enumerable) is among those for-in visits, so each is
   // declared (by name or pattern) and fits; an undefined value is one JSON.stringify leaves out.
+  // Declared keys must also come in declared order, then the others, as the copy would put them:
+  // the bytes of an answer do not depend on which path made it.
   const exact: Check = (value) => {
     if (!isPlainObject(value)) return false;
     let requiredPresent = 0;
+    let lastIndex = -1;
     for (const key in value) {
       const child = value[key];
       if (child === undefined) continue;
       const property = declared.get(key);
       if (property) {
-        if (!property.exact(child)) return false;
+        if (property.index < lastIndex || !property.exact(child)) return false;
+        lastIndex = property.index;
         if (property.required) requiredPresent++;
-      } else if (!open && !patterns.some((p) => p.pattern.test(key) && p.exact(child))) return false;
+      } else if (open || patterns.some((p) => p.pattern.test(key) && p.exact(child))) lastIndex = properties.length;
+      else return false;
     }
     return requiredPresent === required.size;
   };

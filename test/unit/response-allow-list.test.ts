@@ -70,6 +70,13 @@ describe('response allow-list', () => {
       expect(allowListed(Page, JSON.parse(JSON.stringify(page)))).to.deep.equal(JSON.parse(JSON.stringify(page)));
     });
 
+    it('writes the same bytes as the copy would: declared keys out of declared order are put back in it', () => {
+      const reordered = { next: 1, items: [{ reveal: 'plain', token: 'a' }], labels: { plan: 'gold' } };
+      expect(sent(reordered)).to.equal('{"items":[{"token":"a","reveal":"plain"}],"labels":{"plan":"gold"},"next":1}');
+      const labelsFirst = { items: [], labels: { plan: 'gold' }, next: 0 };
+      expect(allowListed(Page, labelsFirst)).to.equal(labelsFirst);
+    });
+
     it('still loses an undeclared property added at any depth', () => {
       const variants: ((page: ReturnType<typeof exactPage>) => void)[] = [
         (page) => Object.assign(page, { secret: 's3cr3t' }),
