@@ -10,7 +10,7 @@ import type {
 import { DEFAULT_TENANT } from '../domain/tenants';
 import { VaultError } from '../errors';
 import { Action, decide, principalCoversTenant } from '../policy/policy';
-import type { AuditRow, StoredRecord } from '../store/vault-store';
+import type { AuditRow, StoredRecord, SubjectRow } from '../store/vault-store';
 import { Caller, VaultDeps, auditEntry } from './context';
 import { subjectHash } from './record-crypto';
 import { revealLevel, revealValue } from './reveal';
@@ -51,21 +51,35 @@ async function authorisedSubject(
 }
 
 /**
- * Every record of the subject with its value at the caller's detokenize reveal level (no purpose
- * is stated, so purpose-bound grants give nothing), streamed page by page. The export is audited
- * before the first value is read (fail closed).
+ * A read of the subject's data (export or access log, both under the subject:export action),
+ * audited by the subject's handle before anything is read (fail closed); its row, if any.
  */
-export async function exportSubject(deps: VaultDeps, caller: Caller, request: SubjectRequest): Promise<StreamedDocument> {
-  const subject = await authorisedSubject(deps, caller, 'subject:export', 'subject:export', request);
+async function auditedSubjectRead(
+  deps: VaultDeps,
+  caller: Caller,
+  auditAction: 'subject:export' | 'subject:access-log',
+  request: SubjectRequest,
+): Promise<{ subject: SubjectRef; row: SubjectRow | undefined }> {
+  const subject = await authorisedSubject(deps, caller, 'subject:export', auditAction, request);
   const row = await deps.store.subject(subject.tenant, subject.hash);
   await deps.audit.append(
     auditEntry(deps, caller, {
-      action: 'subject:export',
+      action: auditAction,
       outcome: 'allow',
       tenant: subject.tenant,
       subjects: row ? [row.handle.toString('hex')] : [],
     }),
   );
+  return { subject, row };
+}
+
+/**
+ * Every record of the subject with its value at the caller's detokenize reveal level (no purpose
+ * is stated, so purpose-bound grants give nothing), streamed page by page. The export is audited
+ * before the first value is read (fail closed).
+ */
+export async function exportSubject(deps: VaultDeps, caller: Caller, request: SubjectRequest): Promise<StreamedDocument> {
+  const { subject, row } = await auditedSubjectRead(deps, caller, 'subject:export', request);
   const records = paged(
     (after: string) => deps.store.subjectRecords(subject.tenant, subject.hash, after, SUBJECT_PAGE),
     (record) => record.token,
@@ -102,16 +116,7 @@ async function* exported(deps: VaultDeps, caller: Caller, records: AsyncIterable
  */
 export async function subjectAccessLog(deps: VaultDeps, caller: Caller, request: AccessLogRequest): Promise<StreamedDocument> {
   const window = timeWindow(request);
-  const subject = await authorisedSubject(deps, caller, 'subject:export', 'subject:access-log', request);
-  const row = await deps.store.subject(subject.tenant, subject.hash);
-  await deps.audit.append(
-    auditEntry(deps, caller, {
-      action: 'subject:access-log',
-      outcome: 'allow',
-      tenant: subject.tenant,
-      subjects: row ? [row.handle.toString('hex')] : [],
-    }),
-  );
+  const { subject, row } = await auditedSubjectRead(deps, caller, 'subject:access-log', request);
   const names = row ? new Set([row.handle.toString('hex'), subject.hash.toString('hex')]) : new Set<string>();
   const rows = row
     ? paged(
