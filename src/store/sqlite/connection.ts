@@ -3,25 +3,36 @@ import { SQLITE_MIGRATIONS } from '../sqlite-migrations';
 import { ConcurrentWriteError } from '../transaction-plan';
 import { StoreUnavailableError } from '../vault-store';
 
-/**
- * Opens the database file in WAL mode with synchronous=FULL (a commit is on disk before it is
- * acknowledged), secure_delete (deleted rows are zeroed) and foreign keys, waiting up to the busy
- * timeout for another process's lock, and applies pending migrations.
- */
+/** Opens the vault database file (openDurable, with foreign keys) and applies pending migrations. */
 export function openSqlite(file: string, busyTimeoutMs: number): Database.Database {
   let db: Database.Database;
   try {
-    db = new Database(file);
-    db.pragma(`busy_timeout = ${Math.trunc(busyTimeoutMs)}`);
-    db.pragma('journal_mode = WAL');
-    db.pragma('synchronous = FULL');
-    db.pragma('secure_delete = ON');
+    db = openDurable(file, busyTimeoutMs);
     db.pragma('foreign_keys = ON');
   } catch (err) {
     throw new StoreUnavailableError(`cannot open database ${file}: ${(err as Error).message}`, err);
   }
   migrate(db);
   return db;
+}
+
+/**
+ * The file opened (created if need be) in WAL mode with synchronous=FULL (a commit is on disk
+ * before it is acknowledged) and secure_delete (deleted rows are zeroed), waiting up to the busy timeout for another process's lock: the settings every vault file shares.
+ * Closed again when a setting fails (e.g. the file is not a database).
+ */
+export function openDurable(file: string, busyTimeoutMs: number): Database.Database {
+  const db = new Database(file);
+  try {
+    db.pragma(`busy_timeout = ${Math.trunc(busyTimeoutMs)}`);
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = FULL');
+    db.pragma('secure_delete = ON');
+    return db;
+  } catch (err) {
+    db.close();
+    throw err;
+  }
 }
 
 /** Applies pending migrations; each in its own transaction with its version record. */

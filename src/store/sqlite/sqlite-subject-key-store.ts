@@ -1,7 +1,7 @@
 import Database from 'better-sqlite3';
 import { SubjectKeyRecord, SubjectKeyRow, SubjectKeyStore, toSubjectKeyRecord } from '../subject-key-store';
 import { StoreUnavailableError } from '../vault-store';
-import { mapSqliteError, requireDurable } from './connection';
+import { mapSqliteError, openDurable, requireDurable } from './connection';
 import { WalPurger } from './wal-purge';
 
 const SCHEMA = `CREATE TABLE IF NOT EXISTS subject_keys (
@@ -17,11 +17,7 @@ const SCHEMA = `CREATE TABLE IF NOT EXISTS subject_keys (
 function openKeyFile(file: string, busyTimeoutMs: number): Database.Database {
   let db: Database.Database | undefined;
   try {
-    db = new Database(file);
-    db.pragma(`busy_timeout = ${Math.trunc(busyTimeoutMs)}`);
-    db.pragma('journal_mode = WAL');
-    db.pragma('synchronous = FULL');
-    db.pragma('secure_delete = ON');
+    db = openDurable(file, busyTimeoutMs);
     db.exec(SCHEMA);
     requireDurable(db);
     return db;
