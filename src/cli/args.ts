@@ -178,10 +178,15 @@ function usage(commands: readonly CommandSpec[]): string {
   return lines.join('\n') + '\n';
 }
 
+/** How an option is written: `--name`, or `--name ARG` for one that takes a value. */
+export function optionUsage(name: OptionName): string {
+  const o = OPTIONS[name];
+  return `--${name}${'arg' in o ? ` ${o.arg}` : ''}`;
+}
+
 function commandHelp(c: CommandSpec): string {
   const options = [...c.options, 'help' as const].map((name) => {
-    const o = OPTIONS[name];
-    return [`--${name}${'arg' in o ? ` ${o.arg}` : ''}`, o.doc];
+    return [optionUsage(name), OPTIONS[name].doc];
   });
   const width = Math.max(...options.map(([flag]) => flag.length));
   return (

@@ -6,7 +6,7 @@ import { openVault } from '../app/open-vault';
 import { PolicyReloadTrigger, reloadPolicy } from '../app/policy-reload';
 import { startServer, VERSION } from '../app/server';
 import { createLogger } from '../logger';
-import { CommandSpec, CommandValues, OptionName, parseCommandLine, UsageError } from './args';
+import { CommandSpec, CommandValues, OptionName, optionUsage, parseCommandLine, UsageError } from './args';
 import { keysCommand, KeysCommandOptions } from './keys';
 import { writeKeysFile } from './keys-file';
 import { migrate } from './migrate';
@@ -152,7 +152,7 @@ function keys(sub: string, synopsis: string, summary: string, options: readonly 
 
 /** A subjects command: calls the API of a running vault; the subject id comes on standard input unless --subject. */
 function subjects(sub: string, summary: string, options: readonly OptionName[] = []): CommandSpec {
-  const extra = options.map((name) => `[--${name} ${name === 'grant' || name === 'withdraw' ? 'P,P' : 'TIME'}]`).join(' ');
+  const extra = options.map((name) => `[${optionUsage(name)}]`).join(' ');
   return {
     name: `subjects ${sub}`,
     synopsis: `[--tenant T] [--subject ID] ${extra ? `${extra} ` : ''}[--json] [--url URL] [--api-key KEY]`,
