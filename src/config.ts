@@ -370,19 +370,24 @@ export function loadConfig(dataDir: string, overrides: ConfigOverrides = {}, env
   const config = Value.Default(ConfigSchema, raw);
   const error = checker.Errors(config).First();
   if (error) throw new ConfigError(`${file} ${error.path || '/'}: ${error.message}`);
-  const { database, subjectKeys } = config as Static<typeof ConfigSchema>;
+  const valid = config as Static<typeof ConfigSchema>;
+  checkSubjectKeys(valid, file);
+  checkRetention(valid.retention, file);
+  try {
+    new TrustedProxies(valid.trustProxy);
+  } catch (err) {
+    throw new ConfigError(`${file} /trustProxy: ${(err as Error).message}`);
+  }
+  return { ...valid, dataDir: dir };
+}
+
+/** The subject keys live outside the vault database. */
+function checkSubjectKeys({ database, subjectKeys }: Static<typeof ConfigSchema>, file: string): void {
   if (subjectKeys.databaseUrl && subjectKeys.databaseUrl === database.url) {
     throw new ConfigError(
       `${file} /subjectKeys/databaseUrl: must name a database other than database.url (a key kept in the vault database would survive in its backups)`,
     );
   }
-  checkRetention((config as Static<typeof ConfigSchema>).retention, file);
-  try {
-    new TrustedProxies((config as Static<typeof ConfigSchema>).trustProxy);
-  } catch (err) {
-    throw new ConfigError(`${file} /trustProxy: ${(err as Error).message}`);
-  }
-  return { ...(config as Static<typeof ConfigSchema>), dataDir: dir };
 }
 
 /** Retention limits name known data types, and a type's default lifetime is within its maximum. */
