@@ -2,7 +2,7 @@ import { IntegrityError } from '../crypto/aead';
 import type { TokenMetadata } from '../contract/schemas';
 import { VaultError } from '../errors';
 import { Action, decide, principalCoversTenant } from '../policy/policy';
-import type { StoredRecord, TokenRecord } from '../store/vault-store';
+import type { AuditEntry, StoredRecord, TokenRecord } from '../store/vault-store';
 import { Caller, VaultDeps, auditEntry } from './context';
 import { openRecord } from './open-record';
 import { SUBJECT_KEYED_BINDING, openSubject } from './record-crypto';
@@ -23,10 +23,7 @@ export async function readMetadata(deps: VaultDeps, caller: Caller, token: strin
       auditEntry(deps, caller, {
         action: 'read-metadata',
         outcome: 'deny',
-        tenant: record.tenant,
-        types: [record.type],
-        tokens: [token],
-        subjects: subjectHandles([record]),
+        ...aboutRecord(record),
         reason: 'integrity_failed',
       }),
     );
@@ -36,10 +33,7 @@ export async function readMetadata(deps: VaultDeps, caller: Caller, token: strin
     auditEntry(deps, caller, {
       action: 'read-metadata',
       outcome: 'allow',
-      tenant: record.tenant,
-      types: [record.type],
-      tokens: [token],
-      subjects: subjectHandles([record]),
+      ...aboutRecord(record),
     }),
   );
   return {
@@ -61,13 +55,15 @@ export async function deleteToken(deps: VaultDeps, caller: Caller, token: string
   const entry = auditEntry(deps, caller, {
     action: 'delete',
     outcome: 'allow',
-    tenant: record.tenant,
-    types: [record.type],
-    tokens: [token],
-    subjects: subjectHandles([record]),
+    ...aboutRecord(record),
   });
   const deleted = await deps.store.deleteToken(record.tenant, token, { entry, sealer: await deps.audit.sealer() });
   if (!deleted) throw new VaultError('not_found', 'No such token.');
+}
+
+/** What an audit row says about the one record it concerns: its tenant, type, token and subject handle. */
+function aboutRecord(record: StoredRecord): Pick<AuditEntry, 'tenant' | 'types' | 'tokens' | 'subjects'> {
+  return { tenant: record.tenant, types: [record.type], tokens: [record.token], subjects: subjectHandles([record]) };
 }
 
 /**
