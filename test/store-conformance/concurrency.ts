@@ -1,11 +1,21 @@
 import { expect } from 'chai';
-import { JobRecord, KeyInUseError, StaleDataKeyError, VaultStore } from '../../src/store/vault-store';
+import { KeyInUseError, StaleDataKeyError, VaultStore } from '../../src/store/vault-store';
 import { waitFor } from '../helpers/wait-for';
 import type { StoreFactory, StoreUnderTest } from './factories';
-import { countedRecords, dataKey, expectIntactChain, keptCounts, pending, plainHooks, record, rejection, reuseHooks } from './fixtures';
-
-const turns = (n: number) =>
-  Array.from({ length: n }).reduce<Promise<void>>((p) => p.then(() => new Promise(setImmediate)), Promise.resolve());
+import {
+  countedRecords,
+  dataKey,
+  expectIntactChain,
+  job,
+  keptCounts,
+  pending,
+  plainHooks,
+  record,
+  reencrypted,
+  rejection,
+  reuseHooks,
+  turns,
+} from './fixtures';
 
 /**
  * Interleavings through two connections to one database: each invariant that a store with
@@ -160,21 +170,7 @@ export function describeStoreConcurrency(factory: StoreFactory): void {
       await a.rotateDataKey(dataKey(2), pending(), 1);
       // Move the last record away while the other connection retires v1 as soon as it can.
       const move = a.replaceCiphertexts(
-        [
-          {
-            token: 'tok_old',
-            tenant: 't',
-            fromVersion: 1,
-            fromBinding: 2,
-            keyVersion: 2,
-            binding: 2,
-            preserve: 'none',
-            nonce: Buffer.alloc(12),
-            ciphertext: Buffer.from('x'),
-            tag: Buffer.alloc(16),
-            subjectSealed: null,
-          },
-        ],
+        [reencrypted('tok_old', { nonce: Buffer.alloc(12), ciphertext: Buffer.from('x'), tag: Buffer.alloc(16) })],
         'job',
         0,
         1,
@@ -190,20 +186,6 @@ export function describeStoreConcurrency(factory: StoreFactory): void {
     });
 
     it('job leases: of two instances claiming a job at once one holds it; the other takes it once it expires or is released', async () => {
-      const job = (id: string): JobRecord => ({
-        id,
-        kind: 'reencrypt',
-        tenants: ['t'],
-        state: 'running',
-        total: 0,
-        done: 0,
-        failed: 0,
-        requestedBy: 'p',
-        createdAt: 1,
-        updatedAt: 1,
-        finishedAt: null,
-        error: null,
-      });
       const LONG = 600_000;
       for (let round = 0; round < 10; round++) {
         await a.insertJob(job(`j${round}`));

@@ -3,17 +3,26 @@ import {
   AuditRow,
   AuditSegment,
   GENESIS_HASH,
-  JobRecord,
   KeyInUseError,
   MAX_TOKEN_ATTEMPTS,
-  ReencryptedRecord,
   StaleDataKeyError,
   StoreUnavailableError,
   TokenCollisionError,
   VaultStore,
 } from '../../src/store/vault-store';
 import type { StoreFactory, StoreUnderTest } from './factories';
-import { countedRecords, dataKey, expectIntactChain, keptCounts, pending, plainHooks, record, rejection } from './fixtures';
+import {
+  countedRecords,
+  dataKey,
+  expectIntactChain,
+  job,
+  keptCounts,
+  pending,
+  plainHooks,
+  record,
+  reencrypted,
+  rejection,
+} from './fixtures';
 
 /** Every VaultStore method's documented behaviour, through the interface only. */
 export function describeStoreContract(factory: StoreFactory): void {
@@ -209,37 +218,11 @@ export function describeStoreContract(factory: StoreFactory): void {
       await store.insertTokens([record('tok_a'), record('tok_b'), record('tok_c')], pending(), plainHooks);
       await store.rotateDataKey(dataKey(2), pending(), 1);
       await store.insertTokens([record('tok_d', { keyVersion: 2 })], pending(), plainHooks);
-      const job: JobRecord = {
-        id: 'job-1',
-        kind: 'reencrypt',
-        tenants: ['t'],
-        state: 'running',
-        total: 3,
-        done: 0,
-        failed: 0,
-        requestedBy: 'p',
-        createdAt: 1,
-        updatedAt: 1,
-        finishedAt: null,
-        error: null,
-      };
-      await store.insertJob(job);
+      await store.insertJob(job('job-1', { total: 3 }));
       const behind = await store.recordsBehind('t', 2, 2, '', 10);
       expect(behind.map((r) => r.token)).to.deep.equal(['tok_a', 'tok_b', 'tok_c']);
       expect((await store.recordsBehind('t', 2, 2, 'tok_a', 1)).map((r) => r.token)).to.deep.equal(['tok_b']);
-      const update = (token: string, fromVersion = 1): ReencryptedRecord => ({
-        token,
-        tenant: 't',
-        fromVersion,
-        fromBinding: 2,
-        keyVersion: 2,
-        binding: 2,
-        preserve: 'none',
-        nonce: Buffer.alloc(12, 5),
-        ciphertext: Buffer.from(`new ${token}`),
-        tag: Buffer.alloc(16, 5),
-        subjectSealed: null,
-      });
+      const update = (token: string, fromVersion = 1) => reencrypted(token, { fromVersion });
       expect(await store.replaceCiphertexts([update('tok_a'), update('tok_b', 3)], 'job-1', 1, 5)).to.equal(1);
       expect((await store.findTokens(['tok_a'])).get('tok_a')![0]).to.deep.include({ keyVersion: 2, ciphertext: Buffer.from('new tok_a') });
       expect(await store.job('job-1')).to.deep.include({ done: 1, failed: 1, updatedAt: 5 });
@@ -262,27 +245,14 @@ export function describeStoreContract(factory: StoreFactory): void {
     });
 
     it('jobs: insert, read, update given fields, list the running ones oldest first', async () => {
-      const job = (id: string, createdAt: number): JobRecord => ({
-        id,
-        kind: 'reencrypt',
-        tenants: ['t', 'u'],
-        state: 'running',
-        total: 0,
-        done: 0,
-        failed: 0,
-        requestedBy: 'p',
-        createdAt,
-        updatedAt: createdAt,
-        finishedAt: null,
-        error: null,
-      });
-      await store.insertJob(job('b', 2));
-      await store.insertJob(job('a', 1));
-      await store.insertJob(job('c', 3));
-      expect(await store.job('a')).to.deep.equal(job('a', 1));
+      const jobAt = (id: string, createdAt: number) => job(id, { tenants: ['t', 'u'], createdAt, updatedAt: createdAt });
+      await store.insertJob(jobAt('b', 2));
+      await store.insertJob(jobAt('a', 1));
+      await store.insertJob(jobAt('c', 3));
+      expect(await store.job('a')).to.deep.equal(jobAt('a', 1));
       expect(await store.job('none')).to.equal(undefined);
       await store.updateJob('c', { state: 'completed', finishedAt: 9, total: 4 });
-      expect(await store.job('c')).to.deep.equal({ ...job('c', 3), state: 'completed', finishedAt: 9, total: 4 });
+      expect(await store.job('c')).to.deep.equal({ ...jobAt('c', 3), state: 'completed', finishedAt: 9, total: 4 });
       expect((await store.unfinishedJobs()).map((j) => j.id)).to.deep.equal(['a', 'b']);
     });
 

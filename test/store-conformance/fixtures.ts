@@ -5,7 +5,9 @@ import {
   DataKeyState,
   GENESIS_HASH,
   InsertHooks,
+  JobRecord,
   PendingAudit,
+  ReencryptedRecord,
   TokenRecord,
   VaultStore,
 } from '../../src/store/vault-store';
@@ -45,6 +47,43 @@ export const record = (token: string, options: Partial<TokenRecord> = {}): Token
 });
 
 /** Hooks for records that never collide and are not deterministic. */
+/** A running re-encryption job of tenant t. */
+export const job = (id: string, options: Partial<JobRecord> = {}): JobRecord => ({
+  id,
+  kind: 'reencrypt',
+  tenants: ['t'],
+  state: 'running',
+  total: 0,
+  done: 0,
+  failed: 0,
+  requestedBy: 'p',
+  createdAt: 1,
+  updatedAt: 1,
+  finishedAt: null,
+  error: null,
+  ...options,
+});
+
+/** A re-encryption of record `token` of tenant t from data key version 1 to 2 (binding 2). */
+export const reencrypted = (token: string, options: Partial<ReencryptedRecord> = {}): ReencryptedRecord => ({
+  token,
+  tenant: 't',
+  fromVersion: 1,
+  fromBinding: 2,
+  keyVersion: 2,
+  binding: 2,
+  preserve: 'none',
+  nonce: Buffer.alloc(12, 5),
+  ciphertext: Buffer.from(`new ${token}`),
+  tag: Buffer.alloc(16, 5),
+  subjectSealed: null,
+  ...options,
+});
+
+/** Resolves after `n` turns of the event loop (to interleave two connections' calls). */
+export const turns = (n: number) =>
+  Array.from({ length: n }).reduce<Promise<void>>((p) => p.then(() => new Promise(setImmediate)), Promise.resolve());
+
 export const plainHooks: InsertHooks = {
   retokenize: () => {
     throw new Error('unexpected token collision');

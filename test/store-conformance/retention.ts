@@ -2,12 +2,9 @@ import { expect } from 'chai';
 import type { InsertHooks, TokenRecord, VaultStore } from '../../src/store/vault-store';
 import { waitFor } from '../helpers/wait-for';
 import type { StoreFactory, StoreUnderTest } from './factories';
-import { countedRecords, dataKey, expectIntactChain, keptCounts, pending, plainHooks, record } from './fixtures';
+import { countedRecords, dataKey, expectIntactChain, keptCounts, pending, plainHooks, record, turns } from './fixtures';
 
 const NOW = 1_000_000;
-
-const turns = (n: number) =>
-  Array.from({ length: n }).reduce<Promise<void>>((p) => p.then(() => new Promise(setImmediate)), Promise.resolve());
 
 /** An audit entry as the purge task files it: vault-wide, no tokens, no subjects. */
 const purgeAudit = () => {

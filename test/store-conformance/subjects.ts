@@ -1,27 +1,13 @@
 import { expect } from 'chai';
-import { JobRecord, ReencryptedRecord, VaultStore } from '../../src/store/vault-store';
+import type { VaultStore } from '../../src/store/vault-store';
 import type { StoreFactory, StoreUnderTest } from './factories';
-import { countedRecords, dataKey, expectIntactChain, keptCounts, pending, plainHooks, record } from './fixtures';
+import { countedRecords, dataKey, expectIntactChain, job, keptCounts, pending, plainHooks, record, reencrypted, turns } from './fixtures';
 
 const SUBJECT = Buffer.alloc(32, 7);
 const OTHER = Buffer.alloc(32, 8);
 const ofSubject = (token: string, subjectHash = SUBJECT, keyVersion = 1) =>
   record(token, { subjectHash, subjectSealed: Buffer.from(`sealed subject of ${token}`), keyVersion });
 const hex = (b: Buffer) => b.toString('hex');
-const JOB: JobRecord = {
-  id: 'job',
-  kind: 'reencrypt',
-  tenants: ['t'],
-  state: 'running',
-  total: 0,
-  done: 0,
-  failed: 0,
-  requestedBy: 'p',
-  createdAt: 0,
-  updatedAt: 0,
-  finishedAt: null,
-  error: null,
-};
 
 /** Subject rows, consent, the audit index by handle and erasure: the data subject methods of the seam. */
 export function describeStoreSubjects(factory: StoreFactory): void {
@@ -185,25 +171,13 @@ export function describeStoreSubjects(factory: StoreFactory): void {
           plainHooks,
         );
         expect(await store.rotateDataKey(dataKey(2), pending(), 1)).to.equal(true);
-        await store.insertJob({ ...JOB, id: 'job' });
+        await store.insertJob(job('job'));
         for (const [i, token] of tokens.entries()) {
-          const swap: ReencryptedRecord = {
-            token,
-            tenant: 't',
-            fromVersion: 1,
-            fromBinding: 2,
-            keyVersion: 2,
-            binding: 2,
-            preserve: 'none',
-            nonce: Buffer.alloc(12, 9),
-            ciphertext: Buffer.from('new ciphertext'),
-            tag: Buffer.alloc(16, 9),
-            subjectSealed: Buffer.from('resealed subject'),
-          };
+          const swap = reencrypted(token, { subjectSealed: Buffer.from('resealed subject') });
           const [swapped, erased] = await Promise.all([
             store.replaceCiphertexts([swap], 'job', 0, 1),
             (async () => {
-              for (let turn = 0; turn < i % 3; turn++) await new Promise(setImmediate);
+              await turns(i % 3);
               return b.eraseSubject('t', subjectOf(i), pending());
             })(),
           ]);
