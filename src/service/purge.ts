@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { describeExpiredCounts, inCountOrder } from '../store/rules/retention';
+import { countedTypes, describeExpiredCounts, inCountOrder } from '../store/rules/retention';
 import type { ExpiredCount } from '../store/vault-store';
 import { Caller, SYSTEM_CALLER, VaultDeps, auditEntry } from './context';
 import { errorForLog } from './log-error';
@@ -40,7 +40,7 @@ export async function purgeExpired(
       auditEntry(deps, caller, {
         action: 'retention:purge-dry-run',
         outcome: 'allow',
-        types: [...new Set(counts.map((c) => c.type))].sort(),
+        types: countedTypes(counts),
         reason: `${purged} expired records would be purged${purged ? `: ${describeExpiredCounts(counts)}` : ''}`,
       }),
     );

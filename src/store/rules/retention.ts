@@ -21,12 +21,17 @@ export function* purgeExpiredPlan(now: number, limit: number, audit: PendingAudi
   }
   for (const { tenant, version, records } of perVersion.values()) yield* ask('addRecordCount', tenant, version, -records);
   const counts = inCountOrder([...perType.values()]);
-  audit.entry.types = [...new Set(counts.map((c) => c.type))].sort();
+  audit.entry.types = countedTypes(counts);
   audit.entry.tokens = [];
   audit.entry.subjects = [];
   audit.entry.reason = `purged ${deleted.length} expired records: ${describeExpiredCounts(counts)}`;
   yield* appendAuditPlan(audit);
   return counts;
+}
+
+/** The data types the counts name, each once, sorted: an audit row's `types`. */
+export function countedTypes(counts: readonly ExpiredCount[]): ExpiredCount['type'][] {
+  return [...new Set(counts.map((c) => c.type))].sort();
 }
 
 /** `tenant/type n, …`: how an audit reason and the CLI name the counts. */
