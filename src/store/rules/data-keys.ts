@@ -18,6 +18,18 @@ export function* requireActiveDataKeys(keys: Iterable<{ tenant: string; version:
   }
 }
 
+/** Takes deleted records off their key versions' record counts: one update per (tenant, version), in first-seen order. */
+export function* uncountDeletedPlan(deleted: Iterable<{ tenant: string; keyVersion: number }>): Plan<void> {
+  const perVersion = new Map<string, { tenant: string; version: number; records: number }>();
+  for (const { tenant, keyVersion } of deleted) {
+    const id = `${tenant}/${keyVersion}`;
+    const count = perVersion.get(id) ?? { tenant, version: keyVersion, records: 0 };
+    count.records++;
+    perVersion.set(id, count);
+  }
+  for (const { tenant, version, records } of perVersion.values()) yield* ask('addRecordCount', tenant, version, -records);
+}
+
 /** Seals made under a data key by one record: its value, and its subject id when it has one. */
 export function sealsOf(record: { subjectSealed: Buffer | null }): number {
   return record.subjectSealed ? 2 : 1;

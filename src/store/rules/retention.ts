@@ -1,6 +1,7 @@
 import { Plan, ask } from '../transaction-plan';
 import type { ExpiredCount, PendingAudit } from '../vault-store';
 import { appendAuditPlan } from './audit';
+import { uncountDeletedPlan } from './data-keys';
 
 /**
  * Deletes up to `limit` expired records with their record counts and one audit row of counts only
@@ -9,17 +10,13 @@ import { appendAuditPlan } from './audit';
 export function* purgeExpiredPlan(now: number, limit: number, audit: PendingAudit): Plan<ExpiredCount[]> {
   const deleted = yield* ask('deleteExpiredRecords', now, limit);
   if (deleted.length === 0) return [];
-  const perVersion = new Map<string, { tenant: string; version: number; records: number }>();
+  yield* uncountDeletedPlan(deleted);
   const perType = new Map<string, ExpiredCount>();
-  for (const { tenant, type, keyVersion } of deleted) {
-    const version = perVersion.get(`${tenant}/${keyVersion}`) ?? { tenant, version: keyVersion, records: 0 };
-    version.records++;
-    perVersion.set(`${tenant}/${keyVersion}`, version);
+  for (const { tenant, type } of deleted) {
     const count = perType.get(`${tenant}/${type}`) ?? { tenant, type, records: 0 };
     count.records++;
     perType.set(`${tenant}/${type}`, count);
   }
-  for (const { tenant, version, records } of perVersion.values()) yield* ask('addRecordCount', tenant, version, -records);
   const counts = inCountOrder([...perType.values()]);
   audit.entry.types = countedTypes(counts);
   audit.entry.tokens = [];

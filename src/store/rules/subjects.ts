@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { Plan, ask } from '../transaction-plan';
 import type { ConsentChange, PendingAudit, SubjectConsent, SubjectRow, TokenRecord } from '../vault-store';
 import { appendAuditPlan } from './audit';
+import { uncountDeletedPlan } from './data-keys';
 
 /** Bytes of a subject handle: random, so it says nothing of the subject. */
 const HANDLE_BYTES = 16;
@@ -68,9 +69,7 @@ export function* changeConsentPlan(
 export function* eraseSubjectPlan(tenant: string, subjectHash: Buffer, audit: PendingAudit): Plan<{ records: number }> {
   const row = yield* ask('lockSubject', tenant, subjectHash);
   const deleted = yield* ask('deleteRecordsOfSubject', tenant, subjectHash);
-  const byVersion = new Map<number, number>();
-  for (const { keyVersion } of deleted) byVersion.set(keyVersion, (byVersion.get(keyVersion) ?? 0) + 1);
-  for (const [version, n] of byVersion) yield* ask('addRecordCount', tenant, version, -n);
+  yield* uncountDeletedPlan(deleted.map(({ keyVersion }) => ({ tenant, keyVersion })));
   if (row) yield* ask('deleteSubject', tenant, subjectHash, row.handle);
   audit.entry.subjects = [];
   audit.entry.reason = `erased ${deleted.length} records${row ? ' and the subject row' : ''}`;
