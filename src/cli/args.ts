@@ -170,8 +170,9 @@ function usage(commands: readonly CommandSpec[]): string {
   for (const c of commands) lines.push(`  pii-vault ${c.name} ${c.synopsis}`.trimEnd(), `      ${c.summary}`);
   lines.push(
     '',
-    'The keys commands (but new-master-key) call a running vault: --url URL or PII_VAULT_URL (default http://127.0.0.1:8080),',
-    'and --api-key KEY or PII_VAULT_API_KEY, a key of a principal with keys:* grants (e.g. security).',
+    'The keys commands (but new-master-key) and the subjects commands call a running vault: --url URL or PII_VAULT_URL',
+    '(default http://127.0.0.1:8080), and --api-key KEY or PII_VAULT_API_KEY, a key of a principal with the grants the',
+    'command needs (keys:* or subject:*; e.g. security).',
     '',
     'pii-vault COMMAND --help (or pii-vault help COMMAND) shows one command; pii-vault --version its version.',
   );
