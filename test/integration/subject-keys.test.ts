@@ -86,6 +86,12 @@ describe('per-subject keys (crypto-shredding)', () => {
     expect(await subjectOf(theirs)).to.equal('cust_2');
     const row = (await v.opened.store.auditRows(0, 10_000)).filter((r) => r.action === 'detokenize').at(-1)!;
     expect(row.reason).to.equal('1 erased');
+    // An export by a caller the policy shows values to lists the record as erased, with no value.
+    v.opened.vault.deps.policy().roles.support.push({ actions: ['subject:export'] });
+    const exported = await v.http.post('/v1/subjects/export').set(v.as('support')).send({ subject: 'cust_1' });
+    expect(exported.status, JSON.stringify(exported.body)).to.equal(200);
+    expect(exported.body.records).to.have.length(1);
+    expect(exported.body.records[0]).to.deep.include({ token: mine, value: null, reveal: 'redacted', error: { code: 'erased' } });
   });
 
   it('erasure (POST /v1/subjects/erase) destroys the key first, audited before it is destroyed, then deletes the records', async () => {
