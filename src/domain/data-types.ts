@@ -120,11 +120,6 @@ function normalizePan(raw: string): string {
   return digits;
 }
 
-/** The card brand from the IIN ranges; never a digit. */
-function generalizePan(normalized: string): string | undefined {
-  return cardBrand(normalized);
-}
-
 // ---------------------------------------------------------------- ssn
 
 function normalizeSsn(raw: string): string {
@@ -354,7 +349,7 @@ export const DATA_TYPE_SPECS: Record<DataType, DataTypeSpec> = {
     type: 'pan',
     normalize: normalizePan,
     mask: (normalized) => maskAllButLast(normalized, 4),
-    generalize: generalizePan,
+    generalize: cardBrand, // the brand from the IIN ranges; never a digit
     defaultFormat: 'pan',
     defaultPreserve: 'last4',
     formats: { ...OPAQUE_FORMATS, pan: ['none', 'last4', 'bin6', 'bin6last4'], digits: ['none', 'last4'] },
