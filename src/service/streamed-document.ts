@@ -3,19 +3,12 @@
  * page (from paged store reads), so a subject with tens of thousands of records is never held in
  * memory at once. The HTTP layer writes it as `{...fields, [list]: [items...]}`.
  */
-export class StreamedDocument<F extends object = object, I = unknown> {
+export class StreamedDocument {
   constructor(
-    readonly fields: F,
+    readonly fields: object,
     readonly list: string,
-    readonly items: AsyncIterable<I>,
+    readonly items: AsyncIterable<unknown>,
   ) {}
-
-  /** The whole document in memory (for the CLI and tests; the HTTP layer streams it). */
-  async collect(): Promise<F & Record<string, I[]>> {
-    const items: I[] = [];
-    for await (const item of this.items) items.push(item);
-    return { ...this.fields, [this.list]: items } as F & Record<string, I[]>;
-  }
 }
 
 /** Items of a keyset-paged read, one page in memory at a time. */
