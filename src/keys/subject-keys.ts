@@ -25,7 +25,6 @@ export class SubjectKeys {
     private readonly store: SubjectKeyStore,
     private readonly keys: KeyManager,
     cache: { ttlMs: number; maxEntries: number },
-    private readonly now: () => number = Date.now,
   ) {
     this.cache = new KeyCache(cache);
     this.creations = new Batcher((candidates) => this.store.getOrCreate(candidates));
@@ -43,7 +42,7 @@ export class SubjectKeys {
       subjectHash,
       wrapVersion: wrapping.version,
       wrapped: sealBlob(wrappingKey(wrapping.key), key, wrapAad(tenant, subjectHash, wrapping.version)),
-      createdAt: this.now(),
+      createdAt: Date.now(),
     };
     const stored = await this.creations.add(candidate);
     const result = stored.wrapped.equals(candidate.wrapped) ? key : await this.unwrap(stored);
