@@ -111,8 +111,7 @@ function failed(token: string, code: ItemErrorCode, reason?: ItemErrorReason): I
 
 /** The item of a record whose value `revealValue` gave (built in the response's shape, not spread). */
 function revealed(token: string, record: StoredRecord, value: Awaited<ReturnType<typeof revealValue>>): Item {
-  if (value === 'integrity_failed') return failed(token, 'integrity_failed');
-  if (value === ERASED) return failed(token, 'erased');
+  if (value === 'integrity_failed' || value === ERASED) return failed(token, value);
   return { token, type: record.type, value: value.value, reveal: value.reveal };
 }
 
