@@ -5,11 +5,17 @@ import { DataKeyRow, TokenRow, toDataKey, toTokenRecord } from './rows';
 import type { AsyncTransactionOps, KeyRef, Plan } from './transaction-plan';
 import type { AuditHead, AuditRow, DataKeyRecord, DataKeyState, ReencryptedRecord, TokenRecord } from './vault-store';
 
-/** What one write sees: its statements run in the shared transaction (in a savepoint of its own). */
+/** A statement kept prepared on each connection under its name: parsed and planned once per connection. */
+export interface Named {
+  name: string;
+  text: string;
+}
+
+/** What one write sees: its statements run in the shared transaction (in a savepoint of its own when a write of the batch failed). */
 export interface WriteTx {
-  rows<R>(sql: string, params?: unknown[]): Promise<R[]>;
+  rows<R>(sql: string | Named, params?: unknown[]): Promise<R[]>;
   /** How many rows the statement wrote. */
-  count(sql: string, params?: unknown[]): Promise<number>;
+  count(sql: string | Named, params?: unknown[]): Promise<number>;
   /** Adds to a data key's encryption count, at the end of the transaction. */
   addEncryptions(tenant: string, version: number, n: number): void;
   /** Adds (or with a negative n removes) records to a (tenant, key version) count, at the end of the transaction. */
@@ -26,8 +32,16 @@ export const INSERT_KEY = `INSERT INTO data_keys (tenant, purpose, version, stat
 
 export const keyParams = (r: DataKeyRecord) => [r.tenant, r.purpose, r.version, r.state, r.kekId, r.wrapped, r.createdAt, r.encryptions];
 
-const INSERT_TOKEN = `INSERT INTO tokens (${TOKEN_COLUMNS})
-  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) ON CONFLICT DO NOTHING`;
+const INSERT_TOKEN: Named = {
+  name: 'pii-vault-insert-token',
+  text: `INSERT INTO tokens (${TOKEN_COLUMNS})
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) ON CONFLICT DO NOTHING`,
+};
+
+const SHARE_DATA_KEY: Named = {
+  name: 'pii-vault-share-data-key',
+  text: `${KEY_SELECT} WHERE k.tenant = $1 AND k.purpose = $2 AND k.version = $3 FOR SHARE OF k`,
+};
 
 /**
  * The transaction primitives of the shared plans (src/store/rules/) on PostgreSQL, each with the
@@ -37,7 +51,7 @@ const INSERT_TOKEN = `INSERT INTO tokens (${TOKEN_COLUMNS})
  * chainOps once the group commit holds the head.
  */
 export function planOps(tx: WriteTx): AsyncTransactionOps {
-  const keyOf = async (sql: string, params: unknown[]) => {
+  const keyOf = async (sql: string | Named, params: unknown[]) => {
     const [row] = await tx.rows<DataKeyRow>(sql, params);
     return row && toDataKey(row);
   };
@@ -49,7 +63,7 @@ export function planOps(tx: WriteTx): AsyncTransactionOps {
     lockKeyFamily: async (tenant: string, purpose: KeyPurpose) =>
       void (await tx.rows('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [`data-key-family/${tenant}/${purpose}`])),
     lockDataKey: (key: KeyRef, mode: 'share' | 'update') =>
-      keyOf(`${KEY_SELECT} WHERE k.tenant = $1 AND k.purpose = $2 AND k.version = $3 FOR ${mode === 'share' ? 'SHARE' : 'UPDATE'} OF k`, [
+      keyOf(mode === 'share' ? SHARE_DATA_KEY : `${KEY_SELECT} WHERE k.tenant = $1 AND k.purpose = $2 AND k.version = $3 FOR UPDATE OF k`, [
         key.tenant,
         key.purpose,
         key.version,
@@ -139,6 +153,17 @@ export function planOps(tx: WriteTx): AsyncTransactionOps {
   };
 }
 
+/** The audit rows of a batch in one statement, with the chain head moved to the last of them. */
+const APPEND_AUDIT_ROWS: Named = {
+  name: 'pii-vault-append-audit-rows',
+  text: `WITH appended AS (
+      INSERT INTO audit (seq, ts, request_id, principal, tenant, action, types, tokens, purpose, outcome, reason, subjects, key_version, prev_hash, hash)
+      SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
+                           $10::text[], $11::text[], $12::text[], $13::int[], $14::bytea[], $15::bytea[])
+    )
+    UPDATE audit_chain_head SET seq = $16, hash = $17 WHERE id = 1`,
+};
+
 /** A plan parked at the audit chain head: the group commit resumes it once it holds the head (see GroupCommit). */
 export class AwaitsChainHead<T> {
   constructor(readonly resume: (chain: ChainPhase) => Promise<T>) {}
@@ -218,33 +243,25 @@ export class ChainPhase {
     if (this.buffered.length === 0) return;
     const rows = this.buffered.splice(0);
     const column = <K extends keyof AuditRow>(key: K) => rows.map((r) => r[key]);
-    await this.tx.count(
-      `WITH appended AS (
-         INSERT INTO audit (seq, ts, request_id, principal, tenant, action, types, tokens, purpose, outcome, reason, subjects, key_version, prev_hash, hash)
-         SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
-                              $10::text[], $11::text[], $12::text[], $13::int[], $14::bytea[], $15::bytea[])
-       )
-       UPDATE audit_chain_head SET seq = $16, hash = $17 WHERE id = 1`,
-      [
-        column('seq'),
-        column('ts'),
-        column('requestId'),
-        column('principal'),
-        column('tenant'),
-        column('action'),
-        rows.map((r) => encodeAuditJson(r.types)),
-        rows.map((r) => encodeAuditJson(r.tokens)),
-        column('purpose'),
-        column('outcome'),
-        column('reason'),
-        rows.map((r) => encodeAuditJson(r.subjects)),
-        column('keyVersion'),
-        column('prevHash'),
-        column('hash'),
-        this.head.seq,
-        this.head.hash,
-      ],
-    );
+    await this.tx.count(APPEND_AUDIT_ROWS, [
+      column('seq'),
+      column('ts'),
+      column('requestId'),
+      column('principal'),
+      column('tenant'),
+      column('action'),
+      rows.map((r) => encodeAuditJson(r.types)),
+      rows.map((r) => encodeAuditJson(r.tokens)),
+      column('purpose'),
+      column('outcome'),
+      column('reason'),
+      rows.map((r) => encodeAuditJson(r.subjects)),
+      column('keyVersion'),
+      column('prevHash'),
+      column('hash'),
+      this.head.seq,
+      this.head.hash,
+    ]);
   }
 }
 

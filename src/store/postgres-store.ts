@@ -100,6 +100,8 @@ export class PostgresStore implements VaultStore {
       query_timeout: options.statementTimeoutMs + options.connectTimeoutMs,
       keepAlive: true,
       application_name: 'pii-vault',
+      // Statements whose answers nothing waits for are sent behind one another (see GroupCommit).
+      pipeline: true,
       // An acknowledged write is on disk on the server, whatever the server's default.
       options: '-c synchronous_commit=on',
     });
