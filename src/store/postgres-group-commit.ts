@@ -1,5 +1,5 @@
 import type { Pool, PoolClient } from 'pg';
-import { AwaitsChainHead, ChainPhase, Named, WriteTx } from './postgres-plan-ops';
+import { AwaitsChainHead, ChainPhase, Named, SharedKeyLocks, WriteTx } from './postgres-plan-ops';
 import { breaksConnection, isRetryable as isRetryableError, toStoreError } from './postgres-errors';
 import { ConcurrentWriteError } from './transaction-plan';
 import { AuditUnavailableError, StoreUnavailableError } from './vault-store';
@@ -150,11 +150,12 @@ export class GroupCommit {
   private async runTogether(client: PoolClient, batch: Op[]): Promise<Outcome[] | undefined> {
     // Pipelined with the first write's first statement. Were BEGIN to fail, so would every statement behind it.
     const begun = settled(query(client, 'BEGIN'));
+    const sharedKeys = new SharedKeyLocks();
     const outcomes: Outcome[] = [];
     for (const op of batch) {
       const effects = new Effects();
       try {
-        outcomes.push({ ok: true, value: await op.work(txOn(client, effects)), effects });
+        outcomes.push({ ok: true, value: await op.work(txOn(client, effects, sharedKeys)), effects });
       } catch (err) {
         await begun.result();
         if (breaksConnection(err) || (batch.length === 1 && isRetryable(err))) throw err;
@@ -215,10 +216,15 @@ async function finish(client: PoolClient, outcomes: Outcome[]): Promise<void> {
   await committed.result();
 }
 
-function txOn(client: PoolClient, effects: Effects): WriteTx {
+function txOn(client: PoolClient, effects: Effects, sharedKeys?: SharedKeyLocks): WriteTx {
+  const run = (sql: string | Named, params?: unknown[]) => {
+    sharedKeys?.seen(sql);
+    return query(client, sql, params);
+  };
   return {
-    rows: async <R>(sql: string | Named, params?: unknown[]) => (await query(client, sql, params)).rows as R[],
-    count: async (sql, params) => (await query(client, sql, params)).rowCount ?? 0,
+    sharedKeys,
+    rows: async <R>(sql: string | Named, params?: unknown[]) => (await run(sql, params)).rows as R[],
+    count: async (sql, params) => (await run(sql, params)).rowCount ?? 0,
     addEncryptions: (tenant, version, n) => add(effects.encryptions, JSON.stringify([tenant, version]), n),
     addRecords: (tenant, version, n) => add(effects.records, JSON.stringify([tenant, version]), n),
   };

@@ -16,6 +16,11 @@ export interface WriteTx {
   rows<R>(sql: string | Named, params?: unknown[]): Promise<R[]>;
   /** How many rows the statement wrote. */
   count(sql: string | Named, params?: unknown[]): Promise<number>;
+  /**
+   * The data-key rows the transaction holds share-locked, when nothing can release them before
+   * COMMIT (no savepoint); undefined in a savepoint, where each lock is taken again.
+   */
+  readonly sharedKeys?: SharedKeyLocks;
   /** Adds to a data key's encryption count, at the end of the transaction. */
   addEncryptions(tenant: string, version: number, n: number): void;
   /** Adds (or with a negative n removes) records to a (tenant, key version) count, at the end of the transaction. */
@@ -44,6 +49,29 @@ const SHARE_DATA_KEY: Named = {
 };
 
 /**
+ * Data-key rows locked FOR SHARE in a transaction without savepoints, as they were read: the lock
+ * holds until COMMIT, so no other transaction can have changed them since, and the next write of
+ * the batch that locks one (every tokenize does) needs no statement. Forgotten as soon as the
+ * transaction runs any other statement on data_keys (it may have changed them itself).
+ */
+export class SharedKeyLocks {
+  private readonly held = new Map<string, DataKeyRecord>();
+
+  /** Tells every statement the transaction runs, before it is sent. */
+  seen(sql: string | Named): void {
+    if (sql !== SHARE_DATA_KEY && (typeof sql === 'string' ? sql : sql.text).includes('data_keys')) this.held.clear();
+  }
+
+  get(key: KeyRef): DataKeyRecord | undefined {
+    return this.held.get(JSON.stringify([key.tenant, key.purpose, key.version]));
+  }
+
+  set(key: KeyRef, record: DataKeyRecord): void {
+    this.held.set(JSON.stringify([key.tenant, key.purpose, key.version]), record);
+  }
+}
+
+/**
  * The transaction primitives of the shared plans (src/store/rules/) on PostgreSQL, each with the
  * lock TransactionOps names. The per-key counters are handed to the group commit, which applies
  * them at the end of the shared transaction in a fixed order. The audit chain primitives are not
@@ -62,12 +90,20 @@ export function planOps(tx: WriteTx): AsyncTransactionOps {
     // A transaction-scoped advisory lock: a row lock cannot cover a version not inserted yet.
     lockKeyFamily: async (tenant: string, purpose: KeyPurpose) =>
       void (await tx.rows('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [`data-key-family/${tenant}/${purpose}`])),
-    lockDataKey: (key: KeyRef, mode: 'share' | 'update') =>
-      keyOf(mode === 'share' ? SHARE_DATA_KEY : `${KEY_SELECT} WHERE k.tenant = $1 AND k.purpose = $2 AND k.version = $3 FOR UPDATE OF k`, [
-        key.tenant,
-        key.purpose,
-        key.version,
-      ]),
+    lockDataKey: async (key: KeyRef, mode: 'share' | 'update') => {
+      if (mode === 'update') {
+        return keyOf(`${KEY_SELECT} WHERE k.tenant = $1 AND k.purpose = $2 AND k.version = $3 FOR UPDATE OF k`, [
+          key.tenant,
+          key.purpose,
+          key.version,
+        ]);
+      }
+      const held = tx.sharedKeys?.get(key);
+      if (held) return held;
+      const record = await keyOf(SHARE_DATA_KEY, [key.tenant, key.purpose, key.version]);
+      if (record) tx.sharedKeys?.set(key, record);
+      return record;
+    },
     lockActiveDataKey: (tenant: string, purpose: KeyPurpose) =>
       keyOf(`${KEY_SELECT} WHERE k.tenant = $1 AND k.purpose = $2 AND k.state = 'active' FOR UPDATE OF k`, [tenant, purpose]),
     insertDataKey: async (record: DataKeyRecord) => (await tx.count(INSERT_KEY, keyParams(record))) === 1,
