@@ -1,5 +1,6 @@
 import type { KeyPurpose } from '../domain/keys';
 import type { DataType } from '../domain/types';
+import { UpcomingInserts } from './postgres-batch-insert';
 import { encodeAuditJson, TOKEN_COLUMNS, tokenParams } from './postgres-rows';
 import { DataKeyRow, TokenRow, toDataKey, toTokenRecord } from './rows';
 import type { AsyncTransactionOps, KeyRef, Plan } from './transaction-plan';
@@ -43,6 +44,46 @@ const INSERT_TOKEN: Named = {
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) ON CONFLICT DO NOTHING`,
 };
 
+/** The column types of `tokens`, in TOKEN_COLUMNS order, for records sent as one array per column. */
+const TOKEN_COLUMN_TYPES = [
+  'text',
+  'text',
+  'text',
+  'text',
+  'text',
+  'int',
+  'int',
+  'bytea',
+  'bytea',
+  'bytea',
+  'bytea',
+  'bytea',
+  'bytea',
+  'text',
+  'bigint',
+  'bigint',
+];
+
+const INSERT_TOKENS: Named = {
+  name: 'pii-vault-insert-tokens',
+  text: `INSERT INTO tokens (${TOKEN_COLUMNS})
+    SELECT * FROM unnest(${TOKEN_COLUMN_TYPES.map((type, i) => `$${i + 1}::${type}[]`).join(', ')})
+    ON CONFLICT DO NOTHING RETURNING tenant, token`,
+};
+
+/** Writes the records (tokens distinct) in one statement; returns those written (the others' tokens were taken). */
+async function insertAll(tx: WriteTx, records: TokenRecord[]): Promise<Set<TokenRecord>> {
+  const params = records.map(tokenParams);
+  const columns = TOKEN_COLUMN_TYPES.map((_, column) => params.map((row) => row[column]));
+  const written = await tx.rows<{ tenant: string; token: string }>(INSERT_TOKENS, columns);
+  const ids = new Set(written.map((row) => JSON.stringify([row.tenant, row.token])));
+  return new Set(records.filter((r) => ids.has(JSON.stringify([r.tenant, r.token]))));
+}
+
+/** The upcoming inserts of a batch of records (see UpcomingInserts), written through `tx`. */
+export const upcomingInserts = (tx: WriteTx, batch: readonly TokenRecord[]) =>
+  new UpcomingInserts(batch, (records) => insertAll(tx, records));
+
 const SHARE_DATA_KEY: Named = {
   name: 'pii-vault-share-data-key',
   text: `${KEY_SELECT} WHERE k.tenant = $1 AND k.purpose = $2 AND k.version = $3 FOR SHARE OF k`,
@@ -78,7 +119,7 @@ export class SharedKeyLocks {
  * here: a plan that reaches the chain head is parked (see runUntilChainHead) and resumed on
  * chainOps once the group commit holds the head.
  */
-export function planOps(tx: WriteTx): AsyncTransactionOps {
+export function planOps(tx: WriteTx, upcoming?: UpcomingInserts): AsyncTransactionOps {
   const keyOf = async (sql: string | Named, params: unknown[]) => {
     const [row] = await tx.rows<DataKeyRow>(sql, params);
     return row && toDataKey(row);
@@ -137,6 +178,8 @@ export function planOps(tx: WriteTx): AsyncTransactionOps {
         ])
       ).map(toTokenRecord),
     insertRecord: async (record: TokenRecord) => {
+      const together = await upcoming?.insert(record);
+      if (together) return together;
       // ON CONFLICT waits for a concurrent inserter of the same token or identity, then writes nothing if it committed.
       if ((await tx.count(INSERT_TOKEN, tokenParams(record))) === 1) return 'inserted';
       if (!record.fingerprint) return 'token-taken';

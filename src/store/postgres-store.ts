@@ -4,7 +4,7 @@ import type { DataType } from '../domain/types';
 import { POSTGRES_MIGRATIONS } from './postgres-migrations';
 import { redactUrl, toStoreError } from './postgres-errors';
 import { GroupCommit, query } from './postgres-group-commit';
-import { INSERT_KEY, KEY_SELECT, keyParams, planOps, runUntilChainHead } from './postgres-plan-ops';
+import { INSERT_KEY, KEY_SELECT, keyParams, planOps, runUntilChainHead, upcomingInserts } from './postgres-plan-ops';
 import { AuditDbRow, DataKeyRow, JobRow, TokenRow, toAuditRow, toDataKey, toJob, toTokenRecord } from './rows';
 import { appendAuditPlan, pruneAuditSegmentPlan } from './rules/audit';
 import { changeDataKeyStatePlan, rotateDataKeyPlan } from './rules/data-keys';
@@ -213,7 +213,7 @@ export class PostgresStore implements VaultStore {
   }
 
   async insertTokens(records: TokenRecord[], audit: PendingAudit, hooks: InsertHooks): Promise<string[]> {
-    return (await this.transact(() => insertTokensPlan(records, audit, hooks))).tokens;
+    return (await this.transact(() => insertTokensPlan(records, audit, hooks), records)).tokens;
   }
 
   async findTokens(tokens: readonly string[]): Promise<Map<string, TokenRecord[]>> {
@@ -430,10 +430,11 @@ export class PostgresStore implements VaultStore {
 
   /**
    * Runs a fresh plan of src/store/rules/ in the next group commit: its statements in the shared
-   * transaction (in a savepoint of its own), its audit row chained at the end under the head lock.
-   * A plan that loses a race (ConcurrentWriteError, serialization failure, deadlock) is run again.
+   * transaction, its audit row chained at the end under the head lock. The records it is about to
+   * insert, when given, are written together (see UpcomingInserts). A plan that loses a race
+   * (ConcurrentWriteError, serialization failure, deadlock) is run again.
    */
-  private async transact<T>(plan: () => Plan<T>): Promise<T> {
-    return (await this.writes.run((tx) => runUntilChainHead(plan(), planOps(tx)))) as T;
+  private async transact<T>(plan: () => Plan<T>, inserting: readonly TokenRecord[] = []): Promise<T> {
+    return (await this.writes.run((tx) => runUntilChainHead(plan(), planOps(tx, upcomingInserts(tx, inserting))))) as T;
   }
 }
