@@ -51,7 +51,9 @@ const MAX_BATCH = 256;
  * the locking contract (vault-store.ts) is taken:
  * - insertTokens, replaceCiphertexts: each target data-key row `SELECT … FOR SHARE` (lockDataKey),
  *   must be active; held to commit, so a rotate/retire/destroy of it waits, and one that committed
- *   first is seen (StaleDataKeyError). Token rows: `INSERT … ON CONFLICT DO NOTHING` waits for a
+ *   first is seen (StaleDataKeyError); a later write of the same group commit is answered from the
+ *   row already held (see SharedKeyLocks). Token rows: `INSERT … ON CONFLICT DO NOTHING` (one
+ *   multi-row statement for a batch's random tokens, see UpcomingInserts) waits for a
  *   concurrent inserter of the same token or deterministic identity, then reports which was taken;
  *   a lost identity race is a ConcurrentWriteError and the plan runs again (its hooks see the
  *   winner). Swaps are conditional UPDATEs (row lock, old version and binding re-checked).
@@ -61,7 +63,8 @@ const MAX_BATCH = 256;
  * - deleteToken: `DELETE … RETURNING` locks the row; of two deletes one returns it.
  * - every audit row: the plan is parked at lockAuditHead and resumed at the end of the group
  *   commit, after the counters, with the one-row `audit_chain_head` locked `FOR UPDATE` to commit;
- *   the batch's rows are chained from it and written with the new head in one statement.
+ *   the batch's rows are chained from it and written with the new head in one statement, sent
+ *   with COMMIT (pipelined), so the head is held for two round trips and the commit.
  *   pruneAuditSegment asks for the head first, so its checks run under that lock too.
  * - counters (record_counts, data_key_usage): deltas upserted at the end of the transaction, in
  *   sorted key order (no deadlock between batches); job progress: an atomic increment.
