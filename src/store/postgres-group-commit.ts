@@ -258,21 +258,24 @@ async function applyCounters(client: PoolClient, effects: Effects): Promise<void
   ]);
 }
 
-const ADD_ENCRYPTIONS = {
+const ADD_ENCRYPTIONS: Named = {
   name: 'pii-vault-add-encryptions',
   text: `INSERT INTO data_key_usage (tenant, version, encryptions)
     SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[]) ORDER BY 1, 2
     ON CONFLICT (tenant, version) DO UPDATE SET encryptions = data_key_usage.encryptions + excluded.encryptions`,
 };
 
-const ADD_RECORDS = {
+const ADD_RECORDS: Named = {
   name: 'pii-vault-add-records',
   text: `INSERT INTO record_counts (tenant, key_version, records)
     SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[]) ORDER BY 1, 2
     ON CONFLICT (tenant, key_version) DO UPDATE SET records = record_counts.records + excluded.records`,
 };
 
-const LOCK_CHAIN_HEAD = { name: 'pii-vault-lock-chain-head', text: 'SELECT seq, hash FROM audit_chain_head WHERE id = 1 FOR UPDATE' };
+const LOCK_CHAIN_HEAD: Named = {
+  name: 'pii-vault-lock-chain-head',
+  text: 'SELECT seq, hash FROM audit_chain_head WHERE id = 1 FOR UPDATE',
+};
 
 /**
  * Resumes, in batch order, the writes parked at the audit chain head (their plans reached
