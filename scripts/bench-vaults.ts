@@ -108,20 +108,26 @@ async function onAdmin<T>(work: (client: Client) => Promise<T>): Promise<T> {
   }
 }
 
-/** `instances` vault processes on one fresh PostgreSQL database, which `close` drops. */
-export async function startPostgresVault(dir: string, instances: number): Promise<Vault> {
+/** A fresh PostgreSQL database for a bench run, and how to drop it. */
+export async function createBenchDatabase(): Promise<{ name: string; url: string; drop: () => Promise<unknown> }> {
   const name = `pii_vault_bench_${randomBytes(6).toString('hex')}`;
   await onAdmin((c) => c.query(`CREATE DATABASE ${name}`));
   const url = new URL(ADMIN_URL);
   url.pathname = `/${name}`;
-  const env = { PII_VAULT_DATABASE_URL: url.toString() };
-  const drop = () => onAdmin((c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));
+  return { name, url: url.toString(), drop: () => onAdmin((c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)) };
+}
+
+/** `instances` vault processes on one fresh PostgreSQL database, which `close` drops. */
+export async function startPostgresVault(dir: string, instances: number): Promise<Vault> {
+  const database = await createBenchDatabase();
+  const env = { PII_VAULT_DATABASE_URL: database.url };
+  const { name, drop } = database;
   let running: Instance[] = [];
   let reader: Client | undefined;
   try {
     const apiKeys = init(dir, env);
     running = await startInstances(dir, instances, env);
-    const client = new Client({ connectionString: url.toString() });
+    const client = new Client({ connectionString: database.url });
     reader = client;
     await client.connect();
     return {

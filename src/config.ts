@@ -9,6 +9,8 @@ import { Static, Type } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { Value } from '@sinclair/typebox/value';
 import { oneOf } from './contract/one-of';
+import { MAX_TTL_SECONDS } from './contract/schemas';
+import { DATA_TYPES } from './domain/types';
 import { TrustedProxies } from './http/client-address';
 
 function LimitSchema(description: string, rate: number, burst: number) {
@@ -176,6 +178,51 @@ export const ConfigSchema = Type.Object(
       },
       { additionalProperties: false, default: {} },
     ),
+    subjectKeys: Type.Object(
+      {
+        enabled: Type.Array(
+          Type.Object(
+            {
+              tenant: Type.String({ minLength: 1, description: 'A tenant, or * for every tenant.' }),
+              types: Type.Array(oneOf([...DATA_TYPES, '*'] as const), { minItems: 1, uniqueItems: true }),
+            },
+            { additionalProperties: false },
+          ),
+          {
+            default: [],
+            description:
+              'Per-subject keys (crypto-shredding) for records with a subject, by tenant and data type, e.g. [{"tenant":"*","types":["pan","email"]}]; empty, none.',
+          },
+        ),
+        path: Type.String({
+          minLength: 1,
+          default: 'subject-keys.db',
+          description: 'SQLite file of the per-subject keys, relative to the data dir (SQLite vaults; never inside the vault database).',
+        }),
+        databaseUrl: Type.Optional(
+          Type.String({
+            pattern: '^postgres(ql)?://',
+            env: 'PII_VAULT_SUBJECT_KEYS_DATABASE_URL',
+            description:
+              'PostgreSQL database of the per-subject keys, other than database.url; required when a PostgreSQL vault enables per-subject keys.',
+          }),
+        ),
+        cacheTtlSeconds: Type.Integer({
+          minimum: 1,
+          maximum: 86_400,
+          default: 60,
+          description:
+            'How long an unwrapped subject key stays in memory (a key destroyed by another instance stays usable here that long).',
+        }),
+        cacheMaxEntries: Type.Integer({
+          minimum: 1,
+          maximum: 1_000_000,
+          default: 10_000,
+          description: 'How many unwrapped subject keys are kept in memory; the least recently used goes first.',
+        }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
     shutdownTimeoutMs: Type.Integer({
       minimum: 0,
       maximum: 600_000,
@@ -213,6 +260,34 @@ export const ConfigSchema = Type.Object(
       default: 30_000,
       description:
         'Lease of a re-encryption job: one instance runs a job, renewing the lease each batch; another takes it over this long after the holder stops renewing (dies).',
+    }),
+    retention: Type.Record(
+      Type.String(),
+      Type.Object(
+        {
+          defaultTtlSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_TTL_SECONDS })),
+          maxTtlSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_TTL_SECONDS })),
+        },
+        { additionalProperties: false },
+      ),
+      {
+        default: {},
+        description:
+          'Retention limits per data type, e.g. {"pan":{"defaultTtlSeconds":86400,"maxTtlSeconds":2592000}} (either optional, default ≤ max): a tokenize item without ttlSeconds gets defaultTtlSeconds (else maxTtlSeconds); one asking for more than maxTtlSeconds is refused with 400 ttl_exceeds_retention.',
+      },
+    ),
+    purgeIntervalSeconds: Type.Integer({
+      minimum: 0,
+      maximum: 604_800,
+      default: 3_600,
+      description:
+        'How often the server deletes expired records (one instance at a time on a shared database; the first run a few seconds after start); 0 disables the task (pii-vault purge still works).',
+    }),
+    purgeBatchSize: Type.Integer({
+      minimum: 1,
+      maximum: 10_000,
+      default: 500,
+      description: 'Expired records deleted per purge transaction (each with its own audit row of counts), with a pause between batches.',
     }),
     policyFile: Type.String({
       default: 'policy.json',
@@ -281,6 +356,9 @@ export function loadConfig(dataDir: string, overrides: ConfigOverrides = {}, env
   }
   if (env.PII_VAULT_LOG_LEVEL) raw.logLevel = env.PII_VAULT_LOG_LEVEL;
   if (env.PII_VAULT_DATABASE_URL) raw.database = { ...((raw.database as object) ?? {}), url: env.PII_VAULT_DATABASE_URL };
+  if (env.PII_VAULT_SUBJECT_KEYS_DATABASE_URL) {
+    raw.subjectKeys = { ...((raw.subjectKeys as object) ?? {}), databaseUrl: env.PII_VAULT_SUBJECT_KEYS_DATABASE_URL };
+  }
   const kmsEnv = { keyId: env.PII_VAULT_KMS_KEY_ID, region: env.PII_VAULT_KMS_REGION, endpoint: env.PII_VAULT_KMS_ENDPOINT };
   if (Object.values(kmsEnv).some(Boolean)) {
     const provider = (raw.keyProvider ??= {}) as Record<string, unknown>;
@@ -292,12 +370,34 @@ export function loadConfig(dataDir: string, overrides: ConfigOverrides = {}, env
   const config = Value.Default(ConfigSchema, raw);
   const error = checker.Errors(config).First();
   if (error) throw new ConfigError(`${file} ${error.path || '/'}: ${error.message}`);
+  const { database, subjectKeys } = config as Static<typeof ConfigSchema>;
+  if (subjectKeys.databaseUrl && subjectKeys.databaseUrl === database.url) {
+    throw new ConfigError(
+      `${file} /subjectKeys/databaseUrl: must name a database other than database.url (a key kept in the vault database would survive in its backups)`,
+    );
+  }
+  checkRetention((config as Static<typeof ConfigSchema>).retention, file);
   try {
     new TrustedProxies((config as Static<typeof ConfigSchema>).trustProxy);
   } catch (err) {
     throw new ConfigError(`${file} /trustProxy: ${(err as Error).message}`);
   }
   return { ...(config as Static<typeof ConfigSchema>), dataDir: dir };
+}
+
+/** Retention limits name known data types, and a type's default lifetime is within its maximum. */
+function checkRetention(retention: Static<typeof ConfigSchema>['retention'], file: string): void {
+  for (const [type, limits] of Object.entries(retention)) {
+    if (!(DATA_TYPES as readonly string[]).includes(type)) {
+      throw new ConfigError(`${file} /retention/${type}: not a data type (one of ${DATA_TYPES.join(', ')})`);
+    }
+    const { defaultTtlSeconds, maxTtlSeconds } = limits;
+    if (defaultTtlSeconds !== undefined && maxTtlSeconds !== undefined && defaultTtlSeconds > maxTtlSeconds) {
+      throw new ConfigError(
+        `${file} /retention/${type}: defaultTtlSeconds (${defaultTtlSeconds}) must not be above maxTtlSeconds (${maxTtlSeconds})`,
+      );
+    }
+  }
 }
 
 /** A path from the config, relative to the data dir unless absolute. */

@@ -9,6 +9,7 @@ export const ERROR_CATALOGUE = {
   unsupported_format: { status: 400, message: 'The token format or preserve option does not apply to this data type.' },
   confirmation_required: { status: 400, message: 'This irreversible operation needs an explicit confirmation.' },
   too_many_items: { status: 400, message: 'Too many items in one request.' },
+  ttl_exceeds_retention: { status: 400, message: 'The requested ttlSeconds is above the retention limit of its data type.' },
   sensitive_authentication_data: {
     status: 400,
     message: 'Card verification codes, PINs and magnetic-stripe track data must never be sent or stored (PCI DSS 3.3).',
@@ -45,8 +46,11 @@ export const ERROR_CATALOGUE = {
 export type ErrorCode = keyof typeof ERROR_CATALOGUE;
 
 /** Per-item outcome codes in a detokenize response (not request-level errors). */
-export const ITEM_ERROR_CODES = ['not_found', 'forbidden', 'expired', 'integrity_failed', 'ambiguous_token'] as const;
+export const ITEM_ERROR_CODES = ['not_found', 'forbidden', 'expired', 'integrity_failed', 'ambiguous_token', 'erased'] as const;
 export type ItemErrorCode = (typeof ITEM_ERROR_CODES)[number];
+/** Why a per-item `forbidden` was refused when the policy would have allowed it. */
+export const ITEM_ERROR_REASONS = ['consent_not_given'] as const;
+export type ItemErrorReason = (typeof ITEM_ERROR_REASONS)[number];
 
 /**
  * The base of every error the vault raises: it carries its catalogue code, so the HTTP layer maps

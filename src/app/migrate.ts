@@ -6,6 +6,7 @@ import { context } from '../keys/key-manager';
 import { recordAad } from '../service/record-crypto';
 import { redactUrl } from '../store/postgres-errors';
 import { TableCounts, copySqliteToPostgres } from '../store/sqlite-to-postgres';
+import { copySubjectKeysToPostgres } from '../store/subject-keys-to-postgres';
 import type { DataKeyRecord } from '../domain/keys';
 import type { TokenRecord } from '../store/vault-store';
 import { OpenedVault, openVault } from './open-vault';
@@ -41,7 +42,11 @@ export async function migrateVault(dataDir: string, targetUrl: string): Promise<
   const sourceFile = dataPath(config, config.databaseFile);
   if (!existsSync(sourceFile)) throw new Error(`no vault database at ${sourceFile}`);
   const database = { ...config.database, url: targetUrl };
+  const keysFile = subjectKeysToCopy(config, targetUrl);
+  // The keys first: a key database that refuses them leaves the target untouched (a rerun copies again).
+  const keys = keysFile && (await copySubjectKeysToPostgres(keysFile, { ...database, url: config.subjectKeys.databaseUrl! }));
   const copied = await copySqliteToPostgres(sourceFile, database, { sampleSize: SAMPLE_SIZE });
+  if (keys) copied.counts.subject_keys = keys;
   const target: VaultConfig = { ...config, database };
   const opened = await openVault(target);
   try {
@@ -66,6 +71,26 @@ export async function migrateVault(dataDir: string, targetUrl: string): Promise<
   } finally {
     await opened.close();
   }
+}
+
+/**
+ * The SQLite subject key file to copy along, if the vault has one: it goes to the database of
+ * subjectKeys.databaseUrl (PII_VAULT_SUBJECT_KEYS_DATABASE_URL), which a PostgreSQL vault with
+ * per-subject keys needs, and which must not be the target (see open-store.ts). Checked before
+ * anything is copied.
+ */
+function subjectKeysToCopy(config: VaultConfig, targetUrl: string): string | undefined {
+  const file = dataPath(config, config.subjectKeys.path);
+  const { databaseUrl, enabled } = config.subjectKeys;
+  if (databaseUrl === targetUrl) {
+    throw new Error('subjectKeys.databaseUrl must name a database other than the target: the keys must live outside the vault database');
+  }
+  if (!databaseUrl && (existsSync(file) || enabled.length > 0)) {
+    throw new Error(
+      `this vault has per-subject keys (${file}): set PII_VAULT_SUBJECT_KEYS_DATABASE_URL (or subjectKeys.databaseUrl) to an empty database of their own, apart from the target, and run migrate again`,
+    );
+  }
+  return databaseUrl && existsSync(file) ? file : undefined;
 }
 
 /**

@@ -17,7 +17,10 @@ import { requireNotWritableByOthers } from '../file-modes';
 import { Vault } from '../service/vault';
 import { createLogger, Logger } from '../logger';
 import pino from 'pino';
-import { OpenedStore, openStore } from '../store/open-store';
+import { OpenedStore, openStore, openSubjectKeyStore } from '../store/open-store';
+import type { SubjectKeyStore } from '../store/subject-key-store';
+import { SubjectKeys } from '../keys/subject-keys';
+import { subjectKeyControl } from '../service/subject-layer';
 
 /** `S` narrows the store where the caller knows which one it opened (tests of the embedded store). */
 export interface OpenedVault<S extends OpenedStore = OpenedStore> {
@@ -59,11 +62,19 @@ export async function openVault(config: VaultConfig, options: { resumeJobs?: boo
   // Without a logger given (CLI commands), stderr: stdout carries the command's own output.
   const logger = options.logger ?? createLogger(config.logLevel, pino.destination({ dest: 2, sync: true }));
   const store = await openStore(config, (message) => logger.warn(message));
+  let subjectKeyStore: SubjectKeyStore | undefined;
   try {
+    subjectKeyStore = await openSubjectKeyStore(config, (message) => logger.warn(message));
     const keys = new KeyManager(store, keks.provider, {
       ttlMs: config.keyCacheTtlSeconds * 1000,
       maxEntries: config.keyCacheMaxEntries,
     });
+    const subjectKeys =
+      subjectKeyStore &&
+      new SubjectKeys(subjectKeyStore, keys, {
+        ttlMs: config.subjectKeys.cacheTtlSeconds * 1000,
+        maxEntries: config.subjectKeys.cacheMaxEntries,
+      });
     const audit = new AuditLog(store, keys);
     await keys.activeKey(SYSTEM_TENANT, 'audit').catch((err: Error) => {
       const which = keks.provider.describe().kind === 'local' ? 'master key' : 'KMS key';
@@ -75,15 +86,21 @@ export async function openVault(config: VaultConfig, options: { resumeJobs?: boo
       audit,
       keks,
       recordBinding: recordBindingControl(config),
+      subjectKeys: subjectKeyControl(config.subjectKeys.enabled, subjectKeys),
       policy: () => policy,
       phoneRegion: config.phoneRegion,
       logger,
       rotation: { maxAgeMs: config.dekMaxAgeDays * DAY_MS, maxEncryptions: config.dekMaxEncryptions },
       reencrypt: { batchSize: config.reencryptBatchSize, pauseMs: config.reencryptPauseMs, leaseMs: config.reencryptLeaseMs },
+      retention: config.retention,
+      purge: { intervalMs: config.purgeIntervalSeconds * 1000, batchSize: config.purgeBatchSize },
       now: Date.now,
     });
-    // Only the serving process runs jobs; a CLI command opening the same data dir must not.
-    if (options.resumeJobs) await vault.jobs.resumeAll();
+    // Only the serving process runs jobs and the purge task; a CLI command opening the same data dir must not.
+    if (options.resumeJobs) {
+      await vault.jobs.resumeAll();
+      vault.purge.start();
+    }
     return {
       vault,
       store,
@@ -93,12 +110,16 @@ export async function openVault(config: VaultConfig, options: { resumeJobs?: boo
       reloadPolicy: () => (policy = loadPolicy()),
       close: async () => {
         await vault.jobs.stop();
+        await vault.purge.stop();
         await vault.authFailures.flush();
         keys.clear();
+        subjectKeys?.clear();
+        await subjectKeyStore?.close();
         await store.close();
       },
     };
   } catch (err) {
+    await subjectKeyStore?.close();
     await store.close();
     throw err;
   }

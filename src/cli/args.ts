@@ -12,7 +12,7 @@ const OPTIONS = {
   'api-key': {
     type: 'string',
     arg: 'KEY',
-    doc: 'API key of a principal with keys:* grants (default: PII_VAULT_API_KEY; prefer it, flags end up in shell history)',
+    doc: 'API key of a principal with the grants the command needs (default: PII_VAULT_API_KEY; prefer it, flags end up in shell history)',
   },
   tenant: { type: 'string', arg: 'T', doc: 'one tenant (default: the caller’s default tenant)' },
   all: { type: 'boolean', doc: 'every tenant' },
@@ -27,10 +27,16 @@ const OPTIONS = {
   data: { type: 'string', arg: 'FILE', doc: 'where the dev KMS keeps its keys (default: in memory)' },
   port: { type: 'string', arg: 'N', doc: 'TCP port to listen on (0 picks a free one)' },
   host: { type: 'string', arg: 'H', doc: 'address to listen on (default 127.0.0.1)' },
+  'dry-run': { type: 'boolean', doc: 'only count what would be deleted (per tenant and type); nothing is deleted' },
   json: { type: 'boolean', doc: 'print JSON instead of text' },
   force: { type: 'boolean', doc: 'on an existing vault, re-issue the starter API keys (keys, records and settings are kept)' },
   'keys-file': { type: 'string', arg: 'FILE', doc: 'write the starter API keys to FILE (mode 0600) and print only its path' },
   to: { type: 'string', arg: 'URL', doc: 'the empty PostgreSQL database to copy the vault into (postgres://…)' },
+  subject: { type: 'string', arg: 'ID', doc: 'the data subject id (default: read from standard input; a flag ends up in shell history)' },
+  from: { type: 'string', arg: 'TIME', doc: 'only decisions at or after this ISO 8601 time (with a zone)' },
+  until: { type: 'string', arg: 'TIME', doc: 'only decisions before this ISO 8601 time (with a zone)' },
+  grant: { type: 'string', arg: 'P,P', doc: 'purposes to add to the consented set (comma-separated)' },
+  withdraw: { type: 'string', arg: 'P,P', doc: 'purposes to withdraw from the consented set (comma-separated)' },
   help: { type: 'boolean', doc: 'show this help' },
 } as const;
 

@@ -5,8 +5,8 @@
  */
 import { existsSync } from 'node:fs';
 import { loadConfig, dataPath } from '../config';
+import { apiClient, CliError, print } from './api-client';
 import type {
-  ErrorResponse,
   JobResponse,
   JobView,
   KeyChangeResponse,
@@ -31,11 +31,9 @@ export interface KeysCommandOptions {
   dataDir?: string;
 }
 
-class CliError extends Error {}
-
 export async function keysCommand(sub: string, o: KeysCommandOptions, out: NodeJS.WriteStream = process.stdout): Promise<number> {
   if (sub === 'new-master-key') return newMasterKey(o, out);
-  const api = client(o);
+  const api = apiClient(o);
   const scope = o.all ? { all: true } : o.tenant ? { tenant: o.tenant } : {};
   switch (sub) {
     case 'list': {
@@ -93,35 +91,6 @@ export async function keysCommand(sub: string, o: KeysCommandOptions, out: NodeJ
   }
 }
 
-/** Calls the API; the response is typed by the contract schema of the route called. */
-type Api = <T>(method: string, path: string, body?: object) => Promise<T>;
-
-function client(o: KeysCommandOptions): Api {
-  const base = (o.url ?? process.env.PII_VAULT_URL ?? 'http://127.0.0.1:8080').replace(/\/+$/, '');
-  const apiKey = o.apiKey ?? process.env.PII_VAULT_API_KEY;
-  if (!apiKey) throw new CliError('an API key is needed: set PII_VAULT_API_KEY (or pass --api-key)');
-  return async <T>(method: string, path: string, body?: object): Promise<T> => {
-    let res: Response;
-    try {
-      res = await fetch(base + path, {
-        method,
-        headers: { Authorization: `Bearer ${apiKey}`, ...(body ? { 'Content-Type': 'application/json' } : {}) },
-        body: body ? JSON.stringify(body) : undefined,
-      });
-    } catch (err) {
-      throw new CliError(
-        `cannot reach the vault at ${base}: ${(err as Error & { cause?: Error }).cause?.message ?? (err as Error).message}`,
-      );
-    }
-    const payload: unknown = await res.json().catch(() => ({}));
-    if (!res.ok) {
-      const error = (payload as Partial<ErrorResponse>).error;
-      throw new CliError(`${res.status} ${error?.code ?? ''}: ${error?.message ?? res.statusText}`);
-    }
-    return payload as T;
-  };
-}
-
 /** Adds a new active version to the local master keyring file; run `keys rewrap` afterwards. */
 function newMasterKey(o: KeysCommandOptions, out: NodeJS.WriteStream): number {
   if (!o.dataDir) throw new CliError('keys new-master-key needs --data-dir');
@@ -132,11 +101,6 @@ function newMasterKey(o: KeysCommandOptions, out: NodeJS.WriteStream): number {
   keyring.save(file, false);
   if (o.json) return print(out, { masterKeyVersion: keyring.active, keyFile: file });
   out.write(`master key v${keyring.active} is now active in ${file}; run \`pii-vault keys rewrap\` to move every data key under it\n`);
-  return 0;
-}
-
-function print(out: NodeJS.WriteStream, value: unknown): number {
-  out.write(JSON.stringify(value, null, 2) + '\n');
   return 0;
 }
 

@@ -10,6 +10,11 @@ import { CommandSpec, CommandValues, OptionName, parseCommandLine, UsageError } 
 import { keysCommand, KeysCommandOptions } from './keys';
 import { writeKeysFile } from './keys-file';
 import { migrate } from './migrate';
+import { subjectsCommand } from './subjects';
+import { loadPolicyFile } from '../policy/policy-file';
+import { policyReport } from '../service/policy-report';
+import { policyReportMarkdown } from '../service/policy-report-markdown';
+import { purge } from './purge';
 
 const KEYS_API = ['url', 'api-key'] as const;
 
@@ -94,6 +99,19 @@ const COMMANDS: readonly CommandSpec[] = [
     options: ['data-dir', 'json'],
     run: (v) => keysCommand('new-master-key', keysOptions(v)),
   },
+  subjects('export', 'every record of a data subject at your reveal level, and its consent'),
+  subjects('access-log', 'every audited decision that touched a data subject', ['from', 'until']),
+  subjects('erase', 'erase a data subject: its records, and the link from its audit handle to it (irreversible)'),
+  subjects('consent', "grant or withdraw purposes in a data subject's consent", ['grant', 'withdraw']),
+  {
+    name: 'policy report',
+    synopsis: '--data-dir DIR [--json]',
+    summary:
+      'who may do what under the policy file: per role and principal, each action × data type with reveal level and purposes, and retention (Markdown, or JSON)',
+    options: ['data-dir', 'json'],
+    notes: ['The running vault answers the same for the policy it has loaded: GET /v1/policy/report (action policy:read).'],
+    run: (v) => policyReportCommand(requireDataDir(v), !!v.json),
+  },
   {
     name: 'migrate',
     synopsis: '--data-dir DIR --to postgres://… [--json]',
@@ -103,6 +121,14 @@ const COMMANDS: readonly CommandSpec[] = [
       if (!v.to) throw new UsageError('--to postgres://… is required');
       return migrate(requireDataDir(v), v.to, !!v.json);
     },
+  },
+  {
+    name: 'purge',
+    synopsis: '--data-dir DIR [--dry-run] [--json]',
+    summary: 'delete every expired record now, in batches, each audited with counts only (--dry-run: count them, delete nothing)',
+    options: ['data-dir', 'dry-run', 'json'],
+    notes: ['Works on the SQLite file or, with PII_VAULT_DATABASE_URL (or database.url), on PostgreSQL, beside running instances.'],
+    run: (v) => purge(requireDataDir(v), !!v['dry-run'], !!v.json),
   },
   {
     name: 'dev-kms',
@@ -121,6 +147,29 @@ function keys(sub: string, synopsis: string, summary: string, options: readonly 
     summary,
     options: [...options, ...KEYS_API],
     run: (v) => keysCommand(sub, keysOptions(v)),
+  };
+}
+
+/** A subjects command: calls the API of a running vault; the subject id comes on standard input unless --subject. */
+function subjects(sub: string, summary: string, options: readonly OptionName[] = []): CommandSpec {
+  const extra = options.map((name) => `[--${name} ${name === 'grant' || name === 'withdraw' ? 'P,P' : 'TIME'}]`).join(' ');
+  return {
+    name: `subjects ${sub}`,
+    synopsis: `[--tenant T] [--subject ID] ${extra ? `${extra} ` : ''}[--json] [--url URL] [--api-key KEY]`,
+    summary,
+    options: ['tenant', 'subject', 'json', ...options, ...KEYS_API],
+    run: (v) =>
+      subjectsCommand(sub, {
+        url: v.url,
+        apiKey: v['api-key'],
+        tenant: v.tenant,
+        subject: v.subject,
+        from: v.from,
+        until: v.until,
+        grant: v.grant,
+        withdraw: v.withdraw,
+        json: !!v.json,
+      }),
   };
 }
 
@@ -340,4 +389,12 @@ async function auditVerifyArchive(dataDir: string, file: string, json: boolean):
   } finally {
     await opened.close();
   }
+}
+
+/** The report of the policy file as a running vault would load it (the file it watches and reloads). */
+async function policyReportCommand(dataDir: string, json: boolean): Promise<number> {
+  const config = loadConfig(dataDir);
+  const report = policyReport(loadPolicyFile(dataPath(config, config.policyFile)), config.retention, new Date());
+  process.stdout.write(json ? JSON.stringify(report, null, 2) + '\n' : policyReportMarkdown(report));
+  return 0;
 }

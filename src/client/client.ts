@@ -6,7 +6,14 @@ import { requestIdOrNew } from './request-id';
 import { backoffDelay, DEFAULT_RETRY, isRetryable, retryAfterMs, RetryOptions, sleep } from './retry';
 import { createAgent, exchange, HttpAnswer, TimeoutError, TlsOptions } from './transport';
 import type {
+  AccessLogRequest,
   AuditPage,
+  ConsentRequest,
+  ConsentResult,
+  EraseResult,
+  SubjectAccessLog,
+  SubjectExport,
+  SubjectRequest,
   AuditVerifyResult,
   DetokenizeRequest,
   DetokenizeResult,
@@ -14,6 +21,7 @@ import type {
   Job,
   KeyScope,
   KeyView,
+  PolicyReport,
   RewrapResult,
   RewrapTarget,
   RotateResult,
@@ -146,6 +154,11 @@ export class VaultClient {
     return this.call('verifyAudit', options);
   }
 
+  /** Who may do what under the vault's policy in force (needs `policy:read`); JSON, the Markdown form is served with `?format=markdown`. */
+  policyReport(options: CallOptions = {}): Promise<PolicyReport> {
+    return this.call('policyReport', options);
+  }
+
   async listKeys({ tenant, all, ...options }: CallOptions & KeyScope = {}): Promise<KeyView[]> {
     const result = await this.call<{ keys: KeyView[] }>('listKeys', { ...options, query: { tenant, all } });
     return result.keys;
@@ -189,6 +202,26 @@ export class VaultClient {
   async destroyKey(version: number, { tenant, confirm, ...options }: CallOptions & { tenant?: string; confirm: string }): Promise<KeyView> {
     const result = await this.call<{ key: KeyView }>('destroyKey', { ...options, params: { version }, body: { tenant, confirm } });
     return result.key;
+  }
+
+  /** Every record of a data subject with its value at your reveal level, and its consent (the subject goes in the body). */
+  exportSubject({ tenant, subject, ...options }: CallOptions & SubjectRequest): Promise<SubjectExport> {
+    return this.call('exportSubject', { ...options, body: { tenant, subject } });
+  }
+
+  /** Every audited decision that touched a data subject, optionally within [from, to). */
+  subjectAccessLog({ tenant, subject, from, to, ...options }: CallOptions & AccessLogRequest): Promise<SubjectAccessLog> {
+    return this.call('subjectAccessLog', { ...options, body: { tenant, subject, from, to } });
+  }
+
+  /** Erases a data subject: every record, and the link from its audit handle to it (irreversible). */
+  eraseSubject({ tenant, subject, ...options }: CallOptions & SubjectRequest): Promise<EraseResult> {
+    return this.call('eraseSubject', { ...options, body: { tenant, subject } });
+  }
+
+  /** Grants and withdraws purposes in a data subject's consent. */
+  changeSubjectConsent({ tenant, subject, grant, withdraw, ...options }: CallOptions & ConsentRequest): Promise<ConsentResult> {
+    return this.call('changeSubjectConsent', { ...options, body: { tenant, subject, grant, withdraw } });
   }
 
   /** Closes the client's idle keep-alive connections (not those of an agent you passed in). */

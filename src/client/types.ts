@@ -7,8 +7,10 @@
 export type DataType = 'pan' | 'ssn' | 'email' | 'phone' | 'name' | 'dob' | 'address' | 'iban' | 'text';
 export type TokenFormat = 'random' | 'uuid' | 'pan' | 'digits' | 'email';
 export type Preserve = 'none' | 'last4' | 'bin6' | 'bin6last4' | 'domain';
-export type RevealLevel = 'plain' | 'masked' | 'redacted';
-export type ItemErrorCode = 'not_found' | 'forbidden' | 'expired' | 'integrity_failed' | 'ambiguous_token';
+export type RevealLevel = 'plain' | 'masked' | 'generalized' | 'redacted';
+export type ItemErrorCode = 'not_found' | 'forbidden' | 'expired' | 'integrity_failed' | 'ambiguous_token' | 'erased';
+/** Why a `forbidden` item was refused when the policy would have allowed it. */
+export type ItemErrorReason = 'consent_not_given';
 export type MetadataValue = string | number | boolean | null;
 
 export interface TokenizeItem {
@@ -19,6 +21,8 @@ export interface TokenizeItem {
   /** Same tenant, type, value, format and preserve always give the same token (and a retry is then safe). */
   deterministic?: boolean;
   subject?: string;
+  /** Purposes the subject consented to, added to its consented set (needs `subject`). */
+  purposes?: string[];
   metadata?: { [key: string]: MetadataValue };
   ttlSeconds?: number;
 }
@@ -26,6 +30,8 @@ export interface TokenizeItem {
 export interface TokenizeRequest {
   tenant?: string;
   items: TokenizeItem[];
+  /** Consented purposes for the subject of every item (each needs `subject`). */
+  purposes?: string[];
 }
 
 export interface TokenizedItem {
@@ -46,7 +52,8 @@ export interface DetokenizeRequest {
 
 /** What the server sends per token: a value, or the reason there is none. */
 export type DetokenizeWireItem =
-  { token: string; type: DataType; value: string | null; reveal: RevealLevel } | { token: string; error: { code: ItemErrorCode } };
+  | { token: string; type: DataType; value: string | null; reveal: RevealLevel }
+  | { token: string; error: { code: ItemErrorCode; reason?: ItemErrorReason } };
 
 export interface DetokenizeWireResponse {
   items: DetokenizeWireItem[];
@@ -55,7 +62,7 @@ export interface DetokenizeWireResponse {
 /** One token's outcome, as a discriminated union on `ok`. */
 export type DetokenizeResult =
   | { ok: true; token: string; type: DataType; value: string | null; reveal: RevealLevel }
-  | { ok: false; token: string; error: { code: ItemErrorCode } };
+  | { ok: false; token: string; error: { code: ItemErrorCode; reason?: ItemErrorReason } };
 
 export interface TokenMetadata {
   token: string;
@@ -103,6 +110,27 @@ export type AuditVerifyResult =
   | ({ ok: false; rows: number; firstBadSeq: number; reason: string } & AuditVerifyRun)
   | { ok: boolean; scope: 'tenants' };
 
+/** One row of a policy report: allowed when the request states one of `purposes` (null: any or none), at most at `reveal`. */
+export interface PolicyPermission {
+  action: string;
+  /** Null for an action on no value. */
+  type: DataType | null;
+  /** Null for an action that shows no value (all but detokenize). */
+  reveal: RevealLevel | null;
+  purposes: string[] | null;
+}
+
+export interface PolicyReport {
+  policyVersion: number;
+  generatedAt: string;
+  /** Most revealing first. */
+  revealLevels: RevealLevel[];
+  roles: { role: string; permissions: PolicyPermission[] }[];
+  principals: { principal: string; roles: string[]; tenants: string[]; permissions: PolicyPermission[] }[];
+  /** Null: not limited. */
+  retention: { type: DataType; defaultTtlSeconds: number | null; maxTtlSeconds: number | null }[];
+}
+
 export interface KeyView {
   tenant: string;
   purpose: 'data' | 'fingerprint' | 'audit';
@@ -147,4 +175,68 @@ export interface Job {
   updatedAt: string;
   finishedAt: string | null;
   error: string | null;
+}
+
+/** A data subject, named in the body (never in a URL). */
+export interface SubjectRequest {
+  tenant?: string;
+  subject: string;
+}
+
+export interface AccessLogRequest extends SubjectRequest {
+  /** ISO 8601 with a zone: decisions at or after it. */
+  from?: string;
+  /** ISO 8601 with a zone: decisions before it. */
+  to?: string;
+}
+
+export interface ConsentRequest extends SubjectRequest {
+  grant?: string[];
+  withdraw?: string[];
+}
+
+export interface ExportedRecord {
+  token: string;
+  type: DataType;
+  format: TokenFormat;
+  createdAt: string;
+  expiresAt: string | null;
+  metadata: { [key: string]: MetadataValue } | null;
+  value: string | null;
+  reveal: RevealLevel;
+  error?: { code: 'integrity_failed' | 'erased' };
+}
+
+export interface SubjectExport {
+  tenant: string;
+  /** Null when no consent was recorded (no restriction). */
+  consentedPurposes: string[] | null;
+  records: ExportedRecord[];
+}
+
+export interface AccessLogEntry {
+  seq: number;
+  ts: string;
+  principal: string;
+  action: string;
+  types: string[];
+  purpose: string | null;
+  outcome: 'allow' | 'deny' | 'partial';
+  reason: string | null;
+  requestId: string;
+}
+
+export interface SubjectAccessLog {
+  tenant: string;
+  entries: AccessLogEntry[];
+}
+
+export interface EraseResult {
+  tenant: string;
+  erased: { records: number };
+}
+
+export interface ConsentResult {
+  tenant: string;
+  consentedPurposes: string[] | null;
 }

@@ -5,7 +5,7 @@
 import { Static, Type } from '@sinclair/typebox';
 import { DATA_KEY_STATES, KEY_PURPOSES } from '../domain/keys';
 import { DATA_TYPES, PRESERVE_OPTIONS, REVEAL_LEVELS, TOKEN_FORMATS } from '../domain/types';
-import { ERROR_CATALOGUE, ITEM_ERROR_CODES } from '../errors';
+import { ERROR_CATALOGUE, ITEM_ERROR_CODES, ITEM_ERROR_REASONS } from '../errors';
 import { oneOf } from './one-of';
 
 export const MAX_ITEMS = 1000;
@@ -31,6 +31,20 @@ const MetadataSchema = Type.Record(
   { maxProperties: 20, additionalProperties: false, description: 'Non-sensitive labels stored in clear; never put personal data here.' },
 );
 
+/** A stated purpose: no run of 12 digits (purposes are written to audit rows, so must not be able to carry a card number). */
+const PURPOSE_PATTERN = '^(?!.*\\d{12})[A-Za-z0-9_.:-]+$';
+export const MAX_PURPOSES = 32;
+
+export const Purpose = Type.String({ minLength: 1, maxLength: 64, pattern: PURPOSE_PATTERN, description: 'A purpose, e.g. `charge`.' });
+const PurposeList = (description: string) => Type.Array(Purpose, { minItems: 1, maxItems: MAX_PURPOSES, uniqueItems: true, description });
+
+export const SubjectId = Type.String({
+  minLength: 1,
+  maxLength: 128,
+  pattern: '^[\\x21-\\x7e]+$',
+  description: 'Data subject id, for GDPR/CCPA requests.',
+});
+
 export const TokenizeItemSchema = Type.Object(
   {
     type: enumOf(DATA_TYPES, 'Data type; decides validation, normalisation and masking.'),
@@ -38,9 +52,8 @@ export const TokenizeItemSchema = Type.Object(
     format: Type.Optional(enumOf(TOKEN_FORMATS, 'Token format; defaults per data type.')),
     preserve: Type.Optional(enumOf(PRESERVE_OPTIONS, 'What a format-preserving token keeps of the value.')),
     deterministic: Type.Optional(Type.Boolean({ description: 'Same tenant, type and value always give the same token.' })),
-    subject: Type.Optional(
-      Type.String({ minLength: 1, maxLength: 128, pattern: '^[\\x21-\\x7e]+$', description: 'Data subject id, for GDPR/CCPA requests.' }),
-    ),
+    subject: Type.Optional(SubjectId),
+    purposes: Type.Optional(PurposeList("Purposes the subject consented to, added to the subject's consented set (needs `subject`).")),
     metadata: Type.Optional(MetadataSchema),
     ttlSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_TTL_SECONDS, description: 'The token expires after this.' })),
   },
@@ -51,6 +64,7 @@ export const TokenizeRequestSchema = Type.Object(
   {
     tenant: Type.Optional(TenantId),
     items: Type.Array(TokenizeItemSchema, { minItems: 1, maxItems: MAX_ITEMS }),
+    purposes: Type.Optional(PurposeList('Consented purposes for the subject of every item (each needs `subject`).')),
   },
   { additionalProperties: false },
 );
@@ -66,9 +80,9 @@ export const DetokenizeRequestSchema = Type.Object(
       Type.String({
         minLength: 1,
         maxLength: 64,
-        // No run of 12 digits: the purpose is written to every audit row, so it must not be able to carry a card number.
-        pattern: '^(?!.*\\d{12})[A-Za-z0-9_.:-]+$',
-        description: 'Why the values are needed, e.g. `charge`.',
+        pattern: PURPOSE_PATTERN,
+        description:
+          "Why the values are needed, e.g. `charge`. Refused for a subject's records unless the subject consented to it (when consent is recorded).",
       }),
     ),
     reveal: Type.Optional(
@@ -94,7 +108,12 @@ export const DetokenizedItemSchema = Type.Object({
 
 export const DetokenizeFailedItemSchema = Type.Object({
   token: Type.String(),
-  error: Type.Object({ code: enumOf(ITEM_ERROR_CODES, 'Why this token gave no value.') }),
+  error: Type.Object({
+    code: enumOf(ITEM_ERROR_CODES, 'Why this token gave no value.'),
+    reason: Type.Optional(
+      enumOf(ITEM_ERROR_REASONS, "What refused it, when a `forbidden` was the subject's consent rather than the policy."),
+    ),
+  }),
 });
 
 export const DetokenizeResponseSchema = Type.Object({
@@ -145,7 +164,9 @@ export const AuditRowSchema = Type.Object({
   purpose: Type.Union([Type.String(), Type.Null()]),
   outcome: enumOf(['allow', 'deny', 'partial'] as const, 'The decision.'),
   reason: Type.Union([Type.String(), Type.Null()]),
-  subjects: Type.Array(Type.String(), { description: 'Keyed HMACs of data subject ids.' }),
+  subjects: Type.Array(Type.String(), {
+    description: 'Data subjects by handle (random, hex); rows written before handles existed name keyed HMACs of subject ids.',
+  }),
   keyVersion: Type.Integer(),
   hash: Type.String({ description: "This row's chained HMAC (hex)." }),
 });
@@ -196,6 +217,50 @@ export const ReadinessSchema = Type.Object({
   checks: Type.Record(Type.String(), Type.String()),
 });
 
+// ---- Policy report (transparency: who may do what; no personal data in it) ----
+
+export const PolicyReportQuerySchema = Type.Object(
+  {
+    format: Type.Optional(enumOf(['json', 'markdown'] as const, 'JSON (the default) or Markdown, a record of processing a DPO can read.')),
+  },
+  { additionalProperties: false },
+);
+
+export const PolicyPermissionSchema = Type.Object({
+  action: Type.String({ description: 'A policy action.' }),
+  type: Type.Union([enumOf(DATA_TYPES, 'Data type.'), Type.Null()], {
+    description: 'Null for an action on no value (audit, keys, policy).',
+  }),
+  reveal: Type.Union([enumOf(REVEAL_LEVELS, 'The most revealing level allowed; the caller may ask for less.'), Type.Null()], {
+    description: 'Null for an action that shows no value (all but detokenize).',
+  }),
+  purposes: Type.Union([Type.Array(Type.String()), Type.Null()], {
+    description: 'Allowed only when the request states one of these purposes; null: with any purpose or none.',
+  }),
+});
+
+export const PolicyReportSchema = Type.Object({
+  policyVersion: Type.Integer(),
+  generatedAt: Type.String({ format: 'date-time' }),
+  revealLevels: Type.Array(enumOf(REVEAL_LEVELS, 'Reveal level.'), { description: 'Most revealing first.' }),
+  roles: Type.Array(Type.Object({ role: Type.String(), permissions: Type.Array(PolicyPermissionSchema) })),
+  principals: Type.Array(
+    Type.Object({
+      principal: Type.String(),
+      roles: Type.Array(Type.String()),
+      tenants: Type.Array(Type.String(), { description: '`*` for every tenant.' }),
+      permissions: Type.Array(PolicyPermissionSchema, { description: 'What its roles together allow, in each of its tenants.' }),
+    }),
+  ),
+  retention: Type.Array(
+    Type.Object({
+      type: enumOf(DATA_TYPES, 'Data type.'),
+      defaultTtlSeconds: Type.Union([Type.Integer(), Type.Null()], { description: 'Null: not limited.' }),
+      maxTtlSeconds: Type.Union([Type.Integer(), Type.Null()], { description: 'Null: not limited.' }),
+    }),
+  ),
+});
+
 export type TokenizeRequest = Static<typeof TokenizeRequestSchema>;
 export type TokenizeItem = Static<typeof TokenizeItemSchema>;
 export type TokenizeResponse = Static<typeof TokenizeResponseSchema>;
@@ -205,6 +270,8 @@ export type TokenMetadata = Static<typeof TokenMetadataSchema>;
 export type AuditListResponse = Static<typeof AuditListResponseSchema>;
 export type AuditVerifyResponse = Static<typeof AuditVerifyResponseSchema>;
 export type ErrorResponse = Static<typeof ErrorResponseSchema>;
+export type PolicyReport = Static<typeof PolicyReportSchema>;
+export type PolicyPermission = Static<typeof PolicyPermissionSchema>;
 
 // ---- Key lifecycle ----
 
@@ -318,3 +385,93 @@ export type RotateResponse = Static<typeof RotateResponseSchema>;
 export type RewrapResponse = Static<typeof RewrapResponseSchema>;
 export type JobView = Static<typeof JobSchema>;
 export type JobResponse = Static<typeof JobResponseSchema>;
+
+// ---- Data subject rights ----
+
+const SubjectFields = {
+  tenant: Type.Optional(TenantId),
+  subject: SubjectId,
+};
+
+export const SubjectRequestSchema = Type.Object(SubjectFields, { additionalProperties: false });
+
+const IsoTimestamp = (description: string) =>
+  Type.String({ pattern: '^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}(:\\d{2}(\\.\\d{1,9})?)?(Z|[+-]\\d{2}:\\d{2})$', description });
+
+export const AccessLogRequestSchema = Type.Object(
+  {
+    ...SubjectFields,
+    from: Type.Optional(IsoTimestamp('Only decisions at or after this time (ISO 8601 with a zone).')),
+    to: Type.Optional(IsoTimestamp('Only decisions before this time (ISO 8601 with a zone).')),
+  },
+  { additionalProperties: false },
+);
+
+export const ConsentRequestSchema = Type.Object(
+  {
+    ...SubjectFields,
+    grant: Type.Optional(PurposeList('Purposes to add to the consented set.')),
+    withdraw: Type.Optional(PurposeList('Purposes to remove from it (effective at once on every instance).')),
+  },
+  { additionalProperties: false },
+);
+
+const ConsentedPurposes = Type.Union([Type.Array(Type.String()), Type.Null()], {
+  description: 'The purposes the subject consented to; null when none were recorded (no restriction).',
+});
+
+export const ExportedRecordSchema = Type.Object({
+  token: Type.String(),
+  type: enumOf(DATA_TYPES, 'Data type.'),
+  format: enumOf(TOKEN_FORMATS, 'Token format.'),
+  createdAt: Type.String({ format: 'date-time' }),
+  expiresAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
+  metadata: Type.Union([MetadataSchema, Type.Null()]),
+  value: Type.Union([Type.String(), Type.Null()], {
+    description: 'At the reveal level your policy gives for detokenize; null when `redacted`.',
+  }),
+  reveal: enumOf(REVEAL_LEVELS, 'What the caller was given.'),
+  error: Type.Optional(Type.Object({ code: Type.Union([Type.Literal('integrity_failed'), Type.Literal('erased')]) })),
+});
+
+export const SubjectExportSchema = Type.Object({
+  tenant: Type.String(),
+  consentedPurposes: ConsentedPurposes,
+  records: Type.Array(ExportedRecordSchema, { description: 'Every record of the subject, in token order (streamed).' }),
+});
+
+export const AccessLogEntrySchema = Type.Object({
+  seq: Type.Integer(),
+  ts: Type.String({ format: 'date-time' }),
+  principal: Type.String(),
+  action: Type.String(),
+  types: Type.Array(Type.String()),
+  purpose: Type.Union([Type.String(), Type.Null()]),
+  outcome: enumOf(['allow', 'deny', 'partial'] as const, 'The decision.'),
+  reason: Type.Union([Type.String(), Type.Null()]),
+  requestId: Type.String(),
+});
+
+export const AccessLogResponseSchema = Type.Object({
+  tenant: Type.String(),
+  entries: Type.Array(AccessLogEntrySchema, {
+    description: 'Every stored audited decision that named the subject, in sequence order (streamed).',
+  }),
+});
+
+export const EraseResponseSchema = Type.Object({
+  tenant: Type.String(),
+  erased: Type.Object({ records: Type.Integer({ description: 'Records deleted.' }) }),
+});
+
+export const ConsentResponseSchema = Type.Object({ tenant: Type.String(), consentedPurposes: ConsentedPurposes });
+
+export type SubjectRequest = Static<typeof SubjectRequestSchema>;
+export type AccessLogRequest = Static<typeof AccessLogRequestSchema>;
+export type ConsentRequest = Static<typeof ConsentRequestSchema>;
+export type ExportedRecord = Static<typeof ExportedRecordSchema>;
+export type SubjectExport = Static<typeof SubjectExportSchema>;
+export type AccessLogResponse = Static<typeof AccessLogResponseSchema>;
+export type AccessLogEntry = Static<typeof AccessLogEntrySchema>;
+export type EraseResponse = Static<typeof EraseResponseSchema>;
+export type ConsentResponse = Static<typeof ConsentResponseSchema>;

@@ -36,6 +36,22 @@ export function open(key: Buffer, sealed: Sealed, aad: Buffer): Buffer {
   }
 }
 
+/** Seals into one blob: nonce | tag | ciphertext. */
+export function sealBlob(key: Buffer, plaintext: Buffer, aad: Buffer): Buffer {
+  const s = seal(key, plaintext, aad);
+  return Buffer.concat([s.nonce, s.tag, s.ciphertext]);
+}
+
+/** Opens a blob of sealBlob; IntegrityError as open. */
+export function openBlob(key: Buffer, blob: Buffer, aad: Buffer): Buffer {
+  const sealed: Sealed = {
+    nonce: blob.subarray(0, NONCE_BYTES),
+    tag: blob.subarray(NONCE_BYTES, NONCE_BYTES + TAG_BYTES),
+    ciphertext: blob.subarray(NONCE_BYTES + TAG_BYTES),
+  };
+  return open(key, sealed, aad);
+}
+
 /**
  * A ciphertext or MAC did not verify. Record failures are reported per item; one that reaches a
  * caller concerns a key record, so it answers key_unavailable.

@@ -1,8 +1,9 @@
 // The `max` metadata checks a number against the numbering plan (which ranges are mobile, fixed
 // line, ...), not only its length as the default `min` metadata does.
 import { isSupportedCountry, parsePhoneNumberFromString, type CountryCode } from 'libphonenumber-js/max';
+import { cardBrand } from './card-brands';
 import { IBAN_LENGTHS } from './iban-registry';
-import { DATA_TYPES, DomainValidationError, type DataType, type Preserve, type TokenFormat } from './types';
+import { DATA_TYPES, DomainValidationError, type DataType, type Preserve, type Reveal, type TokenFormat } from './types';
 import { hasLoneSurrogate } from './well-formed';
 
 export interface NormalizeOptions {
@@ -18,6 +19,12 @@ interface DataTypeSpec {
   normalize(raw: string, options?: NormalizeOptions): string;
   /** Masked display of a normalized value. */
   mask(normalized: string): string;
+  /**
+   * Generalised display of a normalized value, for analytics: a coarser fact that is true of it (its
+   * year, domain, card brand…), never the part that identifies it. Undefined for a value it cannot
+   * generalise; absent for a type with no honest generalisation. Either way the value is redacted instead.
+   */
+  generalize?(normalized: string): string | undefined;
   readonly defaultFormat: TokenFormat;
   readonly defaultPreserve: Preserve;
   /** Token formats allowed for this type, and for each the preserve options allowed. */
@@ -113,6 +120,11 @@ function normalizePan(raw: string): string {
   return digits;
 }
 
+/** The card brand from the IIN ranges; never a digit. */
+function generalizePan(normalized: string): string | undefined {
+  return cardBrand(normalized);
+}
+
 // ---------------------------------------------------------------- ssn
 
 function normalizeSsn(raw: string): string {
@@ -156,6 +168,10 @@ function maskEmail(normalized: string): string {
   return `${firstChar}***@${normalized.slice(at + 1)}`;
 }
 
+function generalizeEmail(normalized: string): string {
+  return normalized.slice(normalized.lastIndexOf('@') + 1);
+}
+
 // ---------------------------------------------------------------- phone
 
 function phoneRegion(options?: NormalizeOptions): CountryCode | undefined {
@@ -181,6 +197,12 @@ function normalizePhone(raw: string, options?: NormalizeOptions): string {
 
 function maskPhone(normalized: string): string {
   return `+${maskAllButLast(normalized.slice(1), 4)}`;
+}
+
+/** The country calling code (`+44`); a normalized number is E.164, so it always carries one. */
+function generalizePhone(normalized: string): string | undefined {
+  const code = parsePhoneNumberFromString(normalized)?.countryCallingCode;
+  return code === undefined ? undefined : `+${code}`;
 }
 
 // ---------------------------------------------------------------- name
@@ -228,6 +250,10 @@ function maskDob(normalized: string): string {
   return `${normalized.slice(0, 4)}-**-**`;
 }
 
+function generalizeDob(normalized: string): string {
+  return normalized.slice(0, 4);
+}
+
 // ---------------------------------------------------------------- address
 
 function normalizeAddress(raw: string): string {
@@ -261,6 +287,18 @@ function maskAddress(normalized: string): string {
   return starLettersAndDigits(normalized.slice(0, last.index)) + normalized.slice(last.index);
 }
 
+/**
+ * The last comma- or line-separated part without its words that hold a digit: a country, region or
+ * town, never a postcode or house number. Only for addresses of several parts (one part would be
+ * the street line); undefined when nothing is left.
+ */
+function generalizeAddress(normalized: string): string | undefined {
+  const parts = normalized.split(/[,\n]/).filter((part) => /[\p{L}\p{N}]/u.test(part));
+  if (parts.length < 2) return undefined;
+  const words = parts[parts.length - 1]!.split(/\s+/).filter((word) => /\p{L}/u.test(word) && !/\p{N}/u.test(word));
+  return words.length ? words.join(' ') : undefined;
+}
+
 // ---------------------------------------------------------------- iban
 
 function normalizeIban(raw: string): string {
@@ -276,6 +314,11 @@ function normalizeIban(raw: string): string {
 
 function maskIban(normalized: string): string {
   return normalized.slice(0, 2) + maskAllButLast(normalized.slice(2), 4);
+}
+
+/** The country code; the rest of an IBAN names the bank and the account. */
+function generalizeIban(normalized: string): string {
+  return normalized.slice(0, 2);
 }
 
 // ---------------------------------------------------------------- text
@@ -311,6 +354,7 @@ export const DATA_TYPE_SPECS: Record<DataType, DataTypeSpec> = {
     type: 'pan',
     normalize: normalizePan,
     mask: (normalized) => maskAllButLast(normalized, 4),
+    generalize: generalizePan,
     defaultFormat: 'pan',
     defaultPreserve: 'last4',
     formats: { ...OPAQUE_FORMATS, pan: ['none', 'last4', 'bin6', 'bin6last4'], digits: ['none', 'last4'] },
@@ -321,16 +365,41 @@ export const DATA_TYPE_SPECS: Record<DataType, DataTypeSpec> = {
   },
   email: {
     ...opaqueSpec('email', normalizeEmail, maskEmail),
+    generalize: generalizeEmail,
     formats: { ...OPAQUE_FORMATS, email: ['none', 'domain'] },
   },
-  phone: opaqueSpec('phone', normalizePhone, maskPhone),
+  phone: { ...opaqueSpec('phone', normalizePhone, maskPhone), generalize: generalizePhone },
   name: opaqueSpec('name', normalizeName, maskName),
-  dob: opaqueSpec('dob', (raw) => normalizeDob(raw), maskDob),
-  address: opaqueSpec('address', normalizeAddress, maskAddress),
-  iban: opaqueSpec('iban', normalizeIban, maskIban),
+  dob: { ...opaqueSpec('dob', (raw) => normalizeDob(raw), maskDob), generalize: generalizeDob },
+  address: { ...opaqueSpec('address', normalizeAddress, maskAddress), generalize: generalizeAddress },
+  iban: { ...opaqueSpec('iban', normalizeIban, maskIban), generalize: generalizeIban },
   text: opaqueSpec('text', normalizeText, maskText),
 };
 
 export function isDataType(x: unknown): x is DataType {
   return typeof x === 'string' && (DATA_TYPES as readonly string[]).includes(x);
+}
+
+/** Whether a value of the type shows anything at the level: nothing when redacted, or generalised without a generaliser. */
+export function revealsAnything(type: DataType, level: Reveal): boolean {
+  return level !== 'redacted' && (level !== 'generalized' || DATA_TYPE_SPECS[type].generalize !== undefined);
+}
+
+/** A normalized value as shown at the level, and the level actually given (`redacted` when it cannot be generalised). */
+export function display(type: DataType, level: Reveal, normalized: string): { value: string | null; reveal: Reveal } {
+  const value = shownAt(DATA_TYPE_SPECS[type], level, normalized);
+  return value === undefined ? { value: null, reveal: 'redacted' } : { value, reveal: level };
+}
+
+function shownAt(spec: DataTypeSpec, level: Reveal, normalized: string): string | undefined {
+  switch (level) {
+    case 'plain':
+      return normalized;
+    case 'masked':
+      return spec.mask(normalized);
+    case 'generalized':
+      return spec.generalize?.(normalized);
+    case 'redacted':
+      return undefined;
+  }
 }

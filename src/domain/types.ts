@@ -10,8 +10,17 @@ export type TokenFormat = (typeof TOKEN_FORMATS)[number];
 export const PRESERVE_OPTIONS = ['none', 'last4', 'bin6', 'bin6last4', 'domain'] as const;
 export type Preserve = (typeof PRESERVE_OPTIONS)[number];
 
-export const REVEAL_LEVELS = ['plain', 'masked', 'redacted'] as const;
+/**
+ * What a caller may see of a value, most revealing first: the one ordering of the levels. A grant
+ * at a level allows it and every later one; a caller may ask for any of those.
+ */
+export const REVEAL_LEVELS = ['plain', 'masked', 'generalized', 'redacted'] as const;
 export type Reveal = (typeof REVEAL_LEVELS)[number];
+
+/** How much a level reveals: `redacted` 0, each earlier level of REVEAL_LEVELS one more. */
+export function revealRank(level: Reveal): number {
+  return REVEAL_LEVELS.length - 1 - REVEAL_LEVELS.indexOf(level);
+}
 
 /** Thrown by pure domain code; the message never contains the value. */
 export class DomainValidationError extends VaultError {

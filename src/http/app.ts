@@ -1,5 +1,6 @@
 import type { RequestListener, ServerResponse } from 'node:http';
 import { parse as parseQuery } from 'node:querystring';
+import { TObject, Type } from '@sinclair/typebox';
 import helmet from 'helmet';
 import Router from 'router';
 import { MAX_ITEMS } from '../contract/schemas';
@@ -20,10 +21,13 @@ import { ApiRequest, isJsonRequest, Middleware, Next, sendJson } from './pipelin
 import { Limit, principalRateLimit } from './rate-limit';
 import { requestContext } from './request-context';
 import { allowListed } from './response-allow-list';
-import { API_ROUTES, ApiRoute, isPublic, PublicRoute, Route, ROUTES, ServerContext } from './routes';
+import { sendStreamedJson } from './streamed-json';
+import { StreamedDocument } from '../service/streamed-document';
+import { API_ROUTES, ApiRoute, isPublic, PublicRoute, Route, ROUTES, ServerContext, TextReply } from './routes';
 import { validate } from './validate';
 
 const MAX_BODY_BYTES = 1024 * 1024;
+const TEXT = Type.String();
 
 export interface HttpLimits {
   rateLimits: { default: Limit; roles: Record<string, Limit> };
@@ -163,7 +167,12 @@ function answerApi(route: ApiRoute, vault: Vault): Middleware {
     if (!route.response || result === undefined) {
       res.statusCode = route.status;
       res.end();
-    } else sendJson(res, route.status, allowListed(route.response, result));
+    } else if (result instanceof TextReply && route.textMediaType) {
+      res.statusCode = route.status;
+      res.setHeader('Content-Type', `${route.textMediaType}; charset=utf-8`);
+      res.end(allowListed(TEXT, result.text));
+    } else if (result instanceof StreamedDocument) await sendStreamedJson(res, route.status, route.response as TObject, result);
+    else sendJson(res, route.status, allowListed(route.response, result));
   };
 }
 

@@ -9,6 +9,7 @@ function plain(schema: TSchema): object {
 }
 
 const json = (schema: TSchema) => ({ 'application/json': { schema: plain(schema) } });
+const text = (mediaType: string) => ({ [mediaType]: { schema: { type: 'string' } } });
 
 /**
  * What every /v1 operation can answer, whatever it does: the request pipeline (concurrency limit,
@@ -73,7 +74,9 @@ export function buildOpenApi(version: string, { metrics = true }: { metrics?: bo
       ...(parameters.length ? { parameters } : {}),
       ...(route.body ? { requestBody: { required: true, content: json(route.body) } } : {}),
       responses: {
-        [route.status]: route.response ? { description: 'Success', content: json(route.response) } : { description: 'Success, no body' },
+        [route.status]: route.response
+          ? { description: 'Success', content: { ...json(route.response), ...(route.textMediaType ? text(route.textMediaType) : {}) } }
+          : { description: 'Success, no body' },
         ...errorResponses([...EVERY_API_ERROR, ...(route.errors ?? [])]),
       },
     };

@@ -28,10 +28,23 @@ import {
   RewrapRequestSchema,
   RotateResponseSchema,
   RewrapResponseSchema,
+  AccessLogRequest,
+  AccessLogRequestSchema,
+  AccessLogResponseSchema,
+  ConsentRequest,
+  ConsentRequestSchema,
+  ConsentResponseSchema,
+  EraseResponseSchema,
+  SubjectExportSchema,
+  SubjectRequest,
+  SubjectRequestSchema,
+  PolicyReportQuerySchema,
+  PolicyReportSchema,
 } from '../contract/schemas';
 import { ErrorCode, VaultError } from '../errors';
 import type { Action } from '../policy/policy';
 import { DEFAULT_AUDIT_PAGE, MAX_AUDIT_PAGE } from '../service/audit-queries';
+import { policyReportMarkdown } from '../service/policy-report-markdown';
 import type { Caller } from '../service/context';
 import type { Vault } from '../service/vault';
 import type { VaultMetrics } from './metrics';
@@ -63,6 +76,8 @@ export interface ApiRoute {
   status: number;
   /** The allow-list of a success: whatever the handler returns is reduced to what this declares. */
   response?: TSchema;
+  /** A success may instead be text of this media type, when the handler returns a TextReply. */
+  textMediaType?: string;
   /** Error codes this operation can answer besides those every /v1 operation can (see openapi.ts). */
   errors?: ErrorCode[];
   handler: (input: RouteInput) => Promise<unknown>;
@@ -103,6 +118,11 @@ export interface PublicRoute {
 
 export type Route = ApiRoute | PublicRoute;
 
+/** A success answered as text of the route's `textMediaType` instead of JSON. */
+export class TextReply {
+  constructor(readonly text: string) {}
+}
+
 export function isPublic(route: Route): route is PublicRoute {
   return 'public' in route && route.public;
 }
@@ -125,7 +145,7 @@ export const API_ROUTES: ApiRoute[] = [
     body: TokenizeRequestSchema,
     status: 200,
     response: TokenizeResponseSchema,
-    errors: ['invalid_value', 'unsupported_format', 'too_many_items', 'token_collision'],
+    errors: ['invalid_value', 'unsupported_format', 'too_many_items', 'ttl_exceeds_retention', 'token_collision'],
     handler: ({ vault, caller, body }) => vault.tokenize(caller, body as TokenizeRequest),
   },
   {
@@ -191,6 +211,22 @@ export const API_ROUTES: ApiRoute[] = [
     status: 200,
     response: AuditVerifyResponseSchema,
     handler: ({ vault, caller }) => vault.verifyAudit(caller),
+  },
+  {
+    method: 'get',
+    path: '/v1/policy/report',
+    operationId: 'policyReport',
+    summary:
+      'Who may do what under the policy in force: per role and principal, each action × data type with its reveal level and required purposes, and each type’s retention (JSON, or Markdown with `format=markdown`).',
+    action: 'policy:read',
+    query: PolicyReportQuerySchema,
+    status: 200,
+    response: PolicyReportSchema,
+    textMediaType: 'text/markdown',
+    handler: async ({ vault, caller, query }) => {
+      const report = await vault.policyReport(caller);
+      return query.format === 'markdown' ? new TextReply(policyReportMarkdown(report)) : report;
+    },
   },
 ];
 
@@ -285,6 +321,55 @@ API_ROUTES.push(
       const { tenant, confirm } = body as DestroyRequest;
       return vault.destroyKey(caller, tenant ?? 'default', versionParam(params), confirm);
     },
+  },
+);
+
+// Data subject rights: the subject id is personal data, so it travels in the body, never in the URL.
+API_ROUTES.push(
+  {
+    method: 'post',
+    path: '/v1/subjects/export',
+    operationId: 'exportSubject',
+    summary: "Every record of a data subject with its value at your reveal level, and the subject's consent (streamed).",
+    action: 'subject:export',
+    body: SubjectRequestSchema,
+    status: 200,
+    response: SubjectExportSchema,
+    handler: ({ vault, caller, body }) => vault.exportSubject(caller, body as SubjectRequest),
+  },
+  {
+    method: 'post',
+    path: '/v1/subjects/access-log',
+    operationId: 'subjectAccessLog',
+    summary: 'Every audited decision that touched a data subject: who, when, what, for which purpose (streamed).',
+    action: 'subject:export',
+    auditAction: 'subject:access-log',
+    body: AccessLogRequestSchema,
+    status: 200,
+    response: AccessLogResponseSchema,
+    handler: ({ vault, caller, body }) => vault.subjectAccessLog(caller, body as AccessLogRequest),
+  },
+  {
+    method: 'post',
+    path: '/v1/subjects/erase',
+    operationId: 'eraseSubject',
+    summary: 'Erase a data subject: every record, and the link from its audit handle to it (irreversible).',
+    action: 'subject:erase',
+    body: SubjectRequestSchema,
+    status: 200,
+    response: EraseResponseSchema,
+    handler: ({ vault, caller, body }) => vault.eraseSubject(caller, body as SubjectRequest),
+  },
+  {
+    method: 'post',
+    path: '/v1/subjects/consent',
+    operationId: 'changeSubjectConsent',
+    summary: "Grant or withdraw purposes in a data subject's consent; effective at once on every instance.",
+    action: 'subject:consent',
+    body: ConsentRequestSchema,
+    status: 200,
+    response: ConsentResponseSchema,
+    handler: ({ vault, caller, body }) => vault.changeConsent(caller, body as ConsentRequest),
   },
 );
 

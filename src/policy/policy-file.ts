@@ -22,7 +22,8 @@ export const STARTER_PRINCIPALS = ['billing', 'gateway', 'support', 'security'] 
 /**
  * The policy `init` writes: billing tokenizes but never sees values; the gateway adapter sees PANs
  * in plain for purpose `charge` only; support sees masked values; security reads audit and
- * metadata and manages keys in every tenant, never seeing values.
+ * metadata, manages keys, reads the policy report and serves data subject requests (export, access
+ * log, erasure, consent) in every tenant, never seeing values; billing may also change a subject's consent.
  */
 export function starterPolicy(keyHashes: Record<(typeof STARTER_PRINCIPALS)[number], string>): PolicyDocument {
   const createdAt = new Date().toISOString();
@@ -35,13 +36,17 @@ export function starterPolicy(keyHashes: Record<(typeof STARTER_PRINCIPALS)[numb
   return {
     version: 1,
     roles: {
-      billing: [{ actions: ['tokenize', 'read-metadata', 'delete'], types: ['*'] }],
+      billing: [{ actions: ['tokenize', 'read-metadata', 'delete'], types: ['*'] }, { actions: ['subject:consent'] }],
       gateway: [{ actions: ['detokenize'], types: ['pan'], reveal: 'plain', purposes: ['charge'] }],
       support: [
         { actions: ['detokenize'], types: ['*'], reveal: 'masked' },
         { actions: ['read-metadata'], types: ['*'] },
       ],
-      security: [{ actions: ['audit:read', 'keys:read', 'keys:rotate', 'keys:destroy'] }, { actions: ['read-metadata'], types: ['*'] }],
+      security: [
+        { actions: ['audit:read', 'keys:read', 'keys:rotate', 'keys:destroy', 'policy:read'] },
+        { actions: ['subject:export', 'subject:erase', 'subject:consent'] },
+        { actions: ['read-metadata'], types: ['*'] },
+      ],
     },
     principals: {
       billing: principal('billing'),

@@ -1,6 +1,6 @@
 import { Static, Type } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
-import { DATA_TYPES, DataType, Reveal } from '../domain/types';
+import { DATA_TYPES, DataType, REVEAL_LEVELS, Reveal, revealRank } from '../domain/types';
 import { oneOf } from '../contract/one-of';
 
 export const ACTIONS = [
@@ -10,15 +10,20 @@ export const ACTIONS = [
   'delete',
   'subject:export',
   'subject:erase',
+  'subject:consent',
   'keys:read',
   'keys:rotate',
   'keys:destroy',
   'audit:read',
+  'policy:read',
 ] as const;
 export type Action = (typeof ACTIONS)[number];
 
 /** Actions that concern stored values, so grants name the data types they apply to. */
 export const VALUE_ACTIONS: ReadonlySet<Action> = new Set(['tokenize', 'detokenize', 'read-metadata', 'delete']);
+
+/** Actions whose answer shows values, so the reveal level of their grants matters; for others it means nothing. */
+export const REVEALING_ACTIONS: ReadonlySet<Action> = new Set(['detokenize']);
 
 const literals = <T extends readonly string[]>(values: T) => oneOf(values);
 
@@ -28,7 +33,7 @@ const GrantSchema = Type.Object(
     types: Type.Optional(
       Type.Array(literals([...DATA_TYPES, '*'] as const), { minItems: 1, description: 'Data types it applies to; `*` for all.' }),
     ),
-    reveal: Type.Optional(literals(['plain', 'masked', 'redacted'] as const)),
+    reveal: Type.Optional(literals(REVEAL_LEVELS)),
     purposes: Type.Optional(
       Type.Array(Type.String({ minLength: 1, maxLength: 64 }), {
         minItems: 1,
@@ -121,11 +126,9 @@ export function validatePolicy(doc: unknown): PolicyDocument {
 
 export type Decision = { allow: true; reveal: Reveal } | { allow: false; reason: string };
 
-const REVEAL_ORDER: Record<Reveal, number> = { redacted: 0, masked: 1, plain: 2 };
-
 /** The less revealing of two levels. */
 export function leastReveal(a: Reveal, b: Reveal): Reveal {
-  return REVEAL_ORDER[a] <= REVEAL_ORDER[b] ? a : b;
+  return revealRank(a) <= revealRank(b) ? a : b;
 }
 
 export function principalCoversTenant(principal: Principal, tenant: string): boolean {
@@ -154,10 +157,16 @@ export function decide(
       continue;
     }
     const reveal = grant.reveal ?? 'redacted';
-    if (best === undefined || REVEAL_ORDER[reveal] > REVEAL_ORDER[best]) best = reveal;
+    if (best === undefined || revealRank(reveal) > revealRank(best)) best = reveal;
   }
   if (best !== undefined) return { allow: true, reveal: best };
   return { allow: false, reason: purposeMismatch ? 'purpose missing or not allowed' : 'no grant' };
+}
+
+/** Every purpose some grant requires, sorted: any other purpose (or none) is decided alike. */
+export function purposesNamed(policy: PolicyDocument): string[] {
+  const named = Object.values(policy.roles).flatMap((grants) => grants.flatMap((g) => g.purposes ?? []));
+  return [...new Set(named)].sort();
 }
 
 /** Whether a tokenize grant on the type opts in to digit tokens narrower than the safe minimum. */

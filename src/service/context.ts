@@ -1,5 +1,7 @@
 import type { AuditLog } from '../audit/audit-log';
+import type { DataType } from '../domain/types';
 import type { KeyManager } from '../keys/key-manager';
+import type { SubjectKeys } from '../keys/subject-keys';
 import type { Logger } from '../logger';
 import type { RoutingKeyProvider } from '../crypto/routing-key-provider';
 import type { PolicyDocument, Principal } from '../policy/policy';
@@ -29,6 +31,20 @@ export interface RecordBindingControl {
   refuseLegacy(): void;
 }
 
+/** Which records are sealed under a per-subject key (crypto-shredding, see subject-layer.ts), and those keys. */
+export interface SubjectKeyControl {
+  /** Whether a record of this tenant and type that names a subject gets a per-subject key. */
+  appliesTo(tenant: string, type: DataType): boolean;
+  /** Undefined when no subject key store is configured (then appliesTo is false everywhere). */
+  keys?: SubjectKeys;
+}
+
+/**
+ * Per data type, how long its tokens live by default and at most (the config's `retention` block);
+ * a type not listed is not limited.
+ */
+export type RetentionLimits = Partial<Record<DataType, { defaultTtlSeconds?: number; maxTtlSeconds?: number }>>;
+
 interface RotationPolicy {
   maxAgeMs: number;
   maxEncryptions: number;
@@ -41,8 +57,12 @@ export interface VaultDeps {
   audit: AuditLog;
   keks: KekControl;
   recordBinding: RecordBindingControl;
+  subjectKeys: SubjectKeyControl;
   rotation: RotationPolicy;
   reencrypt: { batchSize: number; pauseMs: number; leaseMs: number };
+  retention: RetentionLimits;
+  /** The background purge of expired records: every intervalMs (0: never), batchSize records per transaction. */
+  purge: { intervalMs: number; batchSize: number };
   /** The current policy (it can be reloaded while serving). */
   policy: () => PolicyDocument;
   /** For failures no caller is told about (background jobs, audit summaries): names and codes, never values. */

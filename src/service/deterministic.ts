@@ -5,6 +5,7 @@ import { InternalError, VaultError } from '../errors';
 import type { Metadata, ResolveExisting, TokenRecord } from '../store/vault-store';
 import { Caller, VaultDeps, auditEntry } from './context';
 import { openRecord } from './open-record';
+import { ERASED } from './subject-layer';
 import { canonicalMetadata } from './record-crypto';
 
 /**
@@ -27,6 +28,8 @@ export interface DeterministicRequest {
 interface Vetted {
   record: TokenRecord;
   preserve: Preserve;
+  /** Its subject key was destroyed: it gives way to a new record, like an expired one. */
+  erased?: boolean;
 }
 
 /**
@@ -58,6 +61,11 @@ export async function vetExisting(
   for (const record of await deps.store.findDeterministic(tenant, wanted)) {
     const request = wanted.find((r) => r.type === record.type && record.fingerprint?.equals(r.fingerprint))!;
     const value = await openRecord(deps, record);
+    if (value === ERASED) {
+      // Crypto-shredded (its subject was erased): it can be neither vetted nor returned, only replaced.
+      vetted.set(record.token, { record, preserve: record.preserve ?? request.preserve, erased: true });
+      continue;
+    }
     if (!value || !sameBytes(value, Buffer.from(request.normalized, 'utf8'))) {
       await deps.audit.append(
         auditEntry(deps, caller, {
@@ -89,15 +97,15 @@ export function resolveExisting(
 ): ResolveExisting {
   return (index, existing) => {
     const request = requests[index]!;
-    const matches: TokenRecord[] = [];
+    const matches: Vetted[] = [];
     for (const record of existing) {
       const known = trusted(record, vetted, written);
       if (!known) throw new ExistingRecordChangedError();
-      if (record.format === request.format && known.preserve === request.preserve) matches.push(record);
+      if (record.format === request.format && known.preserve === request.preserve) matches.push(known);
     }
     if (matches.length === 0) return 'insert';
-    const live = matches.find((r) => r.expiresAt === null || r.expiresAt > now);
-    if (!live) return { replace: matches.map((r) => r.token) };
+    const live = matches.find((m) => !m.erased && (m.record.expiresAt === null || m.record.expiresAt > now))?.record;
+    if (!live) return { replace: matches.map((m) => m.record.token) };
     const field = conflictingAttribute(request, live);
     if (field) {
       throw new VaultError(

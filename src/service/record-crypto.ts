@@ -1,5 +1,5 @@
 import { createHmac } from 'node:crypto';
-import { Sealed, encodeFields, open, seal } from '../crypto/aead';
+import { encodeFields, openBlob, sealBlob } from '../crypto/aead';
 import type { DataType } from '../domain/types';
 import type { Metadata, TokenRecord } from '../store/vault-store';
 
@@ -9,6 +9,15 @@ import type { Metadata, TokenRecord } from '../store/vault-store';
  * 2: it covers every security-relevant column (see `recordAad`).
  */
 export const CURRENT_BINDING = 2;
+
+/**
+ * Binding 2 plus a second, inner layer: the value and the subject id were first sealed under the
+ * record's per-subject key (crypto-shredding, see subject-layer.ts), then under the data key as
+ * any record. The marker is covered by the outer AAD (its own label), so a database writer who
+ * flips a record between 2 and 3 makes it fail to open. The re-encryption job keeps it (it
+ * re-seals the outer layer only; the inner bytes are opaque to it).
+ */
+export const SUBJECT_KEYED_BINDING = 3;
 
 /** The columns a record's ciphertext is bound to. */
 type BoundRecord = Pick<
@@ -41,7 +50,7 @@ export function valueAad(tenant: string, type: DataType, token: string, keyVersi
  */
 export function recordAad(r: BoundRecord): Buffer {
   if (r.binding === 1) return valueAad(r.tenant, r.type, r.token, r.keyVersion);
-  return encodeFields('pii-vault/value/v2', [
+  return encodeFields(r.binding === SUBJECT_KEYED_BINDING ? 'pii-vault/value/v3' : 'pii-vault/value/v2', [
     r.tenant,
     r.type,
     r.token,
@@ -80,13 +89,45 @@ export function subjectHash(fingerprintKey: Buffer, subject: string): Buffer {
     .digest();
 }
 
-/** Seals a subject id as one blob: nonce | tag | ciphertext. */
-export function sealSubject(dataKey: Buffer, subject: string, tenant: string, token: string, keyVersion: number): Buffer {
-  const s = seal(dataKey, Buffer.from(subject, 'utf8'), subjectAad(tenant, token, keyVersion));
-  return Buffer.concat([s.nonce, s.tag, s.ciphertext]);
+/**
+ * Seals a subject id (or, on a subject-keyed record, its inner layer: opaque bytes) under the data
+ * key as one blob: nonce | tag | ciphertext.
+ */
+export function sealSubject(dataKey: Buffer, subject: Buffer, tenant: string, token: string, keyVersion: number): Buffer {
+  return sealBlob(dataKey, subject, subjectAad(tenant, token, keyVersion));
 }
 
-export function openSubject(dataKey: Buffer, blob: Buffer, tenant: string, token: string, keyVersion: number): string {
-  const sealed: Sealed = { nonce: blob.subarray(0, 12), tag: blob.subarray(12, 28), ciphertext: blob.subarray(28) };
-  return open(dataKey, sealed, subjectAad(tenant, token, keyVersion)).toString('utf8');
+export function openSubject(dataKey: Buffer, blob: Buffer, tenant: string, token: string, keyVersion: number): Buffer {
+  return openBlob(dataKey, blob, subjectAad(tenant, token, keyVersion));
+}
+
+/** What the inner layer of a subject-keyed record is bound to: the record and the subject key's owner. */
+type InnerBound = Pick<TokenRecord, 'tenant' | 'type' | 'token' | 'subjectHash'>;
+
+function innerAad(label: string, r: InnerBound): Buffer {
+  return encodeFields(label, [r.tenant, r.type, r.token, r.subjectHash?.toString('hex') ?? '']);
+}
+
+/**
+ * The inner layers of a subject-keyed record (binding 3): value and subject id sealed under the
+ * subject key, bound to tenant, type, token and subject HMAC (columns the re-encryption job never
+ * changes; the outer layer binds the rest). Without a subject key, the plaintexts as they are.
+ */
+export function innerLayers(subjectKey: Buffer | undefined, r: InnerBound, value: string, subject: string | undefined) {
+  const valueBytes = Buffer.from(value, 'utf8');
+  const subjectBytes = subject === undefined ? null : Buffer.from(subject, 'utf8');
+  if (!subjectKey) return { value: valueBytes, subject: subjectBytes };
+  return {
+    value: sealBlob(subjectKey, valueBytes, innerAad('pii-vault/subject-keyed/value/v1', r)),
+    subject: subjectBytes && sealBlob(subjectKey, subjectBytes, innerAad('pii-vault/subject-keyed/subject/v1', r)),
+  };
+}
+
+/** Opens the inner layer of a subject-keyed record's value; IntegrityError when it was altered. */
+export function openInnerValue(subjectKey: Buffer, r: InnerBound, inner: Buffer): Buffer {
+  return openBlob(subjectKey, inner, innerAad('pii-vault/subject-keyed/value/v1', r));
+}
+
+export function openInnerSubject(subjectKey: Buffer, r: InnerBound, inner: Buffer): Buffer {
+  return openBlob(subjectKey, inner, innerAad('pii-vault/subject-keyed/subject/v1', r));
 }

@@ -251,7 +251,9 @@ export class ReencryptJobs {
     try {
       const value = open(oldKey, record, recordAad(record));
       const preserve = record.preserve ?? inferredPreserve(record.format, record.token, value.toString('utf8'));
-      const upgraded = { ...record, preserve, binding: CURRENT_BINDING, keyVersion: active.version };
+      // A subject-keyed record keeps its binding: its value and subject are opaque inner layers here.
+      const binding = Math.max(record.binding, CURRENT_BINDING);
+      const upgraded = { ...record, preserve, binding, keyVersion: active.version };
       const sealed = seal(active.key, value, recordAad(upgraded));
       const subject = record.subjectSealed && openSubject(oldKey, record.subjectSealed, record.tenant, record.token, record.keyVersion);
       return {
@@ -260,7 +262,7 @@ export class ReencryptJobs {
         fromVersion: record.keyVersion,
         fromBinding: record.binding,
         keyVersion: active.version,
-        binding: CURRENT_BINDING,
+        binding,
         preserve,
         ...sealed,
         subjectSealed: subject ? sealSubject(active.key, subject, record.tenant, record.token, active.version) : null,

@@ -2,10 +2,12 @@ import { IntegrityError } from '../crypto/aead';
 import type { TokenMetadata } from '../contract/schemas';
 import { VaultError } from '../errors';
 import { Action, decide, principalCoversTenant } from '../policy/policy';
-import type { TokenRecord } from '../store/vault-store';
+import type { StoredRecord, TokenRecord } from '../store/vault-store';
 import { Caller, VaultDeps, auditEntry } from './context';
 import { openRecord } from './open-record';
-import { openSubject } from './record-crypto';
+import { SUBJECT_KEYED_BINDING, openSubject } from './record-crypto';
+import { openSubjectKeyedSubject } from './subject-layer';
+import { subjectHandles } from './subject-consent';
 import { resolveToken } from './token-lookup';
 
 const REDACTED_SUBJECT = '[redacted]';
@@ -24,13 +26,21 @@ export async function readMetadata(deps: VaultDeps, caller: Caller, token: strin
         tenant: record.tenant,
         types: [record.type],
         tokens: [token],
+        subjects: subjectHandles([record]),
         reason: 'integrity_failed',
       }),
     );
     throw new VaultError('integrity_failed');
   }
   await deps.audit.append(
-    auditEntry(deps, caller, { action: 'read-metadata', outcome: 'allow', tenant: record.tenant, types: [record.type], tokens: [token] }),
+    auditEntry(deps, caller, {
+      action: 'read-metadata',
+      outcome: 'allow',
+      tenant: record.tenant,
+      types: [record.type],
+      tokens: [token],
+      subjects: subjectHandles([record]),
+    }),
   );
   return {
     token: record.token,
@@ -54,6 +64,7 @@ export async function deleteToken(deps: VaultDeps, caller: Caller, token: string
     tenant: record.tenant,
     types: [record.type],
     tokens: [token],
+    subjects: subjectHandles([record]),
   });
   const deleted = await deps.store.deleteToken(record.tenant, token, { entry, sealer: await deps.audit.sealer() });
   if (!deleted) throw new VaultError('not_found', 'No such token.');
@@ -64,7 +75,7 @@ export async function deleteToken(deps: VaultDeps, caller: Caller, token: string
  * tenants look the same (not_found); a token in several of the caller's tenants needs `tenant`
  * (ambiguous_token). Denials are audited before they are reported.
  */
-async function authorisedRecord(deps: VaultDeps, caller: Caller, token: string, action: Action, tenant?: string): Promise<TokenRecord> {
+async function authorisedRecord(deps: VaultDeps, caller: Caller, token: string, action: Action, tenant?: string): Promise<StoredRecord> {
   if (tenant !== undefined && !principalCoversTenant(caller.principal, tenant)) {
     await deps.audit.append(auditEntry(deps, caller, { action, outcome: 'deny', reason: 'tenant not granted' }));
     throw new VaultError('forbidden', 'This caller may not touch the tenant named.');
@@ -88,6 +99,7 @@ async function authorisedRecord(deps: VaultDeps, caller: Caller, token: string, 
         types: visible ? [record.type] : [],
         // A token that does not exist for this caller is not written down: it may be a value sent by mistake.
         tokens: visible ? [token] : [],
+        subjects: visible ? subjectHandles([record]) : [],
         reason: visible && decision && !decision.allow ? decision.reason : 'not found',
       }),
     );
@@ -111,7 +123,10 @@ async function readSubject(deps: VaultDeps, caller: Caller, record: TokenRecord)
   const key = await deps.keys.keyVersion(record.tenant, 'data', record.keyVersion);
   if (!key) return null;
   try {
-    return openSubject(key, record.subjectSealed, record.tenant, record.token, record.keyVersion);
+    const opened = openSubject(key, record.subjectSealed, record.tenant, record.token, record.keyVersion);
+    if (record.binding !== SUBJECT_KEYED_BINDING) return opened.toString('utf8');
+    // Shown as no subject once the subject's key is destroyed (erased).
+    return (await openSubjectKeyedSubject(deps, record, opened))?.toString('utf8') ?? null;
   } catch (err) {
     if (!(err instanceof IntegrityError)) throw err;
     // Shown as no subject; the operators learn of the tampering.

@@ -8,11 +8,11 @@ import type { Caller } from './context';
  * no record at all), and `tenant`, when given, picks one. A token left naming records in several
  * of the caller's tenants is ambiguous, never answered with one of them.
  */
-export function resolveToken(
+export function resolveToken<R extends TokenRecord>(
   caller: Caller,
-  candidates: readonly TokenRecord[] | undefined,
+  candidates: readonly R[] | undefined,
   tenant?: string,
-): TokenRecord | 'not_found' | 'ambiguous' {
+): R | 'not_found' | 'ambiguous' {
   const mine = (candidates ?? []).filter(
     (r) => principalCoversTenant(caller.principal, r.tenant) && (tenant === undefined || r.tenant === tenant),
   );

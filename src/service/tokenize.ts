@@ -7,12 +7,14 @@ import { DataType, DomainValidationError, Preserve, TokenFormat } from '../domai
 import type { TokenizeItem, TokenizeRequest, TokenizeResponse } from '../contract/schemas';
 import { VaultError } from '../errors';
 import { allowsNarrowTokens, decide } from '../policy/policy';
-import { StaleDataKeyError, TokenRecord } from '../store/vault-store';
+import { StaleDataKeyError, SubjectConsent, TokenRecord } from '../store/vault-store';
 import { Caller, VaultDeps, auditEntry } from './context';
 import { DeterministicRequest, ExistingRecordChangedError, resolveExisting, vetExisting } from './deterministic';
 import { refuseCardNumbersInMetadata, refuseLoneSurrogates, refuseSensitiveAuthData } from './input-guards';
 import { freshDataKey } from './keys';
-import { CURRENT_BINDING, fingerprint, recordAad, sealSubject, subjectHash } from './record-crypto';
+import { retainedTtlSeconds } from './retention';
+import { CURRENT_BINDING, SUBJECT_KEYED_BINDING, fingerprint, innerLayers, recordAad, sealSubject, subjectHash } from './record-crypto';
+import { batchSubjectKeys } from './subject-layer';
 import { DEFAULT_TENANT } from '../domain/tenants';
 
 interface PreparedItem {
@@ -20,6 +22,8 @@ interface PreparedItem {
   normalized: string;
   format: TokenFormat;
   preserve: Preserve;
+  /** The item's lifetime under its type's retention limits (see retainedTtlSeconds); undefined: never expires. */
+  ttlSeconds: number | undefined;
   item: TokenizeItem;
 }
 
@@ -32,9 +36,10 @@ const MAX_VET_ATTEMPTS = 5;
  */
 export async function tokenize(deps: VaultDeps, caller: Caller, request: TokenizeRequest): Promise<TokenizeResponse> {
   refuseSensitiveAuthData(request);
+  refusePurposesWithoutSubject(request);
   const tenant = request.tenant ?? DEFAULT_TENANT;
   await authorise(deps, caller, tenant, request.items);
-  const prepared = request.items.map((item, index) => prepare(item, index, deps.phoneRegion));
+  const prepared = request.items.map((item, index) => prepare(item, index, deps));
   await refuseNarrowTokens(deps, caller, tenant, prepared);
 
   const needsFingerprintKey = request.items.some((i) => i.deterministic || i.subject !== undefined);
@@ -43,7 +48,7 @@ export async function tokenize(deps: VaultDeps, caller: Caller, request: Tokeniz
   for (let attempt = 1, vetAttempt = 1; ;) {
     try {
       const vetted = await vetExisting(deps, caller, tenant, deterministic);
-      return await sealAndStore(deps, caller, tenant, prepared, fingerprintKey, (written, now) =>
+      return await sealAndStore(deps, caller, tenant, prepared, fingerprintKey, request.purposes ?? [], (written, now) =>
         resolveExisting(deterministic, vetted, written, now),
       );
     } catch (err) {
@@ -62,7 +67,8 @@ function deterministicRequest(p: PreparedItem, fingerprintKey: Buffer): Determin
     format: p.format,
     preserve: p.preserve,
     fingerprint: fingerprint(fingerprintKey, p.type, p.normalized),
-    ttlSeconds: p.item.ttlSeconds,
+    // The lifetime the record would get, defaulted or asked for: a stored record matches either the same way.
+    ttlSeconds: p.ttlSeconds,
     subjectHash: p.item.subject !== undefined ? subjectHash(fingerprintKey, p.item.subject) : null,
     metadata: p.item.metadata ?? null,
   };
@@ -74,31 +80,41 @@ async function sealAndStore(
   tenant: string,
   prepared: PreparedItem[],
   fingerprintKey: Buffer | undefined,
+  batchPurposes: readonly string[],
   resolver: (written: ReadonlyMap<string, TokenRecord>, now: number) => ResolveExisting,
 ): Promise<TokenizeResponse> {
   const dataKey = await freshDataKey(deps, tenant, prepared.length);
+  const subjectKeyOf = await batchSubjectKeys(
+    deps,
+    tenant,
+    prepared.map((p) => ({ type: p.type, subject: p.item.subject })),
+    fingerprintKey,
+  );
   const now = deps.now();
   const written = new Map<string, TokenRecord>();
 
   const buildRecord = (p: PreparedItem): TokenRecord => {
     const token = generateToken(p.format, p.preserve, p.normalized, pooledRandomBytes);
     const subject = p.item.subject;
+    const hash = subject !== undefined ? subjectHash(fingerprintKey!, subject) : null;
+    const subjectKey = subjectKeyOf(p.type, hash);
+    const plain = innerLayers(subjectKey, { tenant, type: p.type, token, subjectHash: hash }, p.normalized, subject);
     const record: Omit<TokenRecord, 'nonce' | 'ciphertext' | 'tag'> = {
       token,
       tenant,
       type: p.type,
       format: p.format,
       preserve: p.preserve,
-      binding: CURRENT_BINDING,
+      binding: subjectKey ? SUBJECT_KEYED_BINDING : CURRENT_BINDING,
       keyVersion: dataKey.version,
       fingerprint: p.item.deterministic ? fingerprint(fingerprintKey!, p.type, p.normalized) : null,
-      subjectHash: subject !== undefined ? subjectHash(fingerprintKey!, subject) : null,
-      subjectSealed: subject !== undefined ? sealSubject(dataKey.key, subject, tenant, token, dataKey.version) : null,
+      subjectHash: hash,
+      subjectSealed: plain.subject && sealSubject(dataKey.key, plain.subject, tenant, token, dataKey.version),
       metadata: p.item.metadata ?? null,
       createdAt: now,
-      expiresAt: p.item.ttlSeconds !== undefined ? now + p.item.ttlSeconds * 1000 : null,
+      expiresAt: p.ttlSeconds !== undefined ? now + p.ttlSeconds * 1000 : null,
     };
-    const sealed = { ...record, ...seal(dataKey.key, Buffer.from(p.normalized, 'utf8'), recordAad(record)) };
+    const sealed = { ...record, ...seal(dataKey.key, plain.value, recordAad(record)) };
     written.set(token, sealed);
     return sealed;
   };
@@ -109,13 +125,18 @@ async function sealAndStore(
     outcome: 'allow',
     tenant,
     types: distinct(prepared.map((p) => p.type)),
-    subjects: distinct(records.flatMap((r) => (r.subjectHash ? [r.subjectHash.toString('hex')] : []))),
+    // The store names the subjects by their handles, created in the same transaction.
+  });
+  const consents: SubjectConsent[] = records.flatMap((r, i) => {
+    const purposes = [...batchPurposes, ...(prepared[i].item.purposes ?? [])];
+    return r.subjectHash && purposes.length ? [{ subjectHash: r.subjectHash, purposes }] : [];
   });
   const sealer = await deps.audit.sealer();
   const tokens = await deps.store.insertTokens(
     records,
     { entry, sealer },
     { retokenize: (index) => buildRecord(prepared[index]), resolveExisting: resolver(written, now) },
+    consents,
   );
   deps.keys.countEncryptions(tenant, 'data', dataKey.version, records.length + records.filter((r) => r.subjectSealed).length);
   return { items: tokens.map((token, i) => ({ token, type: prepared[i].type })) };
@@ -156,16 +177,27 @@ async function refuseNarrowTokens(deps: VaultDeps, caller: Caller, tenant: strin
   );
 }
 
-function prepare(item: TokenizeItem, index: number, phoneRegion: string | undefined): PreparedItem {
+/** Consented purposes belong to a subject: an item they apply to must name one. */
+function refusePurposesWithoutSubject(request: TokenizeRequest): void {
+  const index = request.items.findIndex((item) => item.subject === undefined && (item.purposes ?? request.purposes) !== undefined);
+  if (index < 0) return;
+  throw new VaultError('invalid_request', `items[${index}]: purposes record a subject's consent, so the item needs a subject.`, {
+    index,
+    path: `/items/${index}/subject`,
+  });
+}
+
+function prepare(item: TokenizeItem, index: number, deps: Pick<VaultDeps, 'phoneRegion' | 'retention'>): PreparedItem {
   refuseLoneSurrogates(item, index);
   refuseCardNumbersInMetadata(item, index);
+  const ttlSeconds = retainedTtlSeconds(deps.retention, item, index);
   const spec = DATA_TYPE_SPECS[item.type];
   const format = item.format ?? spec.defaultFormat;
   const preserve = item.preserve ?? (format === spec.defaultFormat ? spec.defaultPreserve : 'none');
   try {
     checkFormat(item.type, format, preserve);
-    const normalized = spec.normalize(item.value, { phoneRegion });
-    return { type: item.type, normalized, format, preserve, item };
+    const normalized = spec.normalize(item.value, { phoneRegion: deps.phoneRegion });
+    return { type: item.type, normalized, format, preserve, ttlSeconds, item };
   } catch (err) {
     if (err instanceof DomainValidationError) {
       throw new VaultError(err.code, `items[${index}]: ${err.message}`, { index, type: item.type });

@@ -1,14 +1,17 @@
-import type { DetokenizeRequest, TokenizeRequest } from '../contract/schemas';
+import type { AccessLogRequest, ConsentRequest, DetokenizeRequest, SubjectRequest, TokenizeRequest } from '../contract/schemas';
 import { authenticate, authenticateCertificate } from '../policy/authenticator';
 import type { Principal } from '../policy/policy';
 import { listAudit, verifyAudit } from './audit-queries';
 import { Caller, KekTarget, VaultDeps } from './context';
 import { detokenize } from './detokenize';
+import { readPolicyReport } from './policy-report';
 import { deleteToken, readMetadata } from './token-admin';
 import { tokenize } from './tokenize';
+import { changeConsent, eraseSubject, exportSubject, subjectAccessLog } from './subjects';
 import { SYSTEM_TENANT } from '../domain/tenants';
 import { destroyKey, listKeys, retireKey, rewrapKeys, rotateKeys, TenantScope } from './keys';
 import { ReencryptJobs } from './reencrypt-job';
+import { PurgeTask, purgeExpired } from './purge';
 import { AuthFailureAudit } from './auth-failures';
 import { errorForLog } from './log-error';
 import { refuseUngranted } from './grants';
@@ -18,9 +21,12 @@ import { Action, mayEver } from '../policy/policy';
 export class Vault {
   readonly jobs: ReencryptJobs;
   readonly authFailures: AuthFailureAudit;
+  /** The background purge of expired records (started by the serving process only). */
+  readonly purge: PurgeTask;
 
   constructor(readonly deps: VaultDeps) {
     this.jobs = new ReencryptJobs(deps);
+    this.purge = new PurgeTask(deps);
     this.authFailures = new AuthFailureAudit(deps);
   }
 
@@ -66,12 +72,32 @@ export class Vault {
     return deleteToken(this.deps, caller, token, tenant);
   }
 
+  exportSubject(caller: Caller, request: SubjectRequest) {
+    return exportSubject(this.deps, caller, request);
+  }
+
+  subjectAccessLog(caller: Caller, request: AccessLogRequest) {
+    return subjectAccessLog(this.deps, caller, request);
+  }
+
+  eraseSubject(caller: Caller, request: SubjectRequest) {
+    return eraseSubject(this.deps, caller, request);
+  }
+
+  changeConsent(caller: Caller, request: ConsentRequest) {
+    return changeConsent(this.deps, caller, request);
+  }
+
   listAudit(caller: Caller, after: number, limit: number) {
     return listAudit(this.deps, caller, after, limit);
   }
 
   verifyAudit(caller: Caller) {
     return verifyAudit(this.deps, caller);
+  }
+
+  policyReport(caller: Caller) {
+    return readPolicyReport(this.deps, caller);
   }
 
   listKeys(caller: Caller, scope: TenantScope) {
@@ -102,8 +128,16 @@ export class Vault {
     return this.jobs.view(caller, id);
   }
 
-  /** Whether the database answers, the vault's own key opens, and the primary KEK is reachable. */
-  async readiness(): Promise<{ database: boolean; keys: boolean; keyProvider: boolean }> {
+  /** Deletes every expired record now (or, dry, counts them), in batches; `pii-vault purge`. */
+  purgeExpired(caller: Caller, options: { dryRun?: boolean } = {}) {
+    return purgeExpired(this.deps, caller, options);
+  }
+
+  /**
+   * Whether the database answers, the vault's own key opens, the primary KEK is reachable, and
+   * (only when one is configured) the subject key store answers.
+   */
+  async readiness(): Promise<{ database: boolean; keys: boolean; keyProvider: boolean; subjectKeys?: boolean }> {
     const check = async (name: string, probe: () => Promise<unknown>) => {
       try {
         if ((await probe()) !== false) return true;
@@ -116,6 +150,8 @@ export class Vault {
     const database = await check('database', () => this.deps.store.ping());
     const keys = database && (await check('keys', () => this.deps.keys.activeKey(SYSTEM_TENANT, 'audit')));
     const keyProvider = await check('keyProvider', () => this.deps.keks.provider.healthy());
-    return { database, keys, keyProvider };
+    const subjectKeys = this.deps.subjectKeys.keys;
+    if (!subjectKeys) return { database, keys, keyProvider };
+    return { database, keys, keyProvider, subjectKeys: await check('subjectKeys', () => subjectKeys.ping()) };
   }
 }

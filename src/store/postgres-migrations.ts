@@ -132,4 +132,41 @@ export const POSTGRES_MIGRATIONS: ReadonlyArray<{ version: number; sql: string }
       ALTER TABLE jobs ADD COLUMN lease_owner TEXT, ADD COLUMN lease_until BIGINT;
     `,
   },
+  {
+    // Data subjects and the audit index by subject handle: see SQLite migration 10. Existing
+    // subjects get handles from gen_random_uuid() (122 random bits; new ones get 16 random bytes).
+    version: 3,
+    sql: `
+      CREATE TABLE subjects (
+        tenant TEXT NOT NULL,
+        subject_hash BYTEA NOT NULL,
+        handle BYTEA NOT NULL UNIQUE,
+        purposes TEXT,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        PRIMARY KEY (tenant, subject_hash)
+      );
+      INSERT INTO subjects (tenant, subject_hash, handle, purposes, created_at, updated_at)
+        SELECT tenant, subject_hash, decode(replace(gen_random_uuid()::text, '-', ''), 'hex'), NULL, min(created_at), min(created_at)
+        FROM tokens WHERE subject_hash IS NOT NULL GROUP BY tenant, subject_hash;
+
+      CREATE TABLE audit_subjects (
+        handle BYTEA NOT NULL,
+        seq BIGINT NOT NULL,
+        PRIMARY KEY (handle, seq)
+      );
+      INSERT INTO audit_subjects (handle, seq)
+        SELECT s.handle, a.seq FROM audit a CROSS JOIN LATERAL json_array_elements_text(a.subjects::json) j(h)
+          JOIN subjects s ON s.subject_hash = decode(j.h, 'hex')
+        ON CONFLICT DO NOTHING;
+    `,
+  },
+  {
+    // Retention (SQLite migration 11): an index for purgeExpired, and leases of vault-wide background tasks (ms, database clock).
+    version: 4,
+    sql: `
+      CREATE INDEX tokens_expires_at ON tokens (expires_at) WHERE expires_at IS NOT NULL;
+      CREATE TABLE leases (name TEXT PRIMARY KEY, owner TEXT NOT NULL, lease_until BIGINT NOT NULL);
+    `,
+  },
 ];

@@ -2,7 +2,8 @@ import type { KeyPurpose } from '../domain/keys';
 import type { DataType } from '../domain/types';
 import { UpcomingInserts } from './postgres-batch-insert';
 import { encodeAuditJson, TOKEN_COLUMNS, tokenParams } from './postgres-rows';
-import { DataKeyRow, TokenRow, toDataKey, toTokenRecord } from './rows';
+import { DataKeyRow, SubjectDbRow, TokenRow, toDataKey, toSubjectRow, toTokenRecord } from './rows';
+import { subjectHandlesOf } from './rules/subjects';
 import type { AsyncTransactionOps, KeyRef, Plan } from './transaction-plan';
 import type { AuditHead, AuditRow, DataKeyRecord, DataKeyState, ReencryptedRecord, TokenRecord } from './vault-store';
 
@@ -37,6 +38,17 @@ export const INSERT_KEY = `INSERT INTO data_keys (tenant, purpose, version, stat
   VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING`;
 
 export const keyParams = (r: DataKeyRecord) => [r.tenant, r.purpose, r.version, r.state, r.kekId, r.wrapped, r.createdAt, r.encryptions];
+
+/**
+ * Through tokens_expires_at, earliest expiry first. SKIP LOCKED: rows a concurrent purge, or a
+ * tokenize replacing them, holds are theirs; RETURNING reports only the rows deleted here.
+ */
+export const DELETE_EXPIRED_SQL = `WITH doomed AS (
+    SELECT token, tenant FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= $1
+    ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED
+  )
+  DELETE FROM tokens t USING doomed d WHERE t.token = d.token AND t.tenant = d.tenant
+  RETURNING t.tenant, t.type, t.key_version`;
 
 const INSERT_TOKEN: Named = {
   name: 'pii-vault-insert-token',
@@ -196,6 +208,12 @@ export function planOps(tx: WriteTx, upcoming?: UpcomingInserts): AsyncTransacti
       ]);
       return row && { keyVersion: row.key_version };
     },
+    deleteExpiredRecords: async (now: number, limit: number) =>
+      (await tx.rows<{ tenant: string; type: DataType; key_version: number }>(DELETE_EXPIRED_SQL, [now, limit])).map((r) => ({
+        tenant: r.tenant,
+        type: r.type,
+        keyVersion: r.key_version,
+      })),
     replaceCiphertext: async (u: ReencryptedRecord) =>
       (await tx.count(
         `UPDATE tokens SET key_version = $1, binding = $2, preserve = $3, nonce = $4, ciphertext = $5, tag = $6, subject_sealed = $7
@@ -214,6 +232,39 @@ export function planOps(tx: WriteTx, upcoming?: UpcomingInserts): AsyncTransacti
           u.fromBinding,
         ],
       )) === 1,
+    claimSubject: async (tenant: string, subjectHash: Buffer, handle: Buffer, now: number) => {
+      const [row] = await tx.rows<SubjectDbRow>(
+        `INSERT INTO subjects (tenant, subject_hash, handle, purposes, created_at, updated_at) VALUES ($1, $2, $3, NULL, $4, $4)
+         ON CONFLICT (tenant, subject_hash) DO UPDATE SET handle = subjects.handle RETURNING handle, purposes`,
+        [tenant, subjectHash, handle, now],
+      );
+      return toSubjectRow(row);
+    },
+    lockSubject: async (tenant: string, subjectHash: Buffer) => {
+      const [row] = await tx.rows<SubjectDbRow>(
+        'SELECT handle, purposes FROM subjects WHERE tenant = $1 AND subject_hash = $2 FOR UPDATE',
+        [tenant, subjectHash],
+      );
+      return row && toSubjectRow(row);
+    },
+    setSubjectPurposes: async (tenant: string, subjectHash: Buffer, purposes: readonly string[], now: number) =>
+      void (await tx.count('UPDATE subjects SET purposes = $1, updated_at = $2 WHERE tenant = $3 AND subject_hash = $4', [
+        JSON.stringify(purposes),
+        now,
+        tenant,
+        subjectHash,
+      ])),
+    deleteRecordsOfSubject: async (tenant: string, subjectHash: Buffer) =>
+      (
+        await tx.rows<{ key_version: number }>('DELETE FROM tokens WHERE tenant = $1 AND subject_hash = $2 RETURNING key_version', [
+          tenant,
+          subjectHash,
+        ])
+      ).map((r) => ({ keyVersion: r.key_version })),
+    deleteSubject: async (tenant: string, subjectHash: Buffer, handle: Buffer) => {
+      await tx.count('DELETE FROM subjects WHERE tenant = $1 AND subject_hash = $2', [tenant, subjectHash]);
+      await tx.count('DELETE FROM audit_subjects WHERE handle = $1', [handle]);
+    },
     addJobProgress: async (jobId: string, done: number, failed: number, now: number) =>
       void (await tx.count('UPDATE jobs SET done = done + $1, failed = failed + $2, updated_at = $3 WHERE id = $4', [
         done,
@@ -232,13 +283,15 @@ export function planOps(tx: WriteTx, upcoming?: UpcomingInserts): AsyncTransacti
   };
 }
 
-/** The audit rows of a batch in one statement, with the chain head moved to the last of them. */
+/** The audit rows of a batch in one statement, with their subject index entries and the chain head moved to the last of them. */
 const APPEND_AUDIT_ROWS: Named = {
   name: 'pii-vault-append-audit-rows',
   text: `WITH appended AS (
       INSERT INTO audit (seq, ts, request_id, principal, tenant, action, types, tokens, purpose, outcome, reason, subjects, key_version, prev_hash, hash)
       SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
                            $10::text[], $11::text[], $12::text[], $13::int[], $14::bytea[], $15::bytea[])
+    ), subjects_indexed AS (
+      INSERT INTO audit_subjects (handle, seq) SELECT * FROM unnest($18::bytea[], $19::bigint[])
     )
     UPDATE audit_chain_head SET seq = $16, hash = $17 WHERE id = 1`,
 };
@@ -322,6 +375,7 @@ export class ChainPhase {
     if (this.buffered.length === 0) return;
     const rows = this.buffered.splice(0);
     const column = <K extends keyof AuditRow>(key: K) => rows.map((r) => r[key]);
+    const indexed = rows.flatMap((r) => subjectHandlesOf(r.subjects).map((handle) => ({ handle, seq: r.seq })));
     await this.tx.count(APPEND_AUDIT_ROWS, [
       column('seq'),
       column('ts'),
@@ -340,6 +394,8 @@ export class ChainPhase {
       column('hash'),
       this.head.seq,
       this.head.hash,
+      indexed.map((i) => i.handle),
+      indexed.map((i) => i.seq),
     ]);
   }
 }

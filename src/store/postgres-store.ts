@@ -5,23 +5,44 @@ import { POSTGRES_MIGRATIONS } from './postgres-migrations';
 import { redactUrl, toStoreError } from './postgres-errors';
 import { GroupCommit, query } from './postgres-group-commit';
 import { INSERT_KEY, KEY_SELECT, keyParams, planOps, runUntilChainHead, upcomingInserts } from './postgres-plan-ops';
-import { AuditDbRow, DataKeyRow, JobRow, TokenRow, toAuditRow, toDataKey, toJob, toTokenRecord } from './rows';
+import {
+  AuditDbRow,
+  DataKeyRow,
+  RECORDS_WITH_SUBJECT,
+  JobRow,
+  StoredTokenRow,
+  SubjectDbRow,
+  TokenRow,
+  toAuditRow,
+  toDataKey,
+  toJob,
+  toStoredRecord,
+  toSubjectRow,
+  toTokenRecord,
+} from './rows';
 import { appendAuditPlan, pruneAuditSegmentPlan } from './rules/audit';
 import { changeDataKeyStatePlan, rotateDataKeyPlan } from './rules/data-keys';
+import { inCountOrder, purgeExpiredPlan } from './rules/retention';
 import { deleteTokenPlan, insertTokensPlan, replaceCiphertextsPlan } from './rules/tokens';
+import { changeConsentPlan, eraseSubjectPlan } from './rules/subjects';
 import type { Plan } from './transaction-plan';
 import {
   AuditCheckpoint,
   AuditHead,
   AuditRow,
   AuditSegment,
+  ConsentChange,
   DataKeyRecord,
   DataKeyState,
+  ExpiredCount,
   InsertHooks,
   JobRecord,
   PendingAudit,
   ReencryptedRecord,
   StoreUnavailableError,
+  StoredRecord,
+  SubjectConsent,
+  SubjectRow,
   TokenRecord,
   VaultStore,
 } from './vault-store';
@@ -61,6 +82,14 @@ const MAX_BATCH = 256;
  *   purpose), then the key row (and the active row) `FOR UPDATE`; the record count that decides
  *   KeyInUseError is a later statement, so it sees every insert that held the row share-locked.
  * - deleteToken: `DELETE … RETURNING` locks the row; of two deletes one returns it.
+ * - subject rows: claimed by `INSERT … ON CONFLICT DO UPDATE` (insertTokens, changeConsent: a row
+ *   lock to commit; a concurrent first claim waits and then gets the winner's row, or inserts
+ *   afresh if an erasure deleted it), or `SELECT … FOR UPDATE` (eraseSubject), before any record
+ *   is touched; the erasure's record DELETE is a later statement, so it sees every record of a
+ *   tokenize that committed first.
+ * - purgeExpired: the expired rows `FOR UPDATE SKIP LOCKED`, deleted with `RETURNING`: two purges
+ *   (or a purge and a tokenize replacing an expired record) never take the same row, and the counts
+ *   are those of the rows deleted. acquireLease: one upsert, conditional under the row lock.
  * - every audit row: the plan is parked at lockAuditHead and resumed at the end of the group
  *   commit, after the counters, with the one-row `audit_chain_head` locked `FOR UPDATE` to commit;
  *   the batch's rows are chained from it and written with the new head in one statement, sent
@@ -215,19 +244,24 @@ export class PostgresStore implements VaultStore {
     return this.writes.run(async (tx) => (await tx.count(INSERT_KEY, keyParams(record))) === 1);
   }
 
-  async insertTokens(records: TokenRecord[], audit: PendingAudit, hooks: InsertHooks): Promise<string[]> {
-    return (await this.transact(() => insertTokensPlan(records, audit, hooks), records)).tokens;
+  async insertTokens(
+    records: TokenRecord[],
+    audit: PendingAudit,
+    hooks: InsertHooks,
+    consents?: readonly SubjectConsent[],
+  ): Promise<string[]> {
+    return (await this.transact(() => insertTokensPlan(records, audit, hooks, consents), records)).tokens;
   }
 
-  async findTokens(tokens: readonly string[]): Promise<Map<string, TokenRecord[]>> {
-    const found = new Map<string, TokenRecord[]>();
+  async findTokens(tokens: readonly string[]): Promise<Map<string, StoredRecord[]>> {
+    const found = new Map<string, StoredRecord[]>();
     if (tokens.length === 0) return found;
-    const rows = await this.read<TokenRow>('SELECT * FROM tokens WHERE token = ANY($1::text[]) ORDER BY token, tenant', [
+    const rows = await this.read<StoredTokenRow>(`${RECORDS_WITH_SUBJECT} WHERE t.token = ANY($1::text[]) ORDER BY t.token, t.tenant`, [
       [...new Set(tokens)],
     ]);
     for (const row of rows) {
       const list = found.get(row.token) ?? [];
-      list.push(toTokenRecord(row));
+      list.push(toStoredRecord(row));
       found.set(row.token, list);
     }
     return found;
@@ -246,6 +280,38 @@ export class PostgresStore implements VaultStore {
 
   async deleteToken(tenant: string, token: string, audit: PendingAudit): Promise<boolean> {
     return this.transact(() => deleteTokenPlan(tenant, token, audit));
+  }
+
+  async subject(tenant: string, subjectHash: Buffer): Promise<SubjectRow | undefined> {
+    const [row] = await this.read<SubjectDbRow>('SELECT handle, purposes FROM subjects WHERE tenant = $1 AND subject_hash = $2', [
+      tenant,
+      subjectHash,
+    ]);
+    return row && toSubjectRow(row);
+  }
+
+  async subjectRecords(tenant: string, subjectHash: Buffer, afterToken: string, limit: number): Promise<StoredRecord[]> {
+    const rows = await this.read<StoredTokenRow>(
+      `${RECORDS_WITH_SUBJECT} WHERE t.tenant = $1 AND t.subject_hash = $2 AND t.token > $3 ORDER BY t.token LIMIT $4`,
+      [tenant, subjectHash, afterToken, limit],
+    );
+    return rows.map(toStoredRecord);
+  }
+
+  async auditRowsOfSubject(handle: Buffer, afterSeq: number, limit: number): Promise<AuditRow[]> {
+    const rows = await this.read<AuditDbRow>(
+      'SELECT a.* FROM audit_subjects x JOIN audit a ON a.seq = x.seq WHERE x.handle = $1 AND x.seq > $2 ORDER BY x.seq LIMIT $3',
+      [handle, afterSeq, limit],
+    );
+    return rows.map(toAuditRow);
+  }
+
+  async changeConsent(tenant: string, subjectHash: Buffer, change: ConsentChange, now: number, audit: PendingAudit): Promise<SubjectRow> {
+    return this.transact(() => changeConsentPlan(tenant, subjectHash, change, now, audit));
+  }
+
+  async eraseSubject(tenant: string, subjectHash: Buffer, audit: PendingAudit): Promise<{ records: number }> {
+    return this.transact(() => eraseSubjectPlan(tenant, subjectHash, audit));
   }
 
   async listDataKeys(): Promise<DataKeyRecord[]> {
@@ -289,7 +355,7 @@ export class PostgresStore implements VaultStore {
 
   async recordsBehind(tenant: string, activeVersion: number, binding: number, afterToken: string, limit: number): Promise<TokenRecord[]> {
     const rows = await this.read<TokenRow>(
-      'SELECT * FROM tokens WHERE tenant = $1 AND (key_version <> $2 OR binding <> $3) AND token > $4 ORDER BY token LIMIT $5',
+      'SELECT * FROM tokens WHERE tenant = $1 AND (key_version <> $2 OR binding < $3) AND token > $4 ORDER BY token LIMIT $5',
       [tenant, activeVersion, binding, afterToken, limit],
     );
     return rows.map(toTokenRecord);
@@ -366,6 +432,36 @@ export class PostgresStore implements VaultStore {
     await this.writes.run((tx) =>
       tx.count('UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2', [id, owner]),
     );
+  }
+
+  async purgeExpired(now: number, limit: number, audit: PendingAudit): Promise<ExpiredCount[]> {
+    return this.transact(() => purgeExpiredPlan(now, limit, audit));
+  }
+
+  async expiredCounts(now: number): Promise<ExpiredCount[]> {
+    const rows = await this.read<{ tenant: string; type: ExpiredCount['type']; records: string }>(
+      `SELECT tenant, type, count(*) AS records FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= $1
+       GROUP BY tenant, type`,
+      [now],
+    );
+    return inCountOrder(rows.map((r) => ({ tenant: r.tenant, type: r.type, records: Number(r.records) })));
+  }
+
+  async acquireLease(name: string, owner: string, leaseMs: number): Promise<boolean> {
+    const now = '(extract(epoch FROM clock_timestamp()) * 1000)::bigint';
+    return this.writes.run(
+      async (tx) =>
+        (await tx.count(
+          `INSERT INTO leases (name, owner, lease_until) VALUES ($1, $2, ${now} + $3)
+           ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, lease_until = excluded.lease_until
+           WHERE leases.owner = excluded.owner OR leases.lease_until < ${now}`,
+          [name, owner, leaseMs],
+        )) === 1,
+    );
+  }
+
+  async releaseLease(name: string, owner: string): Promise<void> {
+    await this.writes.run((tx) => tx.count('DELETE FROM leases WHERE name = $1 AND owner = $2', [name, owner]));
   }
 
   async appendAudit(audit: PendingAudit): Promise<AuditRow> {

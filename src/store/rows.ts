@@ -1,7 +1,7 @@
 import type { KeyPurpose } from '../domain/keys';
 import type { DataType, Preserve, TokenFormat } from '../domain/types';
 import { decodeAuditList } from './audit-list-codec';
-import type { AuditRow, DataKeyRecord, DataKeyState, JobRecord, TokenRecord } from './vault-store';
+import type { AuditRow, DataKeyRecord, DataKeyState, JobRecord, StoredRecord, SubjectRow, TokenRecord } from './vault-store';
 
 /**
  * Rows as both stores' drivers return them, and the records they map to. Whole numbers that
@@ -29,6 +29,21 @@ export interface TokenRow {
   metadata: string | null;
   created_at: WholeNumber;
   expires_at: WholeNumber | null;
+}
+
+/** Records with their subject's row, in one statement (both stores; add a WHERE on `t`). */
+export const RECORDS_WITH_SUBJECT = `SELECT t.*, s.handle AS subject_handle, s.purposes AS subject_purposes
+  FROM tokens t LEFT JOIN subjects s ON s.tenant = t.tenant AND s.subject_hash = t.subject_hash`;
+
+/** A token row joined to its subject's row (null columns: no subject row). */
+export interface StoredTokenRow extends TokenRow {
+  subject_handle: Buffer | null;
+  subject_purposes: string | null;
+}
+
+export interface SubjectDbRow {
+  handle: Buffer;
+  purposes: string | null;
 }
 
 export interface DataKeyRow {
@@ -112,6 +127,15 @@ export function toTokenRecord(row: TokenRow): TokenRecord {
     createdAt: Number(row.created_at),
     expiresAt: row.expires_at === null ? null : Number(row.expires_at),
   };
+}
+
+export function toSubjectRow(row: SubjectDbRow): SubjectRow {
+  return { handle: row.handle, purposes: row.purposes === null ? null : JSON.parse(row.purposes) };
+}
+
+export function toStoredRecord(row: StoredTokenRow): StoredRecord {
+  const subjectRow = row.subject_handle ? toSubjectRow({ handle: row.subject_handle, purposes: row.subject_purposes }) : null;
+  return { ...toTokenRecord(row), subjectRow };
 }
 
 export function toDataKey(row: DataKeyRow): DataKeyRecord {

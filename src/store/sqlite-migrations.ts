@@ -164,4 +164,44 @@ export const SQLITE_MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> 
       ALTER TABLE jobs ADD COLUMN lease_until INTEGER;
     `,
   },
+  {
+    // Data subjects: a random handle per (tenant, subject HMAC) that audit rows name instead of the
+    // HMAC (erasing the row unlinks them), and the purposes the subject consented to (JSON, null =
+    // none recorded). audit_subjects indexes audit rows by the handles they name. Existing subjects
+    // get handles; rows written before keep their HMACs and are indexed under the handle where
+    // their subject list is JSON text (lists long enough to be stored deflated are not).
+    version: 10,
+    sql: `
+      CREATE TABLE subjects (
+        tenant TEXT NOT NULL,
+        subject_hash BLOB NOT NULL,
+        handle BLOB NOT NULL UNIQUE,
+        purposes TEXT,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (tenant, subject_hash)
+      );
+      INSERT INTO subjects (tenant, subject_hash, handle, purposes, created_at, updated_at)
+        SELECT tenant, subject_hash, randomblob(16), NULL, min(created_at), min(created_at)
+        FROM tokens WHERE subject_hash IS NOT NULL GROUP BY tenant, subject_hash;
+
+      CREATE TABLE audit_subjects (
+        handle BLOB NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (handle, seq)
+      ) WITHOUT ROWID;
+      INSERT OR IGNORE INTO audit_subjects (handle, seq)
+        SELECT s.handle, a.seq FROM audit a, json_each(a.subjects) j, subjects s
+        WHERE typeof(a.subjects) = 'text' AND s.subject_hash = unhex(j.value);
+    `,
+  },
+  {
+    // Retention: purgeExpired finds expired records through an index (never a table scan); leases
+    // name the one instance that runs a vault-wide background task (the purge) at a time.
+    version: 11,
+    sql: `
+      CREATE INDEX tokens_expires_at ON tokens (expires_at) WHERE expires_at IS NOT NULL;
+      CREATE TABLE leases (name TEXT PRIMARY KEY, owner TEXT NOT NULL, lease_until INTEGER NOT NULL);
+    `,
+  },
 ];

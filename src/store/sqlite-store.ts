@@ -3,13 +3,17 @@ import type { KeyPurpose } from '../domain/keys';
 import type { DataType } from '../domain/types';
 import { appendAuditPlan, pruneAuditSegmentPlan } from './rules/audit';
 import { changeDataKeyStatePlan, rotateDataKeyPlan } from './rules/data-keys';
+import { inCountOrder, purgeExpiredPlan } from './rules/retention';
 import { deleteTokenPlan, insertTokensPlan, replaceCiphertextsPlan } from './rules/tokens';
+import { changeConsentPlan, eraseSubjectPlan } from './rules/subjects';
 import { auditStatements } from './sqlite/audit-statements';
 import { durabilitySettings, mapSqliteError, openSqlite, requireDurable } from './sqlite/connection';
 import { dataKeyStatements } from './sqlite/data-key-statements';
 import { GroupCommit } from './sqlite/group-commit';
 import { JobFields, jobStatements } from './sqlite/job-statements';
+import { leaseStatements } from './sqlite/lease-statements';
 import { toAuditRow } from './rows';
+import { subjectStatements } from './sqlite/subject-statements';
 import { tokenStatements } from './sqlite/token-statements';
 import { WalPurger } from './sqlite/wal-purge';
 import { Plan, TransactionOps, runPlan } from './transaction-plan';
@@ -18,17 +22,23 @@ import type {
   AuditHead,
   AuditRow,
   AuditSegment,
+  ConsentChange,
   DataKeyRecord,
   DataKeyState,
+  ExpiredCount,
   InsertHooks,
   JobRecord,
   PendingAudit,
   ReencryptedRecord,
+  StoredRecord,
+  SubjectConsent,
+  SubjectRow,
   TokenRecord,
   VaultStore,
 } from './vault-store';
 
 export { AUDIT_AFTER_OF_TENANT_SQL } from './sqlite/audit-statements';
+export { DELETE_EXPIRED_SQL } from './sqlite/token-statements';
 
 /**
  * The embedded store: one SQLite file in WAL mode with synchronous=FULL, so a commit is on disk
@@ -43,6 +53,8 @@ export class SqliteStore implements VaultStore {
   private readonly keys;
   private readonly jobs;
   private readonly audit;
+  private readonly subjects;
+  private readonly leases;
   private readonly ops: TransactionOps;
   private readonly writer: GroupCommit;
   private readonly wal: WalPurger;
@@ -58,7 +70,9 @@ export class SqliteStore implements VaultStore {
     this.keys = dataKeyStatements(this.db);
     this.jobs = jobStatements(this.db);
     this.audit = auditStatements(this.db);
-    this.ops = { ...this.tokens.ops, ...this.keys.ops, ...this.jobs.ops, ...this.audit.ops };
+    this.subjects = subjectStatements(this.db);
+    this.leases = leaseStatements(this.db);
+    this.ops = { ...this.tokens.ops, ...this.keys.ops, ...this.jobs.ops, ...this.audit.ops, ...this.subjects.ops };
     this.writer = new GroupCommit(this.db, (err) => mapSqliteError(this.db, err));
     this.wal = new WalPurger(this.db, busyTimeoutMs, (message) => this.onWarning(message));
   }
@@ -94,16 +108,21 @@ export class SqliteStore implements VaultStore {
     return this.writer.write(() => this.keys.insert(record));
   }
 
-  async insertTokens(records: TokenRecord[], audit: PendingAudit, hooks: InsertHooks): Promise<string[]> {
-    const { tokens, replaced } = await this.transact(insertTokensPlan(records, audit, hooks));
+  async insertTokens(
+    records: TokenRecord[],
+    audit: PendingAudit,
+    hooks: InsertHooks,
+    consents?: readonly SubjectConsent[],
+  ): Promise<string[]> {
+    const { tokens, replaced } = await this.transact(insertTokensPlan(records, audit, hooks, consents));
     // Replaced (expired) records were deleted: their bytes must leave the WAL too, as for deleteToken.
     if (replaced.length > 0) await this.wal.purge();
     return tokens;
   }
 
-  async findTokens(tokens: readonly string[]): Promise<Map<string, TokenRecord[]>> {
+  async findTokens(tokens: readonly string[]): Promise<Map<string, StoredRecord[]>> {
     const lookup = () => {
-      const found = new Map<string, TokenRecord[]>();
+      const found = new Map<string, StoredRecord[]>();
       for (const token of tokens) {
         if (found.has(token)) continue;
         const records = this.tokens.recordsOfToken(token);
@@ -125,6 +144,29 @@ export class SqliteStore implements VaultStore {
     // secure_delete zeroes the row in the database pages, but the WAL still holds the frames that inserted it.
     if (deleted) await this.wal.purge();
     return deleted;
+  }
+
+  async subject(tenant: string, subjectHash: Buffer): Promise<SubjectRow | undefined> {
+    return this.read(() => this.subjects.subject(tenant, subjectHash));
+  }
+
+  async subjectRecords(tenant: string, subjectHash: Buffer, afterToken: string, limit: number): Promise<StoredRecord[]> {
+    return this.read(() => this.subjects.recordsPage(tenant, subjectHash, afterToken, limit));
+  }
+
+  async auditRowsOfSubject(handle: Buffer, afterSeq: number, limit: number): Promise<AuditRow[]> {
+    return this.read(() => this.subjects.auditRowsOf(handle, afterSeq, limit));
+  }
+
+  async changeConsent(tenant: string, subjectHash: Buffer, change: ConsentChange, now: number, audit: PendingAudit): Promise<SubjectRow> {
+    return this.transact(changeConsentPlan(tenant, subjectHash, change, now, audit));
+  }
+
+  async eraseSubject(tenant: string, subjectHash: Buffer, audit: PendingAudit): Promise<{ records: number }> {
+    const erased = await this.transact(eraseSubjectPlan(tenant, subjectHash, audit));
+    // secure_delete zeroed the rows in the database pages; the WAL frames that wrote them must go too.
+    await this.wal.purge();
+    return erased;
   }
 
   async listDataKeys(): Promise<DataKeyRecord[]> {
@@ -190,6 +232,25 @@ export class SqliteStore implements VaultStore {
 
   async releaseJob(id: string, owner: string): Promise<void> {
     await this.writer.write(() => this.jobs.release(id, owner));
+  }
+
+  async purgeExpired(now: number, limit: number, audit: PendingAudit): Promise<ExpiredCount[]> {
+    const counts = await this.transact(purgeExpiredPlan(now, limit, audit));
+    // As after deleteToken: the purged records' bytes must leave the WAL too.
+    if (counts.length > 0) await this.wal.purge();
+    return counts;
+  }
+
+  async expiredCounts(now: number): Promise<ExpiredCount[]> {
+    return inCountOrder(this.read(() => this.tokens.expiredCounts(now)));
+  }
+
+  async acquireLease(name: string, owner: string, leaseMs: number): Promise<boolean> {
+    return this.writer.write(() => this.leases.acquire(name, owner, leaseMs));
+  }
+
+  async releaseLease(name: string, owner: string): Promise<void> {
+    await this.writer.write(() => this.leases.release(name, owner));
   }
 
   async appendAudit(audit: PendingAudit): Promise<AuditRow> {

@@ -66,6 +66,12 @@ const TABLES: TableCopy[] = [
   { table: 'tokens', columns: TOKEN_COLUMNS, key: ['token', 'tenant'] },
   { table: 'record_counts', columns: ['tenant', 'key_version', 'records'], key: ['tenant', 'key_version'] },
   {
+    table: 'subjects',
+    columns: ['tenant', 'subject_hash', 'handle', 'purposes', 'created_at', 'updated_at'],
+    key: ['tenant', 'subject_hash'],
+  },
+  { table: 'audit_subjects', columns: ['handle', 'seq'], key: ['handle', 'seq'] },
+  {
     table: 'jobs',
     columns: [
       'id',

@@ -1,6 +1,15 @@
 import type { KeyPurpose } from '../domain/keys';
 import type { DataType } from '../domain/types';
-import type { AuditHead, AuditRow, AuditSegment, DataKeyRecord, DataKeyState, ReencryptedRecord, TokenRecord } from './vault-store';
+import type {
+  AuditHead,
+  AuditRow,
+  AuditSegment,
+  DataKeyRecord,
+  DataKeyState,
+  ReencryptedRecord,
+  SubjectRow,
+  TokenRecord,
+} from './vault-store';
 
 export interface KeyRef {
   tenant: string;
@@ -17,7 +26,7 @@ type TokenInsert = 'inserted' | 'token-taken' | 'identity-taken';
  * in src/store/rules/. Each primitive names the lock a store with concurrent writers takes (the
  * SQLite store holds the database's single write lock for the whole transaction instead). Locks are
  * always taken in this order, so transactions cannot deadlock on each other: key family, data-key
- * rows, token rows, job row, audit chain head (always last).
+ * rows, subject rows, token rows, job row, audit chain head (always last).
  */
 export interface TransactionOps {
   /**
@@ -58,8 +67,27 @@ export interface TransactionOps {
   insertRecord(record: TokenRecord): TokenInsert;
   /** Deletes a record of the tenant (its row locked by the delete); the deleted record's key version, if any. */
   deleteRecord(tenant: string, token: string): { keyVersion: number } | undefined;
+  /**
+   * Deletes up to `limit` records expired at `now`, earliest expiry first, through the expiry
+   * index; rows another transaction holds locked are skipped (PostgreSQL: FOR UPDATE SKIP LOCKED),
+   * not waited for. Returns what it deleted (the rows the delete reported), for the counts.
+   */
+  deleteExpiredRecords(now: number, limit: number): Array<{ tenant: string; type: DataType; keyVersion: number }>;
   /** Swaps one re-encrypted ciphertext in, only if the record still has its old key version and binding. */
   replaceCiphertext(update: ReencryptedRecord): boolean;
+  /**
+   * The subject row of (tenant, subject HMAC), inserted with `handle` when there is none; locked to
+   * commit either way (an upsert: of two first claims the second waits and gets the winner's row).
+   */
+  claimSubject(tenant: string, subjectHash: Buffer, handle: Buffer, now: number): SubjectRow;
+  /** The subject row locked `FOR UPDATE`, if there is one. */
+  lockSubject(tenant: string, subjectHash: Buffer): SubjectRow | undefined;
+  /** Replaces a (claimed or locked) subject's consented purposes. */
+  setSubjectPurposes(tenant: string, subjectHash: Buffer, purposes: readonly string[], now: number): void;
+  /** Deletes every record of the subject (each row locked by the delete); their key versions. */
+  deleteRecordsOfSubject(tenant: string, subjectHash: Buffer): { keyVersion: number }[];
+  /** Deletes the subject row and the audit_subjects entries of its handle. */
+  deleteSubject(tenant: string, subjectHash: Buffer, handle: Buffer): void;
   /** Adds to a job's progress (atomic increments). */
   addJobProgress(jobId: string, done: number, failed: number, now: number): void;
 
@@ -71,7 +99,10 @@ export interface TransactionOps {
   lockAuditHead(): AuditHead | undefined;
   /** The last archived segment's end, where an emptied log continues from. */
   lastAuditSegment(): AuditHead | undefined;
-  /** Writes an audit row; a failure (of any kind) must roll the transaction back. */
+  /**
+   * Writes an audit row and its audit_subjects entries (one per subject handle it names, see
+   * subjectHandlesOf); a failure (of any kind) must roll the transaction back.
+   */
   insertAuditRow(row: AuditRow): void;
   /** How many audit rows are stored with seq in fromSeq..throughSeq. */
   countAuditRows(fromSeq: number, throughSeq: number): number;

@@ -15,7 +15,7 @@ export interface TokenRecord {
   format: TokenFormat;
   /** What the token keeps of the value; null on records written before it was recorded (binding 1). */
   preserve: Preserve | null;
-  /** Which columns the ciphertext's AAD covers: 1 (tenant, type, token, key version) or 2 (all; see record-crypto). */
+  /** Which columns the ciphertext's AAD covers: 1 (tenant, type, token, key version), 2 (all) or 3 (all, value under a per-subject key too); see record-crypto. */
   binding: number;
   keyVersion: number;
   nonce: Buffer;
@@ -30,6 +30,31 @@ export interface TokenRecord {
   metadata: Metadata | null;
   createdAt: number;
   expiresAt: number | null;
+}
+
+/** A data subject's row (tenant, subject HMAC): the handle audit rows name it by, and its consent. */
+export interface SubjectRow {
+  /** 16 random bytes; linkable to the subject only through this row, which erasure deletes. */
+  handle: Buffer;
+  /** The purposes the subject consented to; null when none were recorded (no restriction). */
+  purposes: string[] | null;
+}
+
+/** A record as read back: with its subject's row, when it has a subject (one read, a join). */
+export interface StoredRecord extends TokenRecord {
+  subjectRow: SubjectRow | null;
+}
+
+/** Purposes a tokenize adds to its subject's consented set. */
+export interface SubjectConsent {
+  subjectHash: Buffer;
+  purposes: readonly string[];
+}
+
+/** A change of a subject's consent: purposes granted and withdrawn. */
+export interface ConsentChange {
+  grant: readonly string[];
+  withdraw: readonly string[];
 }
 
 export interface ReencryptedRecord {
@@ -77,7 +102,10 @@ export interface AuditEntry {
   purpose: string | null;
   outcome: 'allow' | 'deny' | 'partial';
   reason: string | null;
-  /** Keyed HMACs (hex) of the data subjects involved, never the ids themselves. */
+  /**
+   * The data subjects involved, by handle (hex of 16 random bytes, see SubjectRow); rows written
+   * before subjects had handles name them by keyed HMAC (hex of 32 bytes). Never the ids themselves.
+   */
   subjects: string[];
 }
 
@@ -127,6 +155,13 @@ export interface AuditSegment {
   mac: Buffer;
 }
 
+/** How many records of one tenant and data type a purge deleted, or found expired. Counts only: no token, no subject. */
+export interface ExpiredCount {
+  tenant: string;
+  type: DataType;
+  records: number;
+}
+
 export interface PendingAudit {
   entry: AuditEntry;
   sealer: AuditSealer;
@@ -161,7 +196,7 @@ export interface InsertHooks {
  * writers at READ COMMITTED (PostgreSQL, several vault instances) the locks below are what keep
  * each invariant true; the SQLite store gets all of them from its single write lock (BEGIN
  * IMMEDIATE holds the whole database for the transaction). Locks are taken in one order — key
- * family, data-key rows, token rows, job row, audit chain head — so writers queue, never deadlock;
+ * family, data-key rows, subject rows, token rows, job row, audit chain head — so writers queue, never deadlock;
  * a store that groups several calls into one transaction (group commit) may still meet a deadlock
  * or serialization failure between groups, and then runs the whole group again.
  *
@@ -196,6 +231,12 @@ export interface InsertHooks {
  *   upsert for a new version) in the transaction that inserts, deletes or moves the records, by
  *   the number of rows the statements reported changed: exact under any interleaving.
  * - Encryption counts, job progress: atomic increments in the transaction that did the work.
+ * - Subject rows (insertTokens, changeConsent, eraseSubject): one row per (tenant, subject HMAC),
+ *   claimed by an upsert (INSERT … ON CONFLICT DO UPDATE, a row lock held to commit) or locked
+ *   `FOR UPDATE` by an erasure, always before the subject's records are touched; the primary key
+ *   decides between two first claims (the second waits, then updates the winner's row).
+ * - Audit subject index (audit_subjects): written by the audit append primitive, in the
+ *   transaction of the audit row, for every handle the row names.
  * - Checkpoint and segments: the checkpoint is one row replaced by an upsert (last writer wins:
  *   it is derived state); a prune takes the chain lock first, then checks its segment against the
  *   rows still stored, so appends and other prunes wait.
@@ -232,19 +273,25 @@ export interface VaultStore {
    * Throws StaleDataKeyError (and writes nothing) unless every record's key version is still the
    * active one at commit, so no record can land under a key that is being retired. Whatever a hook
    * throws is rethrown, with nothing written.
-   * Locks: each distinct data-key row `FOR SHARE`; the deleted (replaced) token rows; the chain head.
-   * Writes: records, replaced records' deletion, record counts and encryption counts (every seal,
+   * Each subject of the batch gets its subject row (a new random handle) in the same transaction,
+   * and the `consents` purposes are added to its consented set; the audit entry's subjects are set
+   * to the handles of the batch's subjects.
+   * Locks: each distinct data-key row `FOR SHARE`; each subject row of the batch (an upsert, held to
+   * commit, taken before any record is written: see eraseSubject); the deleted (replaced) token
+   * rows; the chain head.
+   * Writes: records, subject rows, replaced records' deletion, record counts and encryption counts (every seal,
    * retries and subject ids included), the audit row. Retried inside the store when a concurrent
    * first insertion of the same deterministic value wins (the hooks are then called again, so they
    * must not assume they run once).
    */
-  insertTokens(records: TokenRecord[], audit: PendingAudit, hooks: InsertHooks): Promise<string[]>;
+  insertTokens(records: TokenRecord[], audit: PendingAudit, hooks: InsertHooks, consents?: readonly SubjectConsent[]): Promise<string[]>;
   /**
-   * Every record each token string names, in any tenant (a string may name one record per tenant);
+   * Every record each token string names, in any tenant (a string may name one record per tenant),
+   * each with its subject's row (handle and consent) read in the same statement;
    * tokens that name none are absent. Callers choose among them by the tenants they may touch.
    * One snapshot for the whole batch; no lock.
    */
-  findTokens(tokens: readonly string[]): Promise<Map<string, TokenRecord[]>>;
+  findTokens(tokens: readonly string[]): Promise<Map<string, StoredRecord[]>>;
   /**
    * Every record of the tenant with one of these (type, fingerprint) pairs, whatever its format
    * and preserve. One snapshot, no lock: what it returns is vetted by the caller, and the write
@@ -257,6 +304,45 @@ export interface VaultStore {
    * drops once. Deleted data is also purged from any log the store keeps (SQLite: the WAL).
    */
   deleteToken(tenant: string, token: string, audit: PendingAudit): Promise<boolean>;
+
+  /** The subject row of (tenant, subject HMAC); a plain read (consent is read on every use, never cached). */
+  subject(tenant: string, subjectHash: Buffer): Promise<SubjectRow | undefined>;
+  /**
+   * A page of the subject's records (with its subject row), in token order after `afterToken`.
+   * A plain read, one statement: pages are separate snapshots, so a record written or erased
+   * between pages may be seen or missed, never seen twice.
+   */
+  subjectRecords(tenant: string, subjectHash: Buffer, afterToken: string, limit: number): Promise<StoredRecord[]>;
+  /**
+   * The stored audit rows the audit_subjects index lists under this handle, in seq order after
+   * `afterSeq` (an index range joined to the rows; archived rows are absent). A plain read.
+   */
+  auditRowsOfSubject(handle: Buffer, afterSeq: number, limit: number): Promise<AuditRow[]>;
+  /**
+   * Adds and removes consented purposes of a subject (creating its row, with a new handle, when it
+   * has none), with the audit row, which names the handle (the store sets entry.subjects). A
+   * withdrawal from a subject without recorded consent leaves the empty set (nothing consented).
+   * Returns the row as committed.
+   * Locks: the subject row (an upsert, held to commit), so concurrent changes and tokenizes of the
+   * subject apply one after the other, none lost; then the chain head.
+   */
+  changeConsent(tenant: string, subjectHash: Buffer, change: ConsentChange, now: number, audit: PendingAudit): Promise<SubjectRow>;
+  /**
+   * Erases a subject in one transaction: every record of (tenant, subject HMAC), its subject row and
+   * the audit_subjects entries of its handle, with the audit row (the caller's entry, counts only:
+   * no subject named). Record counts drop by the records deleted, per key version. Returns how many
+   * records were deleted (0 and no subject row: nothing to erase; still audited). Deleted data is
+   * also purged from any log the store keeps (SQLite: the WAL).
+   * Locks: the subject row `FOR UPDATE` first, then the records (deleted by one statement run after
+   * the lock, so it sees every record committed before it):
+   * - a concurrent tokenize of the subject claims the subject row before inserting its records:
+   *   it either committed first (its records are erased too) or waits and, the row gone, creates a
+   *   new subject row with a new handle (its records belong to the new row: written after the erasure);
+   * - a re-encryption swap of one of its records holds that row: the delete waits for it and deletes
+   *   the swapped record (counted at its new version), or the swap finds no record and skips it;
+   * - of two erasures one deletes; the other waits for the lock, then finds no row and deletes nothing.
+   */
+  eraseSubject(tenant: string, subjectHash: Buffer, audit: PendingAudit): Promise<{ records: number }>;
 
   /** Every data key record (all tenants, purposes and versions); a plain read. */
   listDataKeys(): Promise<DataKeyRecord[]>;
@@ -300,8 +386,9 @@ export interface VaultStore {
   ): Promise<boolean>;
 
   /**
-   * Records of a tenant not encrypted under `activeVersion` or not sealed with `binding`, in token
-   * order after `afterToken`. A plain read: the swap re-checks each record.
+   * Records of a tenant not encrypted under `activeVersion` or sealed with a binding below
+   * `binding` (a higher one, such as a subject-keyed record's, is current), in token order after
+   * `afterToken`. A plain read: the swap re-checks each record.
    */
   recordsBehind(tenant: string, activeVersion: number, binding: number, afterToken: string, limit: number): Promise<TokenRecord[]>;
   /**
@@ -334,6 +421,32 @@ export interface VaultStore {
   leaseJob(id: string, owner: string, leaseMs: number): Promise<boolean>;
   /** Gives up `owner`'s lease of a job (a clean stop), so that another instance may take it at once. */
   releaseJob(id: string, owner: string): Promise<void>;
+
+  /**
+   * Deletes up to `limit` records whose expiry is at or before `now` (ms), earliest expiry first,
+   * in one transaction with the record counts (each deleted record off its key version's count)
+   * and one audit row that carries counts only: its `types` and a `reason` listing how many
+   * records of each tenant and type were purged (the returned counts), never a token or subject.
+   * Nothing expired: returns [] and writes nothing (no audit row). Found through the expiry index,
+   * never a table scan. Deleted data is also purged from any log the store keeps (SQLite: the WAL).
+   * Locks: each deleted token row, taken by the delete, skipping rows another transaction holds
+   * (`FOR UPDATE SKIP LOCKED`): a concurrent purge deletes other rows, and a tokenize replacing
+   * an expired deterministic record keeps it; the counts come from the rows actually deleted, so
+   * no record is deleted or counted twice. Then the chain head.
+   */
+  purgeExpired(now: number, limit: number, audit: PendingAudit): Promise<ExpiredCount[]>;
+  /** Records expired at `now` (ms), per tenant and type, read through the expiry index; a plain read, no lock. */
+  expiredCounts(now: number): Promise<ExpiredCount[]>;
+  /**
+   * Takes or renews the lease named `name` (a vault-wide background task, e.g. the purge) for
+   * `owner` (a vault instance), until `leaseMs` from now by the database's clock: true when `owner`
+   * holds it now. Taken only if nobody holds it, it expired, or it is already `owner`'s. One
+   * upsert, conditional under the row lock (or the unique index for the first claim): of two
+   * instances claiming at once, one holds it. No audit row.
+   */
+  acquireLease(name: string, owner: string, leaseMs: number): Promise<boolean>;
+  /** Gives up `owner`'s lease (a finished run or a clean stop), so that another instance may take it at once. */
+  releaseLease(name: string, owner: string): Promise<void>;
 
   /**
    * Appends an audit row at the head of the chain (seq = head + 1, chained from the head's hash,

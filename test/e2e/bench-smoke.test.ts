@@ -96,3 +96,23 @@ describe('npm run bench -- --quick (smoke: it runs and reports; no timing is ass
     });
   });
 });
+
+describe('npm run bench:subject-keys -- --quick (smoke: it runs and reports; no timing is asserted)', function () {
+  this.timeout(120_000);
+
+  it('measures tokenize with per-subject keys off and on for every scenario and reports the ratio', () => {
+    const run = spawnSync(process.execPath, [join(__dirname, '..', '..', 'scripts', 'bench-subject-keys.js'), '--quick'], {
+      encoding: 'utf8',
+    });
+    expect(run.status, run.stderr).to.equal(0);
+    expect(run.stdout).to.contain('per-subject keys off vs on');
+    for (const scenario of [
+      'single value, new subject each',
+      'single value, returning subject',
+      'batch of 100, new subject each',
+      'batch of 100, returning subjects',
+    ]) {
+      expect(run.stdout, scenario).to.match(new RegExp(`'${scenario}'\\s*│\\s*\\d+\\s*│\\s*\\d+\\s*│\\s*[\\d.]+`));
+    }
+  });
+});

@@ -23,6 +23,7 @@ const COMMANDS = [
   'keys retire',
   'keys destroy',
   'keys new-master-key',
+  'policy report',
   'dev-kms',
 ];
 

@@ -269,6 +269,27 @@ describe('end to end: the real CLI and server process', function () {
     expect(existsSync(join(root, 'never-created')), 'no vault whose keys would be lost').to.equal(false);
   });
 
+  it('policy report prints the policy file as Markdown, or JSON with --json; an invalid policy exits 1 naming it', () => {
+    const vault = join(root, 'report-vault');
+    expect(cli(['init', '--data-dir', vault, '--json']).status).to.equal(0);
+    const markdown = cli(['policy', 'report', '--data-dir', vault]);
+    expect(markdown.status, markdown.stderr).to.equal(0);
+    expect(markdown.stdout).to.contain('| detokenize | pan | plain | one of: charge |');
+    expect(markdown.stdout).to.contain('| pan | not limited | not limited |');
+    const json = cli(['policy', 'report', '--data-dir', vault, '--json']);
+    expect(json.status, json.stderr).to.equal(0);
+    const report = JSON.parse(json.stdout);
+    expect(report.principals.map((p: { principal: string }) => p.principal)).to.deep.equal(['billing', 'gateway', 'support', 'security']);
+    expect(JSON.stringify(report)).not.to.contain('sha256');
+    writeFileSync(
+      join(vault, 'policy.json'),
+      '{"version": 1, "roles": {}, "principals": {"x": {"roles": ["ghost"], "tenants": ["t"], "apiKeys": []}}}',
+    );
+    const invalid = cli(['policy', 'report', '--data-dir', vault]);
+    expect(invalid.status).to.equal(1);
+    expect(invalid.stderr).to.contain('unknown role "ghost"');
+  });
+
   it('audit verify re-verifies every row: exits 0 on an intact chain and non-zero naming an edited row before the checkpoint', () => {
     const ok = cli(['audit', 'verify', '--data-dir', dir]);
     expect(ok.status, ok.stderr).to.equal(0);

@@ -4,9 +4,9 @@ import { join } from 'node:path';
 
 export const CLI = join(__dirname, '..', '..', '..', 'bin', 'pii-vault.js');
 
-/** Runs the real CLI to completion. */
-export function cli(args: string[], env: NodeJS.ProcessEnv = {}): SpawnSyncReturns<string> {
-  return spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 30_000 });
+/** Runs the real CLI to completion (with `input` on its standard input). */
+export function cli(args: string[], env: NodeJS.ProcessEnv = {}, input?: string): SpawnSyncReturns<string> {
+  return spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 30_000, input });
 }
 
 export type StarterKeys = Record<'billing' | 'gateway' | 'support' | 'security', string>;

@@ -28,7 +28,15 @@ const sameTypes: [
   Same<client.RewrapResult, Static<typeof contract.RewrapResponseSchema>>,
   Same<client.Job, Static<typeof contract.JobSchema>>,
   Same<{ tenant?: string; confirm?: string }, contract.DestroyRequest>,
-] = [true, true, true, true, true, true, true, true, true, true, true, true, true, true];
+  Same<client.SubjectRequest, contract.SubjectRequest>,
+  Same<client.AccessLogRequest, contract.AccessLogRequest>,
+  Same<client.ConsentRequest, contract.ConsentRequest>,
+  Same<client.SubjectExport, Static<typeof contract.SubjectExportSchema>>,
+  Same<client.SubjectAccessLog, Static<typeof contract.AccessLogResponseSchema>>,
+  Same<client.EraseResult, contract.EraseResponse>,
+  Same<client.ConsentResult, contract.ConsentResponse>,
+  Same<client.PolicyReport, contract.PolicyReport>,
+] = [true, true, true, true, true, true, true, true, true, true, true, true, true, true, true, true, true, true, true, true, true, true];
 
 const REPO = join(__dirname, '..', '..', '..');
 const PAN = '4111111111111111';
@@ -126,6 +134,23 @@ describe('typed client (pii-vault/client) against a real vault', function () {
     expect(gone).to.include({ code: 'not_found', status: 404, attempts: 1 });
   });
 
+  it('data subjects: consent, export, access log, erase', async () => {
+    const billing = as('billing');
+    const security = as('security');
+    const [made] = await billing.tokenize({ purposes: ['charge'], items: [{ type: 'pan', value: PAN, subject: 'cust-client-1' }] });
+    expect(await security.changeSubjectConsent({ subject: 'cust-client-1', withdraw: ['charge'] })).to.deep.equal({
+      tenant: 'default',
+      consentedPurposes: [],
+    });
+    const [refused] = await as('gateway').detokenize({ tokens: [made.token], purpose: 'charge' });
+    expect(refused).to.deep.equal({ ok: false, token: made.token, error: { code: 'forbidden', reason: 'consent_not_given' } });
+    const exported = await security.exportSubject({ subject: 'cust-client-1' });
+    expect(exported.records.map((r) => [r.token, r.reveal])).to.deep.equal([[made.token, 'redacted']]);
+    const log = await security.subjectAccessLog({ subject: 'cust-client-1', from: '2000-01-01T00:00:00Z' });
+    expect(log.entries.map((e) => e.action)).to.include.members(['tokenize', 'subject:consent', 'detokenize', 'subject:export']);
+    expect(await security.eraseSubject({ subject: 'cust-client-1' })).to.deep.equal({ tenant: 'default', erased: { records: 1 } });
+  });
+
   it('audit: pages from the init row, iterates every row, verifies the chain', async () => {
     const security = as('security');
     const page = await security.listAudit({ after: 0, limit: 2 });
@@ -136,6 +161,17 @@ describe('typed client (pii-vault/client) against a real vault', function () {
     expect(rows.slice(0, 4)).to.deep.equal([1, 2, 3, 4]);
     const verify = await security.verifyAudit();
     expect(verify.ok).to.equal(true);
+  });
+
+  it('policy report: security reads it, support is refused', async () => {
+    const report = await as('security').policyReport();
+    expect(report.roles.find((r) => r.role === 'gateway')?.permissions).to.deep.equal([
+      { action: 'detokenize', type: 'pan', reveal: 'plain', purposes: ['charge'] },
+    ]);
+    const refused = await as('support')
+      .policyReport()
+      .catch((e) => e);
+    expect(refused).to.include({ code: 'forbidden', status: 403 });
   });
 
   it('keys: list, rotate, rewrap, reencrypt and its job, retire, destroy', async () => {

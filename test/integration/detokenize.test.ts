@@ -1,3 +1,5 @@
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { expect } from 'chai';
 import { createTestVault, TestVault } from '../helpers/test-vault';
 
@@ -51,6 +53,42 @@ describe('POST /v1/detokenize', () => {
     expect(redacted.body.items[0]).to.deep.equal({ token: pan, type: 'pan', value: null, reveal: 'redacted' });
   });
 
+  it('generalizes when asked for `generalized`: brand, domain, year, calling code, country; redacted where no generalisation exists', async () => {
+    const [dob, phone, address, iban] = await v.tokenize([
+      { type: 'dob', value: '1984-07-02' },
+      { type: 'phone', value: '+44 7911 123456' },
+      { type: 'address', value: '1 Main St\nSpringfield, IL 62701\nUSA' },
+      { type: 'iban', value: 'GB82 WEST 1234 5698 7654 32' },
+    ]);
+    const res = await detokenize('support', { tokens: [pan, ssn, email, dob, phone, address, iban], reveal: 'generalized' });
+    expect(res.body.items).to.deep.equal([
+      { token: pan, type: 'pan', value: 'visa', reveal: 'generalized' },
+      { token: ssn, type: 'ssn', value: null, reveal: 'redacted' },
+      { token: email, type: 'email', value: 'example.com', reveal: 'generalized' },
+      { token: dob, type: 'dob', value: '1984', reveal: 'generalized' },
+      { token: phone, type: 'phone', value: '+44', reveal: 'generalized' },
+      { token: address, type: 'address', value: 'USA', reveal: 'generalized' },
+      { token: iban, type: 'iban', value: 'GB', reveal: 'generalized' },
+    ]);
+  });
+
+  it('a `generalized` grant gives generalised values, never masked or plain ones, whatever is asked', async () => {
+    const file = join(v.dir, 'policy.json');
+    const policy = JSON.parse(readFileSync(file, 'utf8'));
+    policy.roles.support = [{ actions: ['detokenize'], types: ['*'], reveal: 'generalized' }];
+    writeFileSync(file, JSON.stringify(policy));
+    v.opened.reloadPolicy();
+    for (const reveal of [undefined, 'plain', 'masked', 'generalized']) {
+      const res = await detokenize('support', { tokens: [pan, email], ...(reveal ? { reveal } : {}) });
+      expect(res.body.items, String(reveal)).to.deep.equal([
+        { token: pan, type: 'pan', value: 'visa', reveal: 'generalized' },
+        { token: email, type: 'email', value: 'example.com', reveal: 'generalized' },
+      ]);
+    }
+    const redacted = await detokenize('support', { tokens: [pan], reveal: 'redacted' });
+    expect(redacted.body.items[0]).to.deep.equal({ token: pan, type: 'pan', value: null, reveal: 'redacted' });
+  });
+
   it('refuses billing and security the whole request with 403', async () => {
     for (const who of ['billing', 'security'] as const) {
       const res = await detokenize(who, { tokens: [pan], purpose: 'charge' });
@@ -83,6 +121,45 @@ describe('POST /v1/detokenize', () => {
     expect(row.reason).to.match(/^1 not_found/);
     // A token of a tenant the caller cannot see is not written down (it might be a value sent by mistake).
     expect(row.tokens).to.deep.equal([]);
+  });
+
+  it('decides every item of a mixed batch on its own, and audits the batch in one row that counts them', async () => {
+    const policy = v.opened.vault.deps.policy();
+    policy.principals.billing.tenants = ['default', 'acme'];
+    policy.principals.gateway.tenants = ['default', 'acme'];
+    const tokenize = async (body: object) => (await v.http.post('/v1/tokenize').set(v.as('billing')).send(body)).body.items[0].token;
+    const acme = await tokenize({ tenant: 'acme', items: [{ type: 'pan', value: '4111111111111111' }] });
+    const expiring = await tokenize({ items: [{ type: 'pan', value: '5555555555554444', ttlSeconds: 60 }] });
+    const realNow = v.opened.vault.deps.now;
+    v.opened.vault.deps.now = () => realNow() + 61_000;
+
+    const res = await detokenize('gateway', { tokens: [pan, ssn, expiring, 'tok_doesnotexist', pan, acme], purpose: 'charge' });
+    expect(res.body.items).to.deep.equal([
+      { token: pan, type: 'pan', value: '4242424242424242', reveal: 'plain' },
+      { token: ssn, error: { code: 'forbidden' } },
+      { token: expiring, error: { code: 'expired' } },
+      { token: 'tok_doesnotexist', error: { code: 'not_found' } },
+      { token: pan, type: 'pan', value: '4242424242424242', reveal: 'plain' },
+      { token: acme, type: 'pan', value: '4111111111111111', reveal: 'plain' },
+    ]);
+    const rows = await v.opened.store.auditRows(0, 1000);
+    expect(rows[rows.length - 1]).to.deep.include({
+      action: 'detokenize',
+      outcome: 'partial',
+      tenant: null,
+      types: ['pan'],
+      tokens: [pan, ssn, expiring, acme],
+      purpose: 'charge',
+      reason: '1 forbidden, 1 expired, 1 not_found (1 unknown tokens not recorded)',
+    });
+
+    const redacted = await detokenize('support', { tokens: [ssn, email], reveal: 'redacted' });
+    expect(redacted.body.items).to.deep.equal([
+      { token: ssn, type: 'ssn', value: null, reveal: 'redacted' },
+      { token: email, type: 'email', value: null, reveal: 'redacted' },
+    ]);
+    const last = (await v.opened.store.auditRows(0, 1000)).at(-1);
+    expect(last).to.deep.include({ outcome: 'allow', tenant: 'default', types: ['ssn', 'email'], reason: null });
   });
 
   it('reports an expired token as expired', async () => {
@@ -133,8 +210,10 @@ describe('GET and DELETE /v1/tokens/:token', () => {
     expect(res.status).to.equal(200);
     expect(res.body).to.include({ token, type: 'ssn', tenant: 'default', format: 'random', keyVersion: 1, subject: 'cust_42' });
     // The subject id is personal data: only callers that could have supplied it (or export it) see it.
+    const support = await v.http.get(`/v1/tokens/${token}`).set(v.as('support'));
+    expect(support.body.subject).to.equal('[redacted]');
     const security = await v.http.get(`/v1/tokens/${token}`).set(v.as('security'));
-    expect(security.body.subject).to.equal('[redacted]');
+    expect(security.body.subject, 'security serves subject requests (subject:export)').to.equal('cust_42');
     expect(res.body.metadata).to.deep.equal({ source: 'signup', plan: 3 });
     expect(Date.parse(res.body.expiresAt) - Date.parse(res.body.createdAt)).to.equal(3600_000);
     expect(JSON.stringify(res.body)).not.to.match(/6789/);

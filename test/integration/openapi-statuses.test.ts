@@ -36,6 +36,11 @@ const ACCESS: Record<string, { allowed: Principal; denied: Principal }> = {
   getJob: { allowed: 'security', denied: 'billing' },
   retireKey: { allowed: 'security', denied: 'billing' },
   destroyKey: { allowed: 'security', denied: 'billing' },
+  exportSubject: { allowed: 'security', denied: 'gateway' },
+  subjectAccessLog: { allowed: 'security', denied: 'gateway' },
+  eraseSubject: { allowed: 'security', denied: 'gateway' },
+  changeSubjectConsent: { allowed: 'billing', denied: 'gateway' },
+  policyReport: { allowed: 'security', denied: 'support' },
 };
 
 /** Calls that must fail in the handler of one operation (bad values, unknown ids, key states). */
@@ -49,6 +54,7 @@ const HANDLER_ERRORS: Record<string, Call[]> = {
   getTokenMetadata: [{ path: '/v1/tokens/tok_doesnotexist' }],
   deleteToken: [{ path: '/v1/tokens/tok_doesnotexist' }],
   listAudit: [{ path: '/v1/audit?limit=0' }],
+  policyReport: [{ path: '/v1/policy/report?format=html' }],
   getJob: [{ path: '/v1/jobs/00000000-0000-4000-8000-000000000000' }],
   retireKey: [{ body: {} }, { path: '/v1/keys/99/retire', body: {} }],
   destroyKey: [{ body: {} }, { body: { confirm: 'destroy default/data/v1' } }, { path: '/v1/keys/99/destroy', body: {} }],

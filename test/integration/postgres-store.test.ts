@@ -63,6 +63,54 @@ describe('store / PostgresStore (real PostgreSQL)', function () {
     );
   });
 
+  it('migration 3 gives every existing subject a handle and indexes old audit rows (which keep their HMACs) under it', async () => {
+    const older = await createTestDatabase();
+    try {
+      await sql(older.url, 'CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)');
+      for (const m of POSTGRES_MIGRATIONS.filter((m) => m.version < 3)) {
+        await sql(older.url, m.sql);
+        await sql(older.url, 'INSERT INTO schema_migrations VALUES ($1, $2)', [m.version, 'then']);
+      }
+      const subject = Buffer.alloc(32, 7);
+      for (const [token, hash] of [
+        ['tok_a', subject],
+        ['tok_b', subject],
+        ['tok_c', null],
+      ] as const) {
+        await sql(
+          older.url,
+          `INSERT INTO tokens (token, tenant, type, format, preserve, binding, key_version, nonce, ciphertext, tag, subject_hash, created_at)
+           VALUES ($1, 't', 'text', 'random', 'none', 2, 1, '\\x00', '\\x01', '\\x02', $2, 5)`,
+          [token, hash],
+        );
+      }
+      for (const [seq, subjects] of [
+        [1, [subject.toString('hex')]],
+        [2, []],
+      ] as const) {
+        await sql(
+          older.url,
+          `INSERT INTO audit (seq, ts, request_id, principal, tenant, action, types, tokens, purpose, outcome, reason, subjects, key_version, prev_hash, hash)
+           VALUES ($1, 'then', 'r', 'p', 't', 'tokenize', '[]', '[]', NULL, 'allow', NULL, $2, 1, '\\x00', '\\x00')`,
+          [seq, JSON.stringify(subjects)],
+        );
+      }
+      const migrated = await openTestStore(older.url);
+      try {
+        const row = (await migrated.subject('t', subject))!;
+        expect(row.handle).to.have.length(16);
+        expect((await migrated.findTokens(['tok_a'])).get('tok_a')![0].subjectRow).to.deep.equal(row);
+        expect((await migrated.findTokens(['tok_c'])).get('tok_c')![0].subjectRow).to.equal(null);
+        const indexed = await migrated.auditRowsOfSubject(row.handle, 0, 10);
+        expect(indexed.map((r) => [r.seq, r.subjects])).to.deep.equal([[1, [subject.toString('hex')]]]);
+      } finally {
+        await migrated.close();
+      }
+    } finally {
+      await older.drop();
+    }
+  });
+
   it('an audit row that cannot be written fails the write closed: AuditUnavailableError, nothing of it stored', async () => {
     await sql(db.url, 'ALTER TABLE audit ADD CONSTRAINT refuse_rows CHECK (false) NOT VALID');
     const err = await store
@@ -100,7 +148,12 @@ describe('store / PostgresStore (real PostgreSQL)', function () {
     expect(tokens).to.deep.equal(['tok_a', 'tok_b']);
     const found = await store.findTokens(['tok_a', 'tok_b', 'tok_none']);
     expect([...found.keys()].sort()).to.deep.equal(['tok_a', 'tok_b']);
-    expect(found.get('tok_b')![0]).to.deep.equal({ ...record('tok_b'), metadata: { plan: 'gold', n: 2 }, expiresAt: 1_700_000_000_000 });
+    expect(found.get('tok_b')![0]).to.deep.equal({
+      ...record('tok_b'),
+      metadata: { plan: 'gold', n: 2 },
+      expiresAt: 1_700_000_000_000,
+      subjectRow: null,
+    });
     expect(await store.recordCountsByKey()).to.deep.equal(new Map([['t/1', 2]]));
     const [row] = await store.auditRows(0, 10);
     expect(row).to.deep.include({ seq: 1, tokens: ['tok_a', 'tok_b'], action: 'tokenize', tenant: 't' });

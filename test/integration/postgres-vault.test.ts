@@ -104,6 +104,38 @@ describe('vault on PostgreSQL (real server)', function () {
     expect((await a.opened.audit.verify({ full: true })).ok).to.equal(true);
   });
 
+  it('consent withdrawn on one instance blocks detokenize on the other at once; an erasure there is seen here at once', async () => {
+    const [a, b] = [await open(), await open()];
+    const charge = (instance: Instance, token: string) =>
+      instance.http
+        .post('/v1/detokenize')
+        .set(auth('gateway'))
+        .send({ tokens: [token], purpose: 'charge' });
+    const made = await a.http
+      .post('/v1/tokenize')
+      .set(auth('billing'))
+      .send({ purposes: ['charge'], items: [{ type: 'pan', value: randomPan(), subject: 'cust-pg-1' }] });
+    const token = made.body.items[0].token;
+    expect((await charge(b, token)).body.items[0].reveal).to.equal('plain');
+    const withdrawn = await a.http
+      .post('/v1/subjects/consent')
+      .set(auth('billing'))
+      .send({ subject: 'cust-pg-1', withdraw: ['charge'] });
+    expect(withdrawn.body.consentedPurposes).to.deep.equal([]);
+    expect((await charge(b, token)).body.items[0]).to.deep.equal({ token, error: { code: 'forbidden', reason: 'consent_not_given' } });
+    await b.http
+      .post('/v1/subjects/consent')
+      .set(auth('billing'))
+      .send({ subject: 'cust-pg-1', grant: ['charge'] });
+    expect((await charge(a, token)).body.items[0].reveal).to.equal('plain');
+
+    const erased = await b.http.post('/v1/subjects/erase').set(auth('security')).send({ subject: 'cust-pg-1' });
+    expect(erased.body).to.deep.equal({ tenant: 'default', erased: { records: 1 } });
+    expect((await charge(a, token)).body.items[0]).to.deep.equal({ token, error: { code: 'not_found' } });
+    expect(Number((await sql<{ n: string }>(db.url, 'SELECT count(*) AS n FROM subjects'))[0].n)).to.equal(0);
+    expect((await a.opened.audit.verify({ full: true })).ok).to.equal(true);
+  });
+
   it('a rotation made on one instance is used for new records by the other, which still holds the old key in its cache', async () => {
     const [a, b] = [await open(), await open()];
     const first = await b.http

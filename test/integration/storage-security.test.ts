@@ -82,14 +82,16 @@ describe('storage security', () => {
     for (const [name, needle] of Object.entries(needles)) expect(after.includes(needle), `${name} after`).to.equal(false);
   });
 
-  it('keeps values out of audit rows; subject ids appear only as HMACs', async () => {
+  it('keeps values out of audit rows; subjects appear only as random handles (not even as HMACs)', async () => {
     await v.tokenize([{ type: 'pan', value: '4000056655665556', subject: 'cust_secret_42' }]);
     const rows = JSON.stringify(db().prepare('SELECT * FROM audit').all());
     expect(rows).not.to.contain('4000056655665556');
     expect(rows).not.to.contain('cust_secret_42');
+    const hmac = (db().prepare('SELECT hex(subject_hash) FROM tokens').pluck().get() as string).toLowerCase();
+    expect(rows).not.to.contain(hmac);
     const tokenizeRow = (await v.opened.store.auditRows(0, 100)).find((r) => r.action === 'tokenize')!;
     expect(tokenizeRow.subjects).to.have.length(1);
-    expect(tokenizeRow.subjects[0]).to.match(/^[0-9a-f]{64}$/);
+    expect(tokenizeRow.subjects[0]).to.match(/^[0-9a-f]{32}$/);
   });
 
   describe('tampering gives integrity_failed, never a wrong value', () => {

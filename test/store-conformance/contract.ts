@@ -53,7 +53,9 @@ export function describeStoreContract(factory: StoreFactory): void {
       expect(tokens).to.deep.equal(['tok_a', 'tok_b']);
       const found = await store.findTokens(['tok_a', 'tok_b', 'tok_none']);
       expect([...found.keys()]).to.have.members(['tok_a', 'tok_b']);
-      expect(found.get('tok_b')![0]).to.deep.equal(record('tok_b', subject));
+      const { subjectRow, ...stored } = found.get('tok_b')![0];
+      expect(stored).to.deep.equal(record('tok_b', subject));
+      expect(subjectRow!.handle).to.have.length(16);
       const [row] = await expectIntactChain(store);
       expect(row.tokens).to.deep.equal(['tok_a', 'tok_b']);
       expect(Object.fromEntries(await store.recordCountsByKey())).to.deep.equal({ 't/1': 2 });
@@ -260,6 +262,15 @@ export function describeStoreContract(factory: StoreFactory): void {
       expect(await rejection(store.replaceCiphertexts([update('tok_b')], 'job-1', 0, 6))).to.be.instanceOf(StaleDataKeyError);
       expect((await store.findTokens(['tok_b'])).get('tok_b')![0].keyVersion).to.equal(1);
       expect(await store.job('job-1')).to.deep.include({ done: 1, updatedAt: 5 });
+    });
+
+    it('recordsBehind: a record of the active version is behind only below the given binding (binding 1, not 3)', async () => {
+      await store.insertTokens(
+        [record('tok_1', { binding: 1 }), record('tok_2', { binding: 2 }), record('tok_3', { binding: 3 })],
+        pending(),
+        plainHooks,
+      );
+      expect((await store.recordsBehind('t', 1, 2, '', 10)).map((r) => r.token)).to.deep.equal(['tok_1']);
     });
 
     it('jobs: insert, read, update given fields, list the running ones oldest first', async () => {

@@ -1,6 +1,8 @@
 import { describeStoreContract } from './contract';
 import { describeStoreConcurrency } from './concurrency';
 import { STORE_FACTORIES } from './factories';
+import { describeStoreSubjects } from './subjects';
+import { describeStoreRetention } from './retention';
 
 for (const factory of STORE_FACTORIES) {
   describe(`store conformance / ${factory.name}`, function () {
@@ -10,5 +12,7 @@ for (const factory of STORE_FACTORIES) {
     });
     describeStoreContract(factory);
     describeStoreConcurrency(factory);
+    describeStoreSubjects(factory);
+    describeStoreRetention(factory);
   });
 }

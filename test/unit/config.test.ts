@@ -34,6 +34,10 @@ const DOCUMENTED_DEFAULTS = {
   databaseBusyTimeoutMs: 5_000,
   database: { poolSize: 10, connectTimeoutMs: 5_000, statementTimeoutMs: 10_000, idleInTransactionTimeoutMs: 30_000 },
   metrics: true,
+  subjectKeys: { enabled: [], path: 'subject-keys.db', cacheTtlSeconds: 60, cacheMaxEntries: 10_000 },
+  retention: {},
+  purgeIntervalSeconds: 3_600,
+  purgeBatchSize: 500,
 };
 
 describe('config / loadConfig', () => {
@@ -100,6 +104,40 @@ describe('config / loadConfig', () => {
     });
   });
 
+  it('reads retention limits per data type; either field may be left out', () => {
+    const retention = {
+      pan: { defaultTtlSeconds: 86_400, maxTtlSeconds: 2_592_000 },
+      email: { maxTtlSeconds: 60 },
+      ssn: { defaultTtlSeconds: 5 },
+    };
+    expect(loadConfig(dataDir({ retention, purgeIntervalSeconds: 0 }), {}, NO_ENV)).to.deep.include({ retention, purgeIntervalSeconds: 0 });
+  });
+
+  it('refuses at start retention limits of an unknown type, above the contract maximum, not positive integers, or a default above the max', () => {
+    expectConfigError(
+      () => loadConfig(dataDir({ retention: { card: { maxTtlSeconds: 60 } } }), {}, NO_ENV),
+      '/retention/card: not a data type (one of pan,',
+    );
+    expectConfigError(
+      () => loadConfig(dataDir({ retention: { pan: { defaultTtlSeconds: 61, maxTtlSeconds: 60 } } }), {}, NO_ENV),
+      '/retention/pan: defaultTtlSeconds (61) must not be above maxTtlSeconds (60)',
+    );
+    expectConfigError(
+      () => loadConfig(dataDir({ retention: { pan: { maxTtlSeconds: 10 * 365 * 24 * 3600 + 1 } } }), {}, NO_ENV),
+      '/retention/pan/maxTtlSeconds',
+    );
+    expectConfigError(
+      () => loadConfig(dataDir({ retention: { pan: { defaultTtlSeconds: 0 } } }), {}, NO_ENV),
+      '/retention/pan/defaultTtlSeconds',
+    );
+    expectConfigError(
+      () => loadConfig(dataDir({ retention: { pan: { defaultTtlSeconds: 1.5 } } }), {}, NO_ENV),
+      '/retention/pan/defaultTtlSeconds',
+    );
+    expectConfigError(() => loadConfig(dataDir({ retention: { pan: { ttl: 5 } } }), {}, NO_ENV), '/retention/pan');
+    expectConfigError(() => loadConfig(dataDir({ purgeIntervalSeconds: -1 }), {}, NO_ENV), '/purgeIntervalSeconds');
+  });
+
   it('uses the values of config.json over the defaults', () => {
     const file = {
       host: '0.0.0.0',
@@ -136,6 +174,37 @@ describe('config / loadConfig', () => {
     });
     expect(loadConfig(dataDir({}), {}, NO_ENV).database.url).to.equal(undefined);
     expect(() => loadConfig(dataDir({ database: { url: 'mysql://x/y' } }), {}, NO_ENV)).to.throw(ConfigError, '/database/url');
+  });
+
+  it('subjectKeys: rules of tenant and data types (or *), validated; PII_VAULT_SUBJECT_KEYS_DATABASE_URL sets databaseUrl', () => {
+    const enabled = [
+      { tenant: '*', types: ['pan', 'email'] },
+      { tenant: 'eu', types: ['*'] },
+    ];
+    const dir = dataDir({ subjectKeys: { enabled } });
+    expect(loadConfig(dir, {}, NO_ENV).subjectKeys).to.deep.include({ enabled, path: 'subject-keys.db' });
+    expect(loadConfig(dir, {}, { PII_VAULT_SUBJECT_KEYS_DATABASE_URL: 'postgres://keys@db-k/keys' }).subjectKeys).to.deep.include({
+      enabled,
+      databaseUrl: 'postgres://keys@db-k/keys',
+    });
+    expectConfigError(
+      () => loadConfig(dataDir({ subjectKeys: { enabled: [{ tenant: '*', types: ['cvv'] }] } }), {}, NO_ENV),
+      '/subjectKeys/enabled/0/types/0',
+    );
+    expectConfigError(
+      () => loadConfig(dataDir({ subjectKeys: { enabled: [{ tenant: '*', types: [] }] } }), {}, NO_ENV),
+      '/subjectKeys/enabled/0/types',
+    );
+    expectConfigError(() => loadConfig(dataDir({ subjectKeys: { enabled: [{ types: ['pan'] }] } }), {}, NO_ENV), '/subjectKeys/enabled/0');
+    expectConfigError(() => loadConfig(dataDir({ subjectKeys: { databaseUrl: 'mysql://x/y' } }), {}, NO_ENV), '/subjectKeys/databaseUrl');
+  });
+
+  it('subjectKeys.databaseUrl must not be the vault database: the keys would live on in its backups', () => {
+    const url = 'postgres://vault@db-a:5432/vault';
+    expectConfigError(
+      () => loadConfig(dataDir({ database: { url }, subjectKeys: { databaseUrl: url } }), {}, NO_ENV),
+      '/subjectKeys/databaseUrl: must name a database other than database.url',
+    );
   });
 
   it('empty environment variables are ignored', () => {

@@ -3,13 +3,16 @@ import { expect } from 'chai';
 import {
   ADDRESS_MASK_KEEP,
   DATA_TYPE_SPECS,
+  display,
   ibanValid,
   isDataType,
   luhnCheckDigit,
   luhnValid,
   normalizeDob,
+  revealsAnything,
   type NormalizeOptions,
 } from '../../src/domain/data-types';
+import { CARD_BRANDS } from '../../src/domain/card-brands';
 import { IBAN_LENGTHS } from '../../src/domain/iban-registry';
 import { base62, checkFormat, generateToken, randomDigits, timePrefix } from '../../src/domain/token-formats';
 import {
@@ -569,6 +572,58 @@ describe('domain / data types', () => {
       expect(mask('text', 'a'.repeat(16))).to.equal('*'.repeat(16));
       expect(mask('text', '😀'.repeat(17))).to.equal(`${'*'.repeat(16)}…`);
       expect(mask('text', 'a '.repeat(2048))).to.equal(`${'* '.repeat(8)}…`);
+    });
+  });
+
+  describe('generalize (the generalized reveal level)', () => {
+    const generalized = (type: DataType, raw: string, options?: NormalizeOptions) =>
+      display(type, 'generalized', normalize(type, raw, options));
+    const value = (type: DataType, raw: string, options?: NormalizeOptions) => generalized(type, raw, options).value;
+
+    it('dob → year, email → domain, phone → country calling code, iban → country code', () => {
+      expect(generalized('dob', '1984-07-02')).to.deep.equal({ value: '1984', reveal: 'generalized' });
+      expect(value('email', 'Jane.Doe@Example.com')).to.equal('example.com');
+      expect(value('phone', '+44 7911 123456')).to.equal('+44');
+      expect(value('phone', '+1 415 555 2671')).to.equal('+1');
+      expect(value('phone', '(415) 555-2671', { phoneRegion: 'US' })).to.equal('+1');
+      expect(value('iban', 'GB82 WEST 1234 5698 7654 32')).to.equal('GB');
+    });
+
+    it('pan → its brand from the IIN ranges, redacted when no known range holds it', () => {
+      const brands: [string, string][] = [
+        ['4111 1111 1111 1111', 'visa'],
+        ['5555 5555 5555 4444', 'mastercard'],
+        ['2223 0031 2200 3222', 'mastercard'],
+        ['3782 822463 10005', 'amex'],
+        ['6011 1111 1111 1117', 'discover'],
+        ['3530 1113 3330 0000', 'jcb'],
+        ['3056 9309 0259 04', 'diners'],
+        ['6200 0000 0000 0005', 'unionpay'],
+        ['6759 6498 2643 8453', 'maestro'],
+        ['2200 0000 0000 0004', 'mir'],
+      ];
+      for (const [pan, brand] of brands) expect(value('pan', pan), pan).to.equal(brand);
+      for (const brand of CARD_BRANDS)
+        expect(
+          brands.map(([, b]) => b),
+          brand,
+        ).to.include(brand);
+      expect(generalized('pan', '9000 0000 0000 0001')).to.deep.equal({ value: null, reveal: 'redacted' });
+    });
+
+    it('address → the words of its last part that hold no digit; redacted with one part or nothing left', () => {
+      expect(value('address', '1 Main St\nSpringfield, IL 62701\nUSA')).to.equal('USA');
+      expect(value('address', '10 Downing Street, London SW1A 2AA')).to.equal('London');
+      expect(value('address', '1 Main St, Springfield, IL 62701')).to.equal('IL');
+      expect(value('address', '221B Baker Street, NW1 6XE')).to.equal(null);
+      expect(value('address', '221B Baker Street London')).to.equal(null);
+    });
+
+    it('ssn, name, text → redacted without opening anything', () => {
+      for (const type of ['ssn', 'name', 'text'] as const) expect(revealsAnything(type, 'generalized'), type).to.equal(false);
+      expect(generalized('ssn', '123-45-6789')).to.deep.equal({ value: null, reveal: 'redacted' });
+      expect(revealsAnything('pan', 'generalized')).to.equal(true);
+      expect(revealsAnything('pan', 'redacted')).to.equal(false);
     });
   });
 });

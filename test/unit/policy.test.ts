@@ -192,13 +192,25 @@ interface Expected {
   reason?: string;
 }
 
+/** The type-less actions the starter policy gives security. */
+const SECURITY_TYPELESS = [
+  'audit:read',
+  'keys:read',
+  'keys:rotate',
+  'keys:destroy',
+  'policy:read',
+  'subject:export',
+  'subject:erase',
+  'subject:consent',
+] as const;
+
 /** The starter policy, spelled out independently of its source. */
 function expectedStarter(principal: StarterPrincipal, action: Action, type: DataType, purpose: string | undefined): Expected {
   const allow = (reveal: Reveal): Expected => ({ allow: true, reveal });
   const deny = (reason = 'no grant'): Expected => ({ allow: false, reason });
   switch (principal) {
     case 'billing':
-      return ['tokenize', 'read-metadata', 'delete'].includes(action) ? allow('redacted') : deny();
+      return ['tokenize', 'read-metadata', 'delete', 'subject:consent'].includes(action) ? allow('redacted') : deny();
     case 'gateway':
       if (action === 'detokenize' && type === 'pan') return purpose === 'charge' ? allow('plain') : deny('purpose missing or not allowed');
       return deny();
@@ -207,7 +219,7 @@ function expectedStarter(principal: StarterPrincipal, action: Action, type: Data
       if (action === 'read-metadata') return allow('redacted');
       return deny();
     case 'security':
-      if (['audit:read', 'keys:read', 'keys:rotate', 'keys:destroy', 'read-metadata'].includes(action)) return allow('redacted');
+      if ([...SECURITY_TYPELESS, 'read-metadata'].includes(action)) return allow('redacted');
       return deny();
   }
 }
@@ -237,8 +249,8 @@ describe('policy / decide', () => {
       }
     }
     expect(checked).to.equal(4 * ACTIONS.length * DATA_TYPES.length * 3);
-    // billing 3 actions, gateway 1 cell, support 2 actions, security 5 actions; over all types and purposes.
-    expect(allowed).to.equal((3 + 2 + 5) * DATA_TYPES.length * 3 + 1);
+    // billing 4 actions, gateway 1 cell, support 2 actions, security 9 actions; over all types and purposes.
+    expect(allowed).to.equal((4 + 2 + 9) * DATA_TYPES.length * 3 + 1);
   });
 
   it('billing may tokenize every type but never detokenize any', () => {
@@ -270,24 +282,23 @@ describe('policy / decide', () => {
     }
   });
 
-  it('security has the type-less actions audit:read and keys:* (decided with no type) and nothing on values but metadata', () => {
+  it('security has the type-less actions audit:read, keys:*, policy:read and subject:* (decided with no type) and nothing on values but metadata', () => {
     const security = principalOf(policy, 'security');
-    for (const action of ['audit:read', 'keys:read', 'keys:rotate', 'keys:destroy'] as const) {
+    for (const action of SECURITY_TYPELESS) {
       expect(decide(policy, security, action, { tenant: 'default' })).to.deep.equal({ allow: true, reveal: 'redacted' });
-    }
-    for (const action of ['subject:export', 'subject:erase'] as const) {
-      expect(decide(policy, security, action, { tenant: 'default' })).to.deep.equal({ allow: false, reason: 'no grant' });
     }
     for (const type of DATA_TYPES) {
       expect(decide(policy, security, 'detokenize', { tenant: 'default', type }).allow).to.equal(false);
     }
   });
 
-  it("no starter principal gets a type-less action other than security's audit:read and keys:*", () => {
+  it("no starter principal gets a type-less action other than security's audit:read, keys:*, policy:read and subject:*, and billing's subject:consent", () => {
     for (const principal of STARTER_PRINCIPALS) {
       for (const action of ACTIONS.filter((a) => !VALUE_ACTIONS.has(a))) {
         const d = decide(policy, principalOf(policy, principal), action, { tenant: 'default' });
-        const want = principal === 'security' && ['audit:read', 'keys:read', 'keys:rotate', 'keys:destroy'].includes(action);
+        const want =
+          (principal === 'security' && (SECURITY_TYPELESS as readonly string[]).includes(action)) ||
+          (principal === 'billing' && action === 'subject:consent');
         expect(d.allow, `${principal} ${action}`).to.equal(want);
       }
     }
@@ -367,6 +378,25 @@ describe('policy / decide', () => {
     expect(decide(doc, p, 'detokenize', { tenant: 't', type: 'pan' })).to.deep.equal({ allow: true, reveal: 'masked' });
   });
 
+  it('a generalized grant is granted as such, loses to masked and beats redacted', () => {
+    const doc = validatePolicy({
+      version: 1,
+      roles: {
+        analytics: [{ actions: ['detokenize'], types: ['*'], reveal: 'generalized' }],
+        support: [{ actions: ['detokenize'], types: ['pan'], reveal: 'masked' }],
+        audit: [{ actions: ['detokenize'], types: ['*'], reveal: 'redacted' }],
+      },
+      principals: {
+        a: { roles: ['analytics', 'audit'], tenants: ['t'], apiKeys: [] },
+        b: { roles: ['analytics', 'support'], tenants: ['t'], apiKeys: [] },
+      },
+    });
+    const [a, b] = [principalOf(doc, 'a'), principalOf(doc, 'b')];
+    expect(decide(doc, a, 'detokenize', { tenant: 't', type: 'dob' })).to.deep.equal({ allow: true, reveal: 'generalized' });
+    expect(decide(doc, b, 'detokenize', { tenant: 't', type: 'pan' })).to.deep.equal({ allow: true, reveal: 'masked' });
+    expect(decide(doc, b, 'detokenize', { tenant: 't', type: 'email' })).to.deep.equal({ allow: true, reveal: 'generalized' });
+  });
+
   it('a grant without reveal reveals nothing (redacted)', () => {
     const doc = validatePolicy({ version: 1, roles: { r: [{ actions: ['detokenize'], types: ['*'] }] }, principals: {} });
     const p: Principal = { id: 'p', roles: ['r'], tenants: ['t'] };
@@ -408,8 +438,8 @@ describe('policy / decide', () => {
 });
 
 describe('policy / leastReveal', () => {
-  it('orders redacted < masked < plain and returns the less revealing of two', () => {
-    const order: Reveal[] = ['redacted', 'masked', 'plain'];
+  it('orders redacted < generalized < masked < plain and returns the less revealing of two', () => {
+    const order: Reveal[] = ['redacted', 'generalized', 'masked', 'plain'];
     for (let i = 0; i < order.length; i++) {
       for (let j = 0; j < order.length; j++) {
         const want = order[Math.min(i, j)];
@@ -423,10 +453,10 @@ describe('policy / mayEver', () => {
   const { policy } = starter();
   it('is true exactly for the actions some grant of the principal lists, whatever type or purpose', () => {
     const want: Record<StarterPrincipal, Action[]> = {
-      billing: ['tokenize', 'read-metadata', 'delete'],
+      billing: ['tokenize', 'read-metadata', 'delete', 'subject:consent'],
       gateway: ['detokenize'],
       support: ['detokenize', 'read-metadata'],
-      security: ['audit:read', 'keys:read', 'keys:rotate', 'keys:destroy', 'read-metadata'],
+      security: [...SECURITY_TYPELESS, 'read-metadata'],
     };
     for (const principal of STARTER_PRINCIPALS) {
       for (const action of ACTIONS) {

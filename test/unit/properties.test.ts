@@ -9,7 +9,16 @@ import fc from 'fast-check';
 import { parsePhoneNumberFromString } from 'libphonenumber-js/max';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { TokenString } from '../../src/contract/schemas';
-import { DATA_TYPE_SPECS, ibanValid, luhnCheckDigit, luhnValid, type NormalizeOptions } from '../../src/domain/data-types';
+import { CARD_BRANDS } from '../../src/domain/card-brands';
+import {
+  DATA_TYPE_SPECS,
+  display,
+  ibanValid,
+  luhnCheckDigit,
+  luhnValid,
+  revealsAnything,
+  type NormalizeOptions,
+} from '../../src/domain/data-types';
 import { IBAN_LENGTHS } from '../../src/domain/iban-registry';
 import { checkFormat, generateToken } from '../../src/domain/token-formats';
 import {
@@ -522,6 +531,147 @@ describe('properties / data types (fast-check)', () => {
         run,
       );
     });
+  });
+
+  describe('generalize', () => {
+    const generalized = (type: DataType, normalized: string) => display(type, 'generalized', normalized);
+    const digits = (s: string) => s.match(/\p{N}/gu) ?? [];
+
+    /** PANs in IIN ranges of every brand, beside random ones (mostly of no known brand). */
+    const brandedPan = fc
+      .tuple(
+        fc.constantFrom(
+          '4',
+          '51',
+          '55',
+          '2221',
+          '2720',
+          '34',
+          '37',
+          '6011',
+          '644',
+          '65',
+          '3528',
+          '3589',
+          '300',
+          '3095',
+          '36',
+          '38',
+          '62',
+          '5018',
+          '6763',
+          '2200',
+        ),
+        digitString(11, 14),
+      )
+      .map(([iin, rest]) => iin + rest)
+      .map((body) => body + luhnCheckDigit(body));
+
+    it('pan: the card brand or redacted, never a digit of the card', () => {
+      fc.assert(
+        fc.property(fc.oneof(panDigits(), brandedPan), (raw) => {
+          const shown = generalized('pan', normalize('pan', raw));
+          if (shown.value === null) {
+            expect(shown.reveal).to.equal('redacted');
+            return;
+          }
+          expect(CARD_BRANDS).to.include(shown.value);
+          expect(digits(shown.value)).to.deep.equal([]);
+        }),
+        run,
+      );
+    });
+
+    it('dob: the year, no other digit', () => {
+      fc.assert(
+        fc.property(dobRaw, (dob) => {
+          expect(generalized('dob', dob)).to.deep.equal({ value: dob.slice(0, 4), reveal: 'generalized' });
+        }),
+        run,
+      );
+    });
+
+    it('phone: + and the country calling code, no digit of the national number', () => {
+      fc.assert(
+        fc.property(phoneRaw, ({ raw, options }) => {
+          const normalized = normalize('phone', raw, options);
+          const { value } = generalized('phone', normalized);
+          expect(value).to.match(/^\+\d{1,3}$/);
+          // The calling code is the number's first digits, and nothing of what follows them.
+          expect(normalized.startsWith(value!)).to.equal(true);
+          expect(['+1', '+33', '+44']).to.include(value);
+        }),
+        run,
+      );
+    });
+
+    it('email: the domain, nothing of the local part', () => {
+      fc.assert(
+        fc.property(emailRaw, ({ normalized }) => {
+          const { value } = generalized('email', normalized);
+          expect(value).to.equal(normalized.slice(normalized.lastIndexOf('@') + 1));
+          expect(value).not.to.include('@');
+        }),
+        run,
+      );
+    });
+
+    it('iban: the country code, no digit', () => {
+      fc.assert(
+        fc.property(ibanNormalized, (iban) => {
+          const { value } = generalized('iban', iban);
+          expect(value).to.equal(iban.slice(0, 2));
+          expect(digits(value!)).to.deep.equal([]);
+        }),
+        run,
+      );
+    });
+
+    it('address: words of its last part only, never a digit (postcode, house number), never a one-part address', () => {
+      fc.assert(
+        fc.property(addressRaw, (raw) => {
+          const normalized = normalize('address', raw);
+          const { value, reveal } = generalized('address', normalized);
+          if (value === null) {
+            expect(reveal).to.equal('redacted');
+            return;
+          }
+          expect(digits(value)).to.deep.equal([]);
+          // Whole words of the address, all after a separator (so never a one-part address's words).
+          const afterFirstSeparator = normalized.slice(normalized.search(/[,\n]/) + 1);
+          expect(afterFirstSeparator.length).to.be.below(normalized.length);
+          for (const word of value.split(' ')) expect(afterFirstSeparator.split(/[\s,]+/)).to.include(word);
+        }),
+        run,
+      );
+    });
+
+    it('ssn, name and text: always redacted (no honest generalisation)', () => {
+      for (const type of ['ssn', 'name', 'text'] as const) {
+        expect(revealsAnything(type, 'generalized'), type).to.equal(false);
+        fc.assert(
+          fc.property(validRaw[type], ({ raw, options }) => {
+            expect(generalized(type, normalize(type, raw, options))).to.deep.equal({ value: null, reveal: 'redacted' });
+          }),
+          run,
+        );
+      }
+    });
+
+    for (const type of DATA_TYPES) {
+      it(`${type}: never the value itself, and never more digits than the value has`, () => {
+        fc.assert(
+          fc.property(validRaw[type], ({ raw, options }) => {
+            const normalized = normalize(type, raw, options);
+            const { value } = generalized(type, normalized);
+            if (value === null) return;
+            expect(value).not.to.equal(normalized);
+            expect(digits(value).length).to.be.at.most(digits(normalized).length);
+          }),
+          run,
+        );
+      });
+    }
   });
 });
 

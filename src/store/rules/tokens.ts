@@ -1,7 +1,16 @@
 import { ConcurrentWriteError, Plan, ask } from '../transaction-plan';
-import { InsertHooks, MAX_TOKEN_ATTEMPTS, PendingAudit, ReencryptedRecord, TokenCollisionError, TokenRecord } from '../vault-store';
+import {
+  InsertHooks,
+  MAX_TOKEN_ATTEMPTS,
+  PendingAudit,
+  ReencryptedRecord,
+  SubjectConsent,
+  TokenCollisionError,
+  TokenRecord,
+} from '../vault-store';
 import { appendAuditPlan } from './audit';
 import { requireActiveDataKeys, sealsOf } from './data-keys';
+import { claimSubjectsPlan } from './subjects';
 
 /** Per data key version of a batch: the seals made under it and the records it gained. */
 class KeyTally {
@@ -30,15 +39,19 @@ class KeyTally {
  * fresh one from `retokenize`, up to MAX_TOKEN_ATTEMPTS. Every seal counts towards its key's
  * encryption limit, retries and subject ids included; the record counts follow what was written.
  * Returns the tokens in order, and the expired records it deleted (whose bytes a store that keeps
- * a log of old pages must purge, as after deleteToken).
+ * a log of old pages must purge, as after deleteToken). The batch's subjects are claimed first
+ * (their rows created with new handles, their consent extended), before any record is written;
+ * the audit row names them by handle.
  */
 export function* insertTokensPlan(
   records: TokenRecord[],
   audit: PendingAudit,
   hooks: InsertHooks,
+  consents: readonly SubjectConsent[] = [],
 ): Plan<{ tokens: string[]; replaced: string[] }> {
   const tenant = records[0]?.tenant;
   yield* requireActiveDataKeys(records.map((r) => ({ tenant: r.tenant, version: r.keyVersion })));
+  audit.entry.subjects = yield* claimSubjectsPlan(records, consents, Date.parse(audit.entry.ts));
   const tally = new KeyTally();
   const replaced: string[] = [];
   const tokens: string[] = [];
@@ -60,8 +73,8 @@ function* insertOnePlan(first: TokenRecord, index: number, hooks: InsertHooks, t
       const decision = hooks.resolveExisting(index, existing);
       if (typeof decision === 'object' && 'reuse' in decision) return decision.reuse;
       if (typeof decision === 'object') {
-        for (const token of decision.replace) yield* deleteRecordPlan(record.tenant, token);
-        replaced.push(...decision.replace);
+        // A purge may have deleted one since it was read (PostgreSQL): only what this transaction deleted was replaced.
+        for (const token of decision.replace) if (yield* deleteRecordPlan(record.tenant, token)) replaced.push(token);
       }
     }
   }

@@ -3,6 +3,7 @@ import type { TransactionOps } from '../transaction-plan';
 import type { AuditCheckpoint, AuditHead, AuditRow, AuditSegment } from '../vault-store';
 import { AuditDbRow, toAuditRow } from '../rows';
 import { toAuditParams } from './rows';
+import { subjectHandlesOf } from '../rules/subjects';
 
 /** A tenant's audit rows after a sequence number, in order (served by the audit_tenant_seq index). */
 export const AUDIT_AFTER_OF_TENANT_SQL = 'SELECT * FROM audit WHERE tenant = ? AND seq > ? ORDER BY seq LIMIT ?';
@@ -39,6 +40,7 @@ export function auditStatements(db: Database.Database) {
     ),
     rowCount: db.prepare('SELECT count(*) AS n FROM audit WHERE seq BETWEEN ? AND ?'),
     link: db.prepare('SELECT prev_hash AS prevHash, hash FROM audit WHERE seq = ?'),
+    indexSubject: db.prepare('INSERT INTO audit_subjects (handle, seq) VALUES (?, ?)'),
     deleteRows: db.prepare('DELETE FROM audit WHERE seq BETWEEN ? AND ?'),
   };
 
@@ -48,7 +50,10 @@ export function auditStatements(db: Database.Database) {
     // The transaction's write lock serialises appends: the head read here cannot move before commit.
     lockAuditHead: head,
     lastAuditSegment: () => s.lastSegment.get() as AuditHead | undefined,
-    insertAuditRow: (row: AuditRow) => void s.insert.run(toAuditParams(row)),
+    insertAuditRow(row: AuditRow) {
+      s.insert.run(toAuditParams(row));
+      for (const handle of subjectHandlesOf(row.subjects)) s.indexSubject.run(handle, row.seq);
+    },
     countAuditRows: (fromSeq, throughSeq) => (s.rowCount.get(fromSeq, throughSeq) as { n: number }).n,
     auditLink: (seq) => s.link.get(seq) as { prevHash: Buffer; hash: Buffer } | undefined,
     deleteAuditRows: (fromSeq, throughSeq) => void s.deleteRows.run(fromSeq, throughSeq),

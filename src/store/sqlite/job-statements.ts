@@ -17,7 +17,7 @@ const JOB_COLUMNS: Record<keyof JobFields, string> = {
 };
 
 /** The database's clock in milliseconds since the epoch (job leases). */
-const NOW_MS = "CAST(unixepoch('subsec') * 1000 AS INTEGER)";
+export const NOW_MS = "CAST(unixepoch('subsec') * 1000 AS INTEGER)";
 
 /** The jobs aggregate (re-encryption jobs and their progress). */
 export function jobStatements(db: Database.Database) {

@@ -1,14 +1,25 @@
 import type Database from 'better-sqlite3';
 import type { DataType } from '../../domain/types';
 import type { TransactionOps } from '../transaction-plan';
-import type { TokenRecord } from '../vault-store';
-import { TokenRow, toTokenRecord } from '../rows';
+import type { ExpiredCount, StoredRecord, TokenRecord } from '../vault-store';
+import { RECORDS_WITH_SUBJECT, StoredTokenRow, TokenRow, toStoredRecord, toTokenRecord } from '../rows';
 import { toTokenParams } from './rows';
 
 type TokenOps = Pick<
   TransactionOps,
-  'recordsByFingerprint' | 'insertRecord' | 'deleteRecord' | 'replaceCiphertext' | 'countRecordsAt' | 'addRecordCount'
+  | 'recordsByFingerprint'
+  | 'insertRecord'
+  | 'deleteRecord'
+  | 'deleteExpiredRecords'
+  | 'replaceCiphertext'
+  | 'countRecordsAt'
+  | 'addRecordCount'
 >;
+
+/** Through tokens_expires_at (the partial index: `expires_at <= ?` implies IS NOT NULL), earliest expiry first. */
+export const DELETE_EXPIRED_SQL = `DELETE FROM tokens WHERE (token, tenant) IN (
+    SELECT token, tenant FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= ? ORDER BY expires_at LIMIT ?
+  ) RETURNING tenant, type, key_version`;
 
 /** The records aggregate: tokens and their per-version record counts. */
 export function tokenStatements(db: Database.Database) {
@@ -25,10 +36,15 @@ export function tokenStatements(db: Database.Database) {
        ON CONFLICT (tenant, key_version) DO UPDATE SET records = records + excluded.records`,
     ),
     removeRecords: db.prepare('UPDATE record_counts SET records = records - ? WHERE tenant = ? AND key_version = ?'),
-    byToken: db.prepare('SELECT * FROM tokens WHERE token = ?'),
+    byToken: db.prepare(`${RECORDS_WITH_SUBJECT} WHERE t.token = ?`),
     countsByKey: db.prepare('SELECT tenant, key_version AS version, records AS n FROM record_counts WHERE records > 0'),
     countAtVersion: db.prepare('SELECT count(*) AS n FROM tokens WHERE tenant = ? AND key_version = ?'),
-    behind: db.prepare('SELECT * FROM tokens WHERE tenant = ? AND (key_version != ? OR binding != ?) AND token > ? ORDER BY token LIMIT ?'),
+    behind: db.prepare('SELECT * FROM tokens WHERE tenant = ? AND (key_version != ? OR binding < ?) AND token > ? ORDER BY token LIMIT ?'),
+    deleteExpired: db.prepare(DELETE_EXPIRED_SQL),
+    expiredCounts: db.prepare(
+      `SELECT tenant, type, count(*) AS records FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= ?
+       GROUP BY tenant, type`,
+    ),
     replaceCiphertext: db.prepare(
       `UPDATE tokens SET key_version = @keyVersion, binding = @binding, preserve = @preserve, nonce = @nonce, ciphertext = @ciphertext,
          tag = @tag, subject_sealed = @subjectSealed
@@ -54,6 +70,12 @@ export function tokenStatements(db: Database.Database) {
       const row = s.deleteOfTenant.get(token, tenant) as { key_version: number } | undefined;
       return row && { keyVersion: row.key_version };
     },
+    deleteExpiredRecords: (now, limit) =>
+      (s.deleteExpired.all(now, limit) as { tenant: string; type: DataType; key_version: number }[]).map((r) => ({
+        tenant: r.tenant,
+        type: r.type,
+        keyVersion: r.key_version,
+      })),
     replaceCiphertext: (update) => s.replaceCiphertext.run(update).changes === 1,
     countRecordsAt: (tenant, version) => (s.countAtVersion.get(tenant, version) as { n: number }).n,
     addRecordCount(tenant, version, delta) {
@@ -65,9 +87,10 @@ export function tokenStatements(db: Database.Database) {
   return {
     ops,
     recordsByFingerprint,
-    recordsOfToken: (token: string): TokenRecord[] => (s.byToken.all(token) as TokenRow[]).map(toTokenRecord),
+    recordsOfToken: (token: string): StoredRecord[] => (s.byToken.all(token) as StoredTokenRow[]).map(toStoredRecord),
     recordsBehind: (tenant: string, activeVersion: number, binding: number, afterToken: string, limit: number): TokenRecord[] =>
       (s.behind.all(tenant, activeVersion, binding, afterToken, limit) as TokenRow[]).map(toTokenRecord),
+    expiredCounts: (now: number): ExpiredCount[] => s.expiredCounts.all(now) as ExpiredCount[],
     recordCounts: () => s.countsByKey.all() as { tenant: string; version: number; n: number }[],
   };
 }
