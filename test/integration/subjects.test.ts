@@ -249,6 +249,21 @@ describe('data subject rights: /v1/subjects/*', () => {
       }
     });
 
+    it('lists a record that does not open (altered) with no value and integrity_failed, the others as usual', async () => {
+      policy().roles.support.push({ actions: ['subject:export'] });
+      const [altered, intact] = await v.tokenize([
+        { type: 'pan', value: '4242424242424242', subject: SUBJECT },
+        { type: 'pan', value: '5555555555554444', subject: SUBJECT },
+      ]);
+      v.opened.store.db.prepare('UPDATE tokens SET ciphertext = ? WHERE token = ?').run(Buffer.alloc(16, 1), altered);
+      const res = await post('export', 'support', { subject: SUBJECT });
+      expect(res.status).to.equal(200);
+      const byToken = Object.fromEntries(res.body.records.map((r: { token: string }) => [r.token, r]));
+      expect(byToken[altered]).to.deep.include({ value: null, reveal: 'redacted', error: { code: 'integrity_failed' } });
+      expect(byToken[intact]).to.deep.include({ value: '************4444', reveal: 'masked' });
+      expect(byToken[intact]).not.to.have.property('error');
+    });
+
     it('an unknown subject exports nothing (audited all the same)', async () => {
       const res = await post('export', 'security', { subject: 'nobody-at-all' });
       expect(res.body).to.deep.equal({ tenant: 'default', consentedPurposes: null, records: [] });
