@@ -148,6 +148,25 @@ describe('data subject rights: /v1/subjects/*', () => {
       for (const row of consentRows) expect(row.subjects).to.deep.equal([handle]);
     });
 
+    it('a tokenize recording consent needs the subject:consent grant: a tokenize-only caller cannot undo a withdrawal', async () => {
+      const [pan] = await v.tokenize([{ type: 'pan', value: '4242424242424242', subject: SUBJECT }]);
+      await post('consent', 'billing', { subject: SUBJECT, grant: ['billing'] });
+      // billing keeps tokenize, read-metadata and delete, but loses subject:consent.
+      policy().roles.billing = policy().roles.billing.filter((g) => !g.actions.includes('subject:consent'));
+      const regrant = await v.http
+        .post('/v1/tokenize')
+        .set(v.as('billing'))
+        .send({ purposes: ['charge'], items: [{ type: 'text', value: 'any note', subject: SUBJECT }] });
+      expect(regrant.status).to.equal(403);
+      expect(regrant.body.error.code).to.equal('forbidden');
+      expect((await auditRows()).at(-1)).to.include({ action: 'tokenize', outcome: 'deny', reason: 'no subject:consent grant' });
+      const charge = await detokenize('gateway', { tokens: [pan], purpose: 'charge' });
+      expect(charge.body.items[0]).to.deep.equal({ token: pan, error: { code: 'forbidden', reason: 'consent_not_given' } });
+      expect(v.opened.store.db.prepare('SELECT count(*) FROM tokens').pluck().get(), 'nothing stored').to.equal(1);
+      // Without purposes, tokenizing for the subject needs no consent grant.
+      await v.tokenize([{ type: 'text', value: 'any note', subject: SUBJECT }]);
+    });
+
     it('consent requests are validated: something to change, no purpose both granted and withdrawn', async () => {
       for (const body of [
         { subject: SUBJECT },
