@@ -166,6 +166,9 @@ export async function eraseSubject(deps: VaultDeps, caller: Caller, request: Sub
   await destroySubjectKey(deps, caller, subject.tenant, subject.hash);
   const entry = auditEntry(deps, caller, { action: 'subject:erase', outcome: 'allow', tenant: subject.tenant });
   const erased = await deps.store.eraseSubject(subject.tenant, subject.hash, { entry, sealer: await deps.audit.sealer() });
+  // A tokenize running alongside may have created the key after the look above, and its records were
+  // just erased: that key goes too (a record it seals after the erasure answers `erased`).
+  await destroySubjectKey(deps, caller, subject.tenant, subject.hash);
   return { tenant: subject.tenant, erased };
 }
 
