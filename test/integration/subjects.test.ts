@@ -446,6 +446,14 @@ describe('data subject rights: /v1/subjects/*', () => {
     it('the subject id never appears in a URL: these operations take it only in the body', async () => {
       const res = await v.http.get(`/v1/subjects/export?subject=${SUBJECT}`).set(v.as('security'));
       expect(res.status).to.equal(405);
+      // A subject id put in the query is refused, not ignored, so the client sees its mistake instead of repeating it.
+      for (const [path, body] of endpoints) {
+        const who = path === 'consent' ? 'billing' : 'security';
+        const queried = await v.http.post(`/v1/subjects/${path}?subject=${SUBJECT}`).set(v.as(who)).send(body);
+        expect(queried.status, path).to.equal(400);
+        expect(queried.body.error).to.include({ code: 'invalid_request', message: 'query: unknown field (allowed: none)' });
+      }
+      expect((await auditRows()).filter((r) => r.action.startsWith('subject:')).length, 'nothing was done').to.equal(0);
     });
   });
 });
