@@ -146,12 +146,19 @@ function timeWindow(request: AccessLogRequest): TimeWindow {
     const text = request[field];
     if (text === undefined) return fallback;
     const ms = Date.parse(text);
-    if (Number.isNaN(ms)) throw new VaultError('invalid_request', `body/${field}: not a valid timestamp`, { path: `/${field}` });
+    if (Number.isNaN(ms) || !isCalendarDate(text))
+      throw new VaultError('invalid_request', `body/${field}: not a valid timestamp`, { path: `/${field}` });
     return ms;
   };
   const window = { from: at('from', -Infinity), to: at('to', Infinity) };
   if (window.from > window.to) throw new VaultError('invalid_request', 'body/from: must not be after `to`', { path: '/from' });
   return window;
+}
+
+/** Its YYYY-MM-DD names a real day (Date.parse reads 2021-02-29 as 1 March). */
+function isCalendarDate(timestamp: string): boolean {
+  const [year, month, day] = timestamp.slice(0, 10).split('-').map(Number);
+  return day <= new Date(Date.UTC(year, month, 0)).getUTCDate();
 }
 
 /**

@@ -343,6 +343,8 @@ describe('data subject rights: /v1/subjects/*', () => {
         { subject: SUBJECT, from: 'yesterday' },
         { subject: SUBJECT, from: '2030-01-02T00:00:00Z', to: '2030-01-01T00:00:00Z' },
         { subject: SUBJECT, to: '2030-13-45T00:00:00Z' },
+        { subject: SUBJECT, from: '2021-02-29T00:00:00Z' }, // not a calendar date (V8 would read 1 March)
+        { subject: SUBJECT, to: '2030-04-31T00:00Z' },
       ]) {
         const res = await post('access-log', 'security', body);
         expect(res.status, JSON.stringify(body)).to.equal(400);
