@@ -46,9 +46,17 @@ async function authorisedSubject(
     );
     throw new VaultError('forbidden', `This caller may not ${action} in this tenant.`);
   }
-  const { key } = await deps.keys.activeKey(tenant, 'fingerprint');
-  return { tenant, hash: subjectHash(key, request.subject) };
+  // Only consent records a subject; the others look, and a look must not create the tenant's key.
+  const key =
+    action === 'subject:consent' ? await deps.keys.activeKey(tenant, 'fingerprint') : await deps.keys.activeKeyIfAny(tenant, 'fingerprint');
+  return { tenant, hash: key ? subjectHash(key.key, request.subject) : NOTHING_STORED };
 }
+
+/**
+ * Stands for a subject of a tenant without a fingerprint key: no record, subject row or subject key
+ * can have been stored there (each needs that key), so the store finds nothing under it.
+ */
+const NOTHING_STORED = Buffer.alloc(32);
 
 /**
  * Every record of the subject with its value at the caller's detokenize reveal level (no purpose

@@ -445,6 +445,25 @@ describe('data subject rights: /v1/subjects/*', () => {
       });
     }
 
+    it('export, access log and erasure in a tenant without keys find nothing and create no key (they are audited all the same)', async () => {
+      for (const path of ['export', 'access-log', 'erase'] as const) {
+        const res = await post(path, 'security', { tenant: `ghost-${path}`, subject: SUBJECT });
+        expect(res.status, path).to.equal(200);
+        expect(JSON.stringify(res.body), path).to.match(/"records":\[\]|"entries":\[\]|"records":0/);
+      }
+      const keys = await v.opened.store.listDataKeys();
+      expect(
+        keys.filter((k) => k.tenant.startsWith('ghost-')),
+        'no key made for a read',
+      ).to.deep.equal([]);
+      const rows = (await auditRows()).filter((r) => r.tenant?.startsWith('ghost-'));
+      expect(rows.map((r) => `${r.action}/${r.outcome}`)).to.deep.equal([
+        'subject:export/allow',
+        'subject:access-log/allow',
+        'subject:erase/allow',
+      ]);
+    });
+
     it('the subject id never appears in a URL: these operations take it only in the body', async () => {
       const res = await v.http.get(`/v1/subjects/export?subject=${SUBJECT}`).set(v.as('security'));
       expect(res.status).to.equal(405);
