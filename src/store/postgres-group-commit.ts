@@ -1,5 +1,5 @@
 import type { Pool, PoolClient } from 'pg';
-import { AwaitsChainHead, ChainPhase, WriteTx } from './postgres-plan-ops';
+import { AwaitsChainHead, ChainPhase, Named, SharedKeyLocks, WriteTx } from './postgres-plan-ops';
 import { breaksConnection, isRetryable as isRetryableError, toStoreError } from './postgres-errors';
 import { ConcurrentWriteError } from './transaction-plan';
 import { AuditUnavailableError, StoreUnavailableError } from './vault-store';
@@ -43,14 +43,17 @@ interface GroupCommitOptions {
 }
 
 /**
- * Group commit on PostgreSQL: the writes that arrive in one event-loop turn share one transaction
- * (each in its own savepoint, so one failing write does not undo the others), and every caller is
- * answered after the shared COMMIT (synchronous_commit=on: on disk). The writes' hot spots are
- * applied at the very end, in a fixed order, so that they are held only for the commit and never
- * while waiting for anything else: first the per-key counters (sorted), then the audit chain head,
- * locked FOR UPDATE, after which the batch's audit rows are chained and inserted in one statement.
- * That lock makes the audit log one chain across every instance: appends are serialised, and what
- * one transaction holds the lock for is two statements and its commit, whatever the batch size.
+ * Group commit on PostgreSQL: the writes that arrive in one event-loop turn share one transaction,
+ * and every caller is answered after the shared COMMIT (synchronous_commit=on: on disk). The writes
+ * run one after the other without savepoints; when one fails, the transaction is rolled back and
+ * the batch runs again with each write in its own savepoint, so that one failing write does not
+ * undo the others. The writes' hot spots are applied at the very end, in a fixed order, so that
+ * they are held only for the commit and never while waiting for anything else: first the per-key
+ * counters (sorted), then the audit chain head, locked FOR UPDATE, after which the batch's audit
+ * rows are chained and inserted in one statement. That lock makes the audit log one chain across
+ * every instance: appends are serialised. The counters and the lock are sent together, and so are
+ * the rows' insert and COMMIT (pg pipeline mode), so the lock is held for one round trip (its
+ * read), the chaining in this process, and the commit, whatever the batch size.
  */
 export class GroupCommit {
   private pending: Op[] = [];
@@ -136,33 +139,43 @@ export class GroupCommit {
 
   /** One attempt at the whole batch; throws (for the caller to roll back) when nothing of it may stand. */
   private async transaction(client: PoolClient, batch: Op[]): Promise<Outcome[]> {
-    await query(client, 'BEGIN');
-    const shared = new Effects();
-    const outcomes: Outcome[] = [];
-    for (const op of batch) {
-      const outcome = batch.length === 1 ? await this.runAlone(client, op) : await this.runInSavepoint(client, op);
-      if (outcome.ok) shared.merge(outcome.effects);
-      outcomes.push(outcome);
-    }
-    if (outcomes.some((o) => o.ok)) {
-      await applyCounters(client, shared);
-      await resumeAtChainHead(client, outcomes);
-    }
-    await query(client, 'COMMIT');
+    const outcomes = (await this.runTogether(client, batch)) ?? (await this.runInSavepoints(client, batch));
+    await finish(client, outcomes);
     return outcomes;
   }
 
-  /** A batch of one needs no savepoint: its failure rolls back the transaction (the caller's ROLLBACK). */
-  private async runAlone(client: PoolClient, op: Op): Promise<Outcome> {
-    const effects = new Effects();
-    try {
-      return { ok: true, value: await op.work(txOn(client, effects)), effects };
-    } catch (err) {
-      if (breaksConnection(err) || isRetryable(err)) throw err;
-      await query(client, 'ROLLBACK');
-      await query(client, 'BEGIN');
-      return { ok: false, error: err };
+  /**
+   * The common case, every write of the batch succeeding, without a savepoint per write (two round
+   * trips each). When one fails, the transaction is rolled back and a new one opened: a batch of one
+   * reports its failure (a retryable one is thrown, for the whole transaction to run again), a
+   * larger batch returns undefined, to run again write by write in savepoints.
+   */
+  private async runTogether(client: PoolClient, batch: Op[]): Promise<Outcome[] | undefined> {
+    // Pipelined with the first write's first statement. Were BEGIN to fail, so would every statement behind it.
+    const begun = settled(query(client, 'BEGIN'));
+    const sharedKeys = new SharedKeyLocks();
+    const outcomes: Outcome[] = [];
+    for (const op of batch) {
+      const effects = new Effects();
+      try {
+        outcomes.push({ ok: true, value: await op.work(txOn(client, effects, sharedKeys)), effects });
+      } catch (err) {
+        await begun.result();
+        if (breaksConnection(err) || (batch.length === 1 && isRetryable(err))) throw err;
+        await query(client, 'ROLLBACK');
+        await query(client, 'BEGIN');
+        return batch.length === 1 ? [{ ok: false, error: err }] : undefined;
+      }
     }
+    await begun.result();
+    return outcomes;
+  }
+
+  /** Each write in its own savepoint, so that one failing write does not undo the others. */
+  private async runInSavepoints(client: PoolClient, batch: Op[]): Promise<Outcome[]> {
+    const outcomes: Outcome[] = [];
+    for (const op of batch) outcomes.push(await this.runInSavepoint(client, op));
+    return outcomes;
   }
 
   private async runInSavepoint(client: PoolClient, op: Op): Promise<Outcome> {
@@ -185,19 +198,45 @@ export class GroupCommit {
   }
 }
 
-function txOn(client: PoolClient, effects: Effects): WriteTx {
+/**
+ * Ends the batch's transaction: the counters, then the chain head (the parked plans resume under
+ * it), then COMMIT. The statements whose answers nothing waits for are pipelined behind one
+ * another, so that the head is held for one round trip (its read) and the commit, whatever the
+ * batch size.
+ */
+async function finish(client: PoolClient, outcomes: Outcome[]): Promise<void> {
+  if (!outcomes.some((o) => o.ok)) {
+    await query(client, 'COMMIT');
+    return;
+  }
+  const shared = new Effects();
+  for (const outcome of outcomes) if (outcome.ok) shared.merge(outcome.effects);
+  const counted = settled(applyCounters(client, shared));
+  const chain = await resumeAtChainHead(client, outcomes, counted);
+  const flushed = settled(chain ? chain.flush().catch(auditFailure) : Promise.resolve());
+  const committed = settled(query(client, 'COMMIT'));
+  await flushed.result();
+  await committed.result();
+}
+
+function txOn(client: PoolClient, effects: Effects, sharedKeys?: SharedKeyLocks): WriteTx {
+  const run = (sql: string | Named, params?: unknown[]) => {
+    sharedKeys?.seen(sql);
+    return query(client, sql, params);
+  };
   return {
-    rows: async <R>(sql: string, params?: unknown[]) => (await query(client, sql, params)).rows as R[],
-    count: async (sql, params) => (await query(client, sql, params)).rowCount ?? 0,
+    sharedKeys,
+    rows: async <R>(sql: string | Named, params?: unknown[]) => (await run(sql, params)).rows as R[],
+    count: async (sql, params) => (await run(sql, params)).rowCount ?? 0,
     addEncryptions: (tenant, version, n) => add(effects.encryptions, JSON.stringify([tenant, version]), n),
     addRecords: (tenant, version, n) => add(effects.records, JSON.stringify([tenant, version]), n),
   };
 }
 
 /** A statement on a client; driver failures become StoreUnavailableError (see toStoreError). */
-export async function query(client: PoolClient, sql: string, params?: unknown[]) {
+export async function query(client: PoolClient, sql: string | Named, params?: unknown[]) {
   try {
-    return await client.query(sql, params);
+    return await (typeof sql === 'string' ? client.query(sql, params) : client.query({ ...sql, values: params }));
   } catch (err) {
     throw toStoreError(err);
   }
@@ -211,49 +250,86 @@ async function applyCounters(client: PoolClient, effects: Effects): Promise<void
     return [keys.map((k) => k[0]), keys.map((k) => k[1]), entries.map(([, n]) => n)];
   };
   const [encTenants, encVersions, encCounts] = columns(effects.encryptions);
-  if (encTenants.length) {
-    await query(
-      client,
-      `INSERT INTO data_key_usage (tenant, version, encryptions)
-       SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[]) ORDER BY 1, 2
-       ON CONFLICT (tenant, version) DO UPDATE SET encryptions = data_key_usage.encryptions + excluded.encryptions`,
-      [encTenants, encVersions, encCounts],
-    );
-  }
   const [tenants, versions, counts] = columns(effects.records);
-  if (tenants.length) {
-    await query(
-      client,
-      `INSERT INTO record_counts (tenant, key_version, records)
-       SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[]) ORDER BY 1, 2
-       ON CONFLICT (tenant, key_version) DO UPDATE SET records = record_counts.records + excluded.records`,
-      [tenants, versions, counts],
-    );
-  }
+  // Both sent at once (pipelined), in this order.
+  await Promise.all([
+    encTenants.length ? query(client, ADD_ENCRYPTIONS, [encTenants, encVersions, encCounts]) : undefined,
+    tenants.length ? query(client, ADD_RECORDS, [tenants, versions, counts]) : undefined,
+  ]);
 }
+
+const ADD_ENCRYPTIONS: Named = {
+  name: 'pii-vault-add-encryptions',
+  text: `INSERT INTO data_key_usage (tenant, version, encryptions)
+    SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[]) ORDER BY 1, 2
+    ON CONFLICT (tenant, version) DO UPDATE SET encryptions = data_key_usage.encryptions + excluded.encryptions`,
+};
+
+const ADD_RECORDS: Named = {
+  name: 'pii-vault-add-records',
+  text: `INSERT INTO record_counts (tenant, key_version, records)
+    SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[]) ORDER BY 1, 2
+    ON CONFLICT (tenant, key_version) DO UPDATE SET records = record_counts.records + excluded.records`,
+};
+
+const LOCK_CHAIN_HEAD: Named = {
+  name: 'pii-vault-lock-chain-head',
+  text: 'SELECT seq, hash FROM audit_chain_head WHERE id = 1 FOR UPDATE',
+};
 
 /**
  * Resumes, in batch order, the writes parked at the audit chain head (their plans reached
  * lockAuditHead), with the head row locked FOR UPDATE until COMMIT: one chain across every
- * instance, held for the rows' insert and the commit only. A failure to write the rows is
- * AuditUnavailableError (the whole transaction is undone), unless the database itself is gone.
+ * instance. The lock is requested right behind the counters (pipelined: `counted` is their
+ * outcome, checked first). Returns the chain with the rows still to write (see finish), or
+ * undefined when no write was parked. A failure to lock or resume is AuditUnavailableError (the
+ * whole transaction is undone), unless the database itself is gone.
  */
-async function resumeAtChainHead(client: PoolClient, outcomes: Outcome[]): Promise<void> {
+async function resumeAtChainHead(client: PoolClient, outcomes: Outcome[], counted: Settled<void>): Promise<ChainPhase | undefined> {
   const parked = outcomes.filter((o): o is Outcome & { ok: true } => o.ok && o.value instanceof AwaitsChainHead);
-  if (parked.length === 0) return;
+  if (parked.length === 0) {
+    await counted.result();
+    return undefined;
+  }
+  const locked = settled(query(client, LOCK_CHAIN_HEAD));
+  await counted.result();
   try {
-    const [head] = (await query(client, 'SELECT seq, hash FROM audit_chain_head WHERE id = 1 FOR UPDATE')).rows as Array<{
-      seq: string;
-      hash: Buffer;
-    }>;
+    const [head] = (await locked.result()).rows as Array<{ seq: string; hash: Buffer }>;
     if (!head) throw new Error('the audit chain head row is missing');
     const chain = new ChainPhase(txOn(client, new Effects()), { seq: Number(head.seq), hash: head.hash });
     for (const outcome of parked) outcome.value = await (outcome.value as AwaitsChainHead<unknown>).resume(chain);
-    await chain.flush();
+    return chain;
   } catch (err) {
-    if (err instanceof StoreUnavailableError || isRetryable(err)) throw err;
-    throw new AuditUnavailableError(err);
+    return auditFailure(err);
   }
+}
+
+function auditFailure(err: unknown): never {
+  if (err instanceof StoreUnavailableError || isRetryable(err)) throw err;
+  throw new AuditUnavailableError(err);
+}
+
+interface Settled<T> {
+  /** The statement's outcome: its value, or its error thrown. */
+  result(): Promise<T>;
+}
+
+/**
+ * A statement sent now whose outcome is looked at later (pipelined behind the statements before
+ * it). Its failure is kept for `result()`, never an unhandled rejection in between.
+ */
+function settled<T>(promise: Promise<T>): Settled<T> {
+  const outcome = promise.then(
+    (value) => ({ ok: true as const, value }),
+    (error: unknown) => ({ ok: false as const, error }),
+  );
+  return {
+    result: async () => {
+      const o = await outcome;
+      if (!o.ok) throw o.error;
+      return o.value;
+    },
+  };
 }
 
 /** A short randomised pause before running a transaction again, growing with the attempt. */

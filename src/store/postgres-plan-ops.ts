@@ -1,16 +1,28 @@
 import type { KeyPurpose } from '../domain/keys';
 import type { DataType } from '../domain/types';
+import { UpcomingInserts } from './postgres-batch-insert';
 import { encodeAuditJson, TOKEN_COLUMNS, tokenParams } from './postgres-rows';
 import { DataKeyRow, SubjectDbRow, TokenRow, toDataKey, toSubjectRow, toTokenRecord } from './rows';
 import { subjectHandlesOf } from './rules/subjects';
 import type { AsyncTransactionOps, KeyRef, Plan } from './transaction-plan';
 import type { AuditHead, AuditRow, DataKeyRecord, DataKeyState, ReencryptedRecord, TokenRecord } from './vault-store';
 
-/** What one write sees: its statements run in the shared transaction (in a savepoint of its own). */
+/** A statement kept prepared on each connection under its name: parsed and planned once per connection. */
+export interface Named {
+  name: string;
+  text: string;
+}
+
+/** What one write sees: its statements run in the shared transaction (in a savepoint of its own when a write of the batch failed). */
 export interface WriteTx {
-  rows<R>(sql: string, params?: unknown[]): Promise<R[]>;
+  rows<R>(sql: string | Named, params?: unknown[]): Promise<R[]>;
   /** How many rows the statement wrote. */
-  count(sql: string, params?: unknown[]): Promise<number>;
+  count(sql: string | Named, params?: unknown[]): Promise<number>;
+  /**
+   * The data-key rows the transaction holds share-locked, when nothing can release them before
+   * COMMIT (no savepoint); undefined in a savepoint, where each lock is taken again.
+   */
+  readonly sharedKeys?: SharedKeyLocks;
   /** Adds to a data key's encryption count, at the end of the transaction. */
   addEncryptions(tenant: string, version: number, n: number): void;
   /** Adds (or with a negative n removes) records to a (tenant, key version) count, at the end of the transaction. */
@@ -38,8 +50,79 @@ export const DELETE_EXPIRED_SQL = `WITH doomed AS (
   DELETE FROM tokens t USING doomed d WHERE t.token = d.token AND t.tenant = d.tenant
   RETURNING t.tenant, t.type, t.key_version`;
 
-const INSERT_TOKEN = `INSERT INTO tokens (${TOKEN_COLUMNS})
-  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) ON CONFLICT DO NOTHING`;
+const INSERT_TOKEN: Named = {
+  name: 'pii-vault-insert-token',
+  text: `INSERT INTO tokens (${TOKEN_COLUMNS})
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) ON CONFLICT DO NOTHING`,
+};
+
+/** The column types of `tokens`, in TOKEN_COLUMNS order, for records sent as one array per column. */
+const TOKEN_COLUMN_TYPES = [
+  'text',
+  'text',
+  'text',
+  'text',
+  'text',
+  'int',
+  'int',
+  'bytea',
+  'bytea',
+  'bytea',
+  'bytea',
+  'bytea',
+  'bytea',
+  'text',
+  'bigint',
+  'bigint',
+];
+
+const INSERT_TOKENS: Named = {
+  name: 'pii-vault-insert-tokens',
+  text: `INSERT INTO tokens (${TOKEN_COLUMNS})
+    SELECT * FROM unnest(${TOKEN_COLUMN_TYPES.map((type, i) => `$${i + 1}::${type}[]`).join(', ')})
+    ON CONFLICT DO NOTHING RETURNING tenant, token`,
+};
+
+/** Writes the records (tokens distinct) in one statement; returns those written (the others' tokens were taken). */
+async function insertAll(tx: WriteTx, records: TokenRecord[]): Promise<Set<TokenRecord>> {
+  const params = records.map(tokenParams);
+  const columns = TOKEN_COLUMN_TYPES.map((_, column) => params.map((row) => row[column]));
+  const written = await tx.rows<{ tenant: string; token: string }>(INSERT_TOKENS, columns);
+  const ids = new Set(written.map((row) => JSON.stringify([row.tenant, row.token])));
+  return new Set(records.filter((r) => ids.has(JSON.stringify([r.tenant, r.token]))));
+}
+
+/** The upcoming inserts of a batch of records (see UpcomingInserts), written through `tx`. */
+export const upcomingInserts = (tx: WriteTx, batch: readonly TokenRecord[]) =>
+  new UpcomingInserts(batch, (records) => insertAll(tx, records));
+
+const SHARE_DATA_KEY: Named = {
+  name: 'pii-vault-share-data-key',
+  text: `${KEY_SELECT} WHERE k.tenant = $1 AND k.purpose = $2 AND k.version = $3 FOR SHARE OF k`,
+};
+
+/**
+ * Data-key rows locked FOR SHARE in a transaction without savepoints, as they were read: the lock
+ * holds until COMMIT, so no other transaction can have changed them since, and the next write of
+ * the batch that locks one (every tokenize does) needs no statement. Forgotten as soon as the
+ * transaction runs any other statement on data_keys (it may have changed them itself).
+ */
+export class SharedKeyLocks {
+  private readonly held = new Map<string, DataKeyRecord>();
+
+  /** Tells every statement the transaction runs, before it is sent. */
+  seen(sql: string | Named): void {
+    if (sql !== SHARE_DATA_KEY && (typeof sql === 'string' ? sql : sql.text).includes('data_keys')) this.held.clear();
+  }
+
+  get(key: KeyRef): DataKeyRecord | undefined {
+    return this.held.get(JSON.stringify([key.tenant, key.purpose, key.version]));
+  }
+
+  set(key: KeyRef, record: DataKeyRecord): void {
+    this.held.set(JSON.stringify([key.tenant, key.purpose, key.version]), record);
+  }
+}
 
 /**
  * The transaction primitives of the shared plans (src/store/rules/) on PostgreSQL, each with the
@@ -48,8 +131,8 @@ const INSERT_TOKEN = `INSERT INTO tokens (${TOKEN_COLUMNS})
  * here: a plan that reaches the chain head is parked (see runUntilChainHead) and resumed on
  * chainOps once the group commit holds the head.
  */
-export function planOps(tx: WriteTx): AsyncTransactionOps {
-  const keyOf = async (sql: string, params: unknown[]) => {
+export function planOps(tx: WriteTx, upcoming?: UpcomingInserts): AsyncTransactionOps {
+  const keyOf = async (sql: string | Named, params: unknown[]) => {
     const [row] = await tx.rows<DataKeyRow>(sql, params);
     return row && toDataKey(row);
   };
@@ -60,12 +143,20 @@ export function planOps(tx: WriteTx): AsyncTransactionOps {
     // A transaction-scoped advisory lock: a row lock cannot cover a version not inserted yet.
     lockKeyFamily: async (tenant: string, purpose: KeyPurpose) =>
       void (await tx.rows('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [`data-key-family/${tenant}/${purpose}`])),
-    lockDataKey: (key: KeyRef, mode: 'share' | 'update') =>
-      keyOf(`${KEY_SELECT} WHERE k.tenant = $1 AND k.purpose = $2 AND k.version = $3 FOR ${mode === 'share' ? 'SHARE' : 'UPDATE'} OF k`, [
-        key.tenant,
-        key.purpose,
-        key.version,
-      ]),
+    lockDataKey: async (key: KeyRef, mode: 'share' | 'update') => {
+      if (mode === 'update') {
+        return keyOf(`${KEY_SELECT} WHERE k.tenant = $1 AND k.purpose = $2 AND k.version = $3 FOR UPDATE OF k`, [
+          key.tenant,
+          key.purpose,
+          key.version,
+        ]);
+      }
+      const held = tx.sharedKeys?.get(key);
+      if (held) return held;
+      const record = await keyOf(SHARE_DATA_KEY, [key.tenant, key.purpose, key.version]);
+      if (record) tx.sharedKeys?.set(key, record);
+      return record;
+    },
     lockActiveDataKey: (tenant: string, purpose: KeyPurpose) =>
       keyOf(`${KEY_SELECT} WHERE k.tenant = $1 AND k.purpose = $2 AND k.state = 'active' FOR UPDATE OF k`, [tenant, purpose]),
     insertDataKey: async (record: DataKeyRecord) => (await tx.count(INSERT_KEY, keyParams(record))) === 1,
@@ -99,6 +190,8 @@ export function planOps(tx: WriteTx): AsyncTransactionOps {
         ])
       ).map(toTokenRecord),
     insertRecord: async (record: TokenRecord) => {
+      const together = await upcoming?.insert(record);
+      if (together) return together;
       // ON CONFLICT waits for a concurrent inserter of the same token or identity, then writes nothing if it committed.
       if ((await tx.count(INSERT_TOKEN, tokenParams(record))) === 1) return 'inserted';
       if (!record.fingerprint) return 'token-taken';
@@ -190,6 +283,19 @@ export function planOps(tx: WriteTx): AsyncTransactionOps {
   };
 }
 
+/** The audit rows of a batch in one statement, with their subject index entries and the chain head moved to the last of them. */
+const APPEND_AUDIT_ROWS: Named = {
+  name: 'pii-vault-append-audit-rows',
+  text: `WITH appended AS (
+      INSERT INTO audit (seq, ts, request_id, principal, tenant, action, types, tokens, purpose, outcome, reason, subjects, key_version, prev_hash, hash)
+      SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
+                           $10::text[], $11::text[], $12::text[], $13::int[], $14::bytea[], $15::bytea[])
+    ), subjects_indexed AS (
+      INSERT INTO audit_subjects (handle, seq) SELECT * FROM unnest($18::bytea[], $19::bigint[])
+    )
+    UPDATE audit_chain_head SET seq = $16, hash = $17 WHERE id = 1`,
+};
+
 /** A plan parked at the audit chain head: the group commit resumes it once it holds the head (see GroupCommit). */
 export class AwaitsChainHead<T> {
   constructor(readonly resume: (chain: ChainPhase) => Promise<T>) {}
@@ -270,37 +376,27 @@ export class ChainPhase {
     const rows = this.buffered.splice(0);
     const column = <K extends keyof AuditRow>(key: K) => rows.map((r) => r[key]);
     const indexed = rows.flatMap((r) => subjectHandlesOf(r.subjects).map((handle) => ({ handle, seq: r.seq })));
-    await this.tx.count(
-      `WITH appended AS (
-         INSERT INTO audit (seq, ts, request_id, principal, tenant, action, types, tokens, purpose, outcome, reason, subjects, key_version, prev_hash, hash)
-         SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
-                              $10::text[], $11::text[], $12::text[], $13::int[], $14::bytea[], $15::bytea[])
-       ), subjects_indexed AS (
-         INSERT INTO audit_subjects (handle, seq) SELECT * FROM unnest($18::bytea[], $19::bigint[])
-       )
-       UPDATE audit_chain_head SET seq = $16, hash = $17 WHERE id = 1`,
-      [
-        column('seq'),
-        column('ts'),
-        column('requestId'),
-        column('principal'),
-        column('tenant'),
-        column('action'),
-        rows.map((r) => encodeAuditJson(r.types)),
-        rows.map((r) => encodeAuditJson(r.tokens)),
-        column('purpose'),
-        column('outcome'),
-        column('reason'),
-        rows.map((r) => encodeAuditJson(r.subjects)),
-        column('keyVersion'),
-        column('prevHash'),
-        column('hash'),
-        this.head.seq,
-        this.head.hash,
-        indexed.map((i) => i.handle),
-        indexed.map((i) => i.seq),
-      ],
-    );
+    await this.tx.count(APPEND_AUDIT_ROWS, [
+      column('seq'),
+      column('ts'),
+      column('requestId'),
+      column('principal'),
+      column('tenant'),
+      column('action'),
+      rows.map((r) => encodeAuditJson(r.types)),
+      rows.map((r) => encodeAuditJson(r.tokens)),
+      column('purpose'),
+      column('outcome'),
+      column('reason'),
+      rows.map((r) => encodeAuditJson(r.subjects)),
+      column('keyVersion'),
+      column('prevHash'),
+      column('hash'),
+      this.head.seq,
+      this.head.hash,
+      indexed.map((i) => i.handle),
+      indexed.map((i) => i.seq),
+    ]);
   }
 }
 

@@ -4,7 +4,7 @@ import type { DataType } from '../domain/types';
 import { POSTGRES_MIGRATIONS } from './postgres-migrations';
 import { redactUrl, toStoreError } from './postgres-errors';
 import { GroupCommit, query } from './postgres-group-commit';
-import { INSERT_KEY, KEY_SELECT, keyParams, planOps, runUntilChainHead } from './postgres-plan-ops';
+import { INSERT_KEY, KEY_SELECT, keyParams, planOps, runUntilChainHead, upcomingInserts } from './postgres-plan-ops';
 import {
   AuditDbRow,
   DataKeyRow,
@@ -72,7 +72,9 @@ const MAX_BATCH = 256;
  * the locking contract (vault-store.ts) is taken:
  * - insertTokens, replaceCiphertexts: each target data-key row `SELECT … FOR SHARE` (lockDataKey),
  *   must be active; held to commit, so a rotate/retire/destroy of it waits, and one that committed
- *   first is seen (StaleDataKeyError). Token rows: `INSERT … ON CONFLICT DO NOTHING` waits for a
+ *   first is seen (StaleDataKeyError); a later write of the same group commit is answered from the
+ *   row already held (see SharedKeyLocks). Token rows: `INSERT … ON CONFLICT DO NOTHING` (one
+ *   multi-row statement for a batch's random tokens, see UpcomingInserts) waits for a
  *   concurrent inserter of the same token or deterministic identity, then reports which was taken;
  *   a lost identity race is a ConcurrentWriteError and the plan runs again (its hooks see the
  *   winner). Swaps are conditional UPDATEs (row lock, old version and binding re-checked).
@@ -90,7 +92,8 @@ const MAX_BATCH = 256;
  *   are those of the rows deleted. acquireLease: one upsert, conditional under the row lock.
  * - every audit row: the plan is parked at lockAuditHead and resumed at the end of the group
  *   commit, after the counters, with the one-row `audit_chain_head` locked `FOR UPDATE` to commit;
- *   the batch's rows are chained from it and written with the new head in one statement.
+ *   the batch's rows are chained from it and written with the new head in one statement, sent
+ *   with COMMIT (pipelined), so the head is held for two round trips and the commit.
  *   pruneAuditSegment asks for the head first, so its checks run under that lock too.
  * - counters (record_counts, data_key_usage): deltas upserted at the end of the transaction, in
  *   sorted key order (no deadlock between batches); job progress: an atomic increment.
@@ -129,6 +132,8 @@ export class PostgresStore implements VaultStore {
       query_timeout: options.statementTimeoutMs + options.connectTimeoutMs,
       keepAlive: true,
       application_name: 'pii-vault',
+      // Statements whose answers nothing waits for are sent behind one another (see GroupCommit).
+      pipeline: true,
       // An acknowledged write is on disk on the server, whatever the server's default.
       options: '-c synchronous_commit=on',
     });
@@ -245,7 +250,7 @@ export class PostgresStore implements VaultStore {
     hooks: InsertHooks,
     consents?: readonly SubjectConsent[],
   ): Promise<string[]> {
-    return (await this.transact(() => insertTokensPlan(records, audit, hooks, consents))).tokens;
+    return (await this.transact(() => insertTokensPlan(records, audit, hooks, consents), records)).tokens;
   }
 
   async findTokens(tokens: readonly string[]): Promise<Map<string, StoredRecord[]>> {
@@ -524,10 +529,11 @@ export class PostgresStore implements VaultStore {
 
   /**
    * Runs a fresh plan of src/store/rules/ in the next group commit: its statements in the shared
-   * transaction (in a savepoint of its own), its audit row chained at the end under the head lock.
-   * A plan that loses a race (ConcurrentWriteError, serialization failure, deadlock) is run again.
+   * transaction, its audit row chained at the end under the head lock. The records it is about to
+   * insert, when given, are written together (see UpcomingInserts). A plan that loses a race
+   * (ConcurrentWriteError, serialization failure, deadlock) is run again.
    */
-  private async transact<T>(plan: () => Plan<T>): Promise<T> {
-    return (await this.writes.run((tx) => runUntilChainHead(plan(), planOps(tx)))) as T;
+  private async transact<T>(plan: () => Plan<T>, inserting: readonly TokenRecord[] = []): Promise<T> {
+    return (await this.writes.run((tx) => runUntilChainHead(plan(), planOps(tx, upcomingInserts(tx, inserting))))) as T;
   }
 }

@@ -205,6 +205,9 @@ export interface InsertHooks {
  *   `FOR SHARE` inside the transaction, and its state must be `active`. A rotation, retire or
  *   destroy updates that row, so it waits for the insert to commit (and then counts its records);
  *   an insert that starts after one commits reads the new state and throws StaleDataKeyError.
+ *   A store that groups writes may answer a later write of the same transaction from the row it
+ *   already holds share-locked (nothing else can change it), unless the transaction itself has
+ *   written data keys since, or a savepoint could have released the lock.
  * - Count-then-retire (changeDataKeyState): the key row is locked `FOR UPDATE` first, and the
  *   records are counted by a later statement (a fresh READ COMMITTED snapshot): every insert into
  *   that version has committed by then (it held the row share-locked) and none can start.
@@ -217,7 +220,9 @@ export interface InsertHooks {
  * - Audit chain head (every audit row): the head (max seq and its hash) is read after taking the
  *   chain lock (an advisory lock, or `FOR UPDATE` on a one-row head table) held to commit, and
  *   the next row is seq + 1 chained from it; the seq primary key backs this up. Appends from all
- *   writers are serialised at this point only, which is taken last, so it is held briefly.
+ *   writers are serialised at this point only, which is taken last, so it is held briefly: on
+ *   PostgreSQL for the head's read, the chaining, and one more round trip carrying the rows'
+ *   insert, the head's update and COMMIT (see postgres-group-commit.ts).
  * - Deterministic identity (insertTokens): the unique index on (tenant, type, fingerprint,
  *   format, preserve) decides between two first insertions of one value: the second waits for the
  *   first and then fails the identity check; the store runs the transaction again, and the hook

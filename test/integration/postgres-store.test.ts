@@ -458,6 +458,20 @@ describe('store / PostgresStore (real PostgreSQL)', function () {
     expectOneChain(await store.auditRows(0, 100), 49);
     expect(transactions).to.be.at.most(2); // up to two transactions in flight from one instance
   });
+
+  it('group commit: a write after a rotation in the same transaction sees the key it demoted (no share lock reused past it)', async () => {
+    const hooks = noDeterministic(() => record('tok_retry'));
+    // Called in one turn: one transaction, in this order.
+    const before = store.insertTokens([record('tok_before')], audit(), hooks);
+    const rotated = store.rotateDataKey(key(2), audit(), 1);
+    const after = store.insertTokens([record('tok_after')], audit(), hooks);
+    const [b, r, a] = await Promise.allSettled([before, rotated, after]);
+    expect(b).to.deep.equal({ status: 'fulfilled', value: ['tok_before'] });
+    expect(r).to.deep.equal({ status: 'fulfilled', value: true });
+    expect((a as PromiseRejectedResult).reason).to.be.instanceOf(StaleDataKeyError);
+    expect(await count('tokens')).to.equal(1);
+    expectOneChain(await store.auditRows(0, 100), 2);
+  });
 });
 
 describe('store / PostgresStore: two instances writing at once', function () {

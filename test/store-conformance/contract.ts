@@ -88,6 +88,18 @@ export function describeStoreContract(factory: StoreFactory): void {
       expect(await expectIntactChain(store)).to.have.length(3);
     });
 
+    it('a token twice in one batch: the later record is retokenized; a batch of many random tokens keeps its order', async () => {
+      const asked: number[] = [];
+      const hooks = { ...plainHooks, retokenize: (index: number) => (asked.push(index), record(`tok_fresh${index}`)) };
+      const batch = [record('tok_a'), record('tok_b'), record('tok_a'), ...Array.from({ length: 20 }, (_, i) => record(`tok_${i}`))];
+      const tokens = await store.insertTokens(batch, pending(), hooks);
+      expect(tokens).to.deep.equal(['tok_a', 'tok_b', 'tok_fresh2', ...Array.from({ length: 20 }, (_, i) => `tok_${i}`)]);
+      expect(asked).to.deep.equal([2]);
+      expect((await store.dataKey('t', 'data', 1))!.encryptions).to.equal(24);
+      expect(Object.fromEntries(await store.recordCountsByKey())).to.deep.equal({ 't/1': 23 });
+      expect((await expectIntactChain(store))[0].tokens).to.deep.equal(tokens);
+    });
+
     it('gives up with TokenCollisionError after MAX_TOKEN_ATTEMPTS, writing nothing', async () => {
       await store.insertTokens([record('tok_a')], pending(), plainHooks);
       let asked = 0;
