@@ -1,7 +1,13 @@
 import { expect } from 'chai';
 import { existsSync, readFileSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { createApp } from '../../src/http/app';
+import { createLogger } from '../../src/logger';
+import { StreamedDocument } from '../../src/service/streamed-document';
 import { AuditUnavailableError, StoreUnavailableError } from '../../src/store/vault-store';
 import { createTestVault, TestVault } from '../helpers/test-vault';
+import { waitFor } from '../helpers/wait-for';
 
 type Who = 'billing' | 'gateway' | 'support' | 'security';
 
@@ -248,6 +254,57 @@ describe('data subject rights: /v1/subjects/*', () => {
         store.subjectRecords = read;
       }
       expect((await post('export', 'security', { subject: SUBJECT })).body.records).to.have.length(600);
+    });
+
+    it('an export whose client goes away mid-stream stops (it does not wait forever for the socket to drain)', async () => {
+      policy().roles.support.push({ actions: ['subject:export'] }, { actions: ['detokenize'], types: ['text'], reveal: 'plain' });
+      // Far more than the socket buffers hold, so the server has to wait for the reader.
+      for (let b = 0; b < 15; b++) {
+        await v.tokenize(
+          Array.from({ length: 200 }, (_, i) => ({ type: 'text', value: `${'x'.repeat(2000)} ${b}/${i}`, subject: SUBJECT })),
+        );
+      }
+      const vault = v.opened.vault;
+      const exportSubject = vault.exportSubject.bind(vault);
+      let stopped = false;
+      vault.exportSubject = async (...args) => {
+        const doc = await exportSubject(...args);
+        async function* watched() {
+          try {
+            yield* doc.items;
+          } finally {
+            stopped = true;
+          }
+        }
+        return new StreamedDocument(doc.fields, doc.list, watched());
+      };
+      const server = http.createServer(createApp({ vault, logger: createLogger('silent') }));
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      try {
+        const body = JSON.stringify({ subject: SUBJECT });
+        const req = http.request({
+          host: '127.0.0.1',
+          port: (server.address() as AddressInfo).port,
+          method: 'POST',
+          path: '/v1/subjects/export',
+          agent: false,
+          headers: { ...v.as('support'), 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) },
+        });
+        const response = await new Promise<http.IncomingMessage>((resolve, reject) => {
+          req.on('response', resolve);
+          req.on('error', reject);
+          req.end(body);
+        });
+        expect(response.statusCode).to.equal(200);
+        response.pause(); // reads nothing more…
+        req.on('error', () => undefined);
+        req.destroy(); // …and goes away
+        await waitFor(() => stopped, { what: 'the abandoned export to stop reading the subject' });
+      } finally {
+        vault.exportSubject = exportSubject;
+        server.closeAllConnections();
+        await new Promise((resolve) => server.close(resolve));
+      }
     });
 
     it('fails closed: no value leaves when the audit row cannot be written', async () => {
