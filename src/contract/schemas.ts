@@ -395,6 +395,9 @@ const SubjectFields = {
 
 export const SubjectRequestSchema = Type.Object(SubjectFields, { additionalProperties: false });
 
+/** No query at all: a subject id put in the URL (which proxies log) is refused, never silently ignored. */
+export const NoQuerySchema = Type.Object({}, { additionalProperties: false });
+
 const IsoTimestamp = (description: string) =>
   Type.String({ pattern: '^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}(:\\d{2}(\\.\\d{1,9})?)?(Z|[+-]\\d{2}:\\d{2})$', description });
 

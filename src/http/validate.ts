@@ -75,7 +75,7 @@ function declaredChild(schema: SchemaNode, segment: string): TSchema | undefined
 function unknownField(schema: TSchema): string {
   const { properties, patternProperties } = schema as { properties?: Record<string, unknown>; patternProperties?: Record<string, unknown> };
   if (patternProperties) return `a key is not allowed (keys must match ${Object.keys(patternProperties).join(' or ')})`;
-  return `unknown field (allowed: ${properties ? Object.keys(properties).join(', ') : 'none'})`;
+  return `unknown field (allowed: ${properties && Object.keys(properties).length ? Object.keys(properties).join(', ') : 'none'})`;
 }
 
 function describe(error: ValueError): string {

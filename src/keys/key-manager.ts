@@ -80,6 +80,13 @@ export class KeyManager {
     return toDataKey(believed.record, await this.unwrapCached(believed.record));
   }
 
+  /** The active key of a tenant and purpose, or undefined when the tenant has none yet (never creates one). */
+  async activeKeyIfAny(tenant: string, purpose: KeyPurpose): Promise<DataKey | undefined> {
+    const believed = this.active.get(activeId(tenant, purpose));
+    if ((!believed || believed.expires <= Date.now()) && !(await this.store.activeDataKey(tenant, purpose))) return undefined;
+    return this.activeKey(tenant, purpose);
+  }
+
   private believeActive(record: DataKeyRecord): { record: DataKeyRecord; expires: number } {
     const believed = { record, expires: Date.now() + (this.options.activeTtlMs ?? 1_000) };
     this.active.set(activeId(record.tenant, record.purpose), believed);

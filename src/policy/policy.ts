@@ -25,6 +25,9 @@ export const VALUE_ACTIONS: ReadonlySet<Action> = new Set(['tokenize', 'detokeni
 /** Actions whose answer shows values, so the reveal level of their grants matters; for others it means nothing. */
 export const REVEALING_ACTIONS: ReadonlySet<Action> = new Set(['detokenize']);
 
+/** Actions whose requests state a purpose; a grant bound to purposes gives any other action nothing. */
+export const PURPOSE_ACTIONS: ReadonlySet<Action> = new Set(['detokenize']);
+
 const literals = <T extends readonly string[]>(values: T) => oneOf(values);
 
 const GrantSchema = Type.Object(
@@ -175,6 +178,14 @@ export function allowsNarrowTokens(policy: PolicyDocument, principal: Principal,
   return grantsOf(policy, principal).some(
     (g) => g.allowNarrowTokens === true && g.actions.includes('tokenize') && (g.types ?? []).some((t) => t === '*' || t === request.type),
   );
+}
+
+/**
+ * Whether the principal may take a vault-wide action that names no tenant, type or purpose (audit:read,
+ * policy:read): a grant bound to purposes does not give it, as such a request states none.
+ */
+export function mayWithoutPurpose(policy: PolicyDocument, principal: Principal, action: Action): boolean {
+  return grantsOf(policy, principal).some((g) => g.actions.includes(action) && g.purposes === undefined);
 }
 
 /** Whether any grant gives the principal this action at all, on any type or purpose. */

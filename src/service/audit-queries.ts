@@ -1,13 +1,13 @@
 import type { AuditListResponse, AuditVerifyResponse } from '../contract/schemas';
 import { VaultError } from '../errors';
-import { mayEver } from '../policy/policy';
+import { mayWithoutPurpose } from '../policy/policy';
 import { Caller, VaultDeps, auditEntry } from './context';
 
 export const DEFAULT_AUDIT_PAGE = 100;
 export const MAX_AUDIT_PAGE = 1000;
 
 async function requireAuditRead(deps: VaultDeps, caller: Caller, action: string): Promise<void> {
-  const allowed = mayEver(deps.policy(), caller.principal, 'audit:read');
+  const allowed = mayWithoutPurpose(deps.policy(), caller.principal, 'audit:read');
   await deps.audit.append(auditEntry(deps, caller, { action, outcome: allowed ? 'allow' : 'deny', reason: allowed ? null : 'no grant' }));
   if (!allowed) throw new VaultError('forbidden', 'This caller may not read the audit log.');
 }

@@ -4,8 +4,9 @@ import { VaultError } from '../errors';
 import {
   ACTIONS,
   decide,
-  mayEver,
+  mayWithoutPurpose,
   principalCoversTenant,
+  PURPOSE_ACTIONS,
   purposesNamed,
   REVEALING_ACTIONS,
   VALUE_ACTIONS,
@@ -22,7 +23,7 @@ import { auditEntry, type Caller, type RetentionLimits, type VaultDeps } from '.
  */
 export async function readPolicyReport(deps: VaultDeps, caller: Caller): Promise<PolicyReport> {
   const policy = deps.policy();
-  const allowed = mayEver(policy, caller.principal, 'policy:read');
+  const allowed = mayWithoutPurpose(policy, caller.principal, 'policy:read');
   await deps.audit.append(
     auditEntry(deps, caller, { action: 'policy:read', outcome: allowed ? 'allow' : 'deny', reason: allowed ? null : 'no grant' }),
   );
@@ -35,8 +36,9 @@ export async function readPolicyReport(deps: VaultDeps, caller: Caller): Promise
 /**
  * Who may do what under the policy: for every role and every principal, each action × data type
  * with the reveal level and the purposes it needs, and each data type's retention. Every answer is
- * what `decide` — the function every request is decided by — says, asked once without a purpose and
- * once per purpose the policy names (any other purpose is decided as none).
+ * what `decide` — the function every request is decided by — says, asked once without a purpose and,
+ * for actions whose requests state one (detokenize), once per purpose the policy names (any other
+ * purpose is decided as none).
  */
 export function policyReport(
   policy: PolicyDocument,
@@ -95,7 +97,8 @@ function permissionsFor(
   const anyPurpose = ask();
   const floor = anyPurpose.allow ? revealRank(anyPurpose.reveal) : -1;
   const raisedBy = new Map<Reveal, string[]>();
-  for (const purpose of purposes) {
+  // A request of any other action states no purpose: a grant bound to purposes never gives it.
+  for (const purpose of PURPOSE_ACTIONS.has(action) ? purposes : []) {
     const decision = ask(purpose);
     if (decision.allow && revealRank(decision.reveal) > floor)
       raisedBy.set(decision.reveal, [...(raisedBy.get(decision.reveal) ?? []), purpose]);

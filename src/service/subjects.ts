@@ -46,9 +46,17 @@ async function authorisedSubject(
     );
     throw new VaultError('forbidden', `This caller may not ${action} in this tenant.`);
   }
-  const { key } = await deps.keys.activeKey(tenant, 'fingerprint');
-  return { tenant, hash: subjectHash(key, request.subject) };
+  // Only consent records a subject; the others look, and a look must not create the tenant's key.
+  const key =
+    action === 'subject:consent' ? await deps.keys.activeKey(tenant, 'fingerprint') : await deps.keys.activeKeyIfAny(tenant, 'fingerprint');
+  return { tenant, hash: key ? subjectHash(key.key, request.subject) : NOTHING_STORED };
 }
+
+/**
+ * Stands for a subject of a tenant without a fingerprint key: no record, subject row or subject key
+ * can have been stored there (each needs that key), so the store finds nothing under it.
+ */
+const NOTHING_STORED = Buffer.alloc(32);
 
 /**
  * A read of the subject's data (export or access log, both under the subject:export action),
@@ -151,12 +159,19 @@ function timeWindow(request: AccessLogRequest): TimeWindow {
     const text = request[field];
     if (text === undefined) return fallback;
     const ms = Date.parse(text);
-    if (Number.isNaN(ms)) throw new VaultError('invalid_request', `body/${field}: not a valid timestamp`, { path: `/${field}` });
+    if (Number.isNaN(ms) || !isCalendarDate(text))
+      throw new VaultError('invalid_request', `body/${field}: not a valid timestamp`, { path: `/${field}` });
     return ms;
   };
   const window = { from: at('from', -Infinity), to: at('to', Infinity) };
   if (window.from > window.to) throw new VaultError('invalid_request', 'body/from: must not be after `to`', { path: '/from' });
   return window;
+}
+
+/** Its YYYY-MM-DD names a real day (Date.parse reads 2021-02-29 as 1 March). */
+function isCalendarDate(timestamp: string): boolean {
+  const [year, month, day] = timestamp.slice(0, 10).split('-').map(Number);
+  return day <= new Date(Date.UTC(year, month, 0)).getUTCDate();
 }
 
 /**
@@ -171,6 +186,9 @@ export async function eraseSubject(deps: VaultDeps, caller: Caller, request: Sub
   await destroySubjectKey(deps, caller, subject.tenant, subject.hash);
   const entry = auditEntry(deps, caller, { action: 'subject:erase', outcome: 'allow', tenant: subject.tenant });
   const erased = await deps.store.eraseSubject(subject.tenant, subject.hash, { entry, sealer: await deps.audit.sealer() });
+  // A tokenize running alongside may have created the key after the look above, and its records were
+  // just erased: that key goes too (a record it seals after the erasure answers `erased`).
+  await destroySubjectKey(deps, caller, subject.tenant, subject.hash);
   return { tenant: subject.tenant, erased };
 }
 

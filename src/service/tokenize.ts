@@ -39,6 +39,7 @@ export async function tokenize(deps: VaultDeps, caller: Caller, request: Tokeniz
   refusePurposesWithoutSubject(request);
   const tenant = request.tenant ?? DEFAULT_TENANT;
   await authorise(deps, caller, tenant, request.items);
+  await authoriseConsent(deps, caller, tenant, request);
   const prepared = request.items.map((item, index) => prepare(item, index, deps));
   await refuseNarrowTokens(deps, caller, tenant, prepared);
 
@@ -153,6 +154,19 @@ async function authorise(deps: VaultDeps, caller: Caller, tenant: string, items:
       throw new VaultError('forbidden', `Not allowed to tokenize ${type} values for tenant ${tenant}.`, { index });
     }
   }
+}
+
+/**
+ * Purposes given at tokenize change the subject's consent, as POST /v1/subjects/consent does, so
+ * they need the same grant: without it a caller could re-grant a purpose the subject withdrew.
+ */
+async function authoriseConsent(deps: VaultDeps, caller: Caller, tenant: string, request: TokenizeRequest): Promise<void> {
+  if (request.purposes === undefined && !request.items.some((i) => i.purposes !== undefined)) return;
+  if (decide(deps.policy(), caller.principal, 'subject:consent', { tenant }).allow) return;
+  const types = distinct(request.items.map((i) => i.type));
+  const reason = 'no subject:consent grant';
+  await deps.audit.append(auditEntry(deps, caller, { action: 'tokenize', outcome: 'deny', tenant, types, reason }));
+  throw new VaultError('forbidden', `Recording consent (purposes) needs the subject:consent grant for tenant ${tenant}.`);
 }
 
 /**

@@ -340,7 +340,9 @@ export interface VaultStore {
    *   new subject row with a new handle (its records belong to the new row: written after the erasure);
    * - a re-encryption swap of one of its records holds that row: the delete waits for it and deletes
    *   the swapped record (counted at its new version), or the swap finds no record and skips it;
-   * - of two erasures one deletes; the other waits for the lock, then finds no row and deletes nothing.
+   * - of two erasures one deletes; the other waits for the lock, then finds no row and deletes nothing;
+   * - a purge of the subject's expired records skips the rows the erasure holds, and the erasure waits
+   *   for rows the purge holds and then finds them gone: each record is deleted and counted once.
    */
   eraseSubject(tenant: string, subjectHash: Buffer, audit: PendingAudit): Promise<{ records: number }>;
 

@@ -88,6 +88,19 @@ describe('GET /v1/policy/report', () => {
     expect(support.roles).to.deep.equal(['support', 'analytics']);
   });
 
+  it('a grant bound to purposes gives nothing to operations that state none (audit:read, policy:read), and the report says so', async () => {
+    editPolicy((policy) => {
+      policy.roles.support.push({ actions: ['audit:read', 'policy:read', 'subject:export'], purposes: ['incident'] });
+    });
+    expect((await v.http.get('/v1/audit').set(v.as('support'))).status).to.equal(403);
+    expect((await v.http.get('/v1/audit/verify').set(v.as('support'))).status).to.equal(403);
+    expect((await report('support')).status).to.equal(403);
+    expect((await v.http.post('/v1/subjects/export').set(v.as('support')).send({ subject: 'cust-1' })).status).to.equal(403);
+    const support = (await report('security')).body.roles.find((r: { role: string }) => r.role === 'support');
+    const stated = support.permissions.filter((p: { action: string }) => !['detokenize', 'read-metadata'].includes(p.action));
+    expect(stated, 'the report lists no permission that no request can get').to.deep.equal([]);
+  });
+
   it('shows a caller scoped to some tenants only the principals confined to them', async () => {
     editPolicy((policy) => {
       policy.roles.support.push({ actions: ['policy:read'] });

@@ -116,6 +116,33 @@ describe('per-subject keys (crypto-shredding)', () => {
     ]);
   });
 
+  it('erasure also destroys a key that a concurrent tokenize created after the erasure looked (its records were erased)', async () => {
+    await v.tokenize([{ type: 'pan', value: OTHER_PAN, deterministic: true }]); // the tenant has its keys
+    const keys = v.opened.vault.deps.subjectKeys.keys!;
+    const has = keys.has.bind(keys);
+    let raced: string | undefined;
+    // The interleaving: the subject has no key when the erasure looks; a tokenize then creates one and commits its record.
+    keys.has = async (tenant, hash) => {
+      const answer = await has(tenant, hash);
+      if (raced === undefined) [raced] = await v.tokenize([{ type: 'pan', value: PAN, subject: 'cust_1' }]);
+      return answer;
+    };
+    try {
+      const res = await v.http.post('/v1/subjects/erase').set(v.as('security')).send({ subject: 'cust_1' });
+      expect(res.body).to.deep.equal({ tenant: 'default', erased: { records: 1 } });
+    } finally {
+      keys.has = has;
+    }
+    const ks = keyStore();
+    try {
+      // Left in place, the key would still open the erased record in any backup of the vault database.
+      expect(ks.prepare('SELECT count(*) AS n FROM subject_keys').get()).to.deep.equal({ n: 0 });
+    } finally {
+      ks.close();
+    }
+    expect((await charge([raced!]))[0].error.code).to.equal('not_found');
+  });
+
   it('erasure fails closed: when the audit row cannot be written the key is not destroyed', async () => {
     const [mine] = await v.tokenize([{ type: 'pan', value: PAN, subject: 'cust_1' }]);
     const audit = v.opened.vault.deps.audit;

@@ -1,7 +1,13 @@
 import { expect } from 'chai';
 import { existsSync, readFileSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { createApp } from '../../src/http/app';
+import { createLogger } from '../../src/logger';
+import { StreamedDocument } from '../../src/service/streamed-document';
 import { AuditUnavailableError, StoreUnavailableError } from '../../src/store/vault-store';
 import { createTestVault, TestVault } from '../helpers/test-vault';
+import { waitFor } from '../helpers/wait-for';
 
 type Who = 'billing' | 'gateway' | 'support' | 'security';
 
@@ -148,6 +154,25 @@ describe('data subject rights: /v1/subjects/*', () => {
       for (const row of consentRows) expect(row.subjects).to.deep.equal([handle]);
     });
 
+    it('a tokenize recording consent needs the subject:consent grant: a tokenize-only caller cannot undo a withdrawal', async () => {
+      const [pan] = await v.tokenize([{ type: 'pan', value: '4242424242424242', subject: SUBJECT }]);
+      await post('consent', 'billing', { subject: SUBJECT, grant: ['billing'] });
+      // billing keeps tokenize, read-metadata and delete, but loses subject:consent.
+      policy().roles.billing = policy().roles.billing.filter((g) => !g.actions.includes('subject:consent'));
+      const regrant = await v.http
+        .post('/v1/tokenize')
+        .set(v.as('billing'))
+        .send({ purposes: ['charge'], items: [{ type: 'text', value: 'any note', subject: SUBJECT }] });
+      expect(regrant.status).to.equal(403);
+      expect(regrant.body.error.code).to.equal('forbidden');
+      expect((await auditRows()).at(-1)).to.include({ action: 'tokenize', outcome: 'deny', reason: 'no subject:consent grant' });
+      const charge = await detokenize('gateway', { tokens: [pan], purpose: 'charge' });
+      expect(charge.body.items[0]).to.deep.equal({ token: pan, error: { code: 'forbidden', reason: 'consent_not_given' } });
+      expect(v.opened.store.db.prepare('SELECT count(*) FROM tokens').pluck().get(), 'nothing stored').to.equal(1);
+      // Without purposes, tokenizing for the subject needs no consent grant.
+      await v.tokenize([{ type: 'text', value: 'any note', subject: SUBJECT }]);
+    });
+
     it('consent requests are validated: something to change, no purpose both granted and withdrawn', async () => {
       for (const body of [
         { subject: SUBJECT },
@@ -229,6 +254,57 @@ describe('data subject rights: /v1/subjects/*', () => {
         store.subjectRecords = read;
       }
       expect((await post('export', 'security', { subject: SUBJECT })).body.records).to.have.length(600);
+    });
+
+    it('an export whose client goes away mid-stream stops (it does not wait forever for the socket to drain)', async () => {
+      policy().roles.support.push({ actions: ['subject:export'] }, { actions: ['detokenize'], types: ['text'], reveal: 'plain' });
+      // Far more than the socket buffers hold, so the server has to wait for the reader.
+      for (let b = 0; b < 15; b++) {
+        await v.tokenize(
+          Array.from({ length: 200 }, (_, i) => ({ type: 'text', value: `${'x'.repeat(2000)} ${b}/${i}`, subject: SUBJECT })),
+        );
+      }
+      const vault = v.opened.vault;
+      const exportSubject = vault.exportSubject.bind(vault);
+      let stopped = false;
+      vault.exportSubject = async (...args) => {
+        const doc = await exportSubject(...args);
+        async function* watched() {
+          try {
+            yield* doc.items;
+          } finally {
+            stopped = true;
+          }
+        }
+        return new StreamedDocument(doc.fields, doc.list, watched());
+      };
+      const server = http.createServer(createApp({ vault, logger: createLogger('silent') }));
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      try {
+        const body = JSON.stringify({ subject: SUBJECT });
+        const req = http.request({
+          host: '127.0.0.1',
+          port: (server.address() as AddressInfo).port,
+          method: 'POST',
+          path: '/v1/subjects/export',
+          agent: false,
+          headers: { ...v.as('support'), 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) },
+        });
+        const response = await new Promise<http.IncomingMessage>((resolve, reject) => {
+          req.on('response', resolve);
+          req.on('error', reject);
+          req.end(body);
+        });
+        expect(response.statusCode).to.equal(200);
+        response.pause(); // reads nothing more…
+        req.on('error', () => undefined);
+        req.destroy(); // …and goes away
+        await waitFor(() => stopped, { what: 'the abandoned export to stop reading the subject' });
+      } finally {
+        vault.exportSubject = exportSubject;
+        server.closeAllConnections();
+        await new Promise((resolve) => server.close(resolve));
+      }
     });
 
     it('fails closed: no value leaves when the audit row cannot be written', async () => {
@@ -339,6 +415,8 @@ describe('data subject rights: /v1/subjects/*', () => {
         { subject: SUBJECT, from: 'yesterday' },
         { subject: SUBJECT, from: '2030-01-02T00:00:00Z', to: '2030-01-01T00:00:00Z' },
         { subject: SUBJECT, to: '2030-13-45T00:00:00Z' },
+        { subject: SUBJECT, from: '2021-02-29T00:00:00Z' }, // not a calendar date (V8 would read 1 March)
+        { subject: SUBJECT, to: '2030-04-31T00:00Z' },
       ]) {
         const res = await post('access-log', 'security', body);
         expect(res.status, JSON.stringify(body)).to.equal(400);
@@ -439,9 +517,36 @@ describe('data subject rights: /v1/subjects/*', () => {
       });
     }
 
+    it('export, access log and erasure in a tenant without keys find nothing and create no key (they are audited all the same)', async () => {
+      for (const path of ['export', 'access-log', 'erase'] as const) {
+        const res = await post(path, 'security', { tenant: `ghost-${path}`, subject: SUBJECT });
+        expect(res.status, path).to.equal(200);
+        expect(JSON.stringify(res.body), path).to.match(/"records":\[\]|"entries":\[\]|"records":0/);
+      }
+      const keys = await v.opened.store.listDataKeys();
+      expect(
+        keys.filter((k) => k.tenant.startsWith('ghost-')),
+        'no key made for a read',
+      ).to.deep.equal([]);
+      const rows = (await auditRows()).filter((r) => r.tenant?.startsWith('ghost-'));
+      expect(rows.map((r) => `${r.action}/${r.outcome}`)).to.deep.equal([
+        'subject:export/allow',
+        'subject:access-log/allow',
+        'subject:erase/allow',
+      ]);
+    });
+
     it('the subject id never appears in a URL: these operations take it only in the body', async () => {
       const res = await v.http.get(`/v1/subjects/export?subject=${SUBJECT}`).set(v.as('security'));
       expect(res.status).to.equal(405);
+      // A subject id put in the query is refused, not ignored, so the client sees its mistake instead of repeating it.
+      for (const [path, body] of endpoints) {
+        const who = path === 'consent' ? 'billing' : 'security';
+        const queried = await v.http.post(`/v1/subjects/${path}?subject=${SUBJECT}`).set(v.as(who)).send(body);
+        expect(queried.status, path).to.equal(400);
+        expect(queried.body.error).to.include({ code: 'invalid_request', message: 'query: unknown field (allowed: none)' });
+      }
+      expect((await auditRows()).filter((r) => r.action.startsWith('subject:')).length, 'nothing was done').to.equal(0);
     });
   });
 });

@@ -189,6 +189,30 @@ export function describeStoreSubjects(factory: StoreFactory): void {
         await expectIntactChain(store);
       });
 
+      it('a purge vs an erasure of the same expired records: each is deleted and counted once, by one of them', async () => {
+        for (let round = 0; round < 8; round++) {
+          const subject = Buffer.alloc(32, 230 + round);
+          const batch = ['a', 'b', 'c'].map((x) => `tok_p${round}_${x}`);
+          await store.insertTokens(
+            batch.map((t) => record(t, { subjectHash: subject, subjectSealed: Buffer.from('sealed'), expiresAt: 1 })),
+            pending(),
+            plainHooks,
+          );
+          const [purged, erased] = await Promise.all([
+            store.purgeExpired(10, 2, pending()),
+            (async () => {
+              for (let i = 0; i < round % 3; i++) await new Promise(setImmediate);
+              return b.eraseSubject('t', subject, pending());
+            })(),
+          ]);
+          const purgedRecords = purged.reduce((n, c) => n + c.records, 0);
+          expect(purgedRecords + erased.records, `round ${round}: ${purgedRecords} purged, ${erased.records} erased`).to.equal(3);
+          expect((await store.findTokens(batch)).size, `round ${round}`).to.equal(0);
+        }
+        expect(await keptCounts(store)).to.deep.equal(new Map());
+        await expectIntactChain(store);
+      });
+
       it('two erasures at once: one deletes the records, the other finds none; the counts drop once', async () => {
         for (let round = 0; round < 6; round++) {
           const subject = Buffer.alloc(32, 200 + round);
