@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { PostgresStore } from '../../src/store/postgres-store';
+import { FIND_TOKENS_SQL, PostgresStore } from '../../src/store/postgres-store';
 import { POSTGRES_MIGRATIONS } from '../../src/store/postgres-migrations';
 import {
   AuditUnavailableError,
@@ -471,6 +471,26 @@ describe('store / PostgresStore (real PostgreSQL)', function () {
     expect((a as PromiseRejectedResult).reason).to.be.instanceOf(StaleDataKeyError);
     expect(await count('tokens')).to.equal(1);
     expectOneChain(await store.auditRows(0, 100), 2);
+  });
+
+  it('finds a batch of tokens by probing the primary key, also before the table has statistics (after a bulk load)', async () => {
+    const insert = (token: string, count: number) =>
+      sql(
+        db.url,
+        `INSERT INTO tokens (token, tenant, type, format, preserve, binding, key_version, nonce, ciphertext, tag, created_at)
+         SELECT ${token}, 't', 'pan', 'pan', 'last4', 2, 1, '\\x00', '\\x00', '\\x00', 0 FROM generate_series(1, ${count}) AS n`,
+      );
+    // A new database after a bulk load: no statistics yet (autovacuum analyses it later).
+    await insert(`lpad(n::text, 16, '0')`, 1000);
+    await insert(`'tok_' || md5(n::text)`, 300_000);
+    const wanted = Array.from({ length: 1000 }, (_, i) => String(i + 1).padStart(16, '0'));
+    const plan = (await sql<{ 'QUERY PLAN': string }>(db.url, `EXPLAIN ${FIND_TOKENS_SQL}`, [wanted])).map((r) => r['QUERY PLAN']);
+    expect(plan.join('\n')).to.match(/Index Scan using tokens_pkey on tokens|Bitmap Index Scan on tokens_pkey/);
+    expect(
+      plan.filter((step) => /Seq Scan on tokens/.test(step)),
+      plan.join('\n'),
+    ).to.deep.equal([]);
+    expect((await store.findTokens(wanted)).size).to.equal(1000);
   });
 });
 
