@@ -10,6 +10,7 @@ export const ERROR_CATALOGUE = {
   confirmation_required: { status: 400, message: 'This irreversible operation needs an explicit confirmation.' },
   too_many_items: { status: 400, message: 'Too many items in one request.' },
   ttl_exceeds_retention: { status: 400, message: 'The requested ttlSeconds is above the retention limit of its data type.' },
+  too_many_purposes: { status: 400, message: 'A subject may have consented to at most 32 purposes; withdraw some first.' },
   sensitive_authentication_data: {
     status: 400,
     message: 'Card verification codes, PINs and magnetic-stripe track data must never be sent or stored (PCI DSS 3.3).',

@@ -4,7 +4,7 @@
  */
 import { Static, Type } from '@sinclair/typebox';
 import { DATA_KEY_STATES, KEY_PURPOSES } from '../domain/keys';
-import { DATA_TYPES, PRESERVE_OPTIONS, REVEAL_LEVELS, TOKEN_FORMATS } from '../domain/types';
+import { DATA_TYPES, MAX_PURPOSES, PRESERVE_OPTIONS, REVEAL_LEVELS, TOKEN_FORMATS } from '../domain/types';
 import { ERROR_CATALOGUE, ITEM_ERROR_CODES, ITEM_ERROR_REASONS } from '../errors';
 import { oneOf } from './one-of';
 
@@ -33,7 +33,6 @@ const MetadataSchema = Type.Record(
 
 /** A stated purpose: no run of 12 digits (purposes are written to audit rows, so must not be able to carry a card number). */
 const PURPOSE_PATTERN = '^(?!.*\\d{12})[A-Za-z0-9_.:-]+$';
-export const MAX_PURPOSES = 32;
 
 export const Purpose = Type.String({ minLength: 1, maxLength: 64, pattern: PURPOSE_PATTERN, description: 'A purpose, e.g. `charge`.' });
 const PurposeList = (description: string) => Type.Array(Purpose, { minItems: 1, maxItems: MAX_PURPOSES, uniqueItems: true, description });

@@ -34,3 +34,6 @@ export class DomainValidationError extends VaultError {
 
 /** Source of randomness, injectable so token formats can be tested deterministically. */
 export type RandomBytes = (size: number) => Buffer;
+
+/** Purposes one request may name, and a subject's consented set may hold (each is read on every detokenize). */
+export const MAX_PURPOSES = 32;

@@ -146,7 +146,7 @@ export const API_ROUTES: ApiRoute[] = [
     body: TokenizeRequestSchema,
     status: 200,
     response: TokenizeResponseSchema,
-    errors: ['invalid_value', 'unsupported_format', 'too_many_items', 'ttl_exceeds_retention', 'token_collision'],
+    errors: ['invalid_value', 'unsupported_format', 'too_many_items', 'ttl_exceeds_retention', 'too_many_purposes', 'token_collision'],
     handler: ({ vault, caller, body }) => vault.tokenize(caller, body as TokenizeRequest),
   },
   {
@@ -374,6 +374,7 @@ API_ROUTES.push(
     query: NoQuerySchema,
     status: 200,
     response: ConsentResponseSchema,
+    errors: ['too_many_purposes'],
     handler: ({ vault, caller, body }) => vault.changeConsent(caller, body as ConsentRequest),
   },
 );

@@ -186,6 +186,16 @@ describe('data subject rights: /v1/subjects/*', () => {
         expect(res.body.error.code).to.equal('invalid_request');
       }
     });
+
+    it('a consented set holds at most 32 purposes: a grant above answers 400 too_many_purposes and changes nothing', async () => {
+      const named = (from: number, n: number) => Array.from({ length: n }, (_, i) => `purpose_${from + i}`);
+      expect((await post('consent', 'billing', { subject: SUBJECT, grant: named(0, 32) })).status).to.equal(200);
+      const res = await post('consent', 'billing', { subject: SUBJECT, grant: ['one_more'] });
+      expect(res.status).to.equal(400);
+      expect(res.body.error).to.include({ code: 'too_many_purposes' });
+      const after = await post('consent', 'billing', { subject: SUBJECT, withdraw: ['purpose_0'] });
+      expect(after.body.consentedPurposes).to.deep.equal(named(1, 31));
+    });
   });
 
   describe('export', () => {

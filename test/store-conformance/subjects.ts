@@ -69,6 +69,26 @@ export function describeStoreSubjects(factory: StoreFactory): void {
       expect((await store.auditRowsOfSubject(created.handle, 0, 10)).map((r) => r.seq)).to.deep.equal([1, 2]);
     });
 
+    it('a consented set above 32 purposes is refused, by changeConsent and by insertTokens, writing nothing', async () => {
+      const named = (from: number, n: number) => Array.from({ length: n }, (_, i) => `purpose_${from + i}`);
+      await store.changeConsent('t', SUBJECT, { grant: named(0, 30), withdraw: [] }, 1, pending());
+      const refused = async (write: Promise<unknown>) => {
+        const outcome = await write.then(
+          () => 'stored',
+          (err: { code?: string }) => err.code,
+        );
+        expect(outcome).to.equal('too_many_purposes');
+      };
+      await refused(store.changeConsent('t', SUBJECT, { grant: named(30, 3), withdraw: [] }, 2, pending()));
+      await refused(store.insertTokens([ofSubject('tok_a')], pending(), plainHooks, [{ subjectHash: SUBJECT, purposes: named(30, 3) }]));
+      expect((await store.subject('t', SUBJECT))!.purposes).to.deep.equal(named(0, 30));
+      expect(await store.findTokens(['tok_a'])).to.have.property('size', 0);
+      expect(await expectIntactChain(store)).to.have.length(1);
+      // Withdrawing and granting in one change counts what is left.
+      const changed = await store.changeConsent('t', SUBJECT, { grant: named(30, 2), withdraw: named(0, 1) }, 3, pending());
+      expect(changed.purposes).to.have.length(31);
+    });
+
     it('the audit append indexes the handles a row names (not HMACs, not duplicates); auditRowsOfSubject pages by seq', async () => {
       const handle = Buffer.alloc(16, 1);
       for (let i = 0; i < 5; i++) {

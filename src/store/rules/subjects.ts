@@ -1,4 +1,6 @@
 import { randomBytes } from 'node:crypto';
+import { MAX_PURPOSES } from '../../domain/types';
+import { VaultError } from '../../errors';
 import { Plan, ask } from '../transaction-plan';
 import type { ConsentChange, PendingAudit, SubjectConsent, SubjectRow, TokenRecord } from '../vault-store';
 import { appendAuditPlan } from './audit';
@@ -17,10 +19,18 @@ export function subjectHandlesOf(subjects: readonly string[]): Buffer[] {
   return [...new Set(subjects)].filter((s) => HANDLE_HEX.test(s)).map((s) => Buffer.from(s, 'hex'));
 }
 
-/** The consented set after a change; purposes keep their first-recorded order. */
+/**
+ * The consented set after a change; purposes keep their first-recorded order. A set above
+ * MAX_PURPOSES is refused (each detokenize of the subject's records reads it): the transaction
+ * writes nothing.
+ */
 function changedPurposes(current: readonly string[] | null, change: ConsentChange): string[] {
   const withdrawn = new Set(change.withdraw);
-  return [...new Set([...(current ?? []), ...change.grant])].filter((p) => !withdrawn.has(p));
+  const purposes = [...new Set([...(current ?? []), ...change.grant])].filter((p) => !withdrawn.has(p));
+  if (purposes.length > MAX_PURPOSES) {
+    throw new VaultError('too_many_purposes', `A subject may have consented to at most ${MAX_PURPOSES} purposes; withdraw some first.`);
+  }
+  return purposes;
 }
 
 /**
