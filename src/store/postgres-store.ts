@@ -8,6 +8,7 @@ import { INSERT_KEY, KEY_SELECT, keyParams, planOps, runUntilChainHead, upcoming
 import {
   AuditDbRow,
   DataKeyRow,
+  JOB_COLUMNS,
   RECORDS_WITH_SUBJECT,
   JobRow,
   StoredTokenRow,
@@ -36,6 +37,7 @@ import {
   DataKeyState,
   ExpiredCount,
   InsertHooks,
+  JobFields,
   JobRecord,
   PendingAudit,
   ReencryptedRecord,
@@ -406,23 +408,11 @@ export class PostgresStore implements VaultStore {
     return row && toJob(row);
   }
 
-  async updateJob(
-    id: string,
-    fields: Partial<Pick<JobRecord, 'state' | 'total' | 'done' | 'failed' | 'updatedAt' | 'finishedAt' | 'error'>>,
-  ): Promise<void> {
-    const columns: Record<string, string> = {
-      state: 'state',
-      total: 'total',
-      done: 'done',
-      failed: 'failed',
-      updatedAt: 'updated_at',
-      finishedAt: 'finished_at',
-      error: 'error',
-    };
-    const keys = Object.keys(fields).filter((k) => k in columns);
+  async updateJob(id: string, fields: JobFields): Promise<void> {
+    const keys = (Object.keys(fields) as (keyof JobFields)[]).filter((k) => k in JOB_COLUMNS);
     if (keys.length === 0) return;
-    const sql = `UPDATE jobs SET ${keys.map((k, i) => `${columns[k]} = $${i + 2}`).join(', ')} WHERE id = $1`;
-    await this.writes.run((tx) => tx.count(sql, [id, ...keys.map((k) => fields[k as keyof typeof fields])]));
+    const sql = `UPDATE jobs SET ${keys.map((k, i) => `${JOB_COLUMNS[k]} = $${i + 2}`).join(', ')} WHERE id = $1`;
+    await this.writes.run((tx) => tx.count(sql, [id, ...keys.map((k) => fields[k])]));
   }
 
   async unfinishedJobs(): Promise<JobRecord[]> {

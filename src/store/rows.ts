@@ -1,7 +1,7 @@
 import type { KeyPurpose } from '../domain/keys';
 import type { DataType, Preserve, TokenFormat } from '../domain/types';
 import { decodeAuditList } from './audit-list-codec';
-import type { AuditRow, DataKeyRecord, DataKeyState, JobRecord, StoredRecord, SubjectRow, TokenRecord } from './vault-store';
+import type { AuditRow, DataKeyRecord, DataKeyState, JobFields, JobRecord, StoredRecord, SubjectRow, TokenRecord } from './vault-store';
 
 /**
  * Rows as both stores' drivers return them, and the records they map to. Whole numbers that
@@ -90,6 +90,17 @@ export interface JobRow {
   finished_at: WholeNumber | null;
   error: string | null;
 }
+
+/** The column of each job field that updateJob may set. */
+export const JOB_COLUMNS: Record<keyof JobFields, string> = {
+  state: 'state',
+  total: 'total',
+  done: 'done',
+  failed: 'failed',
+  updatedAt: 'updated_at',
+  finishedAt: 'finished_at',
+  error: 'error',
+};
 
 export function toJob(row: JobRow): JobRecord {
   return {

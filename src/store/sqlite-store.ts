@@ -10,7 +10,7 @@ import { auditStatements } from './sqlite/audit-statements';
 import { durabilitySettings, mapSqliteError, openSqlite, requireDurable } from './sqlite/connection';
 import { dataKeyStatements } from './sqlite/data-key-statements';
 import { GroupCommit } from './sqlite/group-commit';
-import { JobFields, jobStatements } from './sqlite/job-statements';
+import { jobStatements } from './sqlite/job-statements';
 import { leaseStatements } from './sqlite/lease-statements';
 import { toAuditRow } from './rows';
 import { subjectStatements } from './sqlite/subject-statements';
@@ -27,6 +27,7 @@ import type {
   DataKeyState,
   ExpiredCount,
   InsertHooks,
+  JobFields,
   JobRecord,
   PendingAudit,
   ReencryptedRecord,

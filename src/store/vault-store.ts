@@ -71,6 +71,9 @@ export interface ReencryptedRecord {
   subjectSealed: Buffer | null;
 }
 
+/** The fields of a job that updateJob may set. */
+export type JobFields = Partial<Pick<JobRecord, 'state' | 'total' | 'done' | 'failed' | 'updatedAt' | 'finishedAt' | 'error'>>;
+
 export interface JobRecord {
   id: string;
   kind: 'reencrypt';
@@ -407,10 +410,7 @@ export interface VaultStore {
   insertJob(job: JobRecord): Promise<void>;
   job(id: string): Promise<JobRecord | undefined>;
   /** Sets the given fields of a job (one UPDATE; the last writer wins field by field). */
-  updateJob(
-    id: string,
-    fields: Partial<Pick<JobRecord, 'state' | 'total' | 'done' | 'failed' | 'updatedAt' | 'finishedAt' | 'error'>>,
-  ): Promise<void>;
+  updateJob(id: string, fields: JobFields): Promise<void>;
   /** Jobs still `running`, oldest first. */
   unfinishedJobs(): Promise<JobRecord[]>;
   /**

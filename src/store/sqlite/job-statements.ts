@@ -1,20 +1,8 @@
 import type Database from 'better-sqlite3';
 import type { TransactionOps } from '../transaction-plan';
-import type { JobRecord } from '../vault-store';
-import { JobRow, toJob } from '../rows';
+import type { JobFields, JobRecord } from '../vault-store';
+import { JOB_COLUMNS, JobRow, toJob } from '../rows';
 import { toJobParams } from './rows';
-
-export type JobFields = Partial<Pick<JobRecord, 'state' | 'total' | 'done' | 'failed' | 'updatedAt' | 'finishedAt' | 'error'>>;
-
-const JOB_COLUMNS: Record<keyof JobFields, string> = {
-  state: 'state',
-  total: 'total',
-  done: 'done',
-  failed: 'failed',
-  updatedAt: 'updated_at',
-  finishedAt: 'finished_at',
-  error: 'error',
-};
 
 /** The database's clock in milliseconds since the epoch (job leases). */
 export const NOW_MS = "CAST(unixepoch('subsec') * 1000 AS INTEGER)";
