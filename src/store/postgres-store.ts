@@ -2,6 +2,7 @@ import { Client, Pool } from 'pg';
 import type { KeyPurpose } from '../domain/keys';
 import type { DataType } from '../domain/types';
 import { POSTGRES_MIGRATIONS } from './postgres-migrations';
+import { PoolSettings, durablePool } from './postgres-pool';
 import { redactUrl, toStoreError } from './postgres-errors';
 import { GroupCommit, query } from './postgres-group-commit';
 import { INSERT_KEY, KEY_SELECT, keyParams, planOps, runUntilChainHead, upcomingInserts } from './postgres-plan-ops';
@@ -49,12 +50,7 @@ import {
   VaultStore,
 } from './vault-store';
 
-export interface PostgresStoreOptions {
-  url: string;
-  /** Connections at most (the pool waits for a free one, up to connectTimeoutMs). */
-  poolSize: number;
-  connectTimeoutMs: number;
-  statementTimeoutMs: number;
+export interface PostgresStoreOptions extends PoolSettings {
   idleInTransactionTimeoutMs: number;
 }
 
@@ -136,23 +132,10 @@ export class PostgresStore implements VaultStore {
 
   /** Connects, applies pending migrations (one instance at a time) and returns the store. */
   static async open(options: PostgresStoreOptions): Promise<PostgresStore> {
-    const pool = new Pool({
-      connectionString: options.url,
-      max: options.poolSize,
-      connectionTimeoutMillis: options.connectTimeoutMs,
-      idleTimeoutMillis: 30_000,
-      statement_timeout: options.statementTimeoutMs,
+    const pool = durablePool(options, 'pii-vault', {
       idle_in_transaction_session_timeout: options.idleInTransactionTimeoutMs,
-      // A connection that goes silent (no RST) fails on the client side too, a little after the server would have.
-      query_timeout: options.statementTimeoutMs + options.connectTimeoutMs,
-      keepAlive: true,
-      application_name: 'pii-vault',
       // Statements whose answers nothing waits for are sent behind one another (see GroupCommit).
       pipeline: true,
-      // An acknowledged write is on disk on the server, whatever the server's default. No JIT: the
-      // vault's statements are short lookups, and when stale statistics (after a bulk load) inflate
-      // a plan's cost estimate, compiling it took 200+ ms per statement, ten times the lookup itself.
-      options: '-c synchronous_commit=on -c jit=off',
     });
     const store = new PostgresStore(pool, options.url);
     try {

@@ -1,5 +1,6 @@
 import { Pool } from 'pg';
 import { isRetryable, redactUrl, toStoreError } from './postgres-errors';
+import { PoolSettings, durablePool } from './postgres-pool';
 import {
   MAX_GET_OR_CREATE_ATTEMPTS,
   SubjectKeyRecord,
@@ -22,13 +23,6 @@ const SCHEMA = `CREATE TABLE IF NOT EXISTS subject_keys (
   PRIMARY KEY (tenant, subject_hash)
 )`;
 
-interface PostgresSubjectKeyStoreOptions {
-  url: string;
-  poolSize: number;
-  connectTimeoutMs: number;
-  statementTimeoutMs: number;
-}
-
 /**
  * The per-subject keys in a PostgreSQL database of their own (`subjectKeys.databaseUrl`, never the
  * vault's database: destroying a key must reach every backup of that one). Contract: SubjectKeyStore;
@@ -43,18 +37,8 @@ export class PostgresSubjectKeyStore implements SubjectKeyStore {
     );
   }
 
-  static async open(options: PostgresSubjectKeyStoreOptions): Promise<PostgresSubjectKeyStore> {
-    const pool = new Pool({
-      connectionString: options.url,
-      max: options.poolSize,
-      connectionTimeoutMillis: options.connectTimeoutMs,
-      idleTimeoutMillis: 30_000,
-      statement_timeout: options.statementTimeoutMs,
-      query_timeout: options.statementTimeoutMs + options.connectTimeoutMs,
-      keepAlive: true,
-      application_name: 'pii-vault-subject-keys',
-      options: '-c synchronous_commit=on',
-    });
+  static async open(options: PoolSettings): Promise<PostgresSubjectKeyStore> {
+    const pool = durablePool(options, 'pii-vault-subject-keys');
     const store = new PostgresSubjectKeyStore(pool);
     try {
       await store.createSchema();
