@@ -5,10 +5,10 @@
  */
 import Database from 'better-sqlite3';
 import { ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Client } from 'pg';
+import { createScratchDatabase } from './scratch-database';
 
 const ROOT = join(__dirname, '..', '..');
 export const CLI = join(ROOT, 'bin', 'pii-vault.js');
@@ -98,23 +98,9 @@ export async function startSqliteVault(dir: string): Promise<Vault> {
   };
 }
 
-async function onAdmin<T>(work: (client: Client) => Promise<T>): Promise<T> {
-  const client = new Client({ connectionString: ADMIN_URL, connectionTimeoutMillis: 5_000 });
-  await client.connect();
-  try {
-    return await work(client);
-  } finally {
-    await client.end();
-  }
-}
-
 /** A fresh PostgreSQL database for a bench run, and how to drop it. */
-export async function createBenchDatabase(): Promise<{ name: string; url: string; drop: () => Promise<unknown> }> {
-  const name = `pii_vault_bench_${randomBytes(6).toString('hex')}`;
-  await onAdmin((c) => c.query(`CREATE DATABASE ${name}`));
-  const url = new URL(ADMIN_URL);
-  url.pathname = `/${name}`;
-  return { name, url: url.toString(), drop: () => onAdmin((c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)) };
+export function createBenchDatabase(): Promise<{ name: string; url: string; drop(): Promise<void> }> {
+  return createScratchDatabase(ADMIN_URL, 'pii_vault_bench');
 }
 
 /** `instances` vault processes on one fresh PostgreSQL database, which `close` drops. */

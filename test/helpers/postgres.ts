@@ -1,6 +1,6 @@
-import { randomBytes } from 'node:crypto';
 import { Client } from 'pg';
 import { PostgresStore, PostgresStoreOptions } from '../../src/store/postgres-store';
+import { createScratchDatabase } from '../../scripts/scratch-database';
 
 /**
  * The PostgreSQL the tests use to create their own databases (one per suite, dropped afterwards).
@@ -43,26 +43,8 @@ export async function requirePostgres(context: Mocha.Context): Promise<void> {
 }
 
 /** A fresh, empty database for one test run; `drop` removes it (and ends its sessions). */
-export async function createTestDatabase(): Promise<{ url: string; name: string; drop(): Promise<void> }> {
-  const name = `pii_vault_test_${randomBytes(6).toString('hex')}`;
-  await admin((c) => c.query(`CREATE DATABASE ${name}`));
-  const url = new URL(ADMIN_URL);
-  url.pathname = `/${name}`;
-  return {
-    url: url.toString(),
-    name,
-    drop: () => admin((c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)).then(() => undefined),
-  };
-}
-
-async function admin<T>(work: (client: Client) => Promise<T>): Promise<T> {
-  const client = new Client({ connectionString: ADMIN_URL, connectionTimeoutMillis: 5_000 });
-  await client.connect();
-  try {
-    return await work(client);
-  } finally {
-    await client.end();
-  }
+export function createTestDatabase(): Promise<{ url: string; name: string; drop(): Promise<void> }> {
+  return createScratchDatabase(ADMIN_URL, 'pii_vault_test');
 }
 
 /** Store options for tests: small timeouts so that an outage is noticed quickly. */
