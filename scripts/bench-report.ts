@@ -23,6 +23,13 @@ export interface Row {
   auditPerSec?: number;
   /** The largest instance's. */
   rssMb: number;
+  /**
+   * CPU milliseconds per answered request: the vault processes together, every PostgreSQL process
+   * (a backend whose connection closed during the scenario is not counted), and the load generator.
+   */
+  cpuMsPerRequest?: { vault: number; postgres: number; load: number };
+  /** PostgreSQL: transactions that wrote, per answered request (a group commit serves many writes). */
+  writeTransactionsPerRequest?: number;
   ratio?: number;
   p99Ratio?: number;
 }
@@ -38,6 +45,13 @@ function markdown(header: string[], lines: string[][]): string {
   return [fmt(header), '|' + widths.map((w) => '-'.repeat(w + 2)).join('|') + '|', ...lines.map(fmt)].join('\n');
 }
 
+/** CPU ms per request, per value of a batch row (three decimals: a request of the echo server costs a few hundredths of a millisecond). */
+function cpuCell(cpu: Row['cpuMsPerRequest']): string {
+  if (!cpu) return '';
+  const f = (n: number) => n.toFixed(3);
+  return cpu.postgres ? `${f(cpu.vault)}+${f(cpu.postgres)}+${f(cpu.load)}` : `${f(cpu.vault)}+${f(cpu.load)}`;
+}
+
 const fixed2 = (n: number | undefined) => (n === undefined || !Number.isFinite(n) ? '' : n.toFixed(2));
 
 export function resultsTable(rows: Row[]): string {
@@ -51,6 +65,8 @@ export function resultsTable(rows: Row[]): string {
     'errors',
     'audit/s',
     'RSS MB',
+    'CPU ms/req vault+pg+load',
+    'write tx/req',
     'req/s ÷ echo',
     'p99 ÷ echo',
   ];
@@ -66,6 +82,8 @@ export function resultsTable(rows: Row[]): string {
       String(r.errors),
       r.auditPerSec === undefined ? '' : String(r.auditPerSec),
       String(r.rssMb),
+      cpuCell(r.cpuMsPerRequest),
+      fixed2(r.writeTransactionsPerRequest),
       fixed2(r.ratio),
       fixed2(r.p99Ratio),
     ]),

@@ -27,6 +27,8 @@ export interface Vault {
   database?: string;
   /** Sequence number of the newest audit row (every instance appends to the one chain). */
   auditSeq(): Promise<number>;
+  /** PostgreSQL: transactions that wrote so far (the newest transaction id). */
+  writeTransactions?(): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -123,6 +125,8 @@ export async function startPostgresVault(dir: string, instances: number): Promis
       pids: running.map((i) => i.proc.pid!),
       apiKeys,
       auditSeq: async () => Number((await client.query('SELECT seq FROM audit_chain_head WHERE id = 1')).rows[0].seq),
+      // Every transaction that writes takes a transaction id; this query takes one too.
+      writeTransactions: async () => Number((await client.query('SELECT pg_current_xact_id()::text AS xid')).rows[0].xid),
       close: async () => {
         await Promise.all(running.map((i) => stop(i.proc)));
         await client.end();

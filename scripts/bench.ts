@@ -20,6 +20,7 @@ import { openLoop } from './open-loop';
 import { Vault, startPostgresVault, startProcess, startSqliteVault } from './bench-vaults';
 import { Row, comparisonTable, resultsTable, targetChecks } from './bench-report';
 import { luhnCheckDigit } from '../src/domain/data-types';
+import { cpuSeconds, pidsNamed } from './cpu-usage';
 
 const ROOT = join(__dirname, '..', '..');
 
@@ -74,6 +75,8 @@ interface Target {
   pids: number[];
   /** Newest audit seq, for the audit append rate; undefined for the echo server. */
   auditSeq?: () => Promise<number>;
+  /** PostgreSQL: transactions that wrote so far. */
+  writeTransactions?: () => Promise<number>;
 }
 
 interface Load {
@@ -93,16 +96,40 @@ function spread(total: number, parts: number): number[] {
   return Array.from({ length: parts }, (_, i) => Math.floor(total / parts) + (i < total % parts ? 1 : 0));
 }
 
+/** CPU seconds used so far by the target's processes, by each PostgreSQL process and by this load generator. */
+function cpuNow(target: Target) {
+  const self = process.cpuUsage();
+  return {
+    vault: target.pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0),
+    postgres: new Map(pidsNamed('postgres').map((pid) => [pid, cpuSeconds(pid)])),
+    load: (self.user + self.system) / 1e6,
+  };
+}
+
+/** CPU milliseconds per request between two readings (a PostgreSQL backend that exited in between is not counted). */
+function cpuPerRequest(before: ReturnType<typeof cpuNow>, after: ReturnType<typeof cpuNow>, requests: number) {
+  let postgres = 0;
+  for (const [pid, seconds] of after.postgres) postgres += seconds - (before.postgres.get(pid) ?? 0);
+  const perRequest = (seconds: number) => (requests ? (1000 * seconds) / requests : 0);
+  return { vault: perRequest(after.vault - before.vault), postgres: perRequest(postgres), load: perRequest(after.load - before.load) };
+}
+
 async function measure(scenario: string, target: Target, load: Load): Promise<Row> {
   const auditBefore = await target.auditSeq?.();
+  const writesBefore = await target.writeTransactions?.();
+  const cpuBefore = cpuNow(target);
   const started = performance.now();
   const row = load.rate
     ? await measureOpenLoop(scenario, target, { ...load, rate: load.rate })
     : await measureClosedLoop(scenario, target, load);
   const seconds = (performance.now() - started) / 1000;
+  const cpuAfter = cpuNow(target);
   const auditAfter = await target.auditSeq?.();
+  const writesAfter = await target.writeTransactions?.();
   return {
     ...row,
+    cpuMsPerRequest: cpuPerRequest(cpuBefore, cpuAfter, row.requests),
+    writeTransactionsPerRequest: writesBefore === undefined || !row.requests ? undefined : (writesAfter! - writesBefore - 1) / row.requests,
     store: target.store,
     instances: target.store ? target.instances : undefined,
     auditRows: auditBefore === undefined ? undefined : auditAfter! - auditBefore,
@@ -236,6 +263,7 @@ function targetsOf(vault: Vault): Target[] {
     urls: vault.urls.slice(0, n),
     pids: vault.pids.slice(0, n),
     auditSeq: vault.auditSeq,
+    writeTransactions: vault.writeTransactions,
   }));
 }
 
