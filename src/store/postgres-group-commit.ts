@@ -139,8 +139,11 @@ export class GroupCommit {
 
   /** One attempt at the whole batch; throws (for the caller to roll back) when nothing of it may stand. */
   private async transaction(client: PoolClient, batch: Op[]): Promise<Outcome[]> {
-    const outcomes = (await this.runTogether(client, batch)) ?? (await this.runInSavepoints(client, batch));
-    await finish(client, outcomes);
+    // Pipelined with the first statement of the batch (for writes that only append an audit row, the head's lock).
+    // Were BEGIN to fail, so would every statement behind it; it is checked before anything is chained or committed.
+    const begun = settled(query(client, 'BEGIN'));
+    const outcomes = (await this.runTogether(client, batch, begun)) ?? (await this.runInSavepoints(client, batch));
+    await finish(client, outcomes, begun);
     return outcomes;
   }
 
@@ -150,9 +153,7 @@ export class GroupCommit {
    * reports its failure (a retryable one is thrown, for the whole transaction to run again), a
    * larger batch returns undefined, to run again write by write in savepoints.
    */
-  private async runTogether(client: PoolClient, batch: Op[]): Promise<Outcome[] | undefined> {
-    // Pipelined with the first write's first statement. Were BEGIN to fail, so would every statement behind it.
-    const begun = settled(query(client, 'BEGIN'));
+  private async runTogether(client: PoolClient, batch: Op[], begun: Settled<unknown>): Promise<Outcome[] | undefined> {
     const sharedKeys = new SharedKeyLocks();
     const outcomes: Outcome[] = [];
     for (const op of batch) {
@@ -167,7 +168,6 @@ export class GroupCommit {
         return batch.length === 1 ? [{ ok: false, error: err }] : undefined;
       }
     }
-    await begun.result();
     return outcomes;
   }
 
@@ -204,15 +204,16 @@ export class GroupCommit {
  * another, so that the head is held for one round trip (its read) and the commit, whatever the
  * batch size.
  */
-async function finish(client: PoolClient, outcomes: Outcome[]): Promise<void> {
+async function finish(client: PoolClient, outcomes: Outcome[], begun: Settled<unknown>): Promise<void> {
   if (!outcomes.some((o) => o.ok)) {
+    await begun.result();
     await query(client, 'COMMIT');
     return;
   }
   const shared = new Effects();
   for (const outcome of outcomes) if (outcome.ok) shared.merge(outcome.effects);
   const counted = settled(applyCounters(client, shared));
-  const chain = await resumeAtChainHead(client, outcomes, counted);
+  const chain = await resumeAtChainHead(client, outcomes, begun, counted);
   const flushed = settled(chain ? chain.flush().catch(auditFailure) : Promise.resolve());
   const committed = settled(query(client, 'COMMIT'));
   await flushed.result();
@@ -285,13 +286,20 @@ const LOCK_CHAIN_HEAD: Named = {
  * undefined when no write was parked. A failure to lock or resume is AuditUnavailableError (the
  * whole transaction is undone), unless the database itself is gone.
  */
-async function resumeAtChainHead(client: PoolClient, outcomes: Outcome[], counted: Settled<void>): Promise<ChainPhase | undefined> {
+async function resumeAtChainHead(
+  client: PoolClient,
+  outcomes: Outcome[],
+  begun: Settled<unknown>,
+  counted: Settled<void>,
+): Promise<ChainPhase | undefined> {
   const parked = outcomes.filter((o): o is Outcome & { ok: true } => o.ok && o.value instanceof AwaitsChainHead);
   if (parked.length === 0) {
+    await begun.result();
     await counted.result();
     return undefined;
   }
   const locked = settled(query(client, LOCK_CHAIN_HEAD));
+  await begun.result();
   await counted.result();
   try {
     const [head] = (await locked.result()).rows as Array<{ seq: string; hash: Buffer }>;

@@ -4,8 +4,9 @@ import type { DataType } from '../domain/types';
 import { POSTGRES_MIGRATIONS } from './postgres-migrations';
 import { PoolSettings, durablePool } from './postgres-pool';
 import { redactUrl, toStoreError } from './postgres-errors';
+import { LookupBatch } from './postgres-lookup-batch';
 import { GroupCommit, query } from './postgres-group-commit';
-import { INSERT_KEY, KEY_SELECT, keyParams, planOps, runUntilChainHead, upcomingInserts } from './postgres-plan-ops';
+import { INSERT_KEY, KEY_SELECT, Named, keyParams, planOps, runUntilChainHead, upcomingInserts } from './postgres-plan-ops';
 import {
   AuditDbRow,
   DataKeyRow,
@@ -67,11 +68,22 @@ export const FIND_TOKENS_SQL = `SELECT t.*, s.handle AS subject_handle, s.purpos
   LEFT JOIN subjects s ON s.tenant = t.tenant AND s.subject_hash = t.subject_hash
   ORDER BY t.token, t.tenant`;
 
+const FIND_TOKENS: Named = { name: 'pii-vault-find-tokens', text: FIND_TOKENS_SQL };
+
+const FIND_DETERMINISTIC: Named = {
+  name: 'pii-vault-find-deterministic',
+  text: `SELECT t.* FROM tokens t JOIN unnest($2::text[], $3::bytea[]) WITH ORDINALITY AS k(type, fingerprint, n)
+      ON t.tenant = $1 AND t.type = k.type AND t.fingerprint = k.fingerprint
+    ORDER BY k.n, t.format, t.preserve`,
+};
+
 /** Advisory lock key (per database) of schema migrations. */
 const MIGRATION_LOCK = 0x70696976; // 'piiv'
 
 /** Attempts of a write, or of a whole transaction, that hit a serialization failure or deadlock. */
 const RETRY_ATTEMPTS = 5;
+/** Distinct tokens one lookup statement asks for at most (a batch detokenize asks for up to 1,000). */
+const MAX_LOOKUP_TOKENS = 2_000;
 /** Writes sharing one transaction at most (each of them appends one audit row to its insert statement). */
 const MAX_BATCH = 256;
 
@@ -111,7 +123,8 @@ const MAX_BATCH = 256;
  * - insertDataKey, updateWrappedKey, insertJob, updateJob, saveAuditCheckpoint: one statement
  *   each (primary key, or a conditional UPDATE under its row lock). leaseJob: one conditional
  *   UPDATE of the job row, by the database's clock: a second claimer re-reads the first's row.
- * - reads: one statement on a pooled connection, no lock.
+ * - reads: one statement on a pooled connection, no lock; the findTokens calls of one event-loop
+ *   turn share one statement (LookupBatch), so each still reads one snapshot taken after it was called.
  * Deadlocks and serialization failures between group commits, and ConcurrentWriteError, are
  * retried inside the store (RETRY_ATTEMPTS), then StoreUnavailableError; a lost database is
  * StoreUnavailableError (503), and the pool reconnects by itself.
@@ -120,6 +133,7 @@ export class PostgresStore implements VaultStore {
   /** Told about connections that fail while idle (never given values). */
   onWarning: (message: string) => void = () => undefined;
   private readonly writes: GroupCommit;
+  private readonly lookups = new LookupBatch<StoredTokenRow>((tokens) => this.read(FIND_TOKENS, [tokens]), MAX_LOOKUP_TOKENS);
 
   private constructor(
     private readonly pool: Pool,
@@ -205,10 +219,10 @@ export class PostgresStore implements VaultStore {
     }
   }
 
-  /** A read outside any write transaction: one statement on any pooled connection. */
-  private async read<R>(sql: string, params?: unknown[]): Promise<R[]> {
+  /** A read outside any write transaction: one statement on any pooled connection (a hot one prepared by name, see Named). */
+  private async read<R>(sql: string | Named, params?: unknown[]): Promise<R[]> {
     try {
-      return (await this.pool.query(sql, params)).rows as R[];
+      return (await (typeof sql === 'string' ? this.pool.query(sql, params) : this.pool.query({ ...sql, values: params }))).rows as R[];
     } catch (err) {
       throw toStoreError(err);
     }
@@ -256,22 +270,13 @@ export class PostgresStore implements VaultStore {
   async findTokens(tokens: readonly string[]): Promise<Map<string, StoredRecord[]>> {
     const found = new Map<string, StoredRecord[]>();
     if (tokens.length === 0) return found;
-    const rows = await this.read<StoredTokenRow>(FIND_TOKENS_SQL, [[...new Set(tokens)]]);
-    for (const row of rows) {
-      const list = found.get(row.token) ?? [];
-      list.push(toStoredRecord(row));
-      found.set(row.token, list);
-    }
+    for (const [token, rows] of await this.lookups.find(tokens)) found.set(token, rows.map(toStoredRecord));
     return found;
   }
 
   async findDeterministic(tenant: string, keys: ReadonlyArray<{ type: DataType; fingerprint: Buffer }>): Promise<TokenRecord[]> {
     if (keys.length === 0) return [];
-    const rows = await this.read<TokenRow>(
-      `SELECT t.* FROM tokens t JOIN unnest($2::text[], $3::bytea[]) WITH ORDINALITY AS k(type, fingerprint, n)
-         ON t.tenant = $1 AND t.type = k.type AND t.fingerprint = k.fingerprint
-       ORDER BY k.n, t.format, t.preserve`,
-      [tenant, keys.map((k) => k.type), keys.map((k) => k.fingerprint)],
+    const rows = await this.read<TokenRow>(FIND_DETERMINISTIC, [tenant, keys.map((k) => k.type), keys.map((k) => k.fingerprint)],
     );
     return rows.map(toTokenRecord);
   }

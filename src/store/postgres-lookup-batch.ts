@@ -1,0 +1,56 @@
+/**
+ * Token lookups that arrive in one event-loop turn, answered by one statement: under load, each
+ * single-token detokenize would otherwise take a pooled connection and a round trip of its own
+ * (and the server a statement), for a probe of one primary-key entry.
+ */
+export class LookupBatch<Row extends { token: string }> {
+  private pending: Array<{ tokens: readonly string[]; resolve(rows: Map<string, Row[]>): void; reject(error: unknown): void }> = [];
+  private pendingTokens = 0;
+
+  /**
+   * @param lookup every row of the distinct tokens given, in one statement (one snapshot)
+   * @param maxTokens distinct tokens per statement at most; a lookup larger than that goes alone
+   */
+  constructor(
+    private readonly lookup: (tokens: string[]) => Promise<Row[]>,
+    private readonly maxTokens: number,
+  ) {}
+
+  /** The rows of each token found; a token that names none is absent. */
+  find(tokens: readonly string[]): Promise<Map<string, Row[]>> {
+    return new Promise((resolve, reject) => {
+      if (this.pendingTokens + tokens.length > this.maxTokens) this.flush();
+      if (this.pending.length === 0) setImmediate(() => this.flush());
+      this.pending.push({ tokens, resolve, reject });
+      this.pendingTokens += tokens.length;
+    });
+  }
+
+  private flush(): void {
+    const callers = this.pending.splice(0);
+    this.pendingTokens = 0;
+    if (callers.length === 0) return;
+    const wanted = [...new Set(callers.flatMap((c) => c.tokens))];
+    this.lookup(wanted).then(
+      (rows) => {
+        const byToken = new Map<string, Row[]>();
+        for (const row of rows) {
+          const list = byToken.get(row.token);
+          if (list) list.push(row);
+          else byToken.set(row.token, [row]);
+        }
+        for (const caller of callers) {
+          const found = new Map<string, Row[]>();
+          for (const token of caller.tokens) {
+            const list = byToken.get(token);
+            if (list) found.set(token, list);
+          }
+          caller.resolve(found);
+        }
+      },
+      (error: unknown) => {
+        for (const caller of callers) caller.reject(error);
+      },
+    );
+  }
+}
