@@ -441,9 +441,9 @@ describe('store / PostgresStore (real PostgreSQL)', function () {
 
   it('group commit: concurrent writes share transactions; one failing write does not undo the others', async () => {
     let transactions = 0;
-    const writes_ = (store as unknown as { writes: { commit: (batch: unknown[]) => Promise<void> } }).writes;
+    const writes_ = (store as unknown as { writes: { commit: (...args: unknown[]) => Promise<void> } }).writes;
     const commit = writes_.commit.bind(writes_);
-    writes_.commit = (batch) => (transactions++, commit(batch));
+    writes_.commit = (...args) => (transactions++, commit(...args));
     const writes = Array.from({ length: 50 }, (_, i) =>
       store.insertTokens(
         [record(`tok_${i}`, i === 17 ? 9 : 1)],
