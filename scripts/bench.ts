@@ -275,10 +275,10 @@ async function keyProviderCalls(url: string): Promise<number> {
 async function main(): Promise<void> {
   const root = mkdtempSync(join(tmpdir(), 'pii-vault-bench-'));
   const vaults: Vault[] = [];
-  let echoProc: { kill(signal: NodeJS.Signals): boolean } | undefined;
+  const echoProcs: Array<{ kill(signal: NodeJS.Signals): boolean }> = [];
   try {
     const echo = await startProcess([join(ROOT, 'dist', 'scripts', 'echo-server.js')]);
-    echoProc = echo.proc;
+    echoProcs.push(echo.proc);
     const sqliteDir = join(root, 'sqlite');
     vaults.push(await startSqliteVault(sqliteDir));
     if (WITH_POSTGRES) vaults.push(await startPostgresVault(join(root, 'postgres'), Math.max(...INSTANCE_COUNTS)));
@@ -302,6 +302,20 @@ async function main(): Promise<void> {
     const echoRow = await measure('baseline: express+helmet echo', echoTarget, echoLoad);
     const echoFixedRow = await measure('baseline: echo at a fixed 2,000 req/s (open loop)', echoTarget, { ...echoLoad, rate: 2000 });
     const rows: Row[] = [echoRow, { ...echoFixedRow, rate: 2000 }];
+    if (WITH_POSTGRES) {
+      // What the machine gives a stateless server spread over as many processes as the largest PostgreSQL row, the same clients spread over them.
+      const more = await Promise.all(
+        Array.from({ length: Math.max(...INSTANCE_COUNTS) - 1 }, () => startProcess([join(ROOT, 'dist', 'scripts', 'echo-server.js')])),
+      );
+      echoProcs.push(...more.map((m) => m.proc));
+      const spreadEcho: Target = {
+        instances: more.length + 1,
+        urls: [echo.url, ...more.map((m) => m.url)],
+        pids: [echo.proc.pid!, ...more.map((m) => m.proc.pid!)],
+      };
+      await measure('warm-up', spreadEcho, { ...echoLoad, duration: warmup });
+      rows.push(await measure(`baseline: echo spread over ${spreadEcho.instances} processes`, spreadEcho, echoLoad));
+    }
     const vs = (row: Row) => ({ ...row, ratio: row.reqPerSec / echoRow.reqPerSec, p99Ratio: row.p99 / Math.max(echoRow.p99, 1) });
     // At a fixed rate only latency is compared, with the echo server at the same rate.
     const vsFixed = (row: Row) => ({ ...row, p99Ratio: row.p99 / Math.max(echoFixedRow.p99, 0.01) });
@@ -386,7 +400,7 @@ async function main(): Promise<void> {
     writeFileSync(outFile, JSON.stringify(report, null, 2));
     process.stdout.write(`written to ${outFile}\n`);
   } finally {
-    echoProc?.kill('SIGTERM');
+    for (const proc of echoProcs) proc.kill('SIGTERM');
     await Promise.all(vaults.map((v) => v.close()));
     rmSync(root, { recursive: true, force: true });
   }
