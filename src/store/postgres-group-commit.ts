@@ -13,6 +13,8 @@ type Work<T> = (tx: WriteTx) => Promise<T>;
 
 interface Op {
   work: Work<unknown>;
+  /** Its only statement is at the chain head (an audit append): it may join a transaction already there (see Phases.latecomers). */
+  headOnly: boolean;
   resolve(value: unknown): void;
   reject(error: unknown): void;
 }
@@ -21,6 +23,12 @@ interface Op {
 interface Phases {
   atHead(): void;
   leftHead(): void;
+  /**
+   * Once the transaction holds the head: the head-only writes that arrived while it waited for it,
+   * taken from the queue and added to the transaction's batch, so that they share its commit
+   * instead of waiting for the next transaction of this instance to wait for the head in turn.
+   */
+  latecomers(): Op[];
 }
 
 type Outcome = { ok: true; value: unknown; effects: Effects } | { ok: false; error: unknown };
@@ -74,9 +82,10 @@ export class GroupCommit {
     private readonly options: GroupCommitOptions,
   ) {}
 
-  run<T>(work: Work<T>): Promise<T> {
+  /** `headOnly`: the write's plan asks for the chain head before any statement (an audit append, nothing else). */
+  run<T>(work: Work<T>, headOnly = false): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      this.pending.push({ work, resolve: resolve as (value: unknown) => void, reject });
+      this.pending.push({ work, headOnly, resolve: resolve as (value: unknown) => void, reject });
       this.schedule();
     });
   }
@@ -105,7 +114,7 @@ export class GroupCommit {
       const batch = this.pending.splice(0, this.options.maxBatch);
       if (batch.length === 0) return;
       this.running++;
-      const phases = this.phases();
+      const phases = this.phases(batch);
       void this.commit(batch, phases).finally(() => {
         this.running--;
         phases.leftHead();
@@ -118,9 +127,16 @@ export class GroupCommit {
   }
 
   /** Tells the scheduler when a transaction reaches the chain head, and when it leaves it (COMMIT sent, or the transaction over). */
-  private phases(): Phases {
+  private phases(batch: Op[]): Phases {
     let phase: 'writes' | 'head' | 'left' = 'writes';
     return {
+      latecomers: () => {
+        const late: Op[] = [];
+        const room = this.options.maxBatch - batch.length;
+        this.pending = this.pending.filter((op) => !(op.headOnly && late.length < room && late.push(op)));
+        batch.push(...late);
+        return late;
+      },
       atHead: () => {
         if (phase !== 'writes') return;
         phase = 'head';
@@ -349,11 +365,31 @@ async function resumeAtChainHead(
   try {
     const [head] = (await locked.result()).rows as Array<{ seq: string; hash: Buffer }>;
     if (!head) throw new Error('the audit chain head row is missing');
+    for (const op of phases.latecomers()) {
+      const outcome = await parkedAtHead(op);
+      outcomes.push(outcome);
+      if (outcome.ok) parked.push(outcome);
+    }
     const chain = new ChainPhase(txOn(client, new Effects()), { seq: Number(head.seq), hash: head.hash });
     for (const outcome of parked) outcome.value = await (outcome.value as AwaitsChainHead<unknown>).resume(chain);
     return chain;
   } catch (err) {
     return auditFailure(err);
+  }
+}
+
+/** A head-only write run up to the head, where it parks without a statement (one that tries a statement fails alone). */
+async function parkedAtHead(op: Op): Promise<Outcome> {
+  const noStatement = (): never => {
+    throw new Error('a head-only write ran a statement before the chain head');
+  };
+  const tx: WriteTx = { rows: noStatement, count: noStatement, addEncryptions: noStatement, addRecords: noStatement };
+  try {
+    const value = await op.work(tx);
+    if (!(value instanceof AwaitsChainHead)) throw new Error('a head-only write did not reach the chain head');
+    return { ok: true, value, effects: new Effects() };
+  } catch (error) {
+    return { ok: false, error };
   }
 }
 

@@ -462,7 +462,7 @@ export class PostgresStore implements VaultStore {
   }
 
   async appendAudit(audit: PendingAudit): Promise<AuditRow> {
-    return this.transact(() => appendAuditPlan(audit));
+    return (await this.writes.run((tx) => runUntilChainHead(appendAuditPlan(audit), planOps(tx)), true)) as AuditRow;
   }
 
   async auditRows(afterSeq: number, limit: number, tenants?: readonly string[]): Promise<AuditRow[]> {

@@ -71,6 +71,47 @@ describe('store / PostgreSQL group commit scheduling', () => {
     expect(log.filter((s) => s.sql === 'COMMIT').length).to.equal(2);
   });
 
+  it('audit-only writes that arrive while a transaction waits for the head join it there and share its commit; others wait for the next', async () => {
+    const { pool, log, gates } = fakePool();
+    const commits = new GroupCommit(pool, { maxBatch: 256, maxConcurrentBatches: 2, retryAttempts: 1 });
+    const commitCount = () => log.filter((s) => s.sql === 'COMMIT').length;
+    const first = commits.run(appendOnly, true);
+    await until(() => gates.length === 1);
+    const late: Array<Promise<unknown>> = [];
+    for (let i = 0; i < 4; i++) {
+      late.push(commits.run(appendOnly, true));
+      await turn();
+    }
+    const tokenize = commits.run(withStatement);
+    const notDeclared = commits.run(appendOnly);
+    await turn();
+    gates.shift()!.open();
+    expect(await Promise.all([first, ...late])).to.deep.equal(Array(5).fill('appended'));
+    expect(commitCount(), 'the four latecomers committed with the first').to.equal(1);
+    while (commitCount() < 2) {
+      await until(() => gates.length > 0 || commitCount() === 2);
+      gates.shift()?.open();
+    }
+    expect(await Promise.all([tokenize, notDeclared])).to.deep.equal(['written', 'appended']);
+    expect(log.filter((s) => s.sql === 'BEGIN').length).to.equal(2);
+  });
+
+  it('a latecomer that runs a statement before the head fails alone; the transaction it joined commits the others', async () => {
+    const { pool, log, gates } = fakePool();
+    const commits = new GroupCommit(pool, { maxBatch: 256, maxConcurrentBatches: 2, retryAttempts: 1 });
+    const first = commits.run(appendOnly, true);
+    await until(() => gates.length === 1);
+    const liar = commits.run(withStatement, true);
+    const honest = commits.run(appendOnly, true);
+    await turn();
+    gates.shift()!.open();
+    const [a, b, c] = await Promise.allSettled([first, liar, honest]);
+    expect(a).to.deep.equal({ status: 'fulfilled', value: 'appended' });
+    expect((b as PromiseRejectedResult).reason.message).to.match(/head-only write ran a statement/);
+    expect(c).to.deep.equal({ status: 'fulfilled', value: 'appended' });
+    expect(log.filter((s) => s.sql.includes('slow'))).to.deep.equal([]);
+  });
+
   it('a transaction still running its writes does not hold the next one back (their statements overlap)', async () => {
     const { pool, log, gates } = fakePool();
     const commits = new GroupCommit(pool, { maxBatch: 256, maxConcurrentBatches: 2, retryAttempts: 1 });
