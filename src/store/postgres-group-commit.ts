@@ -57,8 +57,10 @@ interface GroupCommitOptions {
 }
 
 /**
- * Group commit on PostgreSQL: the writes that arrive in one event-loop turn share one transaction,
- * and every caller is answered after the shared COMMIT (synchronous_commit=on: on disk). The writes
+ * Group commit on PostgreSQL: the writes that arrive in one event-loop turn share one transaction
+ * (and so do those that arrive while it runs its writes' statements, and audit-only writes that
+ * arrive while it waits for the chain head: see runTogether and Phases.latecomers), and every
+ * caller is answered after the shared COMMIT (synchronous_commit=on: on disk). The writes
  * run one after the other without savepoints; when one fails, the transaction is rolled back and
  * the batch runs again with each write in its own savepoint, so that one failing write does not
  * undo the others. The writes' hot spots are applied at the very end, in a fixed order, so that
@@ -214,10 +216,12 @@ export class GroupCommit {
   private async runTogether(client: PoolClient, batch: Op[], begun: Settled<unknown>): Promise<Outcome[] | undefined> {
     const sharedKeys = new SharedKeyLocks();
     const outcomes: Outcome[] = [];
+    // The array grows while it is walked: writes that arrived while the batch's statements ran join at its end.
     for (const op of batch) {
       const effects = new Effects();
       try {
         outcomes.push({ ok: true, value: await op.work(txOn(client, effects, sharedKeys)), effects });
+        if (outcomes.length === batch.length) batch.push(...this.pending.splice(0, this.options.maxBatch - batch.length));
       } catch (err) {
         await begun.result();
         if (breaksConnection(err) || (batch.length === 1 && isRetryable(err))) throw err;

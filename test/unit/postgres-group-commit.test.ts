@@ -112,6 +112,24 @@ describe('store / PostgreSQL group commit scheduling', () => {
     expect(log.filter((s) => s.sql.includes('slow'))).to.deep.equal([]);
   });
 
+  it("writes that arrive while a transaction runs its writes' statements join it before it goes to the head", async () => {
+    const { pool, log, gates } = fakePool();
+    const commits = new GroupCommit(pool, { maxBatch: 256, maxConcurrentBatches: 1, retryAttempts: 1 });
+    const first = commits.run(withStatement);
+    await until(() => gates.length === 1);
+    const joining = [commits.run(withStatement), commits.run(appendOnly)];
+    await turn();
+    gates.shift()!.open();
+    await until(() => gates.length === 1);
+    expect(gates[0].sql, "the joining write's statement, before any head").to.include('slow');
+    gates.shift()!.open();
+    await until(() => gates.length === 1);
+    expect(gates[0].sql).to.include('FOR UPDATE');
+    gates.shift()!.open();
+    expect(await Promise.all([first, ...joining])).to.deep.equal(['written', 'written', 'appended']);
+    expect(log.filter((s) => s.sql === 'BEGIN').length, 'one transaction for all three').to.equal(1);
+  });
+
   it('a transaction still running its writes does not hold the next one back (their statements overlap)', async () => {
     const { pool, log, gates } = fakePool();
     const commits = new GroupCommit(pool, { maxBatch: 256, maxConcurrentBatches: 2, retryAttempts: 1 });
