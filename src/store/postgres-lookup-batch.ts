@@ -1,7 +1,8 @@
 /**
- * Token lookups that arrive in one event-loop turn, answered by one statement: under load, each
- * single-token detokenize would otherwise take a pooled connection and a round trip of its own
- * (and the server a statement), for a probe of one primary-key entry.
+ * Token lookups that arrive in one event-loop turn (or while maxInFlight statements are out),
+ * answered by one statement: under load, each single-token detokenize would otherwise take a
+ * pooled connection and a round trip of its own (and the server a statement), for a probe of one
+ * primary-key entry.
  */
 export class LookupBatch<Row extends { token: string }> {
   private pending: Array<{ tokens: readonly string[]; resolve(rows: Map<string, Row[]>): void; reject(error: unknown): void }> = [];
@@ -45,29 +46,31 @@ export class LookupBatch<Row extends { token: string }> {
     if (callers.length === 0) return;
     const wanted = [...new Set(callers.flatMap((c) => c.tokens))];
     this.inFlight++;
-    this.lookup(wanted).finally(() => {
-      this.inFlight--;
-      this.schedule();
-    }).then(
-      (rows) => {
-        const byToken = new Map<string, Row[]>();
-        for (const row of rows) {
-          const list = byToken.get(row.token);
-          if (list) list.push(row);
-          else byToken.set(row.token, [row]);
-        }
-        for (const caller of callers) {
-          const found = new Map<string, Row[]>();
-          for (const token of caller.tokens) {
-            const list = byToken.get(token);
-            if (list) found.set(token, list);
+    this.lookup(wanted)
+      .finally(() => {
+        this.inFlight--;
+        this.schedule();
+      })
+      .then(
+        (rows) => {
+          const byToken = new Map<string, Row[]>();
+          for (const row of rows) {
+            const list = byToken.get(row.token);
+            if (list) list.push(row);
+            else byToken.set(row.token, [row]);
           }
-          caller.resolve(found);
-        }
-      },
-      (error: unknown) => {
-        for (const caller of callers) caller.reject(error);
-      },
-    );
+          for (const caller of callers) {
+            const found = new Map<string, Row[]>();
+            for (const token of caller.tokens) {
+              const list = byToken.get(token);
+              if (list) found.set(token, list);
+            }
+            caller.resolve(found);
+          }
+        },
+        (error: unknown) => {
+          for (const caller of callers) caller.reject(error);
+        },
+      );
   }
 }

@@ -139,7 +139,11 @@ export class PostgresStore implements VaultStore {
   /** Told about connections that fail while idle (never given values). */
   onWarning: (message: string) => void = () => undefined;
   private readonly writes: GroupCommit;
-  private readonly lookups = new LookupBatch<StoredTokenRow>((tokens) => this.read(FIND_TOKENS, [tokens]), MAX_LOOKUP_TOKENS, MAX_LOOKUPS_IN_FLIGHT);
+  private readonly lookups = new LookupBatch<StoredTokenRow>(
+    (tokens) => this.read(FIND_TOKENS, [tokens]),
+    MAX_LOOKUP_TOKENS,
+    MAX_LOOKUPS_IN_FLIGHT,
+  );
 
   private constructor(
     private readonly pool: Pool,
@@ -282,8 +286,7 @@ export class PostgresStore implements VaultStore {
 
   async findDeterministic(tenant: string, keys: ReadonlyArray<{ type: DataType; fingerprint: Buffer }>): Promise<TokenRecord[]> {
     if (keys.length === 0) return [];
-    const rows = await this.read<TokenRow>(FIND_DETERMINISTIC, [tenant, keys.map((k) => k.type), keys.map((k) => k.fingerprint)],
-    );
+    const rows = await this.read<TokenRow>(FIND_DETERMINISTIC, [tenant, keys.map((k) => k.type), keys.map((k) => k.fingerprint)]);
     return rows.map(toTokenRecord);
   }
 

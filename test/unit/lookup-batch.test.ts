@@ -47,18 +47,26 @@ describe('store / LookupBatch (PostgreSQL token lookups of one event-loop turn i
     const { statements, lookup } = table(rows);
     const batch = new LookupBatch<Row>(lookup, 3, 1000);
     const found = await Promise.all([batch.find(['a', 'b']), batch.find(['c', 'x']), batch.find(['p', 'q', 'r', 's'])]);
-    expect(statements).to.deep.equal([['a', 'b'], ['c', 'x'], ['p', 'q', 'r', 's']]);
+    expect(statements).to.deep.equal([
+      ['a', 'b'],
+      ['c', 'x'],
+      ['p', 'q', 'r', 's'],
+    ]);
     expect([...found[1].keys()]).to.deep.equal(['c']);
   });
 
   it('while maxInFlight statements are out, later lookups wait, then go together in one statement', async () => {
     const statements: string[][] = [];
     const gates: Array<() => void> = [];
-    const batch = new LookupBatch<Row>(async (tokens) => {
-      statements.push(tokens);
-      await new Promise<void>((resolve) => gates.push(resolve));
-      return rows.filter((r) => tokens.includes(r.token));
-    }, 100, 1);
+    const batch = new LookupBatch<Row>(
+      async (tokens) => {
+        statements.push(tokens);
+        await new Promise<void>((resolve) => gates.push(resolve));
+        return rows.filter((r) => tokens.includes(r.token));
+      },
+      100,
+      1,
+    );
     const first = batch.find(['a']);
     await new Promise((resolve) => setImmediate(resolve));
     const later = [];
@@ -77,10 +85,14 @@ describe('store / LookupBatch (PostgreSQL token lookups of one event-loop turn i
 
   it("a failed statement fails every lookup it carried, and the next turn's lookups are unaffected", async () => {
     let fail = true;
-    const batch = new LookupBatch<Row>(async (tokens) => {
-      if (fail) throw new Error('database gone');
-      return rows.filter((r) => tokens.includes(r.token));
-    }, 100, 1000);
+    const batch = new LookupBatch<Row>(
+      async (tokens) => {
+        if (fail) throw new Error('database gone');
+        return rows.filter((r) => tokens.includes(r.token));
+      },
+      100,
+      1000,
+    );
     const outcomes = await Promise.allSettled([batch.find(['a']), batch.find(['b'])]);
     expect(outcomes.map((o) => o.status)).to.deep.equal(['rejected', 'rejected']);
     fail = false;
