@@ -5,6 +5,7 @@ import { POSTGRES_MIGRATIONS } from './postgres-migrations';
 import { PoolSettings, durablePool } from './postgres-pool';
 import { redactUrl, toStoreError } from './postgres-errors';
 import { LookupBatch } from './postgres-lookup-batch';
+import { TOKEN_COLUMNS } from './postgres-rows';
 import { GroupCommit, query } from './postgres-group-commit';
 import { INSERT_KEY, KEY_SELECT, Named, keyParams, planOps, runUntilChainHead, upcomingInserts } from './postgres-plan-ops';
 import {
@@ -56,13 +57,22 @@ export interface PostgresStoreOptions extends PoolSettings {
 }
 
 /**
+ * The columns of `tokens` by name, never `t.*`: these reads are prepared on each connection (see
+ * Named), and a prepared statement whose `*` a later release's migration widens (a rolling upgrade
+ * runs old instances on the new schema) fails with "cached plan must not change result type".
+ */
+const T_COLUMNS = TOKEN_COLUMNS.split(', ')
+  .map((column) => `t.${column}`)
+  .join(', ');
+
+/**
  * The records of a list of tokens: one probe of the primary key per token. Not `token = ANY(list)`:
  * with statistics gone stale after a bulk load, the planner took that for a large part of the table
  * and scanned all of it in parallel (seen: 40 ms instead of 2 ms for 1,000 tokens, and the batch
  * detokenize rate fell to a tenth). OFFSET 0 keeps the lateral lookup from being flattened into
  * that same join.
  */
-export const FIND_TOKENS_SQL = `SELECT t.*, s.handle AS subject_handle, s.purposes AS subject_purposes
+export const FIND_TOKENS_SQL = `SELECT ${T_COLUMNS}, s.handle AS subject_handle, s.purposes AS subject_purposes
   FROM unnest($1::text[]) AS wanted(token)
   CROSS JOIN LATERAL (SELECT * FROM tokens WHERE tokens.token = wanted.token OFFSET 0) t
   LEFT JOIN subjects s ON s.tenant = t.tenant AND s.subject_hash = t.subject_hash
@@ -72,7 +82,7 @@ const FIND_TOKENS: Named = { name: 'pii-vault-find-tokens', text: FIND_TOKENS_SQ
 
 const FIND_DETERMINISTIC: Named = {
   name: 'pii-vault-find-deterministic',
-  text: `SELECT t.* FROM tokens t JOIN unnest($2::text[], $3::bytea[]) WITH ORDINALITY AS k(type, fingerprint, n)
+  text: `SELECT ${T_COLUMNS} FROM tokens t JOIN unnest($2::text[], $3::bytea[]) WITH ORDINALITY AS k(type, fingerprint, n)
       ON t.tenant = $1 AND t.type = k.type AND t.fingerprint = k.fingerprint
     ORDER BY k.n, t.format, t.preserve`,
 };

@@ -159,6 +159,24 @@ describe('store / PostgresStore (real PostgreSQL)', function () {
     expect(row).to.deep.include({ seq: 1, tokens: ['tok_a', 'tok_b'], action: 'tokenize', tenant: 't' });
   });
 
+  it('token reads keep working after a later release adds a column to tokens (a rolling upgrade: prepared reads name their columns)', async () => {
+    await store.insertTokens([deterministic('tok_a')], audit(), {
+      retokenize: () => record('x'),
+      resolveExisting: () => 'insert',
+    });
+    const reads = () =>
+      Promise.all([
+        ...Array.from({ length: 4 }, () => store.findTokens(['tok_a'])),
+        ...Array.from({ length: 4 }, () => store.findDeterministic('t', [{ type: 'text', fingerprint: Buffer.from('f') }])),
+      ]);
+    await reads();
+    // What a newer instance's migration may do while this one serves.
+    await sql(db.url, 'ALTER TABLE tokens ADD COLUMN added_later TEXT');
+    const after = await reads();
+    expect([...(after[0] as Map<string, unknown[]>).keys()]).to.deep.equal(['tok_a']);
+    expect(after[4]).to.have.length(1);
+  });
+
   it('a token taken in the tenant gets a new one from retokenize; the same token in another tenant does not collide', async () => {
     await store.insertDataKey(key(1, 'active', 'u'));
     await store.insertTokens(
