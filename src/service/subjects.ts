@@ -134,17 +134,26 @@ export async function subjectAccessLog(deps: VaultDeps, caller: Caller, request:
         SUBJECT_PAGE,
       )
     : emptyRows();
-  return new StreamedDocument({ tenant: subject.tenant }, 'entries', accessLogEntries(rows, names, window));
+  // A row of a request that touched several tenants (its tenant is null) lists the types of every item and a reason that
+  // counts them all: a caller not covering every tenant sees that the decision named the subject, not the other tenants' part.
+  const showsWhole = (r: AuditRow) => r.tenant === subject.tenant || caller.principal.tenants.includes('*');
+  return new StreamedDocument({ tenant: subject.tenant }, 'entries', accessLogEntries(rows, names, window, showsWhole));
 }
 
 async function* emptyRows(): AsyncIterable<AuditRow> {}
 
-async function* accessLogEntries(rows: AsyncIterable<AuditRow>, names: Set<string>, window: TimeWindow): AsyncIterable<AccessLogEntry> {
+async function* accessLogEntries(
+  rows: AsyncIterable<AuditRow>,
+  names: Set<string>,
+  window: TimeWindow,
+  showsWhole: (row: AuditRow) => boolean,
+): AsyncIterable<AccessLogEntry> {
   for await (const row of rows) {
     if (!row.subjects.some((s) => names.has(s))) continue;
     const ts = Date.parse(row.ts);
     if (ts < window.from || ts >= window.to) continue;
-    const { seq, principal, action, types, purpose, outcome, reason, requestId } = row;
+    const { seq, principal, action, purpose, outcome, requestId } = row;
+    const [types, reason] = showsWhole(row) ? [row.types, row.reason] : [[], null];
     yield { seq, ts: row.ts, principal, action, types, purpose, outcome, reason, requestId };
   }
 }

@@ -54,6 +54,13 @@ export async function tokenize(deps: VaultDeps, caller: Caller, request: Tokeniz
       );
     } catch (err) {
       if (err instanceof ExistingRecordChangedError && vetAttempt++ < MAX_VET_ATTEMPTS) continue;
+      if (err instanceof VaultError && err.code === 'deterministic_conflict') {
+        // A refusal is a decision like any other (it tells the caller the value is stored): audited, naming no subject.
+        const types = distinct(prepared.map((p) => p.type));
+        await deps.audit.append(
+          auditEntry(deps, caller, { action: 'tokenize', outcome: 'deny', tenant, types, reason: 'deterministic_conflict' }),
+        );
+      }
       // A rotation committed between reading the active key and storing: seal again under the new one.
       if (!(err instanceof StaleDataKeyError) || attempt++ >= 3) throw err;
       deps.keys.forgetActive(tenant, 'data');

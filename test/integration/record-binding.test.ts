@@ -220,8 +220,11 @@ describe('record binding: columns a database writer might edit', () => {
         expect(res.body.error).to.include({ code: 'deterministic_conflict' });
         expect(res.body.error.details).to.deep.equal({ index: 1, field });
         expect((db().prepare('SELECT count(*) AS n FROM tokens').get() as { n: number }).n).to.equal(before);
-        // No audit row names a subject the record does not have.
-        expect((await v.opened.store.auditRows(0, 10_000)).length).to.equal(auditBefore);
+        // The refusal is audited, and its row names no subject (not the one the record does not have).
+        const added = (await v.opened.store.auditRows(0, 10_000)).slice(auditBefore);
+        expect(added.map((r) => [r.action, r.outcome, r.reason, r.types, r.subjects])).to.deep.equal([
+          ['tokenize', 'deny', 'deterministic_conflict', ['text', 'ssn'], []],
+        ]);
       });
     }
 

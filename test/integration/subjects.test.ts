@@ -400,6 +400,43 @@ describe('data subject rights: /v1/subjects/*', () => {
       expect(expected.find((e) => e.purpose === 'marketing')!.reason).to.equal('1 consent_not_given');
     });
 
+    it("a decision on several tenants at once is listed without the other tenants' part to a caller not covering them", async () => {
+      const policyDoc = policy();
+      policyDoc.principals.billing.tenants = ['default', 'acme'];
+      policyDoc.principals.gateway.tenants = ['default', 'acme'];
+      policyDoc.roles.gateway.push({ actions: ['detokenize'], types: ['email'], reveal: 'masked' });
+      const [pan] = await v.tokenize([{ type: 'pan', value: '4242424242424242', subject: SUBJECT }]);
+      const acme = await v.http
+        .post('/v1/tokenize')
+        .set(v.as('billing'))
+        .send({
+          tenant: 'acme',
+          items: [
+            { type: 'email', value: 'ann@acme.example' },
+            { type: 'text', value: 'acme note' },
+          ],
+        });
+      expect(acme.status).to.equal(200);
+      const both = await detokenize('gateway', {
+        tokens: [pan, ...acme.body.items.map((i: { token: string }) => i.token)],
+        purpose: 'charge',
+      });
+      expect(both.status).to.equal(200);
+      const row = (await auditRows()).at(-1)!;
+      expect(row).to.include({ tenant: null, outcome: 'partial' });
+      expect(row.types).to.include('email');
+      expect(row.reason).to.equal('1 forbidden');
+
+      const entryOf = async () =>
+        (await post('access-log', 'security', { subject: SUBJECT })).body.entries.find((e: { seq: number }) => e.seq === row.seq);
+      expect(await entryOf(), 'a caller covering every tenant sees the whole row').to.deep.include({
+        types: row.types,
+        reason: row.reason,
+      });
+      policyDoc.principals.security.tenants = ['default'];
+      expect(await entryOf()).to.deep.include({ principal: 'gateway', action: 'detokenize', outcome: 'partial', types: [], reason: null });
+    });
+
     it('from/to keep the decisions in [from, to); bad timestamps are a 400', async () => {
       const [token] = await v.tokenize([{ type: 'text', value: 'x', subject: SUBJECT }]);
       const realNow = v.opened.vault.deps.now;
