@@ -16,7 +16,7 @@ export interface PoolSettings {
  * the lookup itself.
  */
 export function durablePool(settings: PoolSettings, applicationName: string, more: PoolConfig = {}): Pool {
-  return new Pool({
+  const pool = new Pool({
     connectionString: settings.url,
     max: settings.poolSize,
     connectionTimeoutMillis: settings.connectTimeoutMs,
@@ -29,4 +29,9 @@ export function durablePool(settings: PoolSettings, applicationName: string, mor
     options: '-c synchronous_commit=on -c jit=off',
     ...more,
   });
+  // A session the server ends in the packet that made it ready (a shutting-down server) errs before
+  // whoever awaited connect() can listen: without a listener of its own that 'error' would crash the
+  // process. The failure still reaches the holder (its statements fail) and the pool (it drops the client).
+  pool.on('connect', (client) => client.on('error', () => undefined));
+  return pool;
 }
