@@ -119,8 +119,7 @@ export class GroupCommit {
       const phases = this.phases(batch);
       void this.commit(batch, phases).finally(() => {
         this.running--;
-        phases.leftHead();
-        this.schedule();
+        phases.leftHead(); // schedules the next
         if (this.running === 0 && this.pending.length === 0) for (const done of this.idle.splice(0)) done();
       });
       // More than maxBatch were waiting: the rest may start a transaction of their own.
@@ -297,8 +296,8 @@ function txOn(client: PoolClient, effects: Effects, sharedKeys?: SharedKeyLocks)
   };
 }
 
-/** A statement on a client; driver failures become StoreUnavailableError (see toStoreError). */
-export async function query(client: PoolClient, sql: string | Named, params?: unknown[]) {
+/** A statement on a client, or on any connection of a pool; driver failures become StoreUnavailableError (see toStoreError). */
+export async function query(client: Pool | PoolClient, sql: string | Named, params?: unknown[]) {
   try {
     return await (typeof sql === 'string' ? client.query(sql, params) : client.query({ ...sql, values: params }));
   } catch (err) {

@@ -241,11 +241,7 @@ export class PostgresStore implements VaultStore {
 
   /** A read outside any write transaction: one statement on any pooled connection (a hot one prepared by name, see Named). */
   private async read<R>(sql: string | Named, params?: unknown[]): Promise<R[]> {
-    try {
-      return (await (typeof sql === 'string' ? this.pool.query(sql, params) : this.pool.query({ ...sql, values: params }))).rows as R[];
-    } catch (err) {
-      throw toStoreError(err);
-    }
+    return (await query(this.pool, sql, params)).rows as R[];
   }
 
   async ping(): Promise<void> {
