@@ -1,8 +1,9 @@
 import type { Pool, PoolClient } from 'pg';
-import { AwaitsChainHead, ChainPhase, Named, SharedKeyLocks, WriteTx } from './postgres-plan-ops';
+import { AwaitsChainHead, ChainPhase, Named, SharedKeyLocks, WriteTx, upcomingInserts } from './postgres-plan-ops';
+import type { UpcomingInserts } from './postgres-batch-insert';
 import { breaksConnection, isRetryable as isRetryableError, toStoreError } from './postgres-errors';
 import { ConcurrentWriteError } from './transaction-plan';
-import { AuditUnavailableError, StoreUnavailableError } from './vault-store';
+import { AuditUnavailableError, StoreUnavailableError, TokenRecord } from './vault-store';
 
 /** A lost race a lock could not prevent: run the write (or the transaction) again. */
 function isRetryable(err: unknown): boolean {
@@ -15,6 +16,8 @@ interface Op {
   work: Work<unknown>;
   /** Its only statement is at the chain head (an audit append): it may join a transaction already there (see Phases.latecomers). */
   headOnly: boolean;
+  /** The records it is about to insert (see UpcomingInserts). */
+  inserting: readonly TokenRecord[];
   resolve(value: unknown): void;
   reject(error: unknown): void;
 }
@@ -47,6 +50,13 @@ function add(map: Map<string, number>, key: string, n: number): void {
   map.set(key, (map.get(key) ?? 0) + n);
 }
 
+interface RunOptions {
+  /** The write's plan asks for the chain head before any statement (an audit append, nothing else). */
+  headOnly?: boolean;
+  /** The records the write is about to insert: written with those of the transaction's other writes, in one statement. */
+  inserting?: readonly TokenRecord[];
+}
+
 interface GroupCommitOptions {
   /** Writes per transaction at most. */
   maxBatch: number;
@@ -60,10 +70,10 @@ interface GroupCommitOptions {
  * Group commit on PostgreSQL: the writes that arrive in one event-loop turn share one transaction
  * (and so do those that arrive while it runs its writes' statements, and audit-only writes that
  * arrive while it waits for the chain head: see runTogether and Phases.latecomers), and every
- * caller is answered after the shared COMMIT (synchronous_commit=on: on disk). The writes
- * run one after the other without savepoints; when one fails, the transaction is rolled back and
- * the batch runs again with each write in its own savepoint, so that one failing write does not
- * undo the others. The writes' hot spots are applied at the very end, in a fixed order, so that
+ * caller is answered after the shared COMMIT (synchronous_commit=on: on disk). The records the
+ * writes are about to insert go in one statement (see UpcomingInserts). The writes run one after
+ * the other without savepoints; when one fails, the transaction is rolled back and the batch runs
+ * again with each write in its own savepoint, so that one failing write does not undo the others. The writes' hot spots are applied at the very end, in a fixed order, so that
  * they are held only for the commit and never while waiting for anything else: first the per-key
  * counters (sorted), then the audit chain head, locked FOR UPDATE, after which the batch's audit
  * rows are chained and inserted in one statement. That lock makes the audit log one chain across
@@ -84,10 +94,10 @@ export class GroupCommit {
     private readonly options: GroupCommitOptions,
   ) {}
 
-  /** `headOnly`: the write's plan asks for the chain head before any statement (an audit append, nothing else). */
-  run<T>(work: Work<T>, headOnly = false): Promise<T> {
+  run<T>(work: Work<T>, options: RunOptions = {}): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      this.pending.push({ work, headOnly, resolve: resolve as (value: unknown) => void, reject });
+      const { headOnly = false, inserting = [] } = options;
+      this.pending.push({ work, headOnly, inserting, resolve: resolve as (value: unknown) => void, reject });
       this.schedule();
     });
   }
@@ -214,13 +224,28 @@ export class GroupCommit {
    */
   private async runTogether(client: PoolClient, batch: Op[], begun: Settled<unknown>): Promise<Outcome[] | undefined> {
     const sharedKeys = new SharedKeyLocks();
+    const upcoming = upcomingInserts(txOn(client, new Effects(), sharedKeys));
+    const writes: Array<{ tx: WriteTx; effects: Effects }> = [];
+    const join = (ops: Op[]) => {
+      for (const op of ops) {
+        const effects = new Effects();
+        const tx = txOn(client, effects, sharedKeys, upcoming);
+        upcoming.add(tx, op.inserting);
+        writes.push({ tx, effects });
+      }
+    };
+    join(batch);
     const outcomes: Outcome[] = [];
     // The array grows while it is walked: writes that arrived while the batch's statements ran join at its end.
-    for (const op of batch) {
-      const effects = new Effects();
+    for (const [i, op] of batch.entries()) {
+      const { tx, effects } = writes[i];
       try {
-        outcomes.push({ ok: true, value: await op.work(txOn(client, effects, sharedKeys)), effects });
-        if (outcomes.length === batch.length) batch.push(...this.pending.splice(0, this.options.maxBatch - batch.length));
+        outcomes.push({ ok: true, value: await op.work(tx), effects });
+        if (outcomes.length === batch.length) {
+          const joining = this.pending.splice(0, this.options.maxBatch - batch.length);
+          batch.push(...joining);
+          join(joining);
+        }
       } catch (err) {
         await begun.result();
         if (breaksConnection(err) || (batch.length === 1 && isRetryable(err))) throw err;
@@ -229,6 +254,7 @@ export class GroupCommit {
         return batch.length === 1 ? [{ ok: false, error: err }] : undefined;
       }
     }
+    if (upcoming.unclaimed) throw new Error('records were written that no write of the transaction asked for');
     return outcomes;
   }
 
@@ -244,7 +270,10 @@ export class GroupCommit {
       const effects = new Effects();
       await query(client, 'SAVEPOINT write');
       try {
-        const value = await op.work(txOn(client, effects));
+        const tx = txOn(client, effects, undefined, upcomingInserts(txOn(client, effects)));
+        tx.upcoming!.add(tx, op.inserting);
+        const value = await op.work(tx);
+        if (tx.upcoming!.unclaimed) throw new Error('records were written that the write did not ask for');
         await query(client, 'RELEASE SAVEPOINT write');
         return { ok: true, value, effects };
       } catch (err) {
@@ -282,13 +311,14 @@ async function finish(client: PoolClient, outcomes: Outcome[], begun: Settled<un
   await committed.result();
 }
 
-function txOn(client: PoolClient, effects: Effects, sharedKeys?: SharedKeyLocks): WriteTx {
+function txOn(client: PoolClient, effects: Effects, sharedKeys?: SharedKeyLocks, upcoming?: UpcomingInserts): WriteTx {
   const run = (sql: string | Named, params?: unknown[]) => {
     sharedKeys?.seen(sql);
     return query(client, sql, params);
   };
   return {
     sharedKeys,
+    upcoming,
     rows: async <R>(sql: string | Named, params?: unknown[]) => (await run(sql, params)).rows as R[],
     count: async (sql, params) => (await run(sql, params)).rowCount ?? 0,
     addEncryptions: (tenant, version, n) => add(effects.encryptions, JSON.stringify([tenant, version]), n),

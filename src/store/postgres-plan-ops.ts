@@ -23,6 +23,8 @@ export interface WriteTx {
    * COMMIT (no savepoint); undefined in a savepoint, where each lock is taken again.
    */
   readonly sharedKeys?: SharedKeyLocks;
+  /** The records the transaction's writes are about to insert, written together (this write registered its own). */
+  readonly upcoming?: UpcomingInserts;
   /** Adds to a data key's encryption count, at the end of the transaction. */
   addEncryptions(tenant: string, version: number, n: number): void;
   /** Adds (or with a negative n removes) records to a (tenant, key version) count, at the end of the transaction. */
@@ -92,9 +94,8 @@ async function insertAll(tx: WriteTx, records: TokenRecord[]): Promise<Set<Token
   return new Set(records.filter((r) => ids.has(JSON.stringify([r.tenant, r.token]))));
 }
 
-/** The upcoming inserts of a batch of records (see UpcomingInserts), written through `tx`. */
-export const upcomingInserts = (tx: WriteTx, batch: readonly TokenRecord[]) =>
-  new UpcomingInserts(batch, (records) => insertAll(tx, records));
+/** Upcoming inserts (see UpcomingInserts) whose statements run through `tx`. */
+export const upcomingInserts = (tx: WriteTx) => new UpcomingInserts((records) => insertAll(tx, records));
 
 const SHARE_DATA_KEY: Named = {
   name: 'pii-vault-share-data-key',
@@ -131,7 +132,7 @@ export class SharedKeyLocks {
  * here: a plan that reaches the chain head is parked (see runUntilChainHead) and resumed on
  * chainOps once the group commit holds the head.
  */
-export function planOps(tx: WriteTx, upcoming?: UpcomingInserts): AsyncTransactionOps {
+export function planOps(tx: WriteTx): AsyncTransactionOps {
   const keyOf = async (sql: string | Named, params: unknown[]) => {
     const [row] = await tx.rows<DataKeyRow>(sql, params);
     return row && toDataKey(row);
@@ -190,7 +191,7 @@ export function planOps(tx: WriteTx, upcoming?: UpcomingInserts): AsyncTransacti
         ])
       ).map(toTokenRecord),
     insertRecord: async (record: TokenRecord) => {
-      const together = await upcoming?.insert(record);
+      const together = await tx.upcoming?.insert(tx, record);
       if (together) return together;
       // ON CONFLICT waits for a concurrent inserter of the same token or identity, then writes nothing if it committed.
       if ((await tx.count(INSERT_TOKEN, tokenParams(record))) === 1) return 'inserted';

@@ -7,7 +7,7 @@ import { redactUrl, toStoreError } from './postgres-errors';
 import { LookupBatch } from './postgres-lookup-batch';
 import { TOKEN_COLUMNS } from './postgres-rows';
 import { GroupCommit, query } from './postgres-group-commit';
-import { INSERT_KEY, KEY_SELECT, Named, keyParams, planOps, runUntilChainHead, upcomingInserts } from './postgres-plan-ops';
+import { INSERT_KEY, KEY_SELECT, Named, keyParams, planOps, runUntilChainHead } from './postgres-plan-ops';
 import {
   AuditDbRow,
   DataKeyRow,
@@ -471,7 +471,7 @@ export class PostgresStore implements VaultStore {
   }
 
   async appendAudit(audit: PendingAudit): Promise<AuditRow> {
-    return (await this.writes.run((tx) => runUntilChainHead(appendAuditPlan(audit), planOps(tx)), true)) as AuditRow;
+    return (await this.writes.run((tx) => runUntilChainHead(appendAuditPlan(audit), planOps(tx)), { headOnly: true })) as AuditRow;
   }
 
   async auditRows(afterSeq: number, limit: number, tenants?: readonly string[]): Promise<AuditRow[]> {
@@ -536,10 +536,11 @@ export class PostgresStore implements VaultStore {
   /**
    * Runs a fresh plan of src/store/rules/ in the next group commit: its statements in the shared
    * transaction, its audit row chained at the end under the head lock. The records it is about to
-   * insert, when given, are written together (see UpcomingInserts). A plan that loses a race
-   * (ConcurrentWriteError, serialization failure, deadlock) is run again.
+   * insert, when given, are written together, with those of the transaction's other writes (see
+   * UpcomingInserts). A plan that loses a race (ConcurrentWriteError, serialization failure,
+   * deadlock) is run again.
    */
   private async transact<T>(plan: () => Plan<T>, inserting: readonly TokenRecord[] = []): Promise<T> {
-    return (await this.writes.run((tx) => runUntilChainHead(plan(), planOps(tx, upcomingInserts(tx, inserting))))) as T;
+    return (await this.writes.run((tx) => runUntilChainHead(plan(), planOps(tx)), { inserting })) as T;
   }
 }

@@ -220,6 +220,64 @@ describe('store / PostgresStore (real PostgreSQL)', function () {
     expect(await count('audit')).to.equal(1);
   });
 
+  it("concurrent batches share one transaction's insert; one refused (stale key, taken token) is refused alone, the others stored once", async () => {
+    await store.insertTokens(
+      [record('tok_taken')],
+      audit(),
+      noDeterministic(() => record('x')),
+    );
+    await store.insertDataKey(key(1, 'decrypt-only', 'old'));
+    const subject = (token: string): TokenRecord => ({
+      ...record(token),
+      subjectHash: Buffer.alloc(32, 9),
+      subjectSealed: Buffer.from('s'),
+    });
+    const outcomes = await Promise.allSettled([
+      store.insertTokens(
+        [record('tok_1')],
+        audit(),
+        noDeterministic(() => record('x')),
+      ),
+      store.insertTokens(
+        [{ ...record('tok_stale'), tenant: 'old' }],
+        audit(),
+        noDeterministic(() => record('x')),
+      ),
+      store.insertTokens(
+        [record('tok_2'), subject('tok_s')],
+        audit(),
+        noDeterministic(() => record('x')),
+      ),
+      store.insertTokens(
+        [record('tok_taken')],
+        audit(),
+        noDeterministic(() => record('tok_retried')),
+      ),
+      store.insertTokens(
+        [record('tok_3')],
+        audit(),
+        noDeterministic(() => record('x')),
+      ),
+    ]);
+    expect(outcomes.map((o) => (o.status === 'fulfilled' ? o.value : (o.reason as Error).name))).to.deep.equal([
+      ['tok_1'],
+      'StaleDataKeyError',
+      ['tok_2', 'tok_s'],
+      ['tok_retried'],
+      ['tok_3'],
+    ]);
+    const stored = await sql<{ token: string }>(db.url, 'SELECT token FROM tokens ORDER BY token');
+    expect(stored.map((r) => r.token)).to.deep.equal(['tok_1', 'tok_2', 'tok_3', 'tok_retried', 'tok_s', 'tok_taken']);
+    expect(await store.recordCountsByKey()).to.deep.equal(new Map([['t/1', 6]]));
+    expect((await store.auditRows(0, 10)).map((r) => r.tokens)).to.have.deep.members([
+      ['tok_taken'],
+      ['tok_1'],
+      ['tok_2', 'tok_s'],
+      ['tok_retried'],
+      ['tok_3'],
+    ]);
+  });
+
   it('refuses (StaleDataKeyError, nothing written) a batch sealed under a key that is not active', async () => {
     await store.rotateDataKey(key(2), audit());
     const err = await store

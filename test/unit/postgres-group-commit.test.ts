@@ -75,11 +75,11 @@ describe('store / PostgreSQL group commit scheduling', () => {
     const { pool, log, gates } = fakePool();
     const commits = new GroupCommit(pool, { maxBatch: 256, maxConcurrentBatches: 2, retryAttempts: 1 });
     const commitCount = () => log.filter((s) => s.sql === 'COMMIT').length;
-    const first = commits.run(appendOnly, true);
+    const first = commits.run(appendOnly, { headOnly: true });
     await until(() => gates.length === 1);
     const late: Array<Promise<unknown>> = [];
     for (let i = 0; i < 4; i++) {
-      late.push(commits.run(appendOnly, true));
+      late.push(commits.run(appendOnly, { headOnly: true }));
       await turn();
     }
     const tokenize = commits.run(withStatement);
@@ -99,10 +99,10 @@ describe('store / PostgreSQL group commit scheduling', () => {
   it('a latecomer that runs a statement before the head fails alone; the transaction it joined commits the others', async () => {
     const { pool, log, gates } = fakePool();
     const commits = new GroupCommit(pool, { maxBatch: 256, maxConcurrentBatches: 2, retryAttempts: 1 });
-    const first = commits.run(appendOnly, true);
+    const first = commits.run(appendOnly, { headOnly: true });
     await until(() => gates.length === 1);
-    const liar = commits.run(withStatement, true);
-    const honest = commits.run(appendOnly, true);
+    const liar = commits.run(withStatement, { headOnly: true });
+    const honest = commits.run(appendOnly, { headOnly: true });
     await turn();
     gates.shift()!.open();
     const [a, b, c] = await Promise.allSettled([first, liar, honest]);
