@@ -73,13 +73,14 @@ interface GroupCommitOptions {
  * caller is answered after the shared COMMIT (synchronous_commit=on: on disk). The records the
  * writes are about to insert go in one statement (see UpcomingInserts). The writes run one after
  * the other without savepoints; when one fails, the transaction is rolled back and the batch runs
- * again with each write in its own savepoint, so that one failing write does not undo the others. The writes' hot spots are applied at the very end, in a fixed order, so that
- * they are held only for the commit and never while waiting for anything else: first the per-key
- * counters (sorted), then the audit chain head, locked FOR UPDATE, after which the batch's audit
- * rows are chained and inserted in one statement. That lock makes the audit log one chain across
- * every instance: appends are serialised. The counters and the lock are sent together, and so are
- * the rows' insert and COMMIT (pg pipeline mode), so the lock is held for one round trip (its
- * read), the chaining in this process, and the commit, whatever the batch size.
+ * again with each write in its own savepoint, so that one failing write does not undo the others.
+ * The writes' hot spots are applied at the very end, in a fixed order, so that they are held only
+ * for the commit and never while waiting for anything else: first the per-key counters (sorted),
+ * then the audit chain head, locked FOR UPDATE, after which the batch's audit rows are chained and
+ * inserted in one statement. That lock makes the audit log one chain across every instance:
+ * appends are serialised. The counters and the lock are sent together, and so are the rows' insert
+ * and COMMIT (pg pipeline mode), so the lock is held for one round trip (its read), the chaining in
+ * this process, and the commit, whatever the batch size.
  */
 export class GroupCommit {
   private pending: Op[] = [];
