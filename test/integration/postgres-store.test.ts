@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { Client } from 'pg';
 import { FIND_TOKENS_SQL, PostgresStore } from '../../src/store/postgres-store';
 import { POSTGRES_MIGRATIONS } from '../../src/store/postgres-migrations';
 import {
@@ -589,6 +590,45 @@ describe('store / PostgresStore: two instances writing at once', function () {
     await a?.close();
     await b?.close();
     await db?.drop();
+  });
+
+  it("a write's records are not inserted ahead of an earlier write's subject claim: no new deadlock with a colliding token from the other instance", async () => {
+    // Instance a's transaction: [a1 token X (tenant t), a2 subject S (tenant u), a3 token T (tenant t)]; instance b's:
+    // [consent of S, token T]. A third session holds u's key row, so a2 waits for it after a1's statements.
+    await a.insertDataKey({ ...activeDataKey(), tenant: 'u' });
+    const subject = Buffer.alloc(32, 5);
+    const hooks = (retokenized: string): InsertHooks => ({ retokenize: () => record(retokenized), resolveExisting: () => 'insert' });
+    const deadlocks = async () =>
+      Number((await sql<{ n: string }>(db.url, 'SELECT deadlocks AS n FROM pg_stat_database WHERE datname = current_database()'))[0].n);
+    const before = await deadlocks();
+    const holder = new Client({ connectionString: db.url });
+    await holder.connect();
+    try {
+      await holder.query('BEGIN');
+      await holder.query("SELECT 1 FROM data_keys WHERE tenant = 'u' FOR UPDATE");
+      const first = Promise.all([
+        a.insertTokens([record('X')], audit(), hooks('x')),
+        a.insertTokens([{ ...record('S1'), tenant: 'u', subjectHash: subject, subjectSealed: Buffer.from('s') }], audit(), hooks('y')),
+        a.insertTokens([record('T')], audit(), hooks('a3_retokenized')),
+      ]);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const second = Promise.all([
+        b.changeConsent('u', subject, { grant: ['p'], withdraw: [] }, 1, audit()),
+        b.insertTokens([record('T')], audit(), hooks('b2_retokenized')),
+      ]);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const released = Date.now();
+      await holder.query('COMMIT');
+      const [[x, s1, t], [, tb]] = await Promise.all([first, second]);
+      const waited = Date.now() - released;
+      expect([x, s1]).to.deep.equal([['X'], ['S1']]);
+      expect([...t, ...tb].sort()).to.deep.equal(t[0] === 'T' ? ['T', 'b2_retokenized'] : ['T', 'a3_retokenized']);
+      // A deadlock is detected after deadlock_timeout (1 s), and the transaction that lost runs again.
+      expect(await deadlocks()).to.equal(before);
+      expect(waited).to.be.below(900);
+    } finally {
+      await holder.end();
+    }
   });
 
   it('a deterministic value inserted from both instances at once gets one token', async () => {
