@@ -231,7 +231,7 @@ export class GroupCommit {
       for (const op of ops) {
         const effects = new Effects();
         const tx = txOn(client, effects, sharedKeys, upcoming);
-        upcoming.add(tx, op.inserting);
+        upcoming.add(tx, op.inserting, op.headOnly);
         writes.push({ tx, effects });
       }
     };

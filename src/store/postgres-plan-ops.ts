@@ -94,8 +94,12 @@ async function insertAll(tx: WriteTx, records: TokenRecord[]): Promise<Set<Token
   return new Set(records.filter((r) => ids.has(JSON.stringify([r.tenant, r.token]))));
 }
 
-/** Upcoming inserts (see UpcomingInserts) whose statements run through `tx`. */
-export const upcomingInserts = (tx: WriteTx) => new UpcomingInserts((records) => insertAll(tx, records));
+/** Upcoming inserts (see UpcomingInserts) whose statements run through `tx`, and whose held keys are `tx`'s. */
+export const upcomingInserts = (tx: WriteTx) =>
+  new UpcomingInserts(
+    (records) => insertAll(tx, records),
+    (tenant, version) => tx.sharedKeys?.get({ tenant, purpose: 'data', version }) !== undefined,
+  );
 
 const SHARE_DATA_KEY: Named = {
   name: 'pii-vault-share-data-key',

@@ -16,6 +16,7 @@ import {
 } from '../../src/store/vault-store';
 import { activeDataKey, auditEntry, testSealer as sealer, tokenRecord as record } from '../helpers/store-fixtures';
 import { createTestDatabase, openTestStore, requirePostgres, sql } from '../helpers/postgres';
+import { waitFor } from '../helpers/wait-for';
 
 const audit = (): PendingAudit => ({ entry: auditEntry(), sealer });
 const noDeterministic = (retokenize: (i: number) => TokenRecord): InsertHooks => ({
@@ -594,12 +595,23 @@ describe('store / PostgresStore: two instances writing at once', function () {
 
   it("a write's records are not inserted ahead of an earlier write's subject claim: no new deadlock with a colliding token from the other instance", async () => {
     // Instance a's transaction: [a1 token X (tenant t), a2 subject S (tenant u), a3 token T (tenant t)]; instance b's:
-    // [consent of S, token T]. A third session holds u's key row, so a2 waits for it after a1's statements.
+    // [consent of S, token T]. A third session holds u's key row, so a2 waits for it after a1's statements. Were a3's T
+    // written with a1's X, b (which claimed S first) would wait for T while a2 waits for S: a deadlock, detected after
+    // deadlock_timeout, the loser run again.
     await a.insertDataKey({ ...activeDataKey(), tenant: 'u' });
     const subject = Buffer.alloc(32, 5);
     const hooks = (retokenized: string): InsertHooks => ({ retokenize: () => record(retokenized), resolveExisting: () => 'insert' });
     const deadlocks = async () =>
       Number((await sql<{ n: string }>(db.url, 'SELECT deadlocks AS n FROM pg_stat_database WHERE datname = current_database()'))[0].n);
+    const waitingForLocks = async () =>
+      Number(
+        (
+          await sql<{ n: string }>(
+            db.url,
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+          )
+        )[0].n,
+      );
     const before = await deadlocks();
     const holder = new Client({ connectionString: db.url });
     await holder.connect();
@@ -611,21 +623,19 @@ describe('store / PostgresStore: two instances writing at once', function () {
         a.insertTokens([{ ...record('S1'), tenant: 'u', subjectHash: subject, subjectSealed: Buffer.from('s') }], audit(), hooks('y')),
         a.insertTokens([record('T')], audit(), hooks('a3_retokenized')),
       ]);
-      await new Promise((resolve) => setTimeout(resolve, 300));
+      await waitFor(async () => (await waitingForLocks()) >= 1, { what: "a's transaction waiting for u's key row" });
+      let secondDone = false;
       const second = Promise.all([
         b.changeConsent('u', subject, { grant: ['p'], withdraw: [] }, 1, audit()),
         b.insertTokens([record('T')], audit(), hooks('b2_retokenized')),
-      ]);
-      await new Promise((resolve) => setTimeout(resolve, 300));
-      const released = Date.now();
+      ]).finally(() => (secondDone = true));
+      // b either commits at once (T free) or waits for a's T.
+      await waitFor(async () => secondDone || (await waitingForLocks()) >= 2, { what: "b's transaction committed or waiting" });
       await holder.query('COMMIT');
       const [[x, s1, t], [, tb]] = await Promise.all([first, second]);
-      const waited = Date.now() - released;
       expect([x, s1]).to.deep.equal([['X'], ['S1']]);
       expect([...t, ...tb].sort()).to.deep.equal(t[0] === 'T' ? ['T', 'b2_retokenized'] : ['T', 'a3_retokenized']);
-      // A deadlock is detected after deadlock_timeout (1 s), and the transaction that lost runs again.
       expect(await deadlocks()).to.equal(before);
-      expect(waited).to.be.below(900);
     } finally {
       await holder.end();
     }

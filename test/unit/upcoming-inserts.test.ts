@@ -6,17 +6,25 @@ import { AwaitsChainHead, Named, WriteTx, planOps } from '../../src/store/postgr
 import type { TokenRecord } from '../../src/store/vault-store';
 import { tokenRecord } from '../helpers/store-fixtures';
 
-/** Upcoming inserts whose statement is a stand-in that writes every record but those whose token is `taken`. */
+/**
+ * Upcoming inserts whose statement is a stand-in that writes every record but those whose token is
+ * `taken`; the transaction holds the data keys of tenant `t` (the fixtures' tenant) only.
+ */
 function upcoming(taken: string[] = []) {
   const statements: string[][] = [];
-  const inserts = new UpcomingInserts(async (records) => {
-    statements.push(records.map((r) => r.token));
-    return new Set(records.filter((r) => !taken.includes(r.token)));
-  });
+  const inserts = new UpcomingInserts(
+    async (records) => {
+      statements.push(records.map((r) => r.token));
+      return new Set(records.filter((r) => !taken.includes(r.token)));
+    },
+    (tenant) => tenant === 't',
+  );
   return { inserts, statements };
 }
 
 const withSubject = (token: string): TokenRecord => ({ ...tokenRecord(token), subjectHash: Buffer.alloc(32, 7) });
+const deterministic = (token: string): TokenRecord => ({ ...tokenRecord(token), fingerprint: Buffer.alloc(32, 1) });
+const otherTenant = (token: string): TokenRecord => ({ ...tokenRecord(token), tenant: 'u' });
 
 describe('store / PostgreSQL upcoming inserts (records of a transaction written together)', () => {
   it("writes every write's records in one statement the first time one is asked for, and answers each as a single insert would", async () => {
@@ -34,29 +42,46 @@ describe('store / PostgreSQL upcoming inserts (records of a transaction written 
     expect(inserts.unclaimed).to.equal(0);
   });
 
-  it("does not write another write's records that name a data subject (its own write claims the subject first)", async () => {
+  it('takes a later write along only while every write up to it takes no lock before its inserts; audit-only writes are passed over', async () => {
+    // Each of these would take a lock another instance's transaction may hold while it inserts a colliding token.
+    for (const [stopper, why] of [
+      [[withSubject('s')], 'claims a subject'],
+      [[deterministic('d')], 'looks up and inserts a deterministic identity'],
+      [[otherTenant('u')], 'share-locks a data key the transaction does not hold yet'],
+      [[], 'runs statements of its own (not an insert)'],
+    ] as Array<[TokenRecord[], string]>) {
+      const { inserts, statements } = upcoming();
+      const [a, audit, b, c, d] = [{}, {}, {}, {}, {}];
+      const [a1, b1, b2, d1] = ['a1', 'b1', 'b2', 'd1'].map((token) => tokenRecord(token));
+      inserts.add(a, [a1]);
+      inserts.add(audit, [], true);
+      inserts.add(b, [b1, b2]);
+      inserts.add(c, stopper);
+      inserts.add(d, [d1]);
+      expect(await inserts.insert(a, a1), why).to.equal('inserted');
+      expect(statements, why).to.deep.equal([['a1', 'b1', 'b2']]);
+      expect(await inserts.insert(d, d1), `${why}: the write after it inserts alone`).to.equal(undefined);
+    }
+  });
+
+  it('takes no later write along while the asking write still has a deterministic record to look up', async () => {
     const { inserts, statements } = upcoming();
     const [a, b] = [{}, {}];
-    const [a1, a2, b1, b2] = [tokenRecord('a1'), withSubject('a2'), withSubject('b1'), withSubject('b2')];
-    inserts.add(a, [a1, a2]);
-    inserts.add(b, [b1, b2]);
+    const [a1, a2, b1] = [tokenRecord('a1'), tokenRecord('a2'), tokenRecord('b1')];
+    inserts.add(a, [a1, deterministic('ad'), a2]);
+    inserts.add(b, [b1]);
     await inserts.insert(a, a1);
     expect(statements).to.deep.equal([['a1', 'a2']]);
-    await inserts.insert(b, b1);
-    expect(statements).to.deep.equal([
-      ['a1', 'a2'],
-      ['b1', 'b2'],
-    ]);
   });
 
   it('leaves alone a record that is not registered, is asked for by another write, is deterministic, repeats a token, or would go alone', async () => {
     const { inserts, statements } = upcoming();
     const [a, b] = [{}, {}];
-    const deterministic = { ...tokenRecord('d'), fingerprint: Buffer.alloc(32, 1) };
+    const fingerprinted = deterministic('d');
     const again = tokenRecord('a1');
-    inserts.add(a, [tokenRecord('a1'), deterministic, again]);
+    inserts.add(a, [tokenRecord('a1'), fingerprinted, again]);
     expect(await inserts.insert(a, tokenRecord('x')), 'not registered').to.equal(undefined);
-    expect(await inserts.insert(a, deterministic)).to.equal(undefined);
+    expect(await inserts.insert(a, fingerprinted)).to.equal(undefined);
     expect(await inserts.insert(a, again), 'its token is registered already').to.equal(undefined);
     const lone = withSubject('lone');
     inserts.add(b, [lone]);
@@ -84,6 +109,11 @@ describe('store / PostgreSQL upcoming inserts (records of a transaction written 
             const sql = typeof statement === 'string' ? statement : statement.text;
             log.push(sql);
             if (sql.includes('audit_chain_head')) return { rows: [{ seq: '0', hash: Buffer.alloc(32) }], rowCount: 1 };
+            if (sql.includes('FOR SHARE')) {
+              const [tenant, purpose, version] = (statement as unknown as { values: [string, string, number] }).values;
+              const key = { tenant, purpose, version, state: 'active', kek_id: 'k', wrapped: null, created_at: '0', encryptions: '0' };
+              return { rows: [key], rowCount: 1 };
+            }
             if (sql.includes('INSERT INTO tokens') && typeof statement !== 'string') {
               const [tokens, tenants] = statement.values as [string[], string[]];
               return { rows: tokens.map((token, i) => ({ token, tenant: tenants[i] })), rowCount: tokens.length };
@@ -98,8 +128,11 @@ describe('store / PostgreSQL upcoming inserts (records of a transaction written 
     const insertingWrite =
       (records: TokenRecord[], ask = records) =>
       async (tx: WriteTx) => {
+        const ops = planOps(tx);
+        // As insertTokensPlan does: the records' data keys share-locked first.
+        for (const r of records) await ops.lockDataKey({ tenant: r.tenant, purpose: 'data', version: r.keyVersion }, 'share');
         const outcomes: string[] = [];
-        for (const record of ask) outcomes.push(await planOps(tx).insertRecord(record));
+        for (const record of ask) outcomes.push(await ops.insertRecord(record));
         return new AwaitsChainHead(async () => outcomes);
       };
 
