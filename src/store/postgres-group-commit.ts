@@ -278,10 +278,13 @@ export class GroupCommit {
         await query(client, 'RELEASE SAVEPOINT write');
         return { ok: true, value, effects };
       } catch (err) {
-        if (breaksConnection(err)) throw err;
+        // A deadlock or serialization failure takes in the locks of the writes before this one, which a rollback to the
+        // savepoint keeps: run again here, the write would wait for the same transaction again. The whole
+        // transaction is undone and run again instead (see commit).
+        if (breaksConnection(err) || isRetryableError(err)) throw err;
         await query(client, 'ROLLBACK TO SAVEPOINT write');
         await query(client, 'RELEASE SAVEPOINT write');
-        if (!isRetryable(err)) return { ok: false, error: err };
+        if (!(err instanceof ConcurrentWriteError)) return { ok: false, error: err };
         if (attempt >= this.options.retryAttempts) throw err;
         await backoff(attempt);
       }

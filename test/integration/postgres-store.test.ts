@@ -592,6 +592,65 @@ describe('store / PostgresStore: two instances writing at once', function () {
     await b?.close();
     await db?.drop();
   });
+  const deadlocks = async () =>
+    Number((await sql<{ n: string }>(db.url, 'SELECT deadlocks AS n FROM pg_stat_database WHERE datname = current_database()'))[0].n);
+  const waitingForLocks = async () =>
+    Number(
+      (
+        await sql<{ n: string }>(
+          db.url,
+          "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+      )[0].n,
+    );
+
+  it('a deadlock between two transactions running their writes in savepoints ends in one: the loser undoes its whole transaction, not only the write', async () => {
+    // Each instance's transaction: [a write refused (stale key: the batch goes to savepoints), a claim of one subject, a write
+    // that waits for a third session's lock on u's key, a claim of the other subject]. With the lock released, each
+    // wants the subject the other claimed. Retrying the loser's write in its savepoint kept its first claim: the same
+    // deadlock again, each detected after deadlock_timeout, until the retries ran out.
+    await a.insertDataKey({ ...activeDataKey(), tenant: 'u' });
+    await a.insertDataKey({ ...activeDataKey(), tenant: 'old', state: 'decrypt-only' });
+    const hooks: InsertHooks = { retokenize: () => record('x'), resolveExisting: () => 'insert' };
+    const [s1, s2] = [Buffer.alloc(32, 1), Buffer.alloc(32, 2)];
+    const ofSubject = (token: string, subjectHash: Buffer): TokenRecord => ({
+      ...record(token),
+      subjectHash,
+      subjectSealed: Buffer.from('s'),
+    });
+    const batch = (store: PostgresStore, name: string, first: Buffer, second: Buffer) =>
+      Promise.allSettled([
+        store.insertTokens([{ ...record(`${name}_stale`), tenant: 'old' }], audit(), hooks),
+        store.insertTokens([ofSubject(`${name}_first`, first)], audit(), hooks),
+        store.insertTokens([{ ...record(`${name}_waits`), tenant: 'u' }], audit(), hooks),
+        store.insertTokens([ofSubject(`${name}_second`, second)], audit(), hooks),
+      ]);
+    const before = await deadlocks();
+    const holder = new Client({ connectionString: db.url });
+    await holder.connect();
+    try {
+      await holder.query('BEGIN');
+      await holder.query("SELECT 1 FROM data_keys WHERE tenant = 'u' FOR UPDATE");
+      const first = batch(a, 'a', s2, s1);
+      const second = batch(b, 'b', s1, s2);
+      await waitFor(async () => (await waitingForLocks()) >= 2, { what: "both transactions waiting for u's key row" });
+      await holder.query('COMMIT');
+      const outcomes = [...(await first), ...(await second)].map((o) => (o.status === 'fulfilled' ? o.value : (o.reason as Error).name));
+      expect(outcomes).to.deep.equal([
+        'StaleDataKeyError',
+        ['a_first'],
+        ['a_waits'],
+        ['a_second'],
+        'StaleDataKeyError',
+        ['b_first'],
+        ['b_waits'],
+        ['b_second'],
+      ]);
+      expect(await deadlocks()).to.equal(before + 1);
+    } finally {
+      await holder.end();
+    }
+  });
 
   it("a write's records are not inserted ahead of an earlier write's subject claim: no new deadlock with a colliding token from the other instance", async () => {
     // Instance a's transaction: [a1 token X (tenant t), a2 subject S (tenant u), a3 token T (tenant t)]; instance b's:
@@ -601,17 +660,6 @@ describe('store / PostgresStore: two instances writing at once', function () {
     await a.insertDataKey({ ...activeDataKey(), tenant: 'u' });
     const subject = Buffer.alloc(32, 5);
     const hooks = (retokenized: string): InsertHooks => ({ retokenize: () => record(retokenized), resolveExisting: () => 'insert' });
-    const deadlocks = async () =>
-      Number((await sql<{ n: string }>(db.url, 'SELECT deadlocks AS n FROM pg_stat_database WHERE datname = current_database()'))[0].n);
-    const waitingForLocks = async () =>
-      Number(
-        (
-          await sql<{ n: string }>(
-            db.url,
-            "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
-          )
-        )[0].n,
-      );
     const before = await deadlocks();
     const holder = new Client({ connectionString: db.url });
     await holder.connect();
