@@ -18,6 +18,8 @@ interface Op {
   headOnly: boolean;
   /** The records it is about to insert (see UpcomingInserts). */
   inserting: readonly TokenRecord[];
+  /** The subject rows it will lock (see lockSubjects), by tenant and subject HMAC. */
+  subjects: ReadonlyMap<string, Subject>;
   resolve(value: unknown): void;
   reject(error: unknown): void;
 }
@@ -50,11 +52,18 @@ function add(map: Map<string, number>, key: string, n: number): void {
   map.set(key, (map.get(key) ?? 0) + n);
 }
 
-interface RunOptions {
+interface Subject {
+  tenant: string;
+  subjectHash: Buffer;
+}
+
+export interface RunOptions {
   /** The write's plan asks for the chain head before any statement (an audit append, nothing else). */
   headOnly?: boolean;
   /** The records the write is about to insert: written with those of the transaction's other writes, in one statement. */
   inserting?: readonly TokenRecord[];
+  /** The subject rows the write will claim or lock (entries without a subject are passed over). */
+  subjects?: ReadonlyArray<{ tenant: string; subjectHash: Buffer | null }>;
 }
 
 interface GroupCommitOptions {
@@ -98,7 +107,11 @@ export class GroupCommit {
   run<T>(work: Work<T>, options: RunOptions = {}): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       const { headOnly = false, inserting = [] } = options;
-      this.pending.push({ work, headOnly, inserting, resolve: resolve as (value: unknown) => void, reject });
+      const subjects = new Map<string, Subject>();
+      for (const { tenant, subjectHash } of options.subjects ?? []) {
+        if (subjectHash) subjects.set(JSON.stringify([tenant, subjectHash.toString('hex')]), { tenant, subjectHash });
+      }
+      this.pending.push({ work, headOnly, inserting, subjects, resolve: resolve as (value: unknown) => void, reject });
       this.schedule();
     });
   }
@@ -209,9 +222,10 @@ export class GroupCommit {
 
   /** One attempt at the whole batch; throws (for the caller to roll back) when nothing of it may stand. */
   private async transaction(client: PoolClient, batch: Op[], phases: Phases): Promise<Outcome[]> {
-    // Pipelined with the first statement of the batch (for writes that only append an audit row, the head's lock).
-    // Were BEGIN to fail, so would every statement behind it; it is checked before anything is chained or committed.
-    const begun = settled(query(client, 'BEGIN'));
+    // Pipelined with the first statement of the batch (for writes that only append an audit row, the head's lock), and
+    // so are the subject locks. Were either to fail, so would every statement behind it; they are checked before
+    // anything is chained or committed.
+    const begun = settled(Promise.all([query(client, 'BEGIN'), lockSubjects(client, batch)]));
     const outcomes = (await this.runTogether(client, batch, begun)) ?? (await this.runInSavepoints(client, batch));
     await finish(client, outcomes, begun, phases);
     return outcomes;
@@ -224,6 +238,7 @@ export class GroupCommit {
    * larger batch returns undefined, to run again write by write in savepoints.
    */
   private async runTogether(client: PoolClient, batch: Op[], begun: Settled<unknown>): Promise<Outcome[] | undefined> {
+    const lockedSubjects = new Set(batch.flatMap((op) => [...op.subjects.keys()]));
     const sharedKeys = new SharedKeyLocks();
     const upcoming = upcomingInserts(txOn(client, new Effects(), sharedKeys));
     const writes: Array<{ tx: WriteTx; effects: Effects }> = [];
@@ -243,7 +258,7 @@ export class GroupCommit {
       try {
         outcomes.push({ ok: true, value: await op.work(tx), effects });
         if (outcomes.length === batch.length) {
-          const joining = this.pending.splice(0, this.options.maxBatch - batch.length);
+          const joining = this.joiners(this.options.maxBatch - batch.length, lockedSubjects);
           batch.push(...joining);
           join(joining);
         }
@@ -259,8 +274,20 @@ export class GroupCommit {
     return outcomes;
   }
 
+  /**
+   * Writes waiting for a transaction, taken from the front of the queue to join one that is
+   * running its writes' statements: at most `room`, and none from the first that would lock a
+   * subject row the transaction did not lock at its start (see lockSubjects).
+   */
+  private joiners(room: number, lockedSubjects: ReadonlySet<string>): Op[] {
+    let n = 0;
+    while (n < Math.min(room, this.pending.length) && [...this.pending[n].subjects.keys()].every((id) => lockedSubjects.has(id))) n++;
+    return this.pending.splice(0, n);
+  }
+
   /** Each write in its own savepoint, so that one failing write does not undo the others. */
   private async runInSavepoints(client: PoolClient, batch: Op[]): Promise<Outcome[]> {
+    await lockSubjects(client, batch);
     const outcomes: Outcome[] = [];
     for (const op of batch) outcomes.push(await this.runInSavepoint(client, op));
     return outcomes;
@@ -337,6 +364,26 @@ export async function query(client: Pool | PoolClient, sql: string | Named, para
   } catch (err) {
     throw toStoreError(err);
   }
+}
+
+const LOCK_SUBJECTS: Named = {
+  name: 'pii-vault-lock-subjects',
+  text: `SELECT 1 FROM subjects WHERE (tenant, subject_hash) IN (SELECT * FROM unnest($1::text[], $2::bytea[]))
+    ORDER BY tenant, subject_hash FOR UPDATE OF subjects`,
+};
+
+/**
+ * The existing subject rows the batch's writes will claim or lock, locked `FOR UPDATE` before
+ * anything else the transaction locks, in one order (by tenant and subject HMAC), as one write
+ * claims its own subjects: each write would otherwise lock its subjects in its turn, after the
+ * data-key rows and subjects of the writes before it, and two transactions whose writes came in
+ * opposite orders would deadlock. A subject row that does not exist yet is created by its write's
+ * claim, in its turn. No statement when the batch names no subject.
+ */
+async function lockSubjects(client: PoolClient, batch: readonly Op[]): Promise<void> {
+  const subjects = [...new Map(batch.flatMap((op) => [...op.subjects])).values()];
+  if (subjects.length === 0) return;
+  await query(client, LOCK_SUBJECTS, [subjects.map((s) => s.tenant), subjects.map((s) => s.subjectHash)]);
 }
 
 /** Counter rows in sorted order, so two transactions never wait for each other's in opposite orders. */

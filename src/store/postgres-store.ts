@@ -6,7 +6,7 @@ import { PoolSettings, durablePool } from './postgres-pool';
 import { redactUrl, toStoreError } from './postgres-errors';
 import { LookupBatch } from './postgres-lookup-batch';
 import { TOKEN_COLUMNS } from './postgres-rows';
-import { GroupCommit, query } from './postgres-group-commit';
+import { GroupCommit, RunOptions, query } from './postgres-group-commit';
 import { INSERT_KEY, KEY_SELECT, Named, keyParams, planOps, runUntilChainHead } from './postgres-plan-ops';
 import {
   AuditDbRow,
@@ -125,7 +125,8 @@ const MAX_BATCH = 256;
  *   lock to commit; a concurrent first claim waits and then gets the winner's row, or inserts
  *   afresh if an erasure deleted it), or `SELECT … FOR UPDATE` (eraseSubject), before any record
  *   is touched; the erasure's record DELETE is a later statement, so it sees every record of a
- *   tokenize that committed first.
+ *   tokenize that committed first. A group commit first locks the existing rows of every subject
+ *   its writes name, sorted, before anything else (see lockSubjects in postgres-group-commit.ts).
  * - purgeExpired: the expired rows `FOR UPDATE SKIP LOCKED`, deleted with `RETURNING`: two purges
  *   (or a purge and a tokenize replacing an expired record) never take the same row, and the counts
  *   are those of the rows deleted. acquireLease: one upsert, conditional under the row lock.
@@ -280,7 +281,7 @@ export class PostgresStore implements VaultStore {
     hooks: InsertHooks,
     consents?: readonly SubjectConsent[],
   ): Promise<string[]> {
-    return (await this.transact(() => insertTokensPlan(records, audit, hooks, consents), records)).tokens;
+    return (await this.transact(() => insertTokensPlan(records, audit, hooks, consents), { inserting: records, subjects: records })).tokens;
   }
 
   async findTokens(tokens: readonly string[]): Promise<Map<string, StoredRecord[]>> {
@@ -325,11 +326,11 @@ export class PostgresStore implements VaultStore {
   }
 
   async changeConsent(tenant: string, subjectHash: Buffer, change: ConsentChange, now: number, audit: PendingAudit): Promise<SubjectRow> {
-    return this.transact(() => changeConsentPlan(tenant, subjectHash, change, now, audit));
+    return this.transact(() => changeConsentPlan(tenant, subjectHash, change, now, audit), { subjects: [{ tenant, subjectHash }] });
   }
 
   async eraseSubject(tenant: string, subjectHash: Buffer, audit: PendingAudit): Promise<{ records: number }> {
-    return this.transact(() => eraseSubjectPlan(tenant, subjectHash, audit));
+    return this.transact(() => eraseSubjectPlan(tenant, subjectHash, audit), { subjects: [{ tenant, subjectHash }] });
   }
 
   async listDataKeys(): Promise<DataKeyRecord[]> {
@@ -537,10 +538,11 @@ export class PostgresStore implements VaultStore {
    * Runs a fresh plan of src/store/rules/ in the next group commit: its statements in the shared
    * transaction, its audit row chained at the end under the head lock. The records it is about to
    * insert, when given, are written together, with those of the transaction's other writes (see
-   * UpcomingInserts). A plan that loses a race (ConcurrentWriteError, serialization failure,
+   * UpcomingInserts); the subject rows it will lock are locked first, with the other writes', in
+   * one order (see GroupCommit). A plan that loses a race (ConcurrentWriteError, serialization failure,
    * deadlock) is run again.
    */
-  private async transact<T>(plan: () => Plan<T>, inserting: readonly TokenRecord[] = []): Promise<T> {
-    return (await this.writes.run((tx) => runUntilChainHead(plan(), planOps(tx)), { inserting })) as T;
+  private async transact<T>(plan: () => Plan<T>, options: Omit<RunOptions, 'headOnly'> = {}): Promise<T> {
+    return (await this.writes.run((tx) => runUntilChainHead(plan(), planOps(tx)), options)) as T;
   }
 }

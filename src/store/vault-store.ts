@@ -198,10 +198,14 @@ export interface InsertHooks {
  * supplies the statements and the locks each primitive names. On a database with concurrent
  * writers at READ COMMITTED (PostgreSQL, several vault instances) the locks below are what keep
  * each invariant true; the SQLite store gets all of them from its single write lock (BEGIN
- * IMMEDIATE holds the whole database for the transaction). Locks are taken in one order — key
- * family, data-key rows, subject rows, token rows, job row, audit chain head — so writers queue, never deadlock;
- * a store that groups several calls into one transaction (group commit) may still meet a deadlock
- * or serialization failure between groups, and then runs the whole group again.
+ * IMMEDIATE holds the whole database for the transaction). Within one call, locks are taken in one
+ * order — key family, data-key rows, subject rows (sorted), token rows, job row, audit chain head —
+ * so writers queue, never deadlock. A store that groups several calls into one transaction (group
+ * commit) locks the existing subject rows of all of them first, sorted, so that groups whose calls
+ * came in opposite orders queue too. It may still meet a deadlock or serialization failure between
+ * groups (say, two first inserts of the same new subjects or deterministic values in opposite
+ * orders), and then runs the whole group again: never one call alone, whose rollback to a
+ * savepoint would keep the locks of the calls before it, and so the deadlock.
  *
  * Invariants that need the locks, and how each holds with several writers:
  * - Active key at commit (insertTokens, replaceCiphertexts): the target data-key row is read

@@ -604,6 +604,42 @@ describe('store / PostgresStore: two instances writing at once', function () {
       )[0].n,
     );
 
+  it("two transactions whose writes claim the same subjects in opposite orders queue instead of deadlocking (each locks its writes' subjects in one order first)", async () => {
+    // Instance a's transaction: [claim S2, a write waiting for a third session's lock on u's key, claim S1]; instance b's:
+    // [claim S1, the same wait, claim S2]. Claimed in their turns, each would hold one subject and want the other's.
+    await a.insertDataKey({ ...activeDataKey(), tenant: 'u' });
+    const hooks: InsertHooks = { retokenize: () => record('x'), resolveExisting: () => 'insert' };
+    const [s1, s2] = [Buffer.alloc(32, 1), Buffer.alloc(32, 2)];
+    const ofSubject = (token: string, subjectHash: Buffer): TokenRecord => ({
+      ...record(token),
+      subjectHash,
+      subjectSealed: Buffer.from('s'),
+    });
+    await a.insertTokens([ofSubject('s1_existing', s1), ofSubject('s2_existing', s2)], audit(), hooks);
+    const batch = (store: PostgresStore, name: string, first: Buffer, second: Buffer) =>
+      Promise.all([
+        store.insertTokens([ofSubject(`${name}_first`, first)], audit(), hooks),
+        store.insertTokens([{ ...record(`${name}_waits`), tenant: 'u' }], audit(), hooks),
+        store.insertTokens([ofSubject(`${name}_second`, second)], audit(), hooks),
+      ]);
+    const before = await deadlocks();
+    const holder = new Client({ connectionString: db.url });
+    await holder.connect();
+    try {
+      await holder.query('BEGIN');
+      await holder.query("SELECT 1 FROM data_keys WHERE tenant = 'u' FOR UPDATE");
+      const first = batch(a, 'a', s2, s1);
+      const second = batch(b, 'b', s1, s2);
+      await waitFor(async () => (await waitingForLocks()) >= 2, { what: 'both transactions waiting' });
+      await holder.query('COMMIT');
+      expect(await first).to.deep.equal([['a_first'], ['a_waits'], ['a_second']]);
+      expect(await second).to.deep.equal([['b_first'], ['b_waits'], ['b_second']]);
+      expect(await deadlocks()).to.equal(before);
+    } finally {
+      await holder.end();
+    }
+  });
+
   it('a deadlock between two transactions running their writes in savepoints ends in one: the loser undoes its whole transaction, not only the write', async () => {
     // Each instance's transaction: [a write refused (stale key: the batch goes to savepoints), a claim of one subject, a write
     // that waits for a third session's lock on u's key, a claim of the other subject]. With the lock released, each
