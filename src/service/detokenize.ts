@@ -6,7 +6,7 @@ import type { AuditEntry, StoredRecord } from '../store/vault-store';
 import { Caller, VaultDeps, auditEntry } from './context';
 import { revealLevel, revealValue } from './reveal';
 import { consentRefuses, subjectHandles } from './subject-consent';
-import { ERASED } from './subject-layer';
+import { ERASED, prefetchSubjectKeys } from './subject-layer';
 import { resolveToken } from './token-lookup';
 import { distinct } from './tokenize';
 
@@ -60,6 +60,10 @@ export async function detokenize(deps: VaultDeps, caller: Caller, request: Detok
   const items = new Array<Item>(tokens.length);
   const tally = new Tally();
   try {
+    await prefetchSubjectKeys(
+      deps,
+      records.filter((r): r is StoredRecord => typeof r === 'object' && revealFor(r) !== undefined),
+    );
     for (let i = 0; i < tokens.length; i++) {
       const token = tokens[i];
       const record = records[i];

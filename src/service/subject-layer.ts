@@ -3,7 +3,7 @@ import { KeyUnavailableError } from '../crypto/key-provider';
 import type { SubjectKeys } from '../keys/subject-keys';
 import type { TokenRecord } from '../store/vault-store';
 import { Caller, SubjectKeyControl, VaultDeps, auditEntry } from './context';
-import { openInnerSubject, openInnerValue, subjectHash } from './record-crypto';
+import { SUBJECT_KEYED_BINDING, openInnerSubject, openInnerValue, subjectHash } from './record-crypto';
 
 interface SubjectKeyRule {
   tenant: string;
@@ -48,6 +48,17 @@ export async function batchSubjectKeys(
 export async function openSubjectKeyedValue(deps: VaultDeps, record: TokenRecord, inner: Buffer): Promise<Buffer | typeof ERASED> {
   const key = await subjectKeyOf(deps, record);
   return key ? openInnerValue(key, record, inner) : ERASED;
+}
+
+/**
+ * Reads the subject keys of the subject-keyed records among these into memory in one call to the
+ * key store (see SubjectKeys.prefetch), before they are opened one by one.
+ */
+export async function prefetchSubjectKeys(deps: VaultDeps, records: readonly TokenRecord[]): Promise<void> {
+  const subjects = records
+    .filter((r) => r.binding === SUBJECT_KEYED_BINDING)
+    .map((r) => ({ tenant: r.tenant, subjectHash: r.subjectHash! }));
+  if (subjects.length > 1) await subjectKeyStore(deps).prefetch(subjects);
 }
 
 /** The inner layer of a subject-keyed record's subject id opened, or null when its subject key is gone. */

@@ -118,6 +118,16 @@ export class PostgresSubjectKeyStore implements SubjectKeyStore {
     return row && toSubjectKeyRecord(row);
   }
 
+  async getMany(keys: ReadonlyArray<{ tenant: string; subjectHash: Buffer }>): Promise<Array<SubjectKeyRecord | undefined>> {
+    if (keys.length === 0) return [];
+    const rows = await this.query<SubjectKeyRow>(
+      'SELECT k.* FROM subject_keys k JOIN unnest($1::text[], $2::bytea[]) AS w(tenant, subject_hash) USING (tenant, subject_hash)',
+      [keys.map((k) => k.tenant), keys.map((k) => k.subjectHash)],
+    );
+    const stored = new Map(rows.map((row) => [subjectKeyId(row.tenant, row.subject_hash), toSubjectKeyRecord(row)]));
+    return keys.map((k) => stored.get(subjectKeyId(k.tenant, k.subjectHash)));
+  }
+
   /** How many keys are stored (migrate compares it with the source). */
   async count(): Promise<number> {
     const [row] = await this.query<{ n: string }>('SELECT count(*) AS n FROM subject_keys');

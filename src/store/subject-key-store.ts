@@ -43,6 +43,8 @@ export interface SubjectKeyStore {
   getOrCreate(candidates: readonly SubjectKeyRecord[]): Promise<SubjectKeyRecord[]>;
   /** The stored key, or undefined (never created, or destroyed). */
   get(tenant: string, subjectHash: Buffer): Promise<SubjectKeyRecord | undefined>;
+  /** The stored key of each (tenant, subject HMAC), in order, as `get` would answer it: one read for all of them. */
+  getMany(keys: ReadonlyArray<{ tenant: string; subjectHash: Buffer }>): Promise<Array<SubjectKeyRecord | undefined>>;
   /** Deletes the key and purges it from the store's logs; false when there was none. */
   destroy(tenant: string, subjectHash: Buffer): Promise<boolean>;
 }

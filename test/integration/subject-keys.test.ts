@@ -9,6 +9,7 @@ import { SUBJECT_KEYED_BINDING, subjectHash } from '../../src/service/record-cry
 import { destroySubjectKey } from '../../src/service/subject-layer';
 import { SYSTEM_CALLER } from '../../src/service/context';
 import { AuditUnavailableError } from '../../src/store/vault-store';
+import type { SubjectKeyStore } from '../../src/store/subject-key-store';
 import { createTestVault, openEmbeddedVault, TestVault } from '../helpers/test-vault';
 import { waitFor } from '../helpers/wait-for';
 import { DEV_KMS_CREDENTIALS, DevKms, startDevKms } from '../../src/dev-kms/server';
@@ -259,6 +260,28 @@ describe('per-subject keys (crypto-shredding)', () => {
     const err = await openEmbeddedVault(config, { logger: createLogger('silent') }).catch((e: Error) => e);
     expect(err).to.be.instanceOf(ConfigError);
     expect((err as Error).message).to.contain('move them with `pii-vault migrate`, or unset subjectKeys.databaseUrl');
+  });
+
+  it('a detokenize of many subjects reads their keys from the key store in one call, not one per record', async () => {
+    const subjects = Array.from({ length: 6 }, (_, i) => `cust_${i}`);
+    const tokens = await v.tokenize(subjects.map((subject) => ({ type: 'pan', value: PAN, subject })));
+    await shred(v.opened, 'default', 'cust_5');
+    // Another instance: nothing of these keys in its memory yet.
+    const other = await openEmbeddedVault(v.config, { logger: createLogger('silent') });
+    try {
+      const store = (other.vault.deps.subjectKeys.keys as unknown as { store: SubjectKeyStore }).store;
+      const calls: string[] = [];
+      for (const method of ['get', 'getMany'] as const) {
+        const original = store[method].bind(store) as (...args: unknown[]) => Promise<unknown>;
+        (store as unknown as Record<string, unknown>)[method] = (...args: unknown[]) => (calls.push(method), original(...args));
+      }
+      const { items } = await other.vault.detokenize(callerOf(other, v.keys.gateway), { tokens, purpose: 'charge' });
+      expect(items.map((i) => ('value' in i ? i.value : i.error.code))).to.deep.equal([PAN, PAN, PAN, PAN, PAN, 'erased']);
+      // The erased subject's key is read once more, alone, when its record is opened.
+      expect(calls).to.deep.equal(['getMany', 'get']);
+    } finally {
+      await other.close();
+    }
   });
 
   it('another instance keeps a destroyed key until subjectKeys.cacheTtlSeconds: what it seals meanwhile is erased too', async () => {

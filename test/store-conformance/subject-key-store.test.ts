@@ -103,6 +103,20 @@ for (const factory of [sqlite, postgres]) {
       expect(await under.store.get('tenant-c', a.subjectHash)).to.equal(undefined);
     });
 
+    it('getMany answers each key in order as get would: stored ones, undefined for none or another tenant, repeats, none asked', async () => {
+      const [a, b] = [await getOne(under.store, candidate('tenant-a')), await getOne(under.store, candidate('tenant-b'))];
+      const absent = { tenant: 'tenant-a', subjectHash: randomBytes(32) };
+      const asked = [b, { tenant: 'tenant-c', subjectHash: a.subjectHash }, absent, a, b];
+      expect(await under.store.getMany(asked.map(({ tenant, subjectHash }) => ({ tenant, subjectHash })))).to.deep.equal([
+        b,
+        undefined,
+        undefined,
+        a,
+        b,
+      ]);
+      expect(await under.store.getMany([])).to.deep.equal([]);
+    });
+
     it('destroy deletes the key (true once, then false); a later getOrCreate makes a new one', async () => {
       const first = await getOne(under.store, candidate());
       expect(await under.store.destroy('default', first.subjectHash)).to.equal(true);

@@ -82,6 +82,10 @@ export class SqliteSubjectKeyStore implements SubjectKeyStore {
     return this.run(() => this.read(tenant, subjectHash));
   }
 
+  getMany(keys: ReadonlyArray<{ tenant: string; subjectHash: Buffer }>): Promise<Array<SubjectKeyRecord | undefined>> {
+    return this.run(() => keys.map(({ tenant, subjectHash }) => this.read(tenant, subjectHash)));
+  }
+
   async destroy(tenant: string, subjectHash: Buffer): Promise<boolean> {
     const deleted = await this.run(() => this.statements.delete.run(tenant, subjectHash).changes === 1);
     if (deleted) await this.purger.purge();
