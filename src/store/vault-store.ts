@@ -202,10 +202,13 @@ export interface InsertHooks {
  * order — key family, data-key rows, subject rows (sorted), token rows, job row, audit chain head —
  * so writers queue, never deadlock. A store that groups several calls into one transaction (group
  * commit) locks the existing subject rows of all of them first, sorted, so that groups whose calls
- * came in opposite orders queue too. It may still meet a deadlock or serialization failure between
- * groups (say, two first inserts of the same new subjects or deterministic values in opposite
- * orders), and then runs the whole group again: never one call alone, whose rollback to a
- * savepoint would keep the locks of the calls before it, and so the deadlock.
+ * came in opposite orders queue too (in a group, subject rows thus come before data-key rows; the
+ * calls that lock data keys exclusively, rotation and state changes, lock no subject). It may still
+ * meet a deadlock or serialization failure between groups (a subject row created by another
+ * transaction after the group's first locks, claimed in its call's turn; first inserts of the same
+ * deterministic values in opposite orders), and then runs the whole group again: never one call
+ * alone, whose rollback to a savepoint would keep the locks of the calls before it, and so the
+ * deadlock.
  *
  * Invariants that need the locks, and how each holds with several writers:
  * - Active key at commit (insertTokens, replaceCiphertexts): the target data-key row is read

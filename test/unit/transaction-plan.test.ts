@@ -1,8 +1,9 @@
 import { expect } from 'chai';
 import { appendAuditPlan } from '../../src/store/rules/audit';
 import { AsyncTransactionOps, Plan, TransactionOps, ask, runPlan, runPlanAsync } from '../../src/store/transaction-plan';
-import { AuditHead, AuditRow, AuditUnavailableError, GENESIS_HASH } from '../../src/store/vault-store';
-import { auditEntry, testSealer } from '../helpers/store-fixtures';
+import { AuditHead, AuditRow, AuditUnavailableError, GENESIS_HASH, InsertHooks, TokenRecord } from '../../src/store/vault-store';
+import { insertTokensPlan } from '../../src/store/rules/tokens';
+import { activeDataKey, auditEntry, testSealer, tokenRecord } from '../helpers/store-fixtures';
 
 /** Primitives that answer from memory, synchronously or asynchronously (as a PostgreSQL store's would). */
 function memoryOps(state: { head?: AuditHead; segment?: AuditHead; rows: AuditRow[]; refuse?: Error }) {
@@ -71,4 +72,34 @@ describe('store / transaction plans run alike on synchronous and asynchronous pr
       });
     });
   }
+});
+
+describe('store / insertTokensPlan run again (a store retries a transaction)', () => {
+  it("names in the audit reason only the tokens this run replaced, not an undone run's", () => {
+    const expired = { ...tokenRecord('old'), fingerprint: Buffer.from('f'), expiresAt: 1 };
+    const audit = { entry: auditEntry(), sealer: testSealer };
+    const run = (stored: TokenRecord[]) => {
+      const rows: AuditRow[] = [];
+      const ops = {
+        lockDataKey: () => ({ ...activeDataKey() }),
+        recordsByFingerprint: () => stored,
+        deleteRecord: () => ({ keyVersion: 1 }),
+        insertRecord: () => 'inserted',
+        addEncryptions: () => undefined,
+        addRecordCount: () => undefined,
+        lockAuditHead: () => undefined,
+        lastAuditSegment: () => undefined,
+        insertAuditRow: (row: AuditRow) => void rows.push(row),
+      } as Partial<TransactionOps> as TransactionOps;
+      const hooks: InsertHooks = {
+        retokenize: () => tokenRecord('x'),
+        resolveExisting: (_i, existing) => ({ replace: existing.map((r) => r.token) }),
+      };
+      runPlan(insertTokensPlan([{ ...tokenRecord('new'), fingerprint: Buffer.from('f') }], audit, hooks), ops);
+      return rows[0];
+    };
+    expect(run([expired]).reason).to.equal('replaced expired deterministic tokens: old');
+    // The first run was undone (its transaction rolled back) and, run again, found nothing to replace (a purge took it meanwhile).
+    expect(run([]).reason).to.equal(null);
+  });
 });

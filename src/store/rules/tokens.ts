@@ -60,7 +60,8 @@ export function* insertTokensPlan(
   }
   if (tenant !== undefined) yield* tally.write(tenant);
   audit.entry.tokens = tokens;
-  if (replaced.length) audit.entry.reason = `replaced expired deterministic tokens: ${replaced.join(', ')}`;
+  // Set on every run: a store may run the plan again after undoing a run that replaced others.
+  audit.entry.reason = replaced.length ? `replaced expired deterministic tokens: ${replaced.join(', ')}` : null;
   yield* appendAuditPlan(audit);
   return { tokens, replaced };
 }
