@@ -604,88 +604,78 @@ describe('store / PostgresStore: two instances writing at once', function () {
       )[0].n,
     );
 
-  it("two transactions whose writes claim the same subjects in opposite orders queue instead of deadlocking (each locks its writes' subjects in one order first)", async () => {
-    // Instance a's transaction: [claim S2, a write waiting for a third session's lock on u's key, claim S1]; instance b's:
-    // [claim S1, the same wait, claim S2]. Claimed in their turns, each would hold one subject and want the other's.
-    await a.insertDataKey({ ...activeDataKey(), tenant: 'u' });
-    const hooks: InsertHooks = { retokenize: () => record('x'), resolveExisting: () => 'insert' };
-    const [s1, s2] = [Buffer.alloc(32, 1), Buffer.alloc(32, 2)];
-    const ofSubject = (token: string, subjectHash: Buffer): TokenRecord => ({
-      ...record(token),
-      subjectHash,
-      subjectSealed: Buffer.from('s'),
-    });
-    await a.insertTokens([ofSubject('s1_existing', s1), ofSubject('s2_existing', s2)], audit(), hooks);
-    const batch = (store: PostgresStore, name: string, first: Buffer, second: Buffer) =>
-      Promise.all([
-        store.insertTokens([ofSubject(`${name}_first`, first)], audit(), hooks),
-        store.insertTokens([{ ...record(`${name}_waits`), tenant: 'u' }], audit(), hooks),
-        store.insertTokens([ofSubject(`${name}_second`, second)], audit(), hooks),
-      ]);
-    const before = await deadlocks();
+  const insertHooks: InsertHooks = { retokenize: () => record('x'), resolveExisting: () => 'insert' };
+  const ofSubject = (token: string, subjectHash: Buffer): TokenRecord => ({
+    ...record(token),
+    subjectHash,
+    subjectSealed: Buffer.from('s'),
+  });
+  /**
+   * While a third session holds tenant u's data-key row FOR UPDATE, starts the writes (`start`
+   * returns once they wait where the test wants them), then lets the row go; returns what `start` did.
+   */
+  async function whileKeyRowHeld<T extends object>(start: () => Promise<T>): Promise<T> {
     const holder = new Client({ connectionString: db.url });
     await holder.connect();
     try {
       await holder.query('BEGIN');
       await holder.query("SELECT 1 FROM data_keys WHERE tenant = 'u' FOR UPDATE");
-      const first = batch(a, 'a', s2, s1);
-      const second = batch(b, 'b', s1, s2);
-      await waitFor(async () => (await waitingForLocks()) >= 2, { what: 'both transactions waiting' });
+      const started = await start();
       await holder.query('COMMIT');
-      expect(await first).to.deep.equal([['a_first'], ['a_waits'], ['a_second']]);
-      expect(await second).to.deep.equal([['b_first'], ['b_waits'], ['b_second']]);
-      expect(await deadlocks()).to.equal(before);
+      return started;
     } finally {
       await holder.end();
     }
+  }
+
+  const [s1, s2] = [Buffer.alloc(32, 1), Buffer.alloc(32, 2)];
+  /**
+   * Instance a's transaction claims S2 then S1, instance b's S1 then S2, each with a write between
+   * them that waits for u's key row (held by a third session until both wait), and with
+   * `refusedFirst` a write refused first (stale key: the batch then runs in savepoints). Returns
+   * what each write returned or the name of what it threw, a's writes then b's.
+   */
+  async function crossedClaims(refusedFirst: boolean): Promise<unknown[]> {
+    await a.insertDataKey({ ...activeDataKey(), tenant: 'u' });
+    await a.insertDataKey({ ...activeDataKey(), tenant: 'old', state: 'decrypt-only' });
+    const batch = (store: PostgresStore, name: string, first: Buffer, second: Buffer) =>
+      Promise.allSettled([
+        ...(refusedFirst ? [store.insertTokens([{ ...record(`${name}_stale`), tenant: 'old' }], audit(), insertHooks)] : []),
+        store.insertTokens([ofSubject(`${name}_first`, first)], audit(), insertHooks),
+        store.insertTokens([{ ...record(`${name}_waits`), tenant: 'u' }], audit(), insertHooks),
+        store.insertTokens([ofSubject(`${name}_second`, second)], audit(), insertHooks),
+      ]);
+    const { first, second } = await whileKeyRowHeld(async () => {
+      const started = { first: batch(a, 'a', s2, s1), second: batch(b, 'b', s1, s2) };
+      await waitFor(async () => (await waitingForLocks()) >= 2, { what: 'both transactions waiting' });
+      return started;
+    });
+    return [...(await first), ...(await second)].map((o) => (o.status === 'fulfilled' ? o.value : (o.reason as Error).name));
+  }
+
+  it("two transactions whose writes claim the same subjects in opposite orders queue instead of deadlocking (each locks its writes' subjects in one order first)", async () => {
+    // Claimed in their writes' turns, each transaction would hold one subject and want the other's.
+    await a.insertTokens([ofSubject('s1_existing', s1), ofSubject('s2_existing', s2)], audit(), insertHooks);
+    const before = await deadlocks();
+    expect(await crossedClaims(false)).to.deep.equal([['a_first'], ['a_waits'], ['a_second'], ['b_first'], ['b_waits'], ['b_second']]);
+    expect(await deadlocks()).to.equal(before);
   });
 
   it('a deadlock between two transactions running their writes in savepoints ends in one: the loser undoes its whole transaction, not only the write', async () => {
-    // Each instance's transaction: [a write refused (stale key: the batch goes to savepoints), a claim of one subject, a write
-    // that waits for a third session's lock on u's key, a claim of the other subject]. With the lock released, each
-    // wants the subject the other claimed. Retrying the loser's write in its savepoint kept its first claim: the same
-    // deadlock again, each detected after deadlock_timeout, until the retries ran out.
-    await a.insertDataKey({ ...activeDataKey(), tenant: 'u' });
-    await a.insertDataKey({ ...activeDataKey(), tenant: 'old', state: 'decrypt-only' });
-    const hooks: InsertHooks = { retokenize: () => record('x'), resolveExisting: () => 'insert' };
-    const [s1, s2] = [Buffer.alloc(32, 1), Buffer.alloc(32, 2)];
-    const ofSubject = (token: string, subjectHash: Buffer): TokenRecord => ({
-      ...record(token),
-      subjectHash,
-      subjectSealed: Buffer.from('s'),
-    });
-    const batch = (store: PostgresStore, name: string, first: Buffer, second: Buffer) =>
-      Promise.allSettled([
-        store.insertTokens([{ ...record(`${name}_stale`), tenant: 'old' }], audit(), hooks),
-        store.insertTokens([ofSubject(`${name}_first`, first)], audit(), hooks),
-        store.insertTokens([{ ...record(`${name}_waits`), tenant: 'u' }], audit(), hooks),
-        store.insertTokens([ofSubject(`${name}_second`, second)], audit(), hooks),
-      ]);
+    // The subjects are new (nothing to lock first): the claims deadlock. Retrying the loser's write in its savepoint
+    // kept its first claim: the same deadlock again, each detected after deadlock_timeout, until the retries ran out.
     const before = await deadlocks();
-    const holder = new Client({ connectionString: db.url });
-    await holder.connect();
-    try {
-      await holder.query('BEGIN');
-      await holder.query("SELECT 1 FROM data_keys WHERE tenant = 'u' FOR UPDATE");
-      const first = batch(a, 'a', s2, s1);
-      const second = batch(b, 'b', s1, s2);
-      await waitFor(async () => (await waitingForLocks()) >= 2, { what: "both transactions waiting for u's key row" });
-      await holder.query('COMMIT');
-      const outcomes = [...(await first), ...(await second)].map((o) => (o.status === 'fulfilled' ? o.value : (o.reason as Error).name));
-      expect(outcomes).to.deep.equal([
-        'StaleDataKeyError',
-        ['a_first'],
-        ['a_waits'],
-        ['a_second'],
-        'StaleDataKeyError',
-        ['b_first'],
-        ['b_waits'],
-        ['b_second'],
-      ]);
-      expect(await deadlocks()).to.equal(before + 1);
-    } finally {
-      await holder.end();
-    }
+    expect(await crossedClaims(true)).to.deep.equal([
+      'StaleDataKeyError',
+      ['a_first'],
+      ['a_waits'],
+      ['a_second'],
+      'StaleDataKeyError',
+      ['b_first'],
+      ['b_waits'],
+      ['b_second'],
+    ]);
+    expect(await deadlocks()).to.equal(before + 1);
   });
 
   it("a write's records are not inserted ahead of an earlier write's subject claim: no new deadlock with a colliding token from the other instance", async () => {
@@ -697,14 +687,10 @@ describe('store / PostgresStore: two instances writing at once', function () {
     const subject = Buffer.alloc(32, 5);
     const hooks = (retokenized: string): InsertHooks => ({ retokenize: () => record(retokenized), resolveExisting: () => 'insert' });
     const before = await deadlocks();
-    const holder = new Client({ connectionString: db.url });
-    await holder.connect();
-    try {
-      await holder.query('BEGIN');
-      await holder.query("SELECT 1 FROM data_keys WHERE tenant = 'u' FOR UPDATE");
+    const { first, second } = await whileKeyRowHeld(async () => {
       const first = Promise.all([
         a.insertTokens([record('X')], audit(), hooks('x')),
-        a.insertTokens([{ ...record('S1'), tenant: 'u', subjectHash: subject, subjectSealed: Buffer.from('s') }], audit(), hooks('y')),
+        a.insertTokens([{ ...ofSubject('S1', subject), tenant: 'u' }], audit(), hooks('y')),
         a.insertTokens([record('T')], audit(), hooks('a3_retokenized')),
       ]);
       await waitFor(async () => (await waitingForLocks()) >= 1, { what: "a's transaction waiting for u's key row" });
@@ -715,14 +701,12 @@ describe('store / PostgresStore: two instances writing at once', function () {
       ]).finally(() => (secondDone = true));
       // b either commits at once (T free) or waits for a's T.
       await waitFor(async () => secondDone || (await waitingForLocks()) >= 2, { what: "b's transaction committed or waiting" });
-      await holder.query('COMMIT');
-      const [[x, s1, t], [, tb]] = await Promise.all([first, second]);
-      expect([x, s1]).to.deep.equal([['X'], ['S1']]);
-      expect([...t, ...tb].sort()).to.deep.equal(t[0] === 'T' ? ['T', 'b2_retokenized'] : ['T', 'a3_retokenized']);
-      expect(await deadlocks()).to.equal(before);
-    } finally {
-      await holder.end();
-    }
+      return { first, second };
+    });
+    const [[x, s1, t], [, tb]] = await Promise.all([first, second]);
+    expect([x, s1]).to.deep.equal([['X'], ['S1']]);
+    expect([...t, ...tb].sort()).to.deep.equal(t[0] === 'T' ? ['T', 'b2_retokenized'] : ['T', 'a3_retokenized']);
+    expect(await deadlocks()).to.equal(before);
   });
 
   it('a deterministic value inserted from both instances at once gets one token', async () => {
