@@ -2,6 +2,7 @@ import type { Pool, PoolClient } from 'pg';
 import { AwaitsChainHead, ChainPhase, Named, SharedKeyLocks, WriteTx, upcomingInserts } from './postgres-plan-ops';
 import type { UpcomingInserts } from './postgres-batch-insert';
 import { breaksConnection, isRetryable as isRetryableError, toStoreError } from './postgres-errors';
+import { subjectKeyId } from './subject-key-store';
 import { ConcurrentWriteError } from './transaction-plan';
 import { AuditUnavailableError, StoreUnavailableError, TokenRecord } from './vault-store';
 
@@ -109,7 +110,7 @@ export class GroupCommit {
       const { headOnly = false, inserting = [] } = options;
       const subjects = new Map<string, Subject>();
       for (const { tenant, subjectHash } of options.subjects ?? []) {
-        if (subjectHash) subjects.set(JSON.stringify([tenant, subjectHash.toString('hex')]), { tenant, subjectHash });
+        if (subjectHash) subjects.set(subjectKeyId(tenant, subjectHash), { tenant, subjectHash });
       }
       this.pending.push({ work, headOnly, inserting, subjects, resolve: resolve as (value: unknown) => void, reject });
       this.schedule();
@@ -305,9 +306,9 @@ export class GroupCommit {
         await query(client, 'RELEASE SAVEPOINT write');
         return { ok: true, value, effects };
       } catch (err) {
-        // A deadlock or serialization failure takes in the locks of the writes before this one, which a rollback to the
-        // savepoint keeps: run again here, the write would wait for the same transaction again. The whole
-        // transaction is undone and run again instead (see commit).
+        // A deadlock or serialization failure involves the locks of the writes before this one, which a rollback to the
+        // savepoint keeps: run again here, the write would wait for the same transaction again. The whole transaction
+        // is undone and run again instead (see commit).
         if (breaksConnection(err) || isRetryableError(err)) throw err;
         await query(client, 'ROLLBACK TO SAVEPOINT write');
         await query(client, 'RELEASE SAVEPOINT write');
