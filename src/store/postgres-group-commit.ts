@@ -226,8 +226,10 @@ export class GroupCommit {
     // Pipelined with the first statement of the batch (for writes that only append an audit row, the head's lock), and
     // so are the subject locks. Were either to fail, so would every statement behind it; they are checked before
     // anything is chained or committed.
-    const begun = settled(Promise.all([query(client, 'BEGIN'), lockSubjects(client, batch)]));
-    const outcomes = (await this.runTogether(client, batch, begun)) ?? (await this.runInSavepoints(client, batch));
+    // Writes that join later name only these subjects (see joiners).
+    const subjects = new Map(batch.flatMap((op) => [...op.subjects]));
+    const begun = settled(Promise.all([query(client, 'BEGIN'), lockSubjects(client, subjects)]));
+    const outcomes = (await this.runTogether(client, batch, begun, subjects)) ?? (await this.runInSavepoints(client, batch, subjects));
     await finish(client, outcomes, begun, phases);
     return outcomes;
   }
@@ -238,8 +240,12 @@ export class GroupCommit {
    * reports its failure (a retryable one is thrown, for the whole transaction to run again), a
    * larger batch returns undefined, to run again write by write in savepoints.
    */
-  private async runTogether(client: PoolClient, batch: Op[], begun: Settled<unknown>): Promise<Outcome[] | undefined> {
-    const lockedSubjects = new Set(batch.flatMap((op) => [...op.subjects.keys()]));
+  private async runTogether(
+    client: PoolClient,
+    batch: Op[],
+    begun: Settled<unknown>,
+    lockedSubjects: ReadonlyMap<string, Subject>,
+  ): Promise<Outcome[] | undefined> {
     const sharedKeys = new SharedKeyLocks();
     const upcoming = upcomingInserts(txOn(client, new Effects(), sharedKeys));
     const writes: Array<{ tx: WriteTx; effects: Effects }> = [];
@@ -280,15 +286,15 @@ export class GroupCommit {
    * running its writes' statements: at most `room`, and none from the first that would lock a
    * subject row the transaction did not lock at its start (see lockSubjects).
    */
-  private joiners(room: number, lockedSubjects: ReadonlySet<string>): Op[] {
+  private joiners(room: number, lockedSubjects: ReadonlyMap<string, Subject>): Op[] {
     let n = 0;
     while (n < Math.min(room, this.pending.length) && [...this.pending[n].subjects.keys()].every((id) => lockedSubjects.has(id))) n++;
     return this.pending.splice(0, n);
   }
 
   /** Each write in its own savepoint, so that one failing write does not undo the others. */
-  private async runInSavepoints(client: PoolClient, batch: Op[]): Promise<Outcome[]> {
-    await lockSubjects(client, batch);
+  private async runInSavepoints(client: PoolClient, batch: Op[], subjects: ReadonlyMap<string, Subject>): Promise<Outcome[]> {
+    await lockSubjects(client, subjects);
     const outcomes: Outcome[] = [];
     for (const op of batch) outcomes.push(await this.runInSavepoint(client, op));
     return outcomes;
@@ -374,17 +380,17 @@ const LOCK_SUBJECTS: Named = {
 };
 
 /**
- * The existing subject rows the batch's writes will claim or lock, locked `FOR UPDATE` before
- * anything else the transaction locks, in one order (by tenant and subject HMAC), as one write
- * claims its own subjects: each write would otherwise lock its subjects in its turn, after the
+ * The existing subject rows the batch's writes will claim or lock (by subjectKeyId), locked `FOR
+ * UPDATE` before anything else the transaction locks, in one order (by tenant and subject HMAC),
+ * as one write claims its own subjects: each write would otherwise lock its subjects in its turn, after the
  * data-key rows and subjects of the writes before it, and two transactions whose writes came in
  * opposite orders would deadlock. A subject row that does not exist yet is created by its write's
  * claim, in its turn. No statement when the batch names no subject.
  */
-async function lockSubjects(client: PoolClient, batch: readonly Op[]): Promise<void> {
-  const subjects = [...new Map(batch.flatMap((op) => [...op.subjects])).values()];
-  if (subjects.length === 0) return;
-  await query(client, LOCK_SUBJECTS, [subjects.map((s) => s.tenant), subjects.map((s) => s.subjectHash)]);
+async function lockSubjects(client: PoolClient, subjects: ReadonlyMap<string, Subject>): Promise<void> {
+  if (subjects.size === 0) return;
+  const named = [...subjects.values()];
+  await query(client, LOCK_SUBJECTS, [named.map((s) => s.tenant), named.map((s) => s.subjectHash)]);
 }
 
 /** Counter rows in sorted order, so two transactions never wait for each other's in opposite orders. */
