@@ -99,11 +99,9 @@ export class PostgresSubjectKeyStore implements SubjectKeyStore {
         },
       );
       if (!inserted) continue;
-      const rows = await this.query<SubjectKeyRow>(
-        'SELECT k.* FROM subject_keys k JOIN unnest($1::text[], $2::bytea[]) AS w(tenant, subject_hash) USING (tenant, subject_hash)',
-        [missing.map((c) => c.tenant), missing.map((c) => c.subjectHash)],
-      );
-      for (const row of rows) stored.set(subjectKeyId(row.tenant, row.subject_hash), toSubjectKeyRecord(row));
+      for (const record of await this.getMany(missing)) {
+        if (record) stored.set(subjectKeyId(record.tenant, record.subjectHash), record);
+      }
     }
     throw new StoreUnavailableError(
       `subject keys not stored after ${MAX_GET_OR_CREATE_ATTEMPTS} attempts (destroyed while being created, or conflicting writers)`,
