@@ -58,7 +58,7 @@ export async function prefetchSubjectKeys(deps: VaultDeps, records: readonly Tok
   const subjects = records
     .filter((r) => r.binding === SUBJECT_KEYED_BINDING)
     .map((r) => ({ tenant: r.tenant, subjectHash: r.subjectHash! }));
-  if (subjects.length > 1) await subjectKeyStore(deps).prefetch(subjects);
+  if (subjects.length > 0) await subjectKeyStore(deps).prefetch(subjects);
 }
 
 /** The inner layer of a subject-keyed record's subject id opened, or null when its subject key is gone. */
