@@ -472,7 +472,7 @@ export class PostgresStore implements VaultStore {
   }
 
   async appendAudit(audit: PendingAudit): Promise<AuditRow> {
-    return (await this.writes.run((tx) => runUntilChainHead(appendAuditPlan(audit), planOps(tx)), { headOnly: true })) as AuditRow;
+    return this.transact(() => appendAuditPlan(audit), { headOnly: true });
   }
 
   async auditRows(afterSeq: number, limit: number, tenants?: readonly string[]): Promise<AuditRow[]> {
@@ -539,10 +539,11 @@ export class PostgresStore implements VaultStore {
    * transaction, its audit row chained at the end under the head lock. The records it is about to
    * insert, when given, are written together, with those of the transaction's other writes (see
    * UpcomingInserts); the subject rows it will lock are locked first, with the other writes', in
-   * one order (see GroupCommit). A plan that loses a race (ConcurrentWriteError, serialization failure,
-   * deadlock) is run again.
+   * one order (see GroupCommit). A plan that only appends its audit row says so (`headOnly`), to
+   * join a transaction already at the head. A plan that loses a race (ConcurrentWriteError,
+   * serialization failure, deadlock) is run again.
    */
-  private async transact<T>(plan: () => Plan<T>, options: Omit<RunOptions, 'headOnly'> = {}): Promise<T> {
+  private async transact<T>(plan: () => Plan<T>, options: RunOptions = {}): Promise<T> {
     return (await this.writes.run((tx) => runUntilChainHead(plan(), planOps(tx)), options)) as T;
   }
 }
